@@ -1,0 +1,42 @@
+// Build script shared by every furcate package that links libtorch (the
+// binary includes it with `include!`). It makes the linked artifacts
+// (binaries, tests, benches) find libtorch without `LD_LIBRARY_PATH` through
+// an rpath, and links `libtorch.so` with `--no-as-needed` so that the CUDA
+// kernels register at start-up (tch-rs issues 907 and 980).
+use std::path::PathBuf;
+
+fn main() {
+    println!("cargo:rerun-if-env-changed=LIBTORCH");
+    println!("cargo:rerun-if-changed=build.rs");
+    let Some(dir) = std::env::var_os("LIBTORCH") else {
+        panic!(
+            "LIBTORCH is not set. furcate builds against libtorch 2.11.0 from the PyPI wheel of \
+             PyTorch 2.11.0: run `scripts/setup.sh` once (it installs it into a per-user cache \
+             and links it as ./.libtorch), or set LIBTORCH to a `torch` folder of PyTorch 2.11.0."
+        )
+    };
+    let dir = PathBuf::from(dir);
+    let dir = dir.canonicalize().unwrap_or(dir);
+    let lib = dir.join("lib");
+    if !lib.join("libtorch_cpu.so").exists() {
+        panic!(
+            "LIBTORCH={} holds no lib/libtorch_cpu.so. Run `scripts/setup.sh` to install \
+             libtorch 2.11.0 (PyTorch 2.11.0 from PyPI) into the per-user cache.",
+            dir.display()
+        );
+    }
+    let version = std::fs::read_to_string(dir.join("version.py"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("__version__ = ").map(|v| v.trim_matches(['\'', '"']).to_string())
+            })
+        })
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=FURCATE_LIBTORCH_DIR={}", dir.display());
+    println!("cargo:rustc-env=FURCATE_LIBTORCH_BUILD_VERSION={version}");
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
+    println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
+    println!("cargo:rustc-link-arg=-L{}", lib.display());
+    println!("cargo:rustc-link-arg=-ltorch");
+}

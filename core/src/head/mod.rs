@@ -1,0 +1,155 @@
+//! Property heads: one small network per labelled property, trained on the
+//! extractor's features (or the shared trunk's output).
+//!
+//! A head is declared in TOML by `type`:
+//!
+//! ```toml
+//! [[heads]]
+//! type = "classification"
+//! name = "morphology"
+//! ```
+//!
+//! Its [`HeadConfig`] first [`fit`](HeadConfig::fit)s what it needs from the
+//! training labels (class names, target scaling) into a [`HeadState`], which is
+//! stored in the checkpoint, then [`build`](HeadConfig::build)s the module.
+
+use std::fmt::Debug;
+
+use serde::{Deserialize, Serialize};
+use tch::{nn, Kind, Tensor};
+
+use crate::Result;
+
+/// What a head learned from the training labels before training (class names,
+/// target mean and scale, ...). Stored in the checkpoint as JSON, so that a
+/// saved run rebuilds exactly the same head.
+pub type HeadState = serde_json::Value;
+
+/// The raw labels of one property: one cell per sample, `None` where the cell is empty.
+pub type Labels<'a> = [Option<&'a str>];
+
+/// Targets of one head as tensors.
+#[derive(Debug)]
+pub struct Targets {
+    /// Encoded targets, one row per sample (`[N]` class indices, `[N]` or `[N, K]` values).
+    pub values: Tensor,
+    /// `[N]` booleans: `false` where the label is missing; those rows add nothing to the loss.
+    pub mask: Tensor,
+}
+
+/// One decoded prediction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Prediction {
+    /// A class with its probability.
+    Class {
+        /// Class name.
+        label: String,
+        /// Predicted probability of that class.
+        probability: f64,
+    },
+    /// A continuous value, with its predicted standard deviation when the head has one.
+    Value {
+        /// The predicted value in the data's units.
+        value: f64,
+        /// Predicted standard deviation, for heads that predict their uncertainty.
+        std: Option<f64>,
+    },
+}
+
+impl Prediction {
+    /// The prediction as `(column suffix, cell)` pairs for CSV output.
+    pub fn cells(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Prediction::Class { label, probability } => {
+                vec![("", label.clone()), ("_probability", format!("{probability:.6}"))]
+            }
+            Prediction::Value { value, std: None } => vec![("", format!("{value:.6}"))],
+            Prediction::Value { value, std: Some(s) } => {
+                vec![("", format!("{value:.6}")), ("_std", format!("{s:.6}"))]
+            }
+        }
+    }
+}
+
+/// A head's score on labelled data.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HeadScore {
+    /// Fraction of wrongly classified samples, for discrete heads; the
+    /// thesis's "cumulative error" sums these over heads.
+    pub error_rate: Option<f64>,
+    /// Per sample: was the prediction right? `None` where the label is
+    /// missing or the head has no notion of right (plain regression).
+    pub correct: Vec<Option<bool>>,
+    /// Every metric of the head, for `metrics.json` and the report.
+    pub metrics: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A trained or trainable head.
+pub trait PropertyHead: Send {
+    /// The head's name (unique in a model).
+    fn name(&self) -> &str;
+
+    /// The head's raw output.
+    ///
+    /// # Shapes
+    /// `features`: `[N, D]` -> `[N, K]` (K: classes, or values per sample).
+    fn forward(&self, features: &Tensor, train: bool) -> Tensor;
+
+    /// Mean loss over the rows given, against this head's own encoded targets.
+    ///
+    /// # Shapes
+    /// `output`: `[M, K]`, `target`: `[M, ...]` -> scalar.
+    fn loss(&self, output: &Tensor, target: &Tensor) -> Tensor;
+
+    /// Encodes the raw labels of this head's column; an unusable label is an
+    /// [`crate::Error::Label`] naming its sample.
+    fn encode(&self, labels: &Labels) -> Result<Targets>;
+
+    /// Decodes raw outputs into predictions in the data's terms.
+    ///
+    /// # Shapes
+    /// `output`: `[N, K]` -> `N` predictions.
+    fn decode(&self, output: &Tensor) -> Vec<Prediction>;
+
+    /// Scores predictions against raw labels (missing labels are skipped).
+    fn score(&self, predictions: &[Prediction], labels: &Labels) -> Result<HeadScore>;
+
+    /// The loss over the rows whose mask is set; zero (still attached to the
+    /// graph) when no row has a label.
+    ///
+    /// # Shapes
+    /// `output`: `[N, K]`, `targets`: `[N, ...]` with mask `[N]` -> scalar.
+    fn masked_loss(&self, output: &Tensor, targets: &Targets) -> Tensor {
+        let idx = targets.mask.nonzero().squeeze_dim(1);
+        if idx.size()[0] == 0 {
+            return output.sum(Kind::Float) * 0.0;
+        }
+        let idx = idx.to_device(output.device());
+        let target = targets.values.to_device(output.device()).index_select(0, &idx);
+        self.loss(&output.index_select(0, &idx), &target)
+    }
+}
+
+/// The TOML table of a head; `type` picks the implementation.
+#[typetag::serde(tag = "type")]
+pub trait HeadConfig: Debug + Send + Sync {
+    /// The head's name, unique in a model.
+    fn name(&self) -> &str;
+
+    /// The data column holding this head's labels (defaults to the name).
+    fn column(&self) -> &str {
+        self.name()
+    }
+
+    /// The head's weight in the total loss.
+    fn loss_weight(&self) -> f64 {
+        1.0
+    }
+
+    /// Learns from the training labels what the head needs before it is built.
+    fn fit(&self, labels: &Labels) -> Result<HeadState>;
+
+    /// Builds the head under `path` for `in_dim` input features.
+    fn build(&self, path: nn::Path, in_dim: i64, state: &HeadState) -> Result<Box<dyn PropertyHead>>;
+}

@@ -1,0 +1,25 @@
+//! # furcate-core
+//!
+//! The heart of furcate: a frozen [`extractor::FeatureExtractor`] turns each
+//! micrograph into a feature vector once; small [`head::PropertyHead`]s, one
+//! per labelled property, are trained on those features, with or without a
+//! shared trunk between them.
+//!
+//! Extractors and heads are chosen in TOML by their `type`, through typetag
+//! ([`extractor::ExtractorConfig`], [`head::HeadConfig`]).
+#![deny(missing_docs)]
+
+pub mod error;
+pub mod extractor;
+pub mod fsutil;
+pub mod head;
+pub mod registry;
+pub mod runtime;
+pub mod weights;
+
+pub use error::{Error, Result};
+pub use extractor::{BuildContext, ExtractorConfig, FeatureExtractor, InputSpec};
+pub use head::{HeadConfig, HeadScore, HeadState, Prediction, PropertyHead, Targets};
+
+/// The version of furcate-core.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

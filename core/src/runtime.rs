@@ -1,0 +1,226 @@
+//! What furcate runs on: libtorch, CPU threads, CUDA devices, and the device
+//! a config asks for.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// The libtorch version furcate is built for (tch 0.24).
+pub const EXPECTED_LIBTORCH: &str = "2.11.0";
+
+/// The libtorch folder furcate was built against.
+pub const BUILD_LIBTORCH_DIR: &str = env!("FURCATE_LIBTORCH_DIR");
+
+/// One CUDA device.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CudaDevice {
+    /// Index, as in `cuda:N`.
+    pub index: usize,
+    /// Marketing name, where NVML could tell it.
+    pub name: String,
+    /// Total memory in bytes, where NVML could tell it.
+    pub memory_bytes: Option<u64>,
+}
+
+/// The libtorch that is loaded in this process.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Libtorch {
+    /// Version without the local suffix, e.g. `2.11.0`.
+    pub version: String,
+    /// The full version string, e.g. `2.11.0+cu130`.
+    pub full_version: String,
+    /// The folder holding `lib/libtorch_cpu.so`.
+    pub dir: PathBuf,
+}
+
+/// Finds the libtorch this process has loaded (from `/proc/self/maps`,
+/// falling back to the folder it was built against) and reads its version.
+pub fn libtorch() -> Result<Libtorch> {
+    // Touch libtorch so that it is surely mapped.
+    let _ = tch::get_num_threads();
+    let loaded = std::fs::read_to_string("/proc/self/maps").ok().and_then(|maps| {
+        maps.lines().find_map(|l| {
+            let path = l.split_whitespace().nth(5)?;
+            path.ends_with("/libtorch_cpu.so").then(|| PathBuf::from(path))
+        })
+    });
+    let dir = loaded
+        .and_then(|p| p.parent()?.parent().map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(BUILD_LIBTORCH_DIR));
+    let version_file = dir.join("version.py");
+    let text = std::fs::read_to_string(&version_file).map_err(|e| {
+        Error::Torch(format!(
+            "cannot read the version of the libtorch in {} ({e}); run scripts/setup.sh to \
+             install libtorch {EXPECTED_LIBTORCH} (PyTorch {EXPECTED_LIBTORCH} from PyPI)",
+            dir.display()
+        ))
+    })?;
+    let full_version = text
+        .lines()
+        .find_map(|l| l.strip_prefix("__version__ = "))
+        .map(|v| v.trim().trim_matches(['\'', '"']).to_string())
+        .ok_or_else(|| Error::Torch(format!("{} names no __version__", version_file.display())))?;
+    let version = full_version.split('+').next().unwrap_or_default().to_string();
+    Ok(Libtorch { version, full_version, dir })
+}
+
+/// Fails with a message saying how to fix it unless the loaded libtorch is
+/// [`EXPECTED_LIBTORCH`].
+pub fn check_libtorch() -> Result<Libtorch> {
+    let lt = libtorch()?;
+    if lt.version != EXPECTED_LIBTORCH {
+        return Err(Error::Torch(format!(
+            "furcate needs libtorch {EXPECTED_LIBTORCH} but {} holds {}; run scripts/setup.sh \
+             (it installs PyTorch {EXPECTED_LIBTORCH} from PyPI into the per-user cache) and rebuild",
+            lt.dir.display(),
+            lt.full_version
+        )));
+    }
+    Ok(lt)
+}
+
+/// The CUDA devices libtorch sees, with names and memory from NVML where available.
+pub fn cuda_devices() -> Vec<CudaDevice> {
+    let n = if tch::Cuda::is_available() { tch::Cuda::device_count().max(0) as usize } else { 0 };
+    let nvml = nvml::Nvml::open();
+    (0..n)
+        .map(|index| {
+            let (name, memory_bytes) = nvml
+                .as_ref()
+                .and_then(|nv| nv.device(index))
+                .map(|(name, mem)| (name, Some(mem)))
+                .unwrap_or_else(|| (format!("CUDA device {index}"), None));
+            CudaDevice { index, name, memory_bytes }
+        })
+        .collect()
+}
+
+/// Where a computation runs, as written in configs: `auto`, `cpu`, `cuda` or `cuda:N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceSpec {
+    /// The first CUDA device if there is one, else the CPU.
+    #[default]
+    Auto,
+    /// The CPU.
+    Cpu,
+    /// CUDA device N.
+    Cuda(usize),
+}
+
+impl DeviceSpec {
+    /// The tch device, failing when CUDA is asked for but absent.
+    pub fn resolve(self) -> Result<tch::Device> {
+        match self {
+            DeviceSpec::Auto => Ok(tch::Device::cuda_if_available()),
+            DeviceSpec::Cpu => Ok(tch::Device::Cpu),
+            DeviceSpec::Cuda(i) => {
+                let n = if tch::Cuda::is_available() { tch::Cuda::device_count() as usize } else { 0 };
+                if i >= n {
+                    Err(Error::Invalid(format!(
+                        "device cuda:{i} was asked for but libtorch sees {n} CUDA device(s)"
+                    )))
+                } else {
+                    Ok(tch::Device::Cuda(i))
+                }
+            }
+        }
+    }
+}
+
+impl std::str::FromStr for DeviceSpec {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(DeviceSpec::Auto),
+            "cpu" => Ok(DeviceSpec::Cpu),
+            "cuda" => Ok(DeviceSpec::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(DeviceSpec::Cuda)
+                .ok_or_else(|| format!("unknown device `{s}`: expected auto, cpu, cuda or cuda:N")),
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceSpec::Auto => f.write_str("auto"),
+            DeviceSpec::Cpu => f.write_str("cpu"),
+            DeviceSpec::Cuda(i) => write!(f, "cuda:{i}"),
+        }
+    }
+}
+
+impl Serialize for DeviceSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for DeviceSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Device names and memory from NVML (the driver's library), loaded at run time
+/// so that machines without a GPU driver need nothing.
+mod nvml {
+    use libloading::{Library, Symbol};
+    use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
+
+    #[repr(C)]
+    struct Memory {
+        total: u64,
+        free: u64,
+        used: u64,
+    }
+
+    pub struct Nvml {
+        lib: Library,
+    }
+
+    type Init = unsafe extern "C" fn() -> c_int;
+    type Handle = unsafe extern "C" fn(c_uint, *mut *mut c_void) -> c_int;
+    type Name = unsafe extern "C" fn(*mut c_void, *mut c_char, c_uint) -> c_int;
+    type Mem = unsafe extern "C" fn(*mut c_void, *mut Memory) -> c_int;
+
+    impl Nvml {
+        pub fn open() -> Option<Nvml> {
+            // SAFETY: NVML is the NVIDIA driver's C library; its init has no preconditions.
+            unsafe {
+                let lib = Library::new("libnvidia-ml.so.1").ok()?;
+                let init: Symbol<Init> = lib.get(b"nvmlInit_v2\0").ok()?;
+                (init() == 0).then_some(Nvml { lib })
+            }
+        }
+
+        pub fn device(&self, index: usize) -> Option<(String, u64)> {
+            // SAFETY: the signatures match nvml.h; buffers are sized as NVML asks.
+            unsafe {
+                let handle_of: Symbol<Handle> = self.lib.get(b"nvmlDeviceGetHandleByIndex_v2\0").ok()?;
+                let name_of: Symbol<Name> = self.lib.get(b"nvmlDeviceGetName\0").ok()?;
+                let mem_of: Symbol<Mem> = self.lib.get(b"nvmlDeviceGetMemoryInfo\0").ok()?;
+                let mut handle = std::ptr::null_mut();
+                if handle_of(index as c_uint, &mut handle) != 0 {
+                    return None;
+                }
+                let mut buf = [0 as c_char; 256];
+                if name_of(handle, buf.as_mut_ptr(), buf.len() as c_uint) != 0 {
+                    return None;
+                }
+                let name = CStr::from_ptr(buf.as_ptr()).to_string_lossy().into_owned();
+                let mut mem = Memory { total: 0, free: 0, used: 0 };
+                if mem_of(handle, &mut mem) != 0 {
+                    return None;
+                }
+                Some((name, mem.total))
+            }
+        }
+    }
+}

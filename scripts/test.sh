@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh clone: install libtorch, the weights and the
+# reference implementations the parity tests compare against, then test.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+eval "$(scripts/setup.sh --test)"
+cargo test --workspace "$@"
