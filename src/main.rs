@@ -27,6 +27,18 @@ struct Cli {
 enum Command {
     /// What furcate runs on: versions, threads, CUDA devices, weights, registered types.
     Info(cmd::info::Args),
+    /// Generate the synthetic data set if missing, train configs/default.toml, print the results.
+    Demo(cmd::demo::Args),
+    /// Train the heads a config declares, evaluate them, and write a run folder.
+    Train(cmd::train::Args),
+    /// Score a trained run on its test part or on other labelled data.
+    Eval(cmd::eval::Args),
+    /// Predict every head's property for unlabelled micrographs.
+    Predict(cmd::predict::Args),
+    /// Write the extractor's features of a config's images (safetensors, optionally CSV).
+    Extract(cmd::extract::Args),
+    /// Generate a synthetic data set (default: the thesis's 3500 images) as PNGs and a manifest.
+    Generate(cmd::generate::Args),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +46,12 @@ fn main() -> ExitCode {
     init_logging(cli.verbose);
     let result = match cli.command {
         Command::Info(args) => cmd::info::run(&args),
+        Command::Demo(args) => cmd::demo::run(&args, cli.quiet),
+        Command::Train(args) => cmd::train::run(&args, cli.quiet),
+        Command::Eval(args) => cmd::eval::run(&args, cli.quiet),
+        Command::Predict(args) => cmd::predict::run(&args, cli.quiet),
+        Command::Extract(args) => cmd::extract::run(&args, cli.quiet),
+        Command::Generate(args) => cmd::generate::run(&args, cli.quiet),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

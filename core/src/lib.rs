@@ -9,12 +9,21 @@
 //! ([`extractor::ExtractorConfig`], [`head::HeadConfig`]).
 #![deny(missing_docs)]
 
+pub mod config;
+pub mod data;
 pub mod error;
 pub mod extractor;
+pub mod features;
 pub mod fsutil;
 pub mod head;
+pub mod metrics;
+pub mod model;
+pub mod progress;
 pub mod registry;
+pub mod report;
+pub mod run;
 pub mod runtime;
+pub mod train;
 pub mod weights;
 
 pub use error::{Error, Result};

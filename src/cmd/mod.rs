@@ -1,3 +1,10 @@
 //! One module per subcommand.
 
+pub mod demo;
+pub mod eval;
+pub mod extract;
+pub mod generate;
 pub mod info;
+pub mod predict;
+pub mod progress;
+pub mod train;

@@ -20,6 +20,11 @@ use tch::{Kind, Tensor};
 
 use crate::{Error, Result};
 
+pub mod efficientnet_lite0;
+pub mod frozen;
+pub mod resnet50;
+pub mod weights;
+
 /// What input an extractor wants.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InputSpec {

@@ -20,6 +20,35 @@ use tch::{nn, Kind, Tensor};
 
 use crate::Result;
 
+pub mod classification;
+pub mod regression;
+
+/// A label cell with surrounding whitespace removed; `None` when it is missing
+/// or blank.
+pub(crate) fn cell(label: Option<&str>) -> Option<&str> {
+    label.map(str::trim).filter(|l| !l.is_empty())
+}
+
+/// Encodes each present label with `f(index, label)` (surrounding whitespace
+/// trimmed); a missing or blank cell gets `T::default()` and mask `false`. A
+/// helper for [`PropertyHead::encode`].
+///
+/// # Shapes
+/// `N` labels -> values `[N]`, mask `[N]`.
+pub fn encode_cells<T: tch::kind::Element + Default>(
+    labels: &Labels,
+    mut f: impl FnMut(usize, &str) -> Result<T>,
+) -> Result<Targets> {
+    let mut values = Vec::with_capacity(labels.len());
+    let mut mask = Vec::with_capacity(labels.len());
+    for (index, label) in labels.iter().enumerate() {
+        let value = cell(*label).map(|l| f(index, l)).transpose()?;
+        mask.push(value.is_some());
+        values.push(value.unwrap_or_default());
+    }
+    Ok(Targets { values: Tensor::from_slice(&values), mask: Tensor::from_slice(&mask) })
+}
+
 /// What a head learned from the training labels before training (class names,
 /// target mean and scale, ...). Stored in the checkpoint as JSON, so that a
 /// saved run rebuilds exactly the same head.
@@ -145,6 +174,12 @@ pub trait HeadConfig: Debug + Send + Sync {
     /// The head's weight in the total loss.
     fn loss_weight(&self) -> f64 {
         1.0
+    }
+
+    /// Whether the train/test split should be stratified on this head's labels
+    /// (true for discrete properties).
+    fn stratify(&self) -> bool {
+        false
     }
 
     /// Learns from the training labels what the head needs before it is built.

@@ -1,0 +1,288 @@
+//! The run configuration: one TOML file that names the data, the extractor,
+//! the optional shared trunk, the heads and the training settings.
+//!
+//! ```toml
+//! [data]
+//! manifest = "data/synthetic/manifest.csv"
+//!
+//! [extractor]
+//! type = "efficientnet_lite0"
+//! weights = "cache:efficientnet_lite0.safetensors"
+//! size = 128
+//!
+//! [trunk]          # optional: the thesis's shared fc_layer
+//! hidden = [100]
+//!
+//! [[heads]]
+//! type = "classification"
+//! name = "morphology"
+//!
+//! [training]
+//! epochs = 1024
+//! test_fraction = 0.1
+//! ```
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::extractor::{BuildContext, ExtractorConfig};
+use crate::head::HeadConfig;
+use crate::model::TrunkConfig;
+use crate::runtime::DeviceSpec;
+use crate::{Error, Result};
+
+/// A whole run configuration.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Where the labelled images are.
+    pub data: DataConfig,
+    /// The frozen feature extractor.
+    pub extractor: Box<dyn ExtractorConfig>,
+    /// The optional shared layers between extractor and heads; none makes the
+    /// heads fully independent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trunk: Option<TrunkConfig>,
+    /// One head per property.
+    pub heads: Vec<Box<dyn HeadConfig>>,
+    /// Optimiser, epochs, split.
+    #[serde(default)]
+    pub training: TrainingConfig,
+}
+
+/// How images become the extractor's square input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fit {
+    /// Resize the whole image to the square (aspect ratio not kept).
+    #[default]
+    Resize,
+    /// Cut the largest centred square, then resize it.
+    CenterCrop,
+}
+
+/// `[data]`: a manifest CSV, or one folder per class.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// A CSV with an image column (paths relative to the CSV) and one column per property.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<PathBuf>,
+    /// A folder holding one sub-folder of images per class, for a single classification head.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folders: Option<PathBuf>,
+    /// The manifest column holding image paths.
+    #[serde(default = "default_image_column")]
+    pub image_column: String,
+    /// The label column the folder names fill, with `folders`.
+    #[serde(default = "default_folder_column")]
+    pub folder_column: String,
+    /// How images are brought to the extractor's size.
+    #[serde(default)]
+    pub fit: Fit,
+    /// Where extracted features are cached (default: `<furcate cache>/features`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feature_cache: Option<PathBuf>,
+}
+
+fn default_image_column() -> String {
+    "file".into()
+}
+
+fn default_folder_column() -> String {
+    "class".into()
+}
+
+/// The optimiser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerKind {
+    /// Adam (L2 penalty added to the gradient when `weight_decay > 0`).
+    #[default]
+    Adam,
+    /// AdamW (decoupled weight decay).
+    Adamw,
+}
+
+/// `[training]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingConfig {
+    /// Adam or AdamW.
+    #[serde(default)]
+    pub optimizer: OptimizerKind,
+    /// Learning rate.
+    #[serde(default = "default_lr")]
+    pub learning_rate: f64,
+    /// Weight decay.
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// Rows per step; absent or 0 means full batch.
+    #[serde(default)]
+    pub batch_size: usize,
+    /// Most epochs to train.
+    #[serde(default = "default_epochs")]
+    pub epochs: usize,
+    /// Stop after this many epochs without a better validation loss (needs a validation part).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patience: Option<usize>,
+    /// Fraction of the samples held out for testing.
+    #[serde(default = "default_test_fraction")]
+    pub test_fraction: f64,
+    /// Fraction of the remaining samples used for validation (early stopping, best epoch).
+    #[serde(default)]
+    pub validation_fraction: f64,
+    /// Seed of the split, the initialisation and the batch order.
+    #[serde(default)]
+    pub seed: u64,
+    /// Where the heads train.
+    #[serde(default = "default_train_device")]
+    pub device: DeviceSpec,
+    /// Write a resumable checkpoint every this many epochs.
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: usize,
+}
+
+fn default_lr() -> f64 {
+    1e-3
+}
+fn default_epochs() -> usize {
+    1024
+}
+fn default_test_fraction() -> f64 {
+    0.2
+}
+fn default_train_device() -> DeviceSpec {
+    DeviceSpec::Cpu
+}
+fn default_checkpoint_every() -> usize {
+    64
+}
+
+impl Default for TrainingConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("every training field has a default")
+    }
+}
+
+/// A parsed configuration with the file it came from.
+#[derive(Debug)]
+pub struct LoadedConfig {
+    /// The configuration.
+    pub config: RunConfig,
+    /// The file it was read from (or a description for in-memory text).
+    pub path: PathBuf,
+    /// Its text, for error lines.
+    pub text: String,
+}
+
+impl LoadedConfig {
+    /// Reads and checks a configuration file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::from_str(&text, path)
+    }
+
+    /// Parses and checks configuration text; `path` names it in errors and
+    /// anchors its relative paths.
+    pub fn from_str(text: &str, path: &Path) -> Result<Self> {
+        let config: RunConfig = toml::from_str(text).map_err(|e| Error::config(path, toml_message(&e)))?;
+        let loaded = LoadedConfig { config, path: path.to_path_buf(), text: text.to_string() };
+        loaded.check()?;
+        Ok(loaded)
+    }
+
+    /// The folder relative paths are taken from.
+    pub fn dir(&self) -> PathBuf {
+        match self.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    }
+
+    /// A build context for the extractor.
+    pub fn build_context(&self) -> BuildContext {
+        BuildContext::new(self.dir())
+    }
+
+    /// The configuration as TOML (resolved: every default spelled out).
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string_pretty(&self.config).map_err(|e| Error::config(&self.path, e.to_string()))
+    }
+
+    /// An error about the config, pointing at the first line containing `needle` when there is one.
+    pub fn error_at(&self, needle: &str, message: impl std::fmt::Display) -> Error {
+        self.error_at_nth(needle, 0, message)
+    }
+
+    /// Like [`LoadedConfig::error_at`], pointing at the `nth` (0-based) line containing `needle`.
+    pub fn error_at_nth(&self, needle: &str, nth: usize, message: impl std::fmt::Display) -> Error {
+        match line_of(&self.text, needle, nth) {
+            Some(line) => Error::config(&self.path, format!("line {line}: {message}")),
+            None => Error::config(&self.path, message.to_string()),
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        let c = &self.config;
+        if c.heads.is_empty() {
+            return Err(Error::config(&self.path, "no [[heads]]: declare at least one head"));
+        }
+        let mut names = BTreeSet::new();
+        for h in &c.heads {
+            if !names.insert(h.name()) {
+                return Err(self.error_at_nth(
+                    &format!("\"{}\"", h.name()),
+                    1,
+                    format!("duplicate head name `{}`: head names must be unique", h.name()),
+                ));
+            }
+        }
+        match (&c.data.manifest, &c.data.folders) {
+            (None, None) => {
+                return Err(self.error_at("[data]", "[data] needs `manifest` (a CSV) or `folders`"))
+            }
+            (Some(_), Some(_)) => {
+                return Err(self.error_at("[data]", "[data] takes `manifest` or `folders`, not both"))
+            }
+            _ => {}
+        }
+        let t = &c.training;
+        if !(t.test_fraction > 0.0 && t.test_fraction < 1.0) {
+            return Err(self.error_at("test_fraction", "training.test_fraction must be in (0, 1)"));
+        }
+        if !(0.0..1.0).contains(&t.validation_fraction) {
+            return Err(
+                self.error_at("validation_fraction", "training.validation_fraction must be in [0, 1)")
+            );
+        }
+        if !(t.learning_rate > 0.0 && t.learning_rate.is_finite()) {
+            return Err(self.error_at("learning_rate", "training.learning_rate must be positive"));
+        }
+        if t.epochs == 0 {
+            return Err(self.error_at("epochs", "training.epochs must be at least 1"));
+        }
+        if t.patience.is_some() && t.validation_fraction == 0.0 {
+            return Err(self.error_at(
+                "patience",
+                "training.patience needs a validation part: set training.validation_fraction",
+            ));
+        }
+        if c.extractor.input_size() < 32 {
+            return Err(self.error_at("size", "extractor.size must be at least 32"));
+        }
+        Ok(())
+    }
+}
+
+/// toml's message already names the line and shows it; keep it on one block.
+fn toml_message(e: &toml::de::Error) -> String {
+    e.to_string().trim_end().replace("TOML parse error at ", "")
+}
+
+/// The 1-based number of the `nth` (0-based) line of `text` containing `needle`.
+pub fn line_of(text: &str, needle: &str, nth: usize) -> Option<usize> {
+    text.lines().enumerate().filter(|(_, l)| l.contains(needle)).nth(nth).map(|(i, _)| i + 1)
+}

@@ -1,0 +1,235 @@
+//! Labelled image sets: a manifest CSV or one folder per class, image
+//! decoding, and the train/validation/test split.
+
+pub mod image;
+pub mod split;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::config::DataConfig;
+use crate::{Error, Result};
+
+/// File extensions furcate reads as images.
+pub const IMAGE_EXTENSIONS: &[&str] = &["png", "tif", "tiff", "jpg", "jpeg", "bmp"];
+
+/// A labelled image set.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    /// The manifest or class folder the set was read from (named in errors).
+    pub source: PathBuf,
+    /// Image paths, resolved.
+    pub files: Vec<PathBuf>,
+    /// Image names as written in the manifest (or relative to the class folder).
+    pub names: Vec<String>,
+    /// Label columns: column name -> one cell per image (`None` = empty cell).
+    pub columns: BTreeMap<String, Vec<Option<String>>>,
+    /// Where each sample was declared, for messages (`line 7`, or the folder).
+    pub origins: Vec<String>,
+}
+
+impl Dataset {
+    /// Reads the set a `[data]` table names; relative paths are from `base`.
+    pub fn load(cfg: &DataConfig, base: &Path) -> Result<Dataset> {
+        match (&cfg.manifest, &cfg.folders) {
+            (Some(m), _) => Dataset::from_manifest(&resolve(base, m), &cfg.image_column),
+            (None, Some(f)) => Dataset::from_folders(&resolve(base, f), &cfg.folder_column),
+            (None, None) => Err(Error::Invalid("[data] names neither a manifest nor folders".into())),
+        }
+    }
+
+    /// Reads a manifest CSV: one row per image, `image_column` holding its
+    /// path relative to the CSV, every other column a property.
+    pub fn from_manifest(path: &Path, image_column: &str) -> Result<Dataset> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(text.as_bytes());
+        let headers = reader.headers().map_err(|e| Error::data(path, format!("header: {e}")))?.clone();
+        let image_idx = headers.iter().position(|h| h == image_column).ok_or_else(|| {
+            Error::data(
+                path,
+                format!(
+                    "line 1: no column `{image_column}` (the image column); columns are: {}",
+                    headers.iter().collect::<Vec<_>>().join(", ")
+                ),
+            )
+        })?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let mut set = Dataset {
+            source: path.to_path_buf(),
+            files: Vec::new(),
+            names: Vec::new(),
+            columns: headers
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != image_idx)
+                .map(|(_, h)| (h.to_string(), Vec::new()))
+                .collect(),
+            origins: Vec::new(),
+        };
+        for record in reader.records() {
+            let record = record.map_err(|e| Error::data(path, csv_message(&e)))?;
+            let line = record.position().map(|p| p.line()).unwrap_or(0);
+            let name = record.get(image_idx).unwrap_or("");
+            if name.is_empty() {
+                return Err(Error::data(path, format!("line {line}: empty `{image_column}` cell")));
+            }
+            for (i, h) in headers.iter().enumerate() {
+                if i == image_idx {
+                    continue;
+                }
+                let cell = record.get(i).unwrap_or("");
+                let cell = (!cell.is_empty()).then(|| cell.to_string());
+                set.columns.get_mut(h).expect("every header has a column").push(cell);
+            }
+            set.files.push(dir.join(name));
+            set.names.push(name.to_string());
+            set.origins.push(format!("line {line}"));
+        }
+        if set.files.is_empty() {
+            return Err(Error::data(path, "the manifest lists no images"));
+        }
+        Ok(set)
+    }
+
+    /// Reads one sub-folder of images per class; the class names fill `column`.
+    pub fn from_folders(root: &Path, column: &str) -> Result<Dataset> {
+        let mut classes: Vec<PathBuf> = std::fs::read_dir(root)
+            .map_err(|e| Error::io(root, e))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect();
+        classes.sort();
+        let mut set = Dataset {
+            source: root.to_path_buf(),
+            files: Vec::new(),
+            names: Vec::new(),
+            columns: BTreeMap::from([(column.to_string(), Vec::new())]),
+            origins: Vec::new(),
+        };
+        for class_dir in classes {
+            let class = class_dir.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            for file in list_images(&class_dir)? {
+                let name = format!("{class}/{}", file.file_name().unwrap_or_default().to_string_lossy());
+                set.columns.get_mut(column).expect("the class column exists").push(Some(class.clone()));
+                set.origins.push(name.clone());
+                set.names.push(name);
+                set.files.push(file);
+            }
+        }
+        if set.files.is_empty() {
+            return Err(Error::data(root, "no class folders with images found"));
+        }
+        Ok(set)
+    }
+
+    /// Unlabelled images: files, and the images inside folders, sorted.
+    pub fn from_paths(paths: &[PathBuf]) -> Result<Dataset> {
+        let mut files = Vec::new();
+        for p in paths {
+            if p.is_dir() {
+                files.extend(list_images(p)?);
+            } else if p.exists() {
+                files.push(p.clone());
+            } else {
+                return Err(Error::io(p, std::io::Error::from(std::io::ErrorKind::NotFound)));
+            }
+        }
+        if files.is_empty() {
+            return Err(Error::Invalid("no images given".into()));
+        }
+        let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+        Ok(Dataset {
+            source: PathBuf::from("command line"),
+            origins: names.clone(),
+            names,
+            files,
+            columns: BTreeMap::new(),
+        })
+    }
+
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Whether the set has no images.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    /// The cells of a label column as borrowed strings.
+    pub fn labels(&self, column: &str) -> Result<Vec<Option<&str>>> {
+        let col = self.columns.get(column).ok_or_else(|| {
+            Error::data(
+                &self.source,
+                format!(
+                    "no column `{column}`; columns are: {}",
+                    self.columns.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            )
+        })?;
+        Ok(col.iter().map(|c| c.as_deref()).collect())
+    }
+
+    /// The same set restricted to `rows`, in that order.
+    pub fn subset(&self, rows: &[usize]) -> Dataset {
+        Dataset {
+            source: self.source.clone(),
+            files: rows.iter().map(|&i| self.files[i].clone()).collect(),
+            names: rows.iter().map(|&i| self.names[i].clone()).collect(),
+            columns: self
+                .columns
+                .iter()
+                .map(|(k, v)| (k.clone(), rows.iter().map(|&i| v[i].clone()).collect()))
+                .collect(),
+            origins: rows.iter().map(|&i| self.origins[i].clone()).collect(),
+        }
+    }
+
+    /// Turns a head's [`Error::Label`] into a data error naming the file and line.
+    pub fn label_error(&self, column: &str, e: Error) -> Error {
+        match e {
+            Error::Label { index, message } => Error::data(
+                &self.source,
+                format!(
+                    "{} ({}), column `{column}`: {message}",
+                    self.origins.get(index).map(String::as_str).unwrap_or("?"),
+                    self.names.get(index).map(String::as_str).unwrap_or("?")
+                ),
+            ),
+            other => other,
+        }
+    }
+}
+
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_file()
+                && p.extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+fn csv_message(e: &csv::Error) -> String {
+    match e.position() {
+        Some(p) => format!("line {}: {e}", p.line()),
+        None => e.to_string(),
+    }
+}

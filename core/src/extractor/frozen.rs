@@ -1,0 +1,258 @@
+//! What the pretrained CNN extractors share: their TOML table
+//! ([`BackboneConfig`]) and the frozen network runner ([`Frozen`]) that turns
+//! a batch of `[0, 1]` images into features on the configured device and
+//! precision.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, VarStore};
+use tch::{Device, Kind, Tensor};
+
+use super::weights::{self, KeyRules, LoadedWeights};
+use super::{BuildContext, InputSpec, Normalisation};
+use crate::runtime::DeviceSpec;
+use crate::{Error, Result};
+
+/// Arithmetic a frozen network runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// 32-bit floats everywhere (the default, and what the parity tests check).
+    #[default]
+    F32,
+    /// bfloat16: weights and activations are cast to bf16 (CPU or CUDA).
+    Bf16,
+    /// float16: on CUDA, libtorch's autocast (weights stay f32, convolutions
+    /// run in f16); on the CPU, weights and activations are cast to f16.
+    F16,
+}
+
+impl Precision {
+    fn kind(self) -> Kind {
+        match self {
+            Precision::F32 => Kind::Float,
+            Precision::Bf16 => Kind::BFloat16,
+            Precision::F16 => Kind::Half,
+        }
+    }
+}
+
+/// The table of a pretrained CNN extractor (`resnet50`, `efficientnet_lite0`).
+///
+/// ```toml
+/// [extractor]
+/// type = "efficientnet_lite0"
+/// weights = "cache:efficientnet_lite0.safetensors"
+/// size = 224
+/// device = "auto"
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackboneConfig {
+    /// The `.safetensors` weights file (`cache:NAME` for the weights cache, a
+    /// relative path from the configuration's folder). Absent: random
+    /// initialisation, with a warning that this is not transfer learning.
+    #[serde(default)]
+    pub weights: Option<PathBuf>,
+    /// Side of the square input images in pixels, at least 32 (default 224).
+    #[serde(default = "default_size")]
+    pub size: i64,
+    /// `auto` (default), `cpu`, `cuda` or `cuda:N`.
+    #[serde(default)]
+    pub device: DeviceSpec,
+    /// Images per forward pass (default 32).
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Runs the convolutions on channels-last (NHWC) tensors (default true).
+    #[serde(default = "default_true")]
+    pub channels_last: bool,
+    /// `f32` (default), `bf16` or `f16`.
+    #[serde(default)]
+    pub precision: Precision,
+    /// Lets cuDNN pick the fastest convolution algorithms (CUDA only; default false).
+    #[serde(default)]
+    pub cudnn_benchmark: bool,
+    /// Per-channel normalisation of the `[0, 1]` pixels (default `imagenet`).
+    #[serde(default = "default_normalisation")]
+    pub normalisation: Normalisation,
+}
+
+fn default_size() -> i64 {
+    224
+}
+fn default_batch_size() -> usize {
+    32
+}
+fn default_true() -> bool {
+    true
+}
+fn default_normalisation() -> Normalisation {
+    Normalisation::Imagenet
+}
+
+impl Default for BackboneConfig {
+    fn default() -> Self {
+        BackboneConfig {
+            weights: None,
+            size: default_size(),
+            device: DeviceSpec::default(),
+            batch_size: default_batch_size(),
+            channels_last: default_true(),
+            precision: Precision::default(),
+            cudnn_benchmark: false,
+            normalisation: default_normalisation(),
+        }
+    }
+}
+
+/// Smallest input side accepted: below it the five stride-2 stages leave nothing to pool.
+pub const MIN_SIZE: i64 = 32;
+
+/// The same memory in NHWC order, as libtorch's channels-last format.
+///
+/// # Shapes
+/// `[N, C, H, W]` -> `[N, C, H, W]` (strides of an NHWC layout).
+pub fn to_channels_last(x: &Tensor) -> Tensor {
+    x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
+}
+
+/// A frozen network in its own `VarStore`, and how to run it.
+#[derive(Debug)]
+pub struct Frozen {
+    /// Its variables (frozen: no gradient).
+    pub vs: VarStore,
+    /// The device it runs on.
+    pub device: Device,
+    /// The input it wants.
+    pub spec: InputSpec,
+    /// Its precision.
+    pub precision: Precision,
+    /// Whether activations are made channels-last.
+    pub channels_last: bool,
+    /// Images per forward pass.
+    pub batch_size: usize,
+    /// The weights file it was loaded from, if any.
+    pub weights: Option<LoadedWeights>,
+}
+
+impl Frozen {
+    /// Builds a network with `build` under a fresh `VarStore` on the configured
+    /// device, fills it from the configured weights file (checked with `rules`),
+    /// freezes it and converts it to the configured precision and memory format.
+    pub fn build<M>(
+        name: &str,
+        cfg: &BackboneConfig,
+        ctx: &BuildContext,
+        rules: KeyRules<'_>,
+        build: impl FnOnce(&nn::Path) -> M,
+    ) -> Result<(Self, M)> {
+        if cfg.size < MIN_SIZE {
+            return Err(Error::Invalid(format!(
+                "extractor `{name}`: size = {} is too small; it must be at least {MIN_SIZE}",
+                cfg.size
+            )));
+        }
+        if cfg.batch_size == 0 {
+            return Err(Error::Invalid(format!("extractor `{name}`: batch_size must be at least 1")));
+        }
+        let device = cfg.device.resolve()?;
+        let mut vs = VarStore::new(device);
+        let module = build(&vs.root());
+        let weights = match &cfg.weights {
+            Some(w) => {
+                let path = ctx.resolve(w);
+                let loaded = weights::load_into(&vs, &path, rules)?;
+                tracing::info!(
+                    "extractor {name}: {} tensors from {} ({}), sha256 {}",
+                    loaded.loaded,
+                    path.display(),
+                    loaded.dtypes.iter().cloned().collect::<Vec<_>>().join(", "),
+                    loaded.sha256
+                );
+                Some(loaded)
+            }
+            None => {
+                tracing::warn!(
+                    "extractor {name}: NO WEIGHTS FILE configured: the network is RANDOMLY INITIALISED, \
+                     so its features are NOT transfer learning. Name a pretrained .safetensors file \
+                     with `weights = ...` in the [extractor] table."
+                );
+                None
+            }
+        };
+        vs.freeze();
+        let cuda = device.is_cuda();
+        match (cfg.precision, cuda) {
+            (Precision::F32, _) | (Precision::F16, true) => {}
+            (p, _) => vs.set_kind(p.kind()),
+        }
+        if cfg.channels_last {
+            tch::no_grad(|| {
+                for (_, mut var) in vs.variables() {
+                    if var.dim() == 4 {
+                        var.set_data(&to_channels_last(&var));
+                    }
+                }
+            });
+        }
+        if cuda && cfg.cudnn_benchmark {
+            tch::Cuda::cudnn_set_benchmark(true);
+        }
+        let spec = InputSpec { size: cfg.size, channels: 3, normalisation: cfg.normalisation.clone() };
+        let frozen = Frozen {
+            vs,
+            device,
+            spec,
+            precision: cfg.precision,
+            channels_last: cfg.channels_last,
+            batch_size: cfg.batch_size,
+            weights,
+        };
+        Ok((frozen, module))
+    }
+
+    /// Checks and prepares `images` (device, 3 channels, normalisation, memory
+    /// format, precision), runs `forward` on them under no-grad, and returns
+    /// its output as `f32` on the CPU. A libtorch failure inside `forward`
+    /// becomes an [`Error::Torch`].
+    ///
+    /// # Shapes
+    /// `images`: `[N, 1 | 3, size, size]` in `[0, 1]` -> what `forward` returns.
+    pub fn run(&self, images: &Tensor, forward: impl FnOnce(&Tensor) -> Tensor) -> Result<Tensor> {
+        let dims = images.size();
+        let size = self.spec.size;
+        if dims.len() != 4 || dims[2] != size || dims[3] != size {
+            return Err(Error::Invalid(format!(
+                "images must be [N, 1 or 3, {size}, {size}] (the extractor's size), got {dims:?}"
+            )));
+        }
+        if !images.is_floating_point() {
+            return Err(Error::Invalid(format!("images must be floats in [0, 1], got {:?}", images.kind())));
+        }
+        let device = self.device;
+        let autocast = device.is_cuda() && self.precision == Precision::F16;
+        let out = catch_torch(|| {
+            tch::no_grad(|| -> Result<Tensor> {
+                let x = self.spec.prepare(&images.to_device(device))?;
+                let x = if self.channels_last { to_channels_last(&x) } else { x };
+                let x = if autocast { x } else { x.to_kind(self.precision.kind()) };
+                let y = tch::autocast(autocast, || forward(&x));
+                Ok(y.to_kind(Kind::Float).to_device(Device::Cpu).contiguous())
+            })
+        })??;
+        Ok(out)
+    }
+}
+
+/// Runs `f`, turning a panic of tch (a libtorch error in an infallible call) into an [`Error::Torch`].
+pub fn catch_torch<T>(f: impl FnOnce() -> T) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|e| {
+        let msg = e
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "a libtorch call failed".into());
+        Error::Torch(msg.lines().next().unwrap_or_default().to_string())
+    })
+}

@@ -1,0 +1,286 @@
+//! The `classification` head: softmax over the classes seen in the training
+//! labels, cross-entropy loss with optional class weights and label smoothing.
+//!
+//! ```toml
+//! [[heads]]
+//! type = "classification"
+//! name = "morphology"
+//! column = "morphology"          # default: the name
+//! weight = 1.0                   # weight in the total loss
+//! hidden = []                    # hidden layer widths; empty: one linear layer
+//! dropout = 0.0                  # after each hidden layer, while training
+//! label_smoothing = 0.0          # in [0, 1)
+//! class_weights = { rare = 3.0 } # per class name, others 1.0
+//! ```
+//!
+//! The class names, sorted, are the head's [`HeadState`] (`{"classes": [...]}`),
+//! kept in the checkpoint; output column `k` is class `k` of that list.
+//!
+//! ```
+//! use furcate_core::head::classification::ClassificationConfig;
+//! use furcate_core::HeadConfig;
+//!
+//! let config = ClassificationConfig::new("morphology");
+//! let state = config.fit(&[Some("b"), None, Some("a"), Some("b")]).unwrap();
+//! assert_eq!(state, serde_json::json!({ "classes": ["a", "b"] }));
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+use tch::{nn, Device, Kind, Reduction, Tensor};
+
+use super::{
+    cell, encode_cells, HeadConfig, HeadScore, HeadState, Labels, Prediction, PropertyHead, Targets,
+};
+use crate::metrics::{self, to_map};
+use crate::model::{to_vec_f64, Activation, Mlp};
+use crate::{Error, Result};
+
+pub(crate) fn one() -> f64 {
+    1.0
+}
+
+/// The `[[heads]]` table of `type = "classification"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassificationConfig {
+    /// The head's name, unique in the model.
+    pub name: String,
+    /// The label column (default: the name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
+    /// Weight of this head's loss in the total (default 1).
+    #[serde(default = "one")]
+    pub weight: f64,
+    /// Widths of hidden layers (ReLU) before the output layer (default none).
+    #[serde(default)]
+    pub hidden: Vec<i64>,
+    /// Dropout after each hidden layer while training (default 0).
+    #[serde(default)]
+    pub dropout: f64,
+    /// Loss weight per class name; classes not listed weigh 1 (default: all 1).
+    /// The loss is then the weighted mean over the samples, as PyTorch's
+    /// `cross_entropy(weight=...)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_weights: Option<BTreeMap<String, f64>>,
+    /// Label smoothing in `[0, 1)` (default 0).
+    #[serde(default)]
+    pub label_smoothing: f64,
+}
+
+impl ClassificationConfig {
+    /// A head named `name` with every other field at its default.
+    pub fn new(name: impl Into<String>) -> Self {
+        ClassificationConfig {
+            name: name.into(),
+            column: None,
+            weight: 1.0,
+            hidden: Vec::new(),
+            dropout: 0.0,
+            class_weights: None,
+            label_smoothing: 0.0,
+        }
+    }
+
+    fn invalid(&self, message: impl std::fmt::Display) -> Error {
+        Error::Invalid(format!("head `{}`: {message}", self.name))
+    }
+
+    fn check(&self) -> Result<()> {
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return Err(
+                self.invalid(format!("label_smoothing must be in [0, 1), got {}", self.label_smoothing))
+            );
+        }
+        if let Some((class, w)) =
+            self.class_weights.iter().flatten().find(|(_, w)| !(w.is_finite() && **w > 0.0))
+        {
+            return Err(self.invalid(format!("class_weights.{class} must be finite and > 0, got {w}")));
+        }
+        Ok(())
+    }
+
+    /// The class list of a state made by [`fit`](HeadConfig::fit).
+    fn classes(&self, state: &HeadState) -> Result<Vec<String>> {
+        let classes: Vec<String> = state
+            .get("classes")
+            .and_then(|c| serde_json::from_value(c.clone()).ok())
+            .ok_or_else(|| self.invalid(format!("state must be {{\"classes\": [names]}}, got {state}")))?;
+        if classes.is_empty() {
+            return Err(self.invalid("state has no classes"));
+        }
+        if classes.iter().collect::<BTreeSet<_>>().len() != classes.len() {
+            return Err(self.invalid(format!("state lists a class twice: {classes:?}")));
+        }
+        Ok(classes)
+    }
+}
+
+#[typetag::serde(name = "classification")]
+impl HeadConfig for ClassificationConfig {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn column(&self) -> &str {
+        self.column.as_deref().unwrap_or(&self.name)
+    }
+
+    fn loss_weight(&self) -> f64 {
+        self.weight
+    }
+
+    fn stratify(&self) -> bool {
+        true
+    }
+
+    /// The sorted set of the non-missing labels: `{"classes": [...]}`. A single
+    /// class is allowed; no label at all is an error.
+    fn fit(&self, labels: &Labels) -> Result<HeadState> {
+        self.check()?;
+        let classes: BTreeSet<&str> = labels.iter().filter_map(|l| cell(*l)).collect();
+        if classes.is_empty() {
+            return Err(
+                self.invalid(format!("column `{}` has no labels to learn the classes from", self.column()))
+            );
+        }
+        Ok(serde_json::json!({ "classes": classes }))
+    }
+
+    fn build(&self, path: nn::Path, in_dim: i64, state: &HeadState) -> Result<Box<dyn PropertyHead>> {
+        self.check()?;
+        let classes = self.classes(state)?;
+        let class_weights = match &self.class_weights {
+            None => None,
+            Some(map) => {
+                if let Some(unknown) = map.keys().find(|k| !classes.contains(k)) {
+                    return Err(self.invalid(format!(
+                        "class_weights names `{unknown}`, which is not a class; the classes are: {}",
+                        classes.join(", ")
+                    )));
+                }
+                Some(classes.iter().map(|c| map.get(c).copied().unwrap_or(1.0)).collect())
+            }
+        };
+        let mlp = Mlp::new(&path, in_dim, &self.hidden, "hidden", Activation::Relu, self.dropout)
+            .and_then(|m| m.with_output(&path, classes.len() as i64))
+            .map_err(|e| self.invalid(e))?;
+        Ok(Box::new(ClassificationHead {
+            name: self.name.clone(),
+            index: classes.iter().enumerate().map(|(i, c)| (c.clone(), i as i64)).collect(),
+            classes,
+            mlp,
+            class_weights,
+            label_smoothing: self.label_smoothing,
+        }))
+    }
+}
+
+/// A built classification head.
+#[derive(Debug)]
+pub struct ClassificationHead {
+    name: String,
+    classes: Vec<String>,
+    index: HashMap<String, i64>,
+    mlp: Mlp,
+    class_weights: Option<Vec<f64>>,
+    label_smoothing: f64,
+}
+
+impl ClassificationHead {
+    /// The class names; output column `k` is class `k`.
+    pub fn classes(&self) -> &[String] {
+        &self.classes
+    }
+
+    fn invalid_input(&self, message: String) -> Error {
+        Error::Invalid(format!("head `{}`: {message}", self.name))
+    }
+}
+
+impl PropertyHead for ClassificationHead {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Logits, one column per class.
+    ///
+    /// # Shapes
+    /// `[N, D]` -> `[N, classes]`.
+    fn forward(&self, features: &Tensor, train: bool) -> Tensor {
+        self.mlp.forward_t(features, train)
+    }
+
+    /// Cross-entropy of the logits against class indices (mean over the rows,
+    /// weighted by class weights when configured), with label smoothing.
+    ///
+    /// # Shapes
+    /// `output`: `[M, K]`, `target`: `[M]` (or `[M, 1]`) class indices -> scalar.
+    fn loss(&self, output: &Tensor, target: &Tensor) -> Tensor {
+        let target = target.reshape([-1]).to_kind(Kind::Int64).to_device(output.device());
+        let weight = self
+            .class_weights
+            .as_ref()
+            .map(|w| Tensor::from_slice(w).to_kind(output.kind()).to_device(output.device()));
+        output.cross_entropy_loss(&target, weight.as_ref(), Reduction::Mean, -100, self.label_smoothing)
+    }
+
+    /// Class indices (`[N]`, Int64); an unknown class is an [`Error::Label`]
+    /// naming it and the known classes.
+    fn encode(&self, labels: &Labels) -> Result<Targets> {
+        encode_cells(labels, |index, l| {
+            self.index.get(l).copied().ok_or_else(|| Error::Label {
+                index,
+                message: format!(
+                    "head `{}`: unknown class `{l}`; the known classes are: {}",
+                    self.name,
+                    self.classes.join(", ")
+                ),
+            })
+        })
+    }
+
+    /// The most probable class and its softmax probability.
+    fn decode(&self, output: &Tensor) -> Vec<Prediction> {
+        let probs = output.detach().to_device(Device::Cpu).to_kind(Kind::Double).softmax(-1, Kind::Double);
+        let (best, arg) = probs.max_dim(-1, false);
+        let arg = Vec::<i64>::try_from(&arg).unwrap_or_default();
+        to_vec_f64(&best)
+            .into_iter()
+            .zip(arg)
+            .map(|(probability, k)| Prediction::Class {
+                label: self.classes.get(k as usize).cloned().unwrap_or_default(),
+                probability,
+            })
+            .collect()
+    }
+
+    /// Error rate, accuracy, confusion matrix, per-class precision, recall
+    /// and F1, macro F1 and `n` ([`metrics::classification`]); a true label
+    /// outside the known classes counts as wrong.
+    fn score(&self, predictions: &[Prediction], labels: &Labels) -> Result<HeadScore> {
+        if predictions.len() != labels.len() {
+            return Err(self.invalid_input(format!(
+                "{} predictions for {} labels",
+                predictions.len(),
+                labels.len()
+            )));
+        }
+        let mut pairs = Vec::new();
+        let mut correct = Vec::with_capacity(labels.len());
+        for (index, (p, l)) in predictions.iter().zip(labels).enumerate() {
+            let Some(truth) = cell(*l) else {
+                correct.push(None);
+                continue;
+            };
+            let Prediction::Class { label, .. } = p else {
+                return Err(self.invalid_input(format!("prediction {index} is not a class: {p:?}")));
+            };
+            correct.push(Some(truth == label));
+            pairs.push((truth, label.as_str()));
+        }
+        let m = metrics::classification(&self.classes, &pairs);
+        Ok(HeadScore { error_rate: m.error_rate, correct, metrics: to_map(&m) })
+    }
+}

@@ -1,0 +1,172 @@
+//! Scores of predictions against labels, shared by the heads (and by heads
+//! written outside this crate).
+//!
+//! Conventions, chosen so that every figure is a plain number or `null` in
+//! `metrics.json`:
+//!
+//! - A ratio whose denominator is zero (precision of a class never predicted,
+//!   recall of a class never present) is `0`, as scikit-learn's
+//!   `zero_division=0`.
+//! - The macro F1 averages the classes that occur in the labels or in the
+//!   predictions; classes seen in neither are left out rather than counted as 0.
+//! - R² is `null` when the labels are constant (their variance is zero, so R²
+//!   is undefined) or when there are no labels.
+//!
+//! ```
+//! use furcate_core::metrics::{classification, regression};
+//!
+//! let classes = vec!["a".to_string(), "b".to_string()];
+//! let m = classification(&classes, &[("a", "a"), ("b", "a"), ("b", "b")]);
+//! assert_eq!(m.n, 3);
+//! assert_eq!(m.confusion, vec![vec![1, 0], vec![1, 1]]);
+//! assert!((m.error_rate.unwrap() - 1.0 / 3.0).abs() < 1e-12);
+//!
+//! let r = regression(&[(1.0, 1.5), (3.0, 3.0)], Some(0.25));
+//! assert_eq!(r.max_error, Some(0.5));
+//! assert_eq!(r.within_tolerance, Some(0.5));
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+/// Precision, recall and F1 of one class.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassMetrics {
+    /// The class name.
+    pub class: String,
+    /// Correct predictions of the class over all predictions of it (0 when never predicted).
+    pub precision: f64,
+    /// Correct predictions of the class over its true occurrences (0 when absent).
+    pub recall: f64,
+    /// Harmonic mean of precision and recall (0 when both are 0).
+    pub f1: f64,
+    /// Number of samples whose true label is this class.
+    pub support: u64,
+}
+
+/// Scores of a discrete head.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassificationMetrics {
+    /// Number of labelled samples scored.
+    pub n: u64,
+    /// Fraction of correct predictions (`null` when `n` is 0).
+    pub accuracy: Option<f64>,
+    /// Fraction of wrong predictions (`null` when `n` is 0).
+    pub error_rate: Option<f64>,
+    /// Row and column names of [`confusion`](Self::confusion): the known
+    /// classes, then any label or prediction outside them, in order of appearance.
+    #[serde(rename = "classes")]
+    pub labels: Vec<String>,
+    /// Counts: row = true class, column = predicted class.
+    #[serde(rename = "confusion_matrix")]
+    pub confusion: Vec<Vec<u64>>,
+    /// One entry per name of [`labels`](Self::labels).
+    pub per_class: Vec<ClassMetrics>,
+    /// Mean F1 over the classes present in the labels or the predictions (`null` when `n` is 0).
+    pub macro_f1: Option<f64>,
+}
+
+/// Scores of a continuous head, in the data's units.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegressionMetrics {
+    /// Number of labelled samples scored.
+    pub n: u64,
+    /// Mean absolute error (`null` when `n` is 0).
+    pub mae: Option<f64>,
+    /// Root mean squared error (`null` when `n` is 0).
+    pub rmse: Option<f64>,
+    /// Coefficient of determination, 1 - SS_res / SS_tot (`null` when the
+    /// labels are constant or `n` is 0).
+    pub r2: Option<f64>,
+    /// Largest absolute error (`null` when `n` is 0).
+    pub max_error: Option<f64>,
+    /// Fraction of predictions within the tolerance, when one is given.
+    pub within_tolerance: Option<f64>,
+}
+
+/// Scores `(true label, predicted label)` pairs against the known `classes`.
+pub fn classification(classes: &[String], pairs: &[(&str, &str)]) -> ClassificationMetrics {
+    let mut labels: Vec<String> = classes.to_vec();
+    let mut index = |name: &str| match labels.iter().position(|l| l == name) {
+        Some(i) => i,
+        None => {
+            labels.push(name.to_string());
+            labels.len() - 1
+        }
+    };
+    let coded: Vec<(usize, usize)> = pairs.iter().map(|(t, p)| (index(t), index(p))).collect();
+    let k = labels.len();
+    let mut confusion = vec![vec![0u64; k]; k];
+    for &(t, p) in &coded {
+        confusion[t][p] += 1;
+    }
+    let n = pairs.len() as u64;
+    let correct: u64 = (0..k).map(|i| confusion[i][i]).sum();
+    let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    let mut f1_sum = 0.0;
+    let mut f1_count = 0usize;
+    let per_class = labels
+        .iter()
+        .enumerate()
+        .map(|(i, class)| {
+            let tp = confusion[i][i];
+            let support: u64 = confusion[i].iter().sum();
+            let predicted: u64 = confusion.iter().map(|row| row[i]).sum();
+            let precision = ratio(tp, predicted);
+            let recall = ratio(tp, support);
+            let f1 =
+                if precision + recall > 0.0 { 2.0 * precision * recall / (precision + recall) } else { 0.0 };
+            if support > 0 || predicted > 0 {
+                f1_sum += f1;
+                f1_count += 1;
+            }
+            ClassMetrics { class: class.clone(), precision, recall, f1, support }
+        })
+        .collect();
+    let of_n = |x: u64| (n > 0).then(|| x as f64 / n as f64);
+    ClassificationMetrics {
+        n,
+        accuracy: of_n(correct),
+        error_rate: of_n(n - correct),
+        labels,
+        confusion,
+        per_class,
+        macro_f1: (f1_count > 0).then(|| f1_sum / f1_count as f64),
+    }
+}
+
+/// Scores `(true value, predicted value)` pairs; with a `tolerance`, also the
+/// fraction of predictions within it (`|error| <= tolerance`).
+pub fn regression(pairs: &[(f64, f64)], tolerance: Option<f64>) -> RegressionMetrics {
+    let n = pairs.len();
+    if n == 0 {
+        return RegressionMetrics {
+            n: 0,
+            mae: None,
+            rmse: None,
+            r2: None,
+            max_error: None,
+            within_tolerance: None,
+        };
+    }
+    let nf = n as f64;
+    let errors: Vec<f64> = pairs.iter().map(|(t, p)| (p - t).abs()).collect();
+    let mean = pairs.iter().map(|(t, _)| t).sum::<f64>() / nf;
+    let ss_res: f64 = errors.iter().map(|e| e * e).sum();
+    let ss_tot: f64 = pairs.iter().map(|(t, _)| (t - mean) * (t - mean)).sum();
+    RegressionMetrics {
+        n: n as u64,
+        mae: Some(errors.iter().sum::<f64>() / nf),
+        rmse: Some((ss_res / nf).sqrt()),
+        r2: (ss_tot > 0.0).then(|| 1.0 - ss_res / ss_tot),
+        max_error: errors.iter().copied().reduce(f64::max),
+        within_tolerance: tolerance.map(|tol| errors.iter().filter(|e| **e <= tol).count() as f64 / nf),
+    }
+}
+
+/// `value` as a JSON object, for [`crate::HeadScore::metrics`].
+pub(crate) fn to_map<T: Serialize>(value: &T) -> serde_json::Map<String, serde_json::Value> {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    }
+}

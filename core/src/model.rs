@@ -1,0 +1,376 @@
+//! The trainable part of furcate: an optional shared trunk (the thesis's
+//! `fc_layer`) and one head per property, on the frozen extractor's features.
+//!
+//! ```text
+//! features [N, D] ──► trunk? ──► head_1 … head_n      total loss = Σ weight_i · loss_i
+//! ```
+//!
+//! The model's variables live in their own [`nn::VarStore`], never in the
+//! extractor's: an optimiser built on that store trains the trunk and the heads
+//! and cannot touch the frozen backbone. The trunk sits under `trunk.` and each
+//! head under `heads.<name>.`, so checkpoints name every variable by its head.
+//!
+//! ```
+//! use furcate_core::head::classification::ClassificationConfig;
+//! use furcate_core::head::regression::RegressionConfig;
+//! use furcate_core::model::{MultiHeadModel, TrunkConfig};
+//! use furcate_core::HeadConfig;
+//! use tch::{nn, Device, Kind, Tensor};
+//!
+//! let morphology: Box<dyn HeadConfig> = Box::new(ClassificationConfig::new("morphology"));
+//! let fraction: Box<dyn HeadConfig> = Box::new(RegressionConfig::new("fraction"));
+//! let heads = vec![
+//!     (morphology, serde_json::json!({ "classes": ["a", "b", "c"] })),
+//!     (fraction, serde_json::json!({ "mean": 0.3, "std": 0.1 })),
+//! ];
+//! let vs = nn::VarStore::new(Device::Cpu);
+//! let model = MultiHeadModel::new(&vs.root(), 8, Some(&TrunkConfig::default()), &heads).unwrap();
+//! let outputs = model.forward(&Tensor::randn([4, 8], (Kind::Float, Device::Cpu)), false);
+//! assert_eq!(outputs[0].size(), [4, 3]);
+//! assert_eq!(outputs[1].size(), [4, 1]);
+//! assert!(vs.variables().contains_key("heads.morphology.out.weight"));
+//! assert!(vs.variables().contains_key("trunk.0.weight"));
+//! ```
+
+use std::borrow::Borrow;
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+use tch::{nn, nn::Module, Kind, Tensor};
+
+use crate::head::{HeadConfig, HeadState, Prediction, PropertyHead, Targets};
+use crate::{Error, Result};
+
+/// The non-linearity after each hidden layer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    /// `max(0, x)`.
+    #[default]
+    Relu,
+    /// Gaussian error linear unit (exact, erf-based).
+    Gelu,
+    /// Hyperbolic tangent.
+    Tanh,
+    /// None: the layer stays linear (`activation = "none"`).
+    #[serde(rename = "none")]
+    Identity,
+}
+
+impl Activation {
+    /// Applies the activation element-wise.
+    pub fn apply(self, x: &Tensor) -> Tensor {
+        match self {
+            Activation::Relu => x.relu(),
+            Activation::Gelu => x.gelu("none"),
+            Activation::Tanh => x.tanh(),
+            Activation::Identity => x.shallow_clone(),
+        }
+    }
+}
+
+/// A stack of linear layers, each followed by an activation and dropout, with
+/// an optional final linear layer without either. The building block of the
+/// trunk and of the built-in heads; heads written elsewhere may use it too.
+///
+/// Hidden layer `i` is named `<prefix><i>` under the path, the final layer `out`.
+///
+/// ```
+/// use furcate_core::model::{Activation, Mlp};
+/// use tch::{nn, Device, Kind, Tensor};
+///
+/// let vs = nn::VarStore::new(Device::Cpu);
+/// let mlp = Mlp::new(&vs.root(), 6, &[4], "hidden", Activation::Relu, 0.0)?.with_output(&vs.root(), 2)?;
+/// assert_eq!(mlp.forward_t(&Tensor::zeros([3, 6], (Kind::Float, Device::Cpu)), false).size(), [3, 2]);
+/// assert!(vs.variables().contains_key("hidden0.weight"));
+/// assert!(vs.variables().contains_key("out.bias"));
+/// # Ok::<(), furcate_core::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Mlp {
+    hidden: Vec<nn::Linear>,
+    out: Option<nn::Linear>,
+    activation: Activation,
+    dropout: f64,
+    out_dim: i64,
+}
+
+impl Mlp {
+    /// Builds `hidden.len()` linear layers under `p`, named `<prefix>0`,
+    /// `<prefix>1`, ... Errors on a non-positive width or a dropout outside
+    /// `[0, 1)`.
+    pub fn new(
+        p: &nn::Path,
+        in_dim: i64,
+        hidden: &[i64],
+        prefix: &str,
+        activation: Activation,
+        dropout: f64,
+    ) -> Result<Mlp> {
+        if in_dim <= 0 {
+            return Err(Error::Invalid(format!("input width must be positive, got {in_dim}")));
+        }
+        if let Some(bad) = hidden.iter().find(|w| **w <= 0) {
+            return Err(Error::Invalid(format!("layer widths must be positive, got {bad} in {hidden:?}")));
+        }
+        if !(0.0..1.0).contains(&dropout) {
+            return Err(Error::Invalid(format!("dropout must be in [0, 1), got {dropout}")));
+        }
+        let mut width = in_dim;
+        let mut layers = Vec::with_capacity(hidden.len());
+        for (i, &h) in hidden.iter().enumerate() {
+            layers.push(nn::linear(p / format!("{prefix}{i}"), width, h, Default::default()));
+            width = h;
+        }
+        Ok(Mlp { hidden: layers, out: None, activation, dropout, out_dim: width })
+    }
+
+    /// Adds a final linear layer `p / "out"` of width `k` (no activation, no
+    /// dropout after it). Errors on a non-positive `k`.
+    pub fn with_output(mut self, p: &nn::Path, k: i64) -> Result<Mlp> {
+        if k <= 0 {
+            return Err(Error::Invalid(format!("output width must be positive, got {k}")));
+        }
+        self.out = Some(nn::linear(p / "out", self.out_dim, k, Default::default()));
+        self.out_dim = k;
+        Ok(self)
+    }
+
+    /// Width of the output.
+    pub fn out_dim(&self) -> i64 {
+        self.out_dim
+    }
+
+    /// Runs the layers; dropout only when `train`.
+    ///
+    /// # Shapes
+    /// `[N, in_dim]` -> `[N, out_dim]`.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        let mut x = x.shallow_clone();
+        for layer in &self.hidden {
+            x = self.activation.apply(&layer.forward(&x));
+            if self.dropout > 0.0 {
+                x = x.dropout(self.dropout, train);
+            }
+        }
+        match &self.out {
+            Some(out) => out.forward(&x),
+            None => x,
+        }
+    }
+}
+
+fn default_trunk_hidden() -> Vec<i64> {
+    vec![100]
+}
+
+/// The `[trunk]` table: shared layers between the features and every head.
+///
+/// ```toml
+/// [trunk]
+/// hidden = [100]        # the thesis's fc_layer (the default)
+/// activation = "relu"   # relu | gelu | tanh | none
+/// dropout = 0.0
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrunkConfig {
+    /// Widths of the shared layers (default `[100]`).
+    #[serde(default = "default_trunk_hidden")]
+    pub hidden: Vec<i64>,
+    /// Activation after each layer (default `relu`).
+    #[serde(default)]
+    pub activation: Activation,
+    /// Dropout after each layer while training (default 0).
+    #[serde(default)]
+    pub dropout: f64,
+}
+
+impl Default for TrunkConfig {
+    fn default() -> Self {
+        TrunkConfig { hidden: default_trunk_hidden(), activation: Activation::Relu, dropout: 0.0 }
+    }
+}
+
+impl TrunkConfig {
+    /// Builds the trunk under `p` (layers `p / "0"`, `p / "1"`, ...), each layer
+    /// followed by the activation and dropout. Errors on an empty `hidden`, a
+    /// non-positive width or a dropout outside `[0, 1)`.
+    pub fn build(&self, p: nn::Path, in_dim: i64) -> Result<Trunk> {
+        if self.hidden.is_empty() {
+            return Err(Error::Invalid(
+                "trunk.hidden is empty: give the layer widths (e.g. [100]) or remove [trunk]".into(),
+            ));
+        }
+        let mlp = Mlp::new(&p, in_dim, &self.hidden, "", self.activation, self.dropout)
+            .map_err(|e| Error::Invalid(format!("trunk: {e}")))?;
+        Ok(Trunk { mlp })
+    }
+}
+
+/// The shared layers, built by [`TrunkConfig::build`].
+#[derive(Debug)]
+pub struct Trunk {
+    mlp: Mlp,
+}
+
+impl Trunk {
+    /// Width of the trunk's output, the heads' input.
+    pub fn out_dim(&self) -> i64 {
+        self.mlp.out_dim()
+    }
+
+    /// Runs the trunk; dropout only when `train`.
+    ///
+    /// # Shapes
+    /// `[N, D]` -> `[N, out_dim]`.
+    pub fn forward_t(&self, features: &Tensor, train: bool) -> Tensor {
+        self.mlp.forward_t(features, train)
+    }
+}
+
+/// Optional trunk plus heads, with each head's loss weight.
+pub struct MultiHeadModel {
+    trunk: Option<Trunk>,
+    heads: Vec<Box<dyn PropertyHead>>,
+    names: Vec<String>,
+    weights: Vec<f64>,
+}
+
+impl std::fmt::Debug for MultiHeadModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MultiHeadModel")
+            .field("trunk", &self.trunk)
+            .field("heads", &self.names)
+            .field("weights", &self.weights)
+            .finish()
+    }
+}
+
+impl MultiHeadModel {
+    /// Builds the trunk under `vs_root / "trunk"` (when given) and each head
+    /// under `vs_root / "heads" / <name>`, from its config and the state its
+    /// [`HeadConfig::fit`] made. `in_dim` is the extractor's feature width.
+    ///
+    /// Errors on no heads, duplicate head names, a name that is empty or holds
+    /// a `.`, a negative or non-finite loss weight, and whatever the trunk's or
+    /// a head's build rejects.
+    pub fn new<H: Borrow<dyn HeadConfig>>(
+        vs_root: &nn::Path,
+        in_dim: i64,
+        trunk: Option<&TrunkConfig>,
+        heads: &[(H, HeadState)],
+    ) -> Result<MultiHeadModel> {
+        if heads.is_empty() {
+            return Err(Error::Invalid("the model has no heads: declare at least one [[heads]]".into()));
+        }
+        let mut seen = BTreeSet::new();
+        for (config, _) in heads {
+            let config = config.borrow();
+            let name = config.name();
+            if name.is_empty() || name.contains('.') {
+                return Err(Error::Invalid(format!(
+                    "head name `{name}`: a name must be non-empty and hold no `.`"
+                )));
+            }
+            if !seen.insert(name) {
+                return Err(Error::Invalid(format!(
+                    "two heads are named `{name}`: head names must be unique"
+                )));
+            }
+            let w = config.loss_weight();
+            if !(w.is_finite() && w >= 0.0) {
+                return Err(Error::Invalid(format!(
+                    "head `{name}`: weight must be finite and >= 0, got {w}"
+                )));
+            }
+        }
+        let trunk = trunk.map(|t| t.build(vs_root / "trunk", in_dim)).transpose()?;
+        let head_in = trunk.as_ref().map_or(in_dim, Trunk::out_dim);
+        let root = vs_root / "heads";
+        let mut built = Vec::with_capacity(heads.len());
+        for (config, state) in heads {
+            let config = config.borrow();
+            built.push(config.build(&root / config.name(), head_in, state)?);
+        }
+        Ok(MultiHeadModel {
+            trunk,
+            names: heads.iter().map(|(c, _)| c.borrow().name().to_string()).collect(),
+            weights: heads.iter().map(|(c, _)| c.borrow().loss_weight()).collect(),
+            heads: built,
+        })
+    }
+
+    /// The trunk, when there is one.
+    pub fn trunk(&self) -> Option<&Trunk> {
+        self.trunk.as_ref()
+    }
+
+    /// The heads, in config order.
+    pub fn heads(&self) -> &[Box<dyn PropertyHead>] {
+        &self.heads
+    }
+
+    /// The heads' names, in config order.
+    pub fn head_names(&self) -> Vec<String> {
+        self.names.clone()
+    }
+
+    /// Each head's weight in the total loss, in config order.
+    pub fn loss_weights(&self) -> &[f64] {
+        &self.weights
+    }
+
+    /// Every head's raw output; dropout only when `train`.
+    ///
+    /// # Shapes
+    /// `features`: `[N, D]` -> one `[N, K_i]` per head.
+    pub fn forward(&self, features: &Tensor, train: bool) -> Vec<Tensor> {
+        let shared = match &self.trunk {
+            Some(t) => t.forward_t(features, train),
+            None => features.shallow_clone(),
+        };
+        self.heads.iter().map(|h| h.forward(&shared, train)).collect()
+    }
+
+    /// Each head's loss over the samples it has a label for
+    /// ([`PropertyHead::masked_loss`]); a head with no label in the batch
+    /// gives a zero that is still attached to the graph.
+    ///
+    /// # Shapes
+    /// `outputs` from [`forward`](Self::forward), one [`Targets`] per head -> one scalar per head.
+    ///
+    /// # Panics
+    /// When `outputs` or `targets` do not have one entry per head (a bug in the caller).
+    pub fn losses(&self, outputs: &[Tensor], targets: &[Targets]) -> Vec<Tensor> {
+        assert_eq!(outputs.len(), self.heads.len(), "one output per head");
+        assert_eq!(targets.len(), self.heads.len(), "one Targets per head");
+        self.heads.iter().zip(outputs).zip(targets).map(|((h, o), t)| h.masked_loss(o, t)).collect()
+    }
+
+    /// The training objective: Σ weight_i · loss_i.
+    ///
+    /// # Shapes
+    /// One scalar per head -> scalar.
+    pub fn total_loss(&self, losses: &[Tensor]) -> Tensor {
+        let mut terms = losses.iter().zip(&self.weights).map(|(l, w)| l * *w);
+        match terms.next() {
+            Some(first) => terms.fold(first, |acc, t| acc + t),
+            None => Tensor::from(0.0f32),
+        }
+    }
+
+    /// Every head's predictions, decoded from [`forward`](Self::forward)'s outputs.
+    ///
+    /// # Shapes
+    /// One `[N, K_i]` per head -> per head, `N` predictions.
+    pub fn decode(&self, outputs: &[Tensor]) -> Vec<Vec<Prediction>> {
+        self.heads.iter().zip(outputs).map(|(h, o)| h.decode(o)).collect()
+    }
+}
+
+/// `t` as a flat `Vec<f64>` on the CPU.
+pub(crate) fn to_vec_f64(t: &Tensor) -> Vec<f64> {
+    let flat = t.detach().to_device(tch::Device::Cpu).to_kind(Kind::Double).reshape([-1]);
+    Vec::<f64>::try_from(&flat).unwrap_or_else(|_| vec![f64::NAN; flat.numel()])
+}

@@ -1,0 +1,576 @@
+//! A run end to end: data, cached features, split, training, evaluation and
+//! the run folder (`config.toml`, `metrics.json`, `history.csv`,
+//! `predictions.csv`, `checkpoint/`, plots and `report.html`).
+//!
+//! The run folder is built as `.<name>.partial` beside its final place and
+//! renamed at the very end, so a folder named like a run is always complete;
+//! the partial folder holds the resumable snapshot that `--resume` continues.
+
+pub mod checkpoint;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde_json::{json, Value};
+use tch::{nn, Device, Kind, Tensor};
+
+use crate::config::{LoadedConfig, RunConfig};
+use crate::data::{image, split, Dataset};
+use crate::extractor::FeatureExtractor;
+use crate::features::FeatureCache;
+use crate::head::{HeadConfig, HeadScore, HeadState, Prediction, Targets};
+use crate::model::MultiHeadModel;
+use crate::progress::Progress;
+use crate::train::{self, Batch, EpochRecord, TrainOutcome};
+use crate::{fsutil, weights, Error, Result};
+
+pub use checkpoint::CheckpointState;
+
+/// Options of [`train_run`].
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// The run folder to make.
+    pub out: PathBuf,
+    /// Continue from the snapshot of an interrupted run into the same folder.
+    pub resume: bool,
+    /// Replace an existing run folder.
+    pub force: bool,
+    /// Write plots and `report.html`.
+    pub report: bool,
+}
+
+/// One head's line of the results table.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HeadSummary {
+    /// Head name.
+    pub name: String,
+    /// Head type (`classification`, `regression`, ...).
+    pub kind: String,
+    /// The head's score on the scored rows.
+    pub score: HeadScore,
+}
+
+/// Scores of a model on labelled rows.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Evaluation {
+    /// Per head, in model order.
+    pub heads: Vec<HeadSummary>,
+    /// Sum of the discrete heads' error rates (the thesis's "cumulative error").
+    pub cumulative_error: Option<f64>,
+    /// Fraction of samples that every head with a verdict got right.
+    pub exact_match_rate: Option<f64>,
+    /// Rows scored.
+    pub n: usize,
+}
+
+/// The result of [`train_run`].
+#[derive(Debug)]
+pub struct RunSummary {
+    /// The finished run folder.
+    pub dir: PathBuf,
+    /// Test scores.
+    pub evaluation: Evaluation,
+    /// The training outcome.
+    pub outcome: TrainOutcome,
+    /// Rows extracted now vs found in the feature cache.
+    pub cache: crate::features::CacheStats,
+}
+
+/// Features of every image of `data` for `cfg`'s extractor, through the feature cache.
+pub fn features_for(
+    cfg: &LoadedConfig,
+    extractor: &dyn FeatureExtractor,
+    data: &Dataset,
+    progress: &mut dyn Progress,
+) -> Result<(Tensor, crate::features::CacheStats)> {
+    let c = &cfg.config;
+    let hashes: Vec<String> = data
+        .files
+        .par_iter()
+        .map(|f| std::fs::read(f).map(|b| fsutil::sha256_bytes(&b)).map_err(|e| Error::io(f, e)))
+        .collect::<Result<_>>()?;
+    let extractor_json = serde_json::to_string(&c.extractor).map_err(|e| Error::Invalid(e.to_string()))?;
+    let fit = serde_json::to_string(&c.data.fit).unwrap_or_default();
+    let key = FeatureCache::key(&extractor_json, extractor.weights_sha256().as_deref(), &fit);
+    let root = match &c.data.feature_cache {
+        Some(p) if p.is_absolute() => p.clone(),
+        Some(p) => cfg.dir().join(p),
+        None => weights::cache_dir().join("features"),
+    };
+    let cache = FeatureCache::new(&root, &key);
+    let size = extractor.input_spec().size as usize;
+    cache.get_or_extract(&hashes, |rows| {
+        progress.start("extracting features", rows.len() as u64);
+        let mut parts = Vec::new();
+        let chunk = (extractor.batch_size().max(1) * 4).max(64);
+        let mut done = 0;
+        for part in rows.chunks(chunk) {
+            let files: Vec<PathBuf> = part.iter().map(|&i| data.files[i].clone()).collect();
+            let images = image::load_batch(&files, size, c.data.fit)?;
+            parts.push(extractor.extract_all(&images, &mut |_| {})?);
+            done += part.len();
+            progress.advance(done as u64, None);
+        }
+        progress.finish();
+        Ok(Tensor::cat(&parts, 0))
+    })
+}
+
+/// The columns of the heads that stratify the split (the discrete ones).
+fn strata(config: &RunConfig, data: &Dataset) -> Result<Vec<String>> {
+    let mut cols = Vec::new();
+    for h in &config.heads {
+        if h.stratify() {
+            cols.push(data.labels(h.column())?);
+        }
+    }
+    Ok((0..data.len())
+        .map(|i| cols.iter().map(|c| c[i].unwrap_or("")).collect::<Vec<_>>().join("\u{1f}"))
+        .collect())
+}
+
+/// Checks that every head's column is in the data, naming the head's TOML line if not.
+fn check_columns(cfg: &LoadedConfig, data: &Dataset) -> Result<()> {
+    for h in &cfg.config.heads {
+        if !data.columns.contains_key(h.column()) {
+            return Err(cfg.error_at(
+                &format!("\"{}\"", h.name()),
+                format!(
+                    "head `{}` reads column `{}`, which {} does not have (columns: {})",
+                    h.name(),
+                    h.column(),
+                    data.source.display(),
+                    data.columns.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn head_type(h: &dyn HeadConfig) -> String {
+    serde_json::to_value(h)
+        .ok()
+        .and_then(|v| v.get("type").and_then(Value::as_str).map(str::to_string))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Builds the model of `config` with fitted head `states` in a new VarStore on `device`.
+pub fn build_model(
+    config: &RunConfig,
+    states: &[HeadState],
+    in_dim: i64,
+    device: Device,
+) -> Result<(nn::VarStore, MultiHeadModel)> {
+    let vs = nn::VarStore::new(device);
+    let heads: Vec<(&dyn HeadConfig, HeadState)> =
+        config.heads.iter().map(|h| h.as_ref()).zip(states.iter().cloned()).collect();
+    let model = MultiHeadModel::new(&vs.root(), in_dim, config.trunk.as_ref(), &heads)?;
+    Ok((vs, model))
+}
+
+/// Encodes every head's labels for the rows of `data`.
+fn encode(
+    model: &MultiHeadModel,
+    config: &RunConfig,
+    data: &Dataset,
+    device: Device,
+) -> Result<Vec<Targets>> {
+    model
+        .heads()
+        .iter()
+        .zip(&config.heads)
+        .map(|(head, cfg)| {
+            let labels = data.labels(cfg.column())?;
+            let t = head.encode(&labels).map_err(|e| data.label_error(cfg.column(), e))?;
+            Ok(Targets { values: t.values.to_device(device), mask: t.mask.to_device(device) })
+        })
+        .collect()
+}
+
+/// Predictions of every head for `features`, in evaluation mode.
+pub fn predict_features(model: &MultiHeadModel, features: &Tensor) -> Vec<Vec<Prediction>> {
+    tch::no_grad(|| {
+        let outputs = model.forward(features, false);
+        model.heads().iter().zip(&outputs).map(|(h, o)| h.decode(&o.to_device(Device::Cpu))).collect()
+    })
+}
+
+/// Scores per-head predictions against the labels of `data`.
+pub fn evaluate(
+    config: &RunConfig,
+    model: &MultiHeadModel,
+    predictions: &[Vec<Prediction>],
+    data: &Dataset,
+) -> Result<Evaluation> {
+    let mut heads = Vec::new();
+    for ((head, cfg), preds) in model.heads().iter().zip(&config.heads).zip(predictions) {
+        let labels = data.labels(cfg.column())?;
+        let score = head.score(preds, &labels).map_err(|e| data.label_error(cfg.column(), e))?;
+        heads.push(HeadSummary { name: cfg.name().to_string(), kind: head_type(cfg.as_ref()), score });
+    }
+    let rates: Vec<f64> = heads.iter().filter_map(|h| h.score.error_rate).collect();
+    let cumulative_error = (!rates.is_empty()).then(|| rates.iter().sum());
+    let mut judged = 0usize;
+    let mut right = 0usize;
+    for i in 0..data.len() {
+        let verdicts: Vec<bool> =
+            heads.iter().filter_map(|h| h.score.correct.get(i).copied().flatten()).collect();
+        if !verdicts.is_empty() {
+            judged += 1;
+            right += verdicts.iter().all(|&v| v) as usize;
+        }
+    }
+    let exact_match_rate = (judged > 0).then(|| right as f64 / judged as f64);
+    Ok(Evaluation { heads, cumulative_error, exact_match_rate, n: data.len() })
+}
+
+fn partial_dir(out: &Path) -> PathBuf {
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
+    out.with_file_name(format!(".{name}.partial"))
+}
+
+/// Trains the run `cfg` describes and writes its run folder.
+pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Progress) -> Result<RunSummary> {
+    let c = &cfg.config;
+    if opts.out.exists() && !opts.force {
+        return Err(Error::io(
+            &opts.out,
+            std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "already exists (use --force to replace it)",
+            ),
+        ));
+    }
+    let data = Dataset::load(&c.data, &cfg.dir())?;
+    check_columns(cfg, &data)?;
+    let extractor = c.extractor.build(&cfg.build_context())?;
+    let weights_sha256 = extractor.weights_sha256();
+    let (features, cache) = features_for(cfg, extractor.as_ref(), &data, progress)?;
+    drop(extractor);
+    let t = &c.training;
+    let parts = split::stratified(&strata(c, &data)?, t.test_fraction, t.validation_fraction, t.seed);
+    let (train_set, val_set, test_set) =
+        (data.subset(&parts.train), data.subset(&parts.val), data.subset(&parts.test));
+    let states = c
+        .heads
+        .iter()
+        .map(|h| {
+            let labels = train_set.labels(h.column())?;
+            h.fit(&labels).map_err(|e| train_set.label_error(h.column(), e))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let device = t.device.resolve()?;
+    tch::manual_seed(t.seed as i64);
+    let in_dim = features.size()[1];
+    let (vs, model) = build_model(c, &states, in_dim, device)?;
+    let rows = |idx: &[usize]| {
+        let idx = Tensor::from_slice(&idx.iter().map(|&i| i as i64).collect::<Vec<_>>());
+        features.index_select(0, &idx).to_device(device)
+    };
+    let train_batch = Batch { features: rows(&parts.train), targets: encode(&model, c, &train_set, device)? };
+    let val_batch = Batch { features: rows(&parts.val), targets: encode(&model, c, &val_set, device)? };
+    let test_features = rows(&parts.test);
+    encode(&model, c, &test_set, device)?; // label errors in the test part surface before training
+
+    let partial = partial_dir(&opts.out);
+    let mut snapshots = checkpoint::ResumeFiles::new(&partial.join("checkpoint"));
+    if opts.resume {
+        if !snapshots.resume()? {
+            tracing::warn!("nothing to resume in {}; training from the start", partial.display());
+        }
+    } else if partial.exists() {
+        std::fs::remove_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
+    }
+    std::fs::create_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
+    let val = (!val_batch.is_empty()).then_some(&val_batch);
+    let outcome = train::train(&model, &vs, &train_batch, val, t, &mut snapshots, progress)?;
+
+    let predictions = predict_features(&model, &test_features);
+    let evaluation = evaluate(c, &model, &predictions, &test_set)?;
+    let state = CheckpointState {
+        furcate_version: crate::VERSION.to_string(),
+        config: cfg.to_toml()?,
+        config_dir: std::path::absolute(cfg.dir()).unwrap_or_else(|_| cfg.dir()),
+        heads: c.heads.iter().map(|h| h.name().to_string()).zip(states).collect(),
+        in_dim,
+        weights_sha256: weights_sha256.clone(),
+        split: parts.clone(),
+        data_sha256: data_sha256(&data),
+        best_epoch: outcome.best_epoch,
+        epochs_run: outcome.epochs_run,
+    };
+    checkpoint::save(&partial.join("checkpoint"), &vs, &state)?;
+    let _ = std::fs::remove_file(partial.join("checkpoint").join("resume.safetensors"));
+    fsutil::write_atomic(&partial.join("config.toml"), state.config.as_bytes())?;
+    let metrics = metrics_json(c, &evaluation, &outcome, weights_sha256.as_deref(), &parts)?;
+    fsutil::write_atomic(
+        &partial.join("metrics.json"),
+        &serde_json::to_vec_pretty(&metrics).map_err(|e| Error::Invalid(e.to_string()))?,
+    )?;
+    fsutil::write_atomic(
+        &partial.join("history.csv"),
+        history_csv(&model.head_names(), &outcome.history).as_bytes(),
+    )?;
+    fsutil::write_atomic(
+        &partial.join("predictions.csv"),
+        predictions_csv(c, &test_set, "test", &predictions)?.as_bytes(),
+    )?;
+    if opts.report {
+        crate::report::write_report(&partial)?;
+    }
+    if opts.out.exists() {
+        std::fs::remove_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
+    }
+    std::fs::rename(&partial, &opts.out).map_err(|e| Error::io(&opts.out, e))?;
+    Ok(RunSummary { dir: opts.out.clone(), evaluation, outcome, cache })
+}
+
+fn data_sha256(data: &Dataset) -> Option<String> {
+    data.source.is_file().then(|| fsutil::sha256_file(&data.source).ok()).flatten()
+}
+
+/// `metrics.json` of a run.
+pub fn metrics_json(
+    config: &RunConfig,
+    eval: &Evaluation,
+    outcome: &TrainOutcome,
+    weights_sha256: Option<&str>,
+    parts: &split::Split,
+) -> Result<Value> {
+    let mut heads = serde_json::Map::new();
+    for (h, cfg) in eval.heads.iter().zip(&config.heads) {
+        heads.insert(
+            h.name.clone(),
+            json!({
+                "type": h.kind,
+                "column": cfg.column(),
+                "error_rate": h.score.error_rate,
+                "metrics": h.score.metrics,
+            }),
+        );
+    }
+    Ok(json!({
+        "furcate_version": crate::VERSION,
+        "extractor": serde_json::to_value(&config.extractor).map_err(|e| Error::Invalid(e.to_string()))?,
+        "weights_sha256": weights_sha256,
+        "best_epoch": outcome.best_epoch,
+        "epochs_run": outcome.epochs_run,
+        "stopped_early": outcome.stopped_early,
+        "n_train": parts.train.len(),
+        "n_val": parts.val.len(),
+        "n_test": parts.test.len(),
+        "cumulative_error": eval.cumulative_error,
+        "exact_match_rate": eval.exact_match_rate,
+        "heads": heads,
+    }))
+}
+
+/// `history.csv`: `epoch,train_total,val_total,train_<head>...,val_<head>...`.
+pub fn history_csv(heads: &[String], history: &[EpochRecord]) -> String {
+    let mut s = String::from("epoch,train_total,val_total");
+    for h in heads {
+        let _ = write!(s, ",train_{h}");
+    }
+    for h in heads {
+        let _ = write!(s, ",val_{h}");
+    }
+    s.push('\n');
+    let cell = |v: Option<f64>| v.map(|v| format!("{v:.8}")).unwrap_or_default();
+    for r in history {
+        let _ = write!(s, "{},{:.8},{}", r.epoch, r.train_total, cell(r.val_total));
+        for v in &r.train {
+            let _ = write!(s, ",{v:.8}");
+        }
+        for i in 0..heads.len() {
+            let _ = write!(s, ",{}", cell(r.val.as_ref().map(|v| v[i])));
+        }
+        s.push('\n');
+    }
+    s
+}
+
+/// `predictions.csv`: `file,split`, then per head the true label (when the
+/// data has the column) and the prediction's cells.
+pub fn predictions_csv(
+    config: &RunConfig,
+    data: &Dataset,
+    split_name: &str,
+    predictions: &[Vec<Prediction>],
+) -> Result<String> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut header = vec!["file".to_string(), "split".to_string()];
+    let labelled: Vec<bool> = config.heads.iter().map(|h| data.columns.contains_key(h.column())).collect();
+    for ((h, preds), has) in config.heads.iter().zip(predictions).zip(&labelled) {
+        if *has {
+            header.push(format!("{}_true", h.name()));
+        }
+        if let Some(p) = preds.first() {
+            header.extend(p.cells().into_iter().map(|(suffix, _)| {
+                if suffix.is_empty() {
+                    format!("{}_pred", h.name())
+                } else {
+                    format!("{}{suffix}", h.name())
+                }
+            }));
+        }
+    }
+    w.write_record(&header).map_err(|e| Error::Invalid(e.to_string()))?;
+    for i in 0..data.len() {
+        let mut row = vec![data.names[i].clone(), split_name.to_string()];
+        for ((h, preds), has) in config.heads.iter().zip(predictions).zip(&labelled) {
+            if *has {
+                row.push(data.columns[h.column()][i].clone().unwrap_or_default());
+            }
+            row.extend(preds[i].cells().into_iter().map(|(_, v)| v));
+        }
+        w.write_record(&row).map_err(|e| Error::Invalid(e.to_string()))?;
+    }
+    let bytes = w.into_inner().map_err(|e| Error::Invalid(e.to_string()))?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// A saved run, loaded for scoring or prediction.
+pub struct SavedRun {
+    /// Its folder.
+    pub dir: PathBuf,
+    /// The checkpoint state.
+    pub state: CheckpointState,
+    /// Its configuration.
+    pub config: LoadedConfig,
+    /// The model's variables.
+    pub vs: nn::VarStore,
+    /// The model.
+    pub model: MultiHeadModel,
+}
+
+impl std::fmt::Debug for SavedRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SavedRun").field("dir", &self.dir).finish_non_exhaustive()
+    }
+}
+
+impl SavedRun {
+    /// Loads the run folder `dir`.
+    pub fn open(dir: &Path) -> Result<SavedRun> {
+        let ckpt = dir.join("checkpoint");
+        if !ckpt.join("state.json").exists() {
+            return Err(Error::data(dir, "not a furcate run folder (no checkpoint/state.json)"));
+        }
+        let state = checkpoint::load_state(&ckpt)?;
+        let config = LoadedConfig::from_str(&state.config, &state.config_dir.join("config.toml"))
+            .map_err(|e| Error::data(dir.join("checkpoint/state.json"), format!("its config: {e}")))?;
+        let states: Vec<HeadState> = state.heads.iter().map(|(_, s)| s.clone()).collect();
+        let (mut vs, model) = build_model(&config.config, &states, state.in_dim, Device::Cpu)?;
+        checkpoint::load_model(&ckpt, &mut vs)?;
+        Ok(SavedRun { dir: dir.to_path_buf(), state, config, vs, model })
+    }
+
+    /// Features for `data` with the run's extractor (through the cache),
+    /// refusing a weights file that differs from the one the run was trained on.
+    pub fn features(&self, data: &Dataset, progress: &mut dyn Progress) -> Result<Tensor> {
+        let extractor = self.config.config.extractor.build(&self.config.build_context())?;
+        if extractor.weights_sha256() != self.state.weights_sha256 {
+            return Err(Error::weights(
+                self.dir.join("config.toml"),
+                format!(
+                    "the extractor's weights changed since training (trained with sha256 {}, found {})",
+                    self.state.weights_sha256.as_deref().unwrap_or("none"),
+                    extractor.weights_sha256().as_deref().unwrap_or("none")
+                ),
+            ));
+        }
+        Ok(features_for(&self.config, extractor.as_ref(), data, progress)?.0)
+    }
+
+    /// Scores the run on its own test part, or on the labelled manifest `data`.
+    pub fn evaluate(&self, data: Option<&Path>, progress: &mut dyn Progress) -> Result<Evaluation> {
+        let c = &self.config.config;
+        let set = match data {
+            Some(m) => Dataset::from_manifest(m, &c.data.image_column)?,
+            None => {
+                let all = Dataset::load(&c.data, &self.config.dir())?;
+                if self.state.data_sha256.is_some() && data_sha256(&all) != self.state.data_sha256 {
+                    return Err(Error::data(
+                        &all.source,
+                        "the data changed since training, so its test split no longer exists; pass --data",
+                    ));
+                }
+                all.subset(&self.state.split.test)
+            }
+        };
+        check_columns(&self.config, &set)?;
+        let features = self.features(&set, progress)?;
+        let predictions = predict_features(&self.model, &features);
+        evaluate(c, &self.model, &predictions, &set)
+    }
+
+    /// Predictions for unlabelled images, as CSV text (one row per image).
+    pub fn predict(&self, paths: &[PathBuf], progress: &mut dyn Progress) -> Result<String> {
+        let set = Dataset::from_paths(paths)?;
+        let features = self.features(&set, progress)?;
+        let predictions = predict_features(&self.model, &features);
+        predictions_csv(&self.config.config, &set, "predict", &predictions)
+    }
+}
+
+/// Extracts the features of the images `cfg` names (no training).
+pub fn extract(
+    cfg: &LoadedConfig,
+    progress: &mut dyn Progress,
+) -> Result<(Dataset, Tensor, HashMap<String, String>)> {
+    let data = Dataset::load(&cfg.config.data, &cfg.dir())?;
+    let extractor = cfg.config.extractor.build(&cfg.build_context())?;
+    let (features, _) = features_for(cfg, extractor.as_ref(), &data, progress)?;
+    let mut meta = HashMap::new();
+    meta.insert("extractor".into(), serde_json::to_string(&cfg.config.extractor).unwrap_or_default());
+    if let Some(sha) = extractor.weights_sha256() {
+        meta.insert("weights_sha256".into(), sha);
+    }
+    Ok((data, features.to_kind(Kind::Float), meta))
+}
+
+/// A plain-text table of an evaluation, one line per head.
+pub fn format_table(eval: &Evaluation) -> String {
+    let mut s = format!("{:<24} {:<16} {:>12}  {}\n", "head", "type", "error rate", "other metrics");
+    for h in &eval.heads {
+        let err = h.score.error_rate.map(|e| format!("{:.4} %", e * 100.0)).unwrap_or_else(|| "-".into());
+        let mut other: BTreeMap<&str, String> = BTreeMap::new();
+        for (k, v) in &h.score.metrics {
+            if let Some(x) = v.as_f64() {
+                if [
+                    "mae",
+                    "rmse",
+                    "r2",
+                    "max_error",
+                    "macro_f1",
+                    "accuracy",
+                    "mean_abs_bin_error",
+                    "coverage_90",
+                ]
+                .contains(&k.as_str())
+                {
+                    other.insert(k, format!("{k} {x:.4}"));
+                }
+            }
+        }
+        let _ = writeln!(
+            s,
+            "{:<24} {:<16} {:>12}  {}",
+            h.name,
+            h.kind,
+            err,
+            other.into_values().collect::<Vec<_>>().join(", ")
+        );
+    }
+    if let Some(c) = eval.cumulative_error {
+        let _ = writeln!(s, "cumulative error: {:.4} %", c * 100.0);
+    }
+    if let Some(x) = eval.exact_match_rate {
+        let _ = writeln!(s, "exact match (all heads right): {:.4} %", x * 100.0);
+    }
+    let _ = writeln!(s, "scored rows: {}", eval.n);
+    s
+}

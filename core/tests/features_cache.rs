@@ -1,0 +1,101 @@
+//! The feature file format and the content-addressed feature cache.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use furcate_core::features::{load_features, save_features, CacheStats, FeatureCache};
+use tch::Tensor;
+
+/// A stand-in extractor: row i of image hash `h` is `[len(h), first byte of h]`.
+fn fake_rows(hashes: &[String], rows: &[usize]) -> Tensor {
+    let v: Vec<f32> =
+        rows.iter().flat_map(|&i| [hashes[i].len() as f32, hashes[i].as_bytes()[0] as f32]).collect();
+    Tensor::from_slice(&v).view([rows.len() as i64, 2])
+}
+
+fn names(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn feature_files_round_trip_with_names_and_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.safetensors");
+    let t = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]).view([3, 2]);
+    let meta = HashMap::from([("extractor".to_string(), "x".to_string())]);
+    save_features(&path, &t, &names(&["a", "b", "c"]), &meta).unwrap();
+    let f = load_features(&path).unwrap();
+    assert_eq!(f.names, names(&["a", "b", "c"]));
+    assert_eq!(f.metadata["extractor"], "x");
+    assert!(f.features.equal(&t));
+    // Wrong number of names is refused before writing.
+    assert!(save_features(&dir.path().join("g.safetensors"), &t, &names(&["a"]), &meta).is_err());
+    assert!(!dir.path().join("g.safetensors").exists());
+}
+
+#[test]
+fn corrupt_feature_files_are_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.safetensors");
+    save_features(
+        &path,
+        &Tensor::ones([4, 3], (tch::Kind::Float, tch::Device::Cpu)),
+        &names(&["a", "b", "c", "d"]),
+        &HashMap::new(),
+    )
+    .unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40; // flip a bit in the feature data
+    std::fs::write(&path, &bytes).unwrap();
+    let err = load_features(&path).unwrap_err().to_string();
+    assert!(err.contains("checksum") && err.contains("f.safetensors"), "{err}");
+    std::fs::write(&path, b"garbage").unwrap();
+    assert!(load_features(&path).unwrap_err().to_string().contains("not a safetensors file"));
+}
+
+#[test]
+fn cache_extracts_only_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = FeatureCache::new(dir.path(), &FeatureCache::key("{\"type\":\"x\"}", Some("abc"), "resize"));
+    let calls = RefCell::new(Vec::new());
+    let first = names(&["h1", "h2", "h3"]);
+    let (t, stats) = cache
+        .get_or_extract(&first, |rows| {
+            calls.borrow_mut().push(rows.to_vec());
+            Ok(fake_rows(&first, rows))
+        })
+        .unwrap();
+    assert_eq!(stats, CacheStats { hits: 0, extracted: 3 });
+    assert!(t.equal(&fake_rows(&first, &[0, 1, 2])));
+    // A superset in another order: only the new image is extracted, rows follow the request.
+    let second = names(&["h3", "x4", "h1"]);
+    let (t, stats) = cache
+        .get_or_extract(&second, |rows| {
+            calls.borrow_mut().push(rows.to_vec());
+            Ok(fake_rows(&second, rows))
+        })
+        .unwrap();
+    assert_eq!(stats, CacheStats { hits: 2, extracted: 1 });
+    assert_eq!(calls.borrow().last().unwrap(), &vec![1]);
+    assert!(t.equal(&fake_rows(&second, &[0, 1, 2])));
+}
+
+#[test]
+fn cache_rebuilds_a_corrupt_shard_and_keys_differ_by_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = FeatureCache::key("{}", Some("w1"), "resize");
+    assert_ne!(key, FeatureCache::key("{}", Some("w2"), "resize"));
+    assert_ne!(key, FeatureCache::key("{}", Some("w1"), "center_crop"));
+    let cache = FeatureCache::new(dir.path(), &key);
+    let hashes = names(&["a1", "b2"]);
+    let _ = cache.get_or_extract(&hashes, |rows| Ok(fake_rows(&hashes, rows))).unwrap();
+    for shard in std::fs::read_dir(cache.dir()).unwrap() {
+        std::fs::write(shard.unwrap().path(), b"truncated").unwrap();
+    }
+    let (t, stats) = cache.get_or_extract(&hashes, |rows| Ok(fake_rows(&hashes, rows))).unwrap();
+    assert_eq!(stats.extracted, 2);
+    assert!(t.equal(&fake_rows(&hashes, &[0, 1])));
+    // The corrupt shard is gone; one good shard remains.
+    assert_eq!(std::fs::read_dir(cache.dir()).unwrap().count(), 1);
+}

@@ -1,0 +1,356 @@
+//! The built-in heads: configs, fit/state, shapes, losses against hand
+//! computations, encoding errors, decoding and scores.
+
+use furcate_core::head::classification::ClassificationConfig;
+use furcate_core::head::regression::{RegressionConfig, RegressionLoss};
+use furcate_core::{Error, HeadConfig, HeadState, Prediction, PropertyHead};
+use tch::{nn, Device, Kind, Tensor};
+
+const CPU: (Kind, Device) = (Kind::Double, Device::Cpu);
+
+/// Builds `config` in a fresh double-precision store.
+fn build(config: &dyn HeadConfig, in_dim: i64, state: &HeadState) -> (nn::VarStore, Box<dyn PropertyHead>) {
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let head = config.build(vs.root(), in_dim, state).unwrap();
+    vs.double();
+    (vs, head)
+}
+
+/// Sets the output layer to weight 0 and the given bias, so the output is `bias` for every row.
+fn constant_output(vs: &nn::VarStore, bias: &[f64]) {
+    let vars = vs.variables();
+    tch::no_grad(|| {
+        let _ = vars["out.weight"].shallow_clone().zero_();
+        vars["out.bias"].shallow_clone().copy_(&Tensor::from_slice(bias));
+    });
+}
+
+fn classes(names: &[&str]) -> HeadState {
+    serde_json::json!({ "classes": names })
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-9
+}
+
+#[test]
+fn classification_fit_gives_sorted_classes_and_shapes() {
+    let config = ClassificationConfig { hidden: vec![5, 3], ..ClassificationConfig::new("m") };
+    let state =
+        config.fit(&[Some("zeta"), None, Some("alpha"), Some(" zeta "), Some(""), Some("mid")]).unwrap();
+    assert_eq!(state, classes(&["alpha", "mid", "zeta"]));
+    let (vs, head) = build(&config, 4, &state);
+    let mut names: Vec<String> = vs.variables().into_keys().collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["hidden0.bias", "hidden0.weight", "hidden1.bias", "hidden1.weight", "out.bias", "out.weight"]
+    );
+    let out = head.forward(&Tensor::randn([7, 4], CPU), true);
+    assert_eq!(out.size(), [7, 3]);
+    let preds = head.decode(&out);
+    assert_eq!(preds.len(), 7);
+    for p in preds {
+        let Prediction::Class { label, probability } = p else { panic!("not a class: {p:?}") };
+        assert!(["alpha", "mid", "zeta"].contains(&label.as_str()));
+        assert!((1.0 / 3.0 - 1e-9..=1.0).contains(&probability));
+    }
+}
+
+#[test]
+fn classification_fit_without_labels_is_an_error() {
+    let e = ClassificationConfig::new("m").fit(&[None, Some("  ")]).unwrap_err();
+    assert!(e.to_string().contains("no labels"), "{e}");
+}
+
+#[test]
+fn classification_loss_matches_hand_computation() {
+    let config = ClassificationConfig::new("m");
+    let (vs, head) = build(&config, 2, &classes(&["a", "b", "c"]));
+    // Logits (ln 2, 0, 0): p(a) = 1/2, p(b) = p(c) = 1/4.
+    constant_output(&vs, &[2f64.ln(), 0.0, 0.0]);
+    let out = head.forward(&Tensor::randn([2, 2], CPU), false);
+    let loss = head.loss(&out, &Tensor::from_slice(&[0i64, 1])).double_value(&[]);
+    assert!(close(loss, (2f64.ln() + 4f64.ln()) / 2.0), "{loss}");
+    let preds = head.decode(&out);
+    assert_eq!(preds[0], Prediction::Class { label: "a".into(), probability: 0.5 });
+}
+
+#[test]
+fn class_weights_and_label_smoothing_change_the_loss_as_defined() {
+    let logits = [2f64.ln(), 0.0, 0.0];
+    let nll = [2f64.ln(), 4f64.ln(), 4f64.ln()]; // -log p_k
+    let target = Tensor::from_slice(&[0i64, 1, 1]);
+    let loss_of = |config: ClassificationConfig| {
+        let (vs, head) = build(&config, 2, &classes(&["a", "b", "c"]));
+        constant_output(&vs, &logits);
+        let out = head.forward(&Tensor::randn([3, 2], CPU), false);
+        head.loss(&out, &target).double_value(&[])
+    };
+    let plain = loss_of(ClassificationConfig::new("m"));
+    assert!(close(plain, (nll[0] + 2.0 * nll[1]) / 3.0));
+
+    // Weighted mean: sum w_y * l / sum w_y.
+    let weights = [("a".to_string(), 3.0)].into_iter().collect();
+    let weighted =
+        loss_of(ClassificationConfig { class_weights: Some(weights), ..ClassificationConfig::new("m") });
+    assert!(close(weighted, (3.0 * nll[0] + 2.0 * nll[1]) / 5.0), "{weighted}");
+
+    // Smoothing eps: (1 - eps) * nll_y + eps * mean_k nll_k.
+    let eps = 0.3;
+    let smoothed = loss_of(ClassificationConfig { label_smoothing: eps, ..ClassificationConfig::new("m") });
+    let uniform = nll.iter().sum::<f64>() / 3.0;
+    let expected =
+        ((1.0 - eps) * nll[0] + eps * uniform + 2.0 * ((1.0 - eps) * nll[1] + eps * uniform)) / 3.0;
+    assert!(close(smoothed, expected), "{smoothed} vs {expected}");
+}
+
+#[test]
+fn class_weights_must_name_known_classes_and_be_positive() {
+    let state = classes(&["a", "b"]);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let unknown = [("c".to_string(), 2.0)].into_iter().collect();
+    let config = ClassificationConfig { class_weights: Some(unknown), ..ClassificationConfig::new("m") };
+    let e = config.build(vs.root(), 2, &state).err().unwrap().to_string();
+    assert!(e.contains("`c`") && e.contains("a, b"), "{e}");
+    let zero = [("a".to_string(), 0.0)].into_iter().collect();
+    let config = ClassificationConfig { class_weights: Some(zero), ..ClassificationConfig::new("m") };
+    assert!(config.build(vs.root(), 2, &state).is_err());
+    let config = ClassificationConfig { label_smoothing: 1.0, ..ClassificationConfig::new("m") };
+    assert!(config.build(vs.root(), 2, &state).is_err());
+}
+
+#[test]
+fn classification_encode_maps_labels_and_rejects_unknown_classes() {
+    let (_vs, head) = build(&ClassificationConfig::new("m"), 2, &classes(&["a", "b"]));
+    let t = head.encode(&[Some("b"), None, Some("a")]).unwrap();
+    assert_eq!(Vec::<i64>::try_from(&t.values).unwrap()[..], [1, 0, 0]);
+    assert_eq!(t.values.kind(), Kind::Int64);
+    assert_eq!(Vec::<bool>::try_from(&t.mask).unwrap(), [true, false, true]);
+    match head.encode(&[Some("a"), None, Some("weird")]) {
+        Err(Error::Label { index, message }) => {
+            assert_eq!(index, 2);
+            assert!(message.contains("`weird`") && message.contains("a, b"), "{message}");
+        }
+        other => panic!("expected a label error, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_single_class_is_allowed() {
+    let config = ClassificationConfig::new("m");
+    let state = config.fit(&[Some("only"), None, Some("only")]).unwrap();
+    let (_vs, head) = build(&config, 3, &state);
+    let out = head.forward(&Tensor::randn([4, 3], CPU), false);
+    assert_eq!(out.size(), [4, 1]);
+    let t = head.encode(&[Some("only"), Some("only"), None, Some("only")]).unwrap();
+    assert!(close(head.masked_loss(&out, &t).double_value(&[]), 0.0));
+    assert_eq!(head.decode(&out)[0], Prediction::Class { label: "only".into(), probability: 1.0 });
+}
+
+#[test]
+fn classification_score_counts_confusions() {
+    let (_vs, head) = build(&ClassificationConfig::new("m"), 2, &classes(&["a", "b"]));
+    let p = |l: &str| Prediction::Class { label: l.into(), probability: 0.9 };
+    let preds = [p("a"), p("a"), p("b"), p("b"), p("a")];
+    let labels = [Some("a"), Some("b"), Some("b"), None, Some("new")];
+    let s = head.score(&preds, &labels).unwrap();
+    assert_eq!(s.correct, [Some(true), Some(false), Some(true), None, Some(false)]);
+    assert!(close(s.error_rate.unwrap(), 0.5));
+    assert_eq!(s.metrics["n"], 4);
+    assert_eq!(s.metrics["classes"], serde_json::json!(["a", "b", "new"]));
+    assert_eq!(s.metrics["confusion_matrix"], serde_json::json!([[1, 0, 0], [1, 1, 0], [1, 0, 0]]));
+    let b = &s.metrics["per_class"][1];
+    assert_eq!(b["class"], "b");
+    assert!(close(b["precision"].as_f64().unwrap(), 1.0));
+    assert!(close(b["recall"].as_f64().unwrap(), 0.5));
+    // F1: a = 2 * (1/3 * 1) / (4/3) = 0.5, b = 2/3, new = 0.
+    assert!(close(s.metrics["macro_f1"].as_f64().unwrap(), (0.5 + 2.0 / 3.0) / 3.0));
+    assert!(head.score(&preds[..2], &labels).is_err());
+}
+
+#[test]
+fn regression_fit_standardises_and_decode_restores_units() {
+    let config = RegressionConfig::new("v");
+    let state = config.fit(&[Some("1"), Some("3"), None, Some(" 5 ")]).unwrap();
+    let std = (8.0f64 / 3.0).sqrt();
+    assert!(close(state["mean"].as_f64().unwrap(), 3.0));
+    assert!(close(state["std"].as_f64().unwrap(), std));
+    let (vs, head) = build(&config, 2, &state);
+    let t = head.encode(&[Some("5"), None]).unwrap();
+    assert_eq!(t.values.size(), [2, 1]);
+    assert!((t.values.double_value(&[0, 0]) - 2.0 / std).abs() < 1e-6);
+    assert_eq!(Vec::<bool>::try_from(&t.mask).unwrap(), [true, false]);
+    constant_output(&vs, &[0.5]);
+    let out = head.forward(&Tensor::randn([3, 2], CPU), false);
+    assert_eq!(out.size(), [3, 1]);
+    let Prediction::Value { value, std: None } = head.decode(&out)[0] else { panic!() };
+    assert!(close(value, 3.0 + 0.5 * std), "{value}");
+
+    let raw = RegressionConfig { standardise: false, ..RegressionConfig::new("v") };
+    let (vs, head) = build(&raw, 2, &state);
+    constant_output(&vs, &[0.5]);
+    let out = head.forward(&Tensor::randn([1, 2], CPU), false);
+    assert_eq!(head.decode(&out)[0], Prediction::Value { value: 0.5, std: None });
+    assert!(close(head.encode(&[Some("5")]).unwrap().values.double_value(&[0, 0]), 5.0));
+}
+
+#[test]
+fn constant_regression_targets_work() {
+    let config = RegressionConfig::new("v");
+    let state = config.fit(&[Some("0.25"), Some("0.25")]).unwrap();
+    assert_eq!(state, serde_json::json!({ "mean": 0.25, "std": 1.0 }));
+    let (vs, head) = build(&config, 2, &state);
+    constant_output(&vs, &[0.0]);
+    let out = head.forward(&Tensor::randn([2, 2], CPU), false);
+    let t = head.encode(&[Some("0.25"), Some("0.25")]).unwrap();
+    assert!(close(head.masked_loss(&out, &t).double_value(&[]), 0.0));
+    let preds = head.decode(&out);
+    let s = head.score(&preds, &[Some("0.25"), Some("0.25")]).unwrap();
+    assert_eq!(s.metrics["r2"], serde_json::Value::Null);
+    assert!(close(s.metrics["mae"].as_f64().unwrap(), 0.0));
+}
+
+#[test]
+fn regression_labels_must_be_finite_numbers() {
+    let config = RegressionConfig::new("v");
+    for bad in ["abc", "NaN", "inf", "-inf", "1,5"] {
+        match config.fit(&[Some("1"), None, Some(bad)]) {
+            Err(Error::Label { index: 2, message }) => assert!(message.contains(bad), "{message}"),
+            other => panic!("{bad}: expected a label error at 2, got {other:?}"),
+        }
+    }
+    let (_vs, head) = build(&config, 2, &serde_json::json!({ "mean": 0.0, "std": 1.0 }));
+    assert!(matches!(head.encode(&[Some("x")]), Err(Error::Label { index: 0, .. })));
+    assert!(matches!(head.encode(&[None, Some("nan")]), Err(Error::Label { index: 1, .. })));
+    assert!(config.fit(&[None]).is_err());
+}
+
+#[test]
+fn regression_losses_match_hand_computation() {
+    let state = serde_json::json!({ "mean": 0.0, "std": 1.0 });
+    let out = Tensor::from_slice(&[0.0f64, 0.0]).reshape([2, 1]);
+    let target = Tensor::from_slice(&[0.5f32, 3.0]).reshape([2, 1]);
+    let loss_with = |loss: RegressionLoss, delta: f64| {
+        let config = RegressionConfig { loss, huber_delta: delta, ..RegressionConfig::new("v") };
+        let (_vs, head) = build(&config, 1, &state);
+        head.loss(&out, &target).double_value(&[])
+    };
+    assert!(close(loss_with(RegressionLoss::Mse, 1.0), (0.25 + 9.0) / 2.0));
+    assert!(close(loss_with(RegressionLoss::L1, 1.0), 3.5 / 2.0));
+    // Huber, delta 1: 0.5 * 0.5^2 and 1 * (3 - 0.5).
+    assert!(close(loss_with(RegressionLoss::Huber, 1.0), (0.125 + 2.5) / 2.0));
+    assert!(close(loss_with(RegressionLoss::Huber, 4.0), (0.125 + 4.5) / 2.0));
+}
+
+#[test]
+fn bounds_are_respected() {
+    let config = RegressionConfig { bounds: Some([0.0, 1.0]), hidden: vec![4], ..RegressionConfig::new("v") };
+    let state = config.fit(&[Some("0.1"), Some("0.9"), Some("1")]).unwrap();
+    let (vs, head) = build(&config, 3, &state);
+    for bias in [-1e3, -3.0, 0.0, 3.0, 1e3] {
+        constant_output(&vs, &[bias]);
+        let out = head.forward(&(Tensor::randn([16, 3], CPU) * 100.0), false);
+        for p in head.decode(&out) {
+            let Prediction::Value { value, .. } = p else { panic!() };
+            assert!((0.0..=1.0).contains(&value), "{value}");
+        }
+    }
+    // sigmoid(0) = 1/2: the middle of the bounds.
+    constant_output(&vs, &[0.0]);
+    let vars = vs.variables();
+    let _ = tch::no_grad(|| vars["hidden0.weight"].shallow_clone().zero_());
+    let out = head.forward(&Tensor::randn([1, 3], CPU), false);
+    assert_eq!(head.decode(&out)[0], Prediction::Value { value: 0.5, std: None });
+    assert!(matches!(config.fit(&[Some("1.5")]), Err(Error::Label { index: 0, .. })));
+    assert!(matches!(head.encode(&[Some("0.5"), Some("-0.1")]), Err(Error::Label { index: 1, .. })));
+    let bad = RegressionConfig { bounds: Some([1.0, 1.0]), ..RegressionConfig::new("v") };
+    assert!(bad.fit(&[Some("1")]).is_err());
+}
+
+#[test]
+fn regression_score_with_and_without_tolerance() {
+    let state = serde_json::json!({ "mean": 0.0, "std": 1.0 });
+    let v = |value: f64| Prediction::Value { value, std: None };
+    let preds = [v(1.0), v(2.5), v(0.0), v(4.0)];
+    let labels = [Some("1"), Some("2"), None, Some("3")];
+    let (_vs, plain) = build(&RegressionConfig::new("v"), 1, &state);
+    let s = plain.score(&preds, &labels).unwrap();
+    assert_eq!(s.error_rate, None);
+    assert_eq!(s.correct, [None, None, None, None]);
+    assert!(close(s.metrics["mae"].as_f64().unwrap(), 0.5));
+    assert!(close(s.metrics["rmse"].as_f64().unwrap(), (1.25f64 / 3.0).sqrt()));
+    assert!(close(s.metrics["r2"].as_f64().unwrap(), 1.0 - 1.25 / 2.0));
+    assert!(close(s.metrics["max_error"].as_f64().unwrap(), 1.0));
+    assert_eq!(s.metrics["n"], 3);
+
+    let tol = RegressionConfig { tolerance: Some(0.5), ..RegressionConfig::new("v") };
+    let (_vs, head) = build(&tol, 1, &state);
+    let s = head.score(&preds, &labels).unwrap();
+    assert_eq!(s.correct, [Some(true), Some(true), None, Some(false)]);
+    assert!(close(s.error_rate.unwrap(), 1.0 / 3.0));
+}
+
+#[test]
+fn the_same_state_rebuilds_the_same_head() {
+    type Case<'a> = (Box<dyn HeadConfig>, Vec<Option<&'a str>>);
+    let configs: Vec<Case> = vec![
+        (
+            Box::new(ClassificationConfig { hidden: vec![3], ..ClassificationConfig::new("c") }),
+            vec![Some("x"), Some("y"), None, Some("z")],
+        ),
+        (
+            Box::new(RegressionConfig { bounds: Some([-1.0, 10.0]), ..RegressionConfig::new("r") }),
+            vec![Some("1"), Some("7.5"), None, Some("2")],
+        ),
+    ];
+    let x = Tensor::randn([5, 4], CPU);
+    for (config, labels) in &configs {
+        let state = config.fit(labels).unwrap();
+        let stored: HeadState = serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
+        let (vs1, h1) = build(config.as_ref(), 4, &state);
+        let (mut vs2, h2) = build(config.as_ref(), 4, &stored);
+        vs2.copy(&vs1).unwrap();
+        assert_eq!(h1.decode(&h1.forward(&x, false)), h2.decode(&h2.forward(&x, false)));
+        assert_eq!(
+            h1.encode(labels).unwrap().values.to_kind(Kind::Double),
+            h2.encode(labels).unwrap().values.to_kind(Kind::Double)
+        );
+    }
+}
+
+#[test]
+fn configs_come_from_toml_by_type() {
+    #[derive(serde::Deserialize)]
+    struct File {
+        heads: Vec<Box<dyn HeadConfig>>,
+    }
+    let text = r#"
+        [[heads]]
+        type = "classification"
+        name = "morphology"
+        class_weights = { a = 2.0 }
+        label_smoothing = 0.1
+
+        [[heads]]
+        type = "regression"
+        name = "fraction"
+        column = "vf"
+        weight = 0.5
+        loss = "huber"
+        bounds = [0.0, 1.0]
+    "#;
+    let file: File = toml::from_str(text).unwrap();
+    assert_eq!(file.heads[0].name(), "morphology");
+    assert_eq!(file.heads[0].column(), "morphology");
+    assert!(file.heads[0].stratify());
+    assert_eq!(file.heads[1].column(), "vf");
+    assert_eq!(file.heads[1].loss_weight(), 0.5);
+    assert!(!file.heads[1].stratify());
+
+    let unknown = "[[heads]]\ntype = \"regression\"\nname = \"f\"\nbound = [0, 1]\n";
+    let e = toml::from_str::<File>(unknown).err().unwrap().to_string();
+    assert!(e.contains("bound"), "{e}");
+    let bad_loss = "[[heads]]\ntype = \"regression\"\nname = \"f\"\nloss = \"l3\"\n";
+    assert!(toml::from_str::<File>(bad_loss).is_err());
+}

@@ -1,0 +1,460 @@
+//! The multi-head model: variable layout, config errors, and property tests
+//! that the per-head losses stay decoupled (issue 4).
+
+use std::collections::BTreeMap;
+
+use furcate_core::head::classification::ClassificationConfig;
+use furcate_core::head::regression::{RegressionConfig, RegressionLoss};
+use furcate_core::model::{Activation, MultiHeadModel, TrunkConfig};
+use furcate_core::{HeadConfig, HeadState, Targets};
+use proptest::collection::vec;
+use proptest::prelude::*;
+use tch::nn::{Module, OptimizerConfig};
+use tch::{nn, Device, Kind, Tensor};
+
+const CPU: (Kind, Device) = (Kind::Double, Device::Cpu);
+
+/// One head of a random model.
+#[derive(Debug, Clone)]
+struct HeadSpec {
+    /// `Some(k)`: classification with k classes; `None`: regression.
+    classes: Option<usize>,
+    weight: f64,
+    hidden: Option<i64>,
+    smoothing: f64,
+    class_weighted: bool,
+    loss: RegressionLoss,
+    bounded: bool,
+}
+
+/// A random model, batch and labels.
+#[derive(Debug, Clone)]
+struct Case {
+    heads: Vec<HeadSpec>,
+    n: usize,
+    d: i64,
+    features: Vec<f64>,
+    /// Per head, per sample: a value in [0, 1) (class `floor(u * k)`), or missing.
+    labels: Vec<Vec<Option<f64>>>,
+    /// Per head, per sample: other values in [0, 1).
+    other: Vec<Vec<f64>>,
+    /// Which head the property changes.
+    pick: usize,
+    seed: i64,
+}
+
+prop_compose! {
+    fn head_spec()(
+        classes in prop::option::of(1usize..5),
+        weight in 0.1f64..3.0,
+        hidden in prop::option::of(1i64..4),
+        smoothing in prop_oneof![Just(0.0), 0.0f64..0.5],
+        class_weighted in any::<bool>(),
+        loss in prop_oneof![Just(RegressionLoss::Mse), Just(RegressionLoss::Huber), Just(RegressionLoss::L1)],
+        bounded in any::<bool>(),
+    ) -> HeadSpec {
+        HeadSpec { classes, weight, hidden, smoothing, class_weighted, loss, bounded }
+    }
+}
+
+prop_compose! {
+    fn case()(heads in vec(head_spec(), 1..=4), n in 1usize..7, d in 1i64..5)(
+        features in vec(-2.0f64..2.0, n * d as usize),
+        labels in vec(vec(prop::option::weighted(0.75, 0.0f64..1.0), n), heads.len()),
+        other in vec(vec(0.0f64..1.0, n), heads.len()),
+        pick in 0..heads.len(),
+        seed in 0i64..10_000,
+        heads in Just(heads),
+        n in Just(n),
+        d in Just(d),
+    ) -> Case {
+        Case { heads, n, d, features, labels, other, pick, seed }
+    }
+}
+
+fn label_text(spec: &HeadSpec, u: f64) -> String {
+    match spec.classes {
+        Some(k) => format!("c{}", class_of(u, k)),
+        None => format!("{u}"),
+    }
+}
+
+fn class_of(u: f64, k: usize) -> usize {
+    ((u * k as f64) as usize).min(k - 1)
+}
+
+fn configs(case: &Case) -> Vec<(Box<dyn HeadConfig>, HeadState)> {
+    case.heads
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let name = format!("h{i}");
+            let hidden: Vec<i64> = s.hidden.into_iter().collect();
+            match s.classes {
+                Some(k) => {
+                    let class_weights =
+                        s.class_weighted.then(|| [("c0".to_string(), 2.5)].into_iter().collect());
+                    let config = ClassificationConfig {
+                        weight: s.weight,
+                        hidden,
+                        label_smoothing: s.smoothing,
+                        class_weights,
+                        ..ClassificationConfig::new(name)
+                    };
+                    let classes: Vec<String> = (0..k).map(|c| format!("c{c}")).collect();
+                    (Box::new(config) as Box<dyn HeadConfig>, serde_json::json!({ "classes": classes }))
+                }
+                None => {
+                    let config = RegressionConfig {
+                        weight: s.weight,
+                        hidden,
+                        loss: s.loss,
+                        bounds: s.bounded.then_some([-0.5, 1.5]),
+                        ..RegressionConfig::new(name)
+                    };
+                    (Box::new(config) as Box<dyn HeadConfig>, serde_json::json!({ "mean": 0.4, "std": 0.3 }))
+                }
+            }
+        })
+        .collect()
+}
+
+/// The model in double precision, randomly initialised from the case's seed.
+fn model(case: &Case, trunk: bool) -> (nn::VarStore, MultiHeadModel) {
+    tch::manual_seed(case.seed);
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let trunk = trunk.then(|| TrunkConfig { hidden: vec![3, 2], activation: Activation::Tanh, dropout: 0.0 });
+    let m = MultiHeadModel::new(&vs.root(), case.d, trunk.as_ref(), &configs(case)).unwrap();
+    vs.double();
+    (vs, m)
+}
+
+fn features(case: &Case) -> Tensor {
+    Tensor::from_slice(&case.features).reshape([case.n as i64, case.d])
+}
+
+fn encode(m: &MultiHeadModel, case: &Case, labels: &[Vec<Option<f64>>]) -> Vec<Targets> {
+    m.heads()
+        .iter()
+        .zip(&case.heads)
+        .zip(labels)
+        .map(|((h, spec), cells)| {
+            let text: Vec<Option<String>> = cells.iter().map(|u| u.map(|u| label_text(spec, u))).collect();
+            let refs: Vec<Option<&str>> = text.iter().map(Option::as_deref).collect();
+            h.encode(&refs).unwrap()
+        })
+        .collect()
+}
+
+fn losses(m: &MultiHeadModel, x: &Tensor, t: &[Targets]) -> Vec<Tensor> {
+    m.losses(&m.forward(x, false), t)
+}
+
+/// Gradient of `loss` on every variable (zero where it does not reach).
+fn grads(vs: &nn::VarStore, loss: &Tensor) -> BTreeMap<String, Tensor> {
+    let vars = vs.variables();
+    for v in vars.values() {
+        v.shallow_clone().zero_grad();
+    }
+    loss.backward();
+    vars.into_iter()
+        .map(|(name, v)| {
+            let g = v.grad();
+            (name, if g.defined() { g.copy() } else { v.zeros_like() })
+        })
+        .collect()
+}
+
+fn max_abs(t: &Tensor) -> f64 {
+    if t.numel() == 0 {
+        0.0
+    } else {
+        t.abs().max().double_value(&[])
+    }
+}
+
+fn snapshot(vs: &nn::VarStore) -> BTreeMap<String, Tensor> {
+    vs.variables().into_iter().map(|(n, t)| (n, t.detach().copy())).collect()
+}
+
+fn in_head(var: &str, head: usize) -> bool {
+    var.starts_with(&format!("heads.h{head}."))
+}
+
+/// Checks that weight_i * loss_i reaches no other head's parameters and that
+/// on head i's own its gradient is the total's; returns Σ_i grad(weight_i * loss_i).
+fn check_head_gradients(
+    vs: &nn::VarStore,
+    m: &MultiHeadModel,
+    case: &Case,
+) -> Result<BTreeMap<String, Tensor>, TestCaseError> {
+    let x = features(case);
+    let t = encode(m, case, &case.labels);
+    let total = grads(vs, &m.total_loss(&losses(m, &x, &t)));
+    let mut sum: BTreeMap<String, Tensor> = total.iter().map(|(k, v)| (k.clone(), v.zeros_like())).collect();
+    for (i, w) in m.loss_weights().iter().enumerate() {
+        let own = grads(vs, &(&losses(m, &x, &t)[i] * *w));
+        for (var, g) in &own {
+            if in_head(var, i) {
+                let diff = max_abs(&(g - &total[var]));
+                prop_assert!(diff <= 1e-12 * (1.0 + max_abs(g)), "{var}: {diff}");
+            } else if var.starts_with("heads.") {
+                prop_assert_eq!(max_abs(g), 0.0, "loss {} reaches {}", i, var);
+            }
+            *sum.get_mut(var).unwrap() += g;
+        }
+    }
+    Ok(sum)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+
+    /// (1) Without a trunk, loss i has no gradient on head j's parameters, and
+    /// the total's gradient on head j is that of weight_j * loss_j.
+    #[test]
+    fn heads_without_trunk_are_decoupled(case in case()) {
+        let (vs, m) = model(&case, false);
+        let sum = check_head_gradients(&vs, &m, &case)?;
+        prop_assert!(sum.keys().all(|var| var.starts_with("heads.")));
+    }
+
+    /// (2) With a trunk, the total's gradient on the trunk is the sum of each
+    /// weighted head loss's gradient on it, and on head j that of weight_j * loss_j.
+    #[test]
+    fn trunk_gradient_is_the_sum_of_the_heads(case in case()) {
+        let (vs, m) = model(&case, true);
+        let sum = check_head_gradients(&vs, &m, &case)?;
+        let x = features(&case);
+        let t = encode(&m, &case, &case.labels);
+        let total = grads(&vs, &m.total_loss(&losses(&m, &x, &t)));
+        let mut trunk_vars = 0;
+        for (var, g) in total.iter().filter(|(v, _)| v.starts_with("trunk.")) {
+            trunk_vars += 1;
+            let diff = max_abs(&(g - &sum[var]));
+            prop_assert!(diff <= 1e-10 * (1.0 + max_abs(g)), "{var}: {diff}");
+        }
+        prop_assert_eq!(trunk_vars, 4);
+    }
+
+    /// (3) A frozen extractor in its own store gets no gradient and does not
+    /// change while the model trains on its features.
+    #[test]
+    fn frozen_extractor_is_untouched_by_training(case in case(), trunk in any::<bool>()) {
+        tch::manual_seed(case.seed + 1);
+        let mut ext_vs = nn::VarStore::new(Device::Cpu);
+        let extractor = nn::linear(ext_vs.root() / "fc", 5, case.d, Default::default());
+        ext_vs.double();
+        ext_vs.freeze();
+        let before_ext = snapshot(&ext_vs);
+        let images = Tensor::randn([case.n as i64, 5], CPU);
+        let features = extractor.forward(&images);
+        prop_assert!(!features.requires_grad());
+
+        let (vs, m) = model(&case, trunk);
+        prop_assert!(vs.variables().keys().all(|k| k.starts_with("heads.") || k.starts_with("trunk.")));
+        let before = snapshot(&vs);
+        let t = encode(&m, &case, &case.labels);
+        let mut opt = nn::Adam::default().build(&vs, 0.05).unwrap();
+        for _ in 0..3 {
+            let out = m.forward(&features, true);
+            opt.backward_step(&m.total_loss(&m.losses(&out, &t)));
+        }
+        for (name, v) in ext_vs.variables() {
+            prop_assert!(!v.grad().defined(), "{name} has a gradient");
+            prop_assert_eq!(max_abs(&(&v - &before_ext[&name])), 0.0, "{} changed", name);
+        }
+        // A one-class head's loss is constantly 0, so only the others can move.
+        let labelled = case
+            .heads
+            .iter()
+            .zip(&case.labels)
+            .any(|(h, cells)| h.classes != Some(1) && cells.iter().any(Option::is_some));
+        let moved = vs.variables().iter().any(|(n, v)| max_abs(&(v - &before[n])) > 0.0);
+        prop_assert_eq!(moved, labelled, "the model trains exactly when it has labels");
+    }
+
+    /// (4) Without a trunk, changing head j's targets changes neither another
+    /// head's loss nor its parameters after an Adam step.
+    #[test]
+    fn changing_one_heads_targets_leaves_the_others_alone(case in case()) {
+        let (vs_a, m_a) = model(&case, false);
+        let (mut vs_b, m_b) = model(&case, false);
+        vs_b.copy(&vs_a).unwrap();
+        let x = features(&case);
+        let j = case.pick;
+        let mut changed = case.labels.clone();
+        changed[j] = case.other[j].iter().map(|u| Some(*u)).collect();
+        let t_a = encode(&m_a, &case, &case.labels);
+        let t_b = encode(&m_b, &case, &changed);
+        let l_a = losses(&m_a, &x, &t_a);
+        let l_b = losses(&m_b, &x, &t_b);
+        for i in (0..case.heads.len()).filter(|i| *i != j) {
+            prop_assert_eq!(l_a[i].double_value(&[]), l_b[i].double_value(&[]), "loss of head {}", i);
+        }
+        for (vs, m, t) in [(&vs_a, &m_a, &t_a), (&vs_b, &m_b, &t_b)] {
+            let mut opt = nn::Adam::default().build(vs, 0.05).unwrap();
+            opt.backward_step(&m.total_loss(&losses(m, &x, t)));
+        }
+        let b = vs_b.variables();
+        for (var, a) in vs_a.variables() {
+            if !in_head(&var, j) {
+                prop_assert_eq!(max_abs(&(&a - &b[&var])), 0.0, "{} differs", var);
+            }
+        }
+    }
+
+    /// (5) What a masked-out row holds changes no loss and no gradient, and a
+    /// head with every row masked has zero loss and zero gradient.
+    #[test]
+    fn masked_labels_contribute_nothing(case in case(), trunk in any::<bool>()) {
+        let (vs, m) = model(&case, trunk);
+        let x = features(&case);
+        let t = encode(&m, &case, &case.labels);
+        let scrambled: Vec<Targets> = t
+            .iter()
+            .zip(&case.heads)
+            .zip(&case.other)
+            .map(|((t, spec), other)| {
+                let noise = match spec.classes {
+                    Some(k) => {
+                        let idx: Vec<i64> = other.iter().map(|u| class_of(*u, k) as i64).collect();
+                        Tensor::from_slice(&idx)
+                    }
+                    None => (Tensor::from_slice(other) * 10.0 - 5.0).to_kind(Kind::Float).reshape([-1, 1]),
+                };
+                let keep = if spec.classes.is_some() { t.mask.shallow_clone() } else { t.mask.reshape([-1, 1]) };
+                Targets { values: t.values.where_self(&keep, &noise), mask: t.mask.shallow_clone() }
+            })
+            .collect();
+        let plain = losses(&m, &x, &t);
+        let noisy = losses(&m, &x, &scrambled);
+        for (a, b) in plain.iter().zip(&noisy) {
+            prop_assert_eq!(a.double_value(&[]), b.double_value(&[]));
+        }
+        let g_plain = grads(&vs, &m.total_loss(&losses(&m, &x, &t)));
+        let g_noisy = grads(&vs, &m.total_loss(&losses(&m, &x, &scrambled)));
+        for (var, g) in &g_plain {
+            prop_assert_eq!(max_abs(&(g - &g_noisy[var])), 0.0, "{}", var);
+        }
+
+        let j = case.pick;
+        let mut hidden = encode(&m, &case, &case.other.iter().map(|o| o.iter().map(|u| Some(*u)).collect()).collect::<Vec<_>>());
+        hidden[j].mask = hidden[j].mask.zeros_like();
+        let loss_j = losses(&m, &x, &hidden)[j].shallow_clone();
+        prop_assert_eq!(loss_j.double_value(&[]), 0.0);
+        for (var, g) in grads(&vs, &loss_j) {
+            prop_assert_eq!(max_abs(&g), 0.0, "{}", var);
+        }
+    }
+}
+
+fn two_heads() -> Vec<(Box<dyn HeadConfig>, HeadState)> {
+    vec![
+        (
+            Box::new(ClassificationConfig {
+                hidden: vec![4],
+                weight: 2.0,
+                ..ClassificationConfig::new("morph")
+            }),
+            serde_json::json!({ "classes": ["a", "b", "c"] }),
+        ),
+        (Box::new(RegressionConfig::new("vf")), serde_json::json!({ "mean": 0.2, "std": 0.1 })),
+    ]
+}
+
+#[test]
+fn variables_are_named_by_trunk_and_head() {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let trunk = TrunkConfig { hidden: vec![6, 5], ..TrunkConfig::default() };
+    let m = MultiHeadModel::new(&vs.root(), 7, Some(&trunk), &two_heads()).unwrap();
+    let mut names: Vec<(String, Vec<i64>)> = vs.variables().into_iter().map(|(n, t)| (n, t.size())).collect();
+    names.sort();
+    let expected: Vec<(String, Vec<i64>)> = [
+        ("heads.morph.hidden0.bias", vec![4]),
+        ("heads.morph.hidden0.weight", vec![4, 5]),
+        ("heads.morph.out.bias", vec![3]),
+        ("heads.morph.out.weight", vec![3, 4]),
+        ("heads.vf.out.bias", vec![1]),
+        ("heads.vf.out.weight", vec![1, 5]),
+        ("trunk.0.bias", vec![6]),
+        ("trunk.0.weight", vec![6, 7]),
+        ("trunk.1.bias", vec![5]),
+        ("trunk.1.weight", vec![5, 6]),
+    ]
+    .into_iter()
+    .map(|(n, s)| (n.to_string(), s))
+    .collect();
+    assert_eq!(names, expected);
+    assert_eq!(m.head_names(), ["morph", "vf"]);
+    assert_eq!(m.loss_weights(), [2.0, 1.0]);
+    assert_eq!(m.trunk().unwrap().out_dim(), 5);
+    let out = m.forward(&Tensor::randn([3, 7], (Kind::Float, Device::Cpu)), true);
+    assert_eq!(out.iter().map(Tensor::size).collect::<Vec<_>>(), [vec![3, 3], vec![3, 1]]);
+    assert_eq!(m.decode(&out).iter().map(Vec::len).collect::<Vec<_>>(), [3, 3]);
+}
+
+#[test]
+fn total_loss_is_the_weighted_sum() {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let m = MultiHeadModel::new(&vs.root(), 3, None, &two_heads()).unwrap();
+    let total = m.total_loss(&[Tensor::from(0.5f64), Tensor::from(4.0f64)]).double_value(&[]);
+    assert!((total - (2.0 * 0.5 + 4.0)).abs() < 1e-12);
+}
+
+#[test]
+fn bad_head_sets_are_errors() {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let mut heads = two_heads();
+    heads.push((Box::new(RegressionConfig::new("vf")), serde_json::json!({ "mean": 0.0, "std": 1.0 })));
+    let e = MultiHeadModel::new(&vs.root(), 3, None, &heads).unwrap_err().to_string();
+    assert!(e.contains("`vf`") && e.contains("unique"), "{e}");
+
+    let dotted = [(
+        Box::new(RegressionConfig::new("a.b")) as Box<dyn HeadConfig>,
+        serde_json::json!({ "mean": 0.0, "std": 1.0 }),
+    )];
+    assert!(MultiHeadModel::new(&vs.root(), 3, None, &dotted).unwrap_err().to_string().contains("a.b"));
+
+    let negative = [(
+        Box::new(RegressionConfig { weight: -1.0, ..RegressionConfig::new("r") }) as Box<dyn HeadConfig>,
+        serde_json::json!({ "mean": 0.0, "std": 1.0 }),
+    )];
+    assert!(MultiHeadModel::new(&vs.root(), 3, None, &negative).is_err());
+    let none: [(Box<dyn HeadConfig>, HeadState); 0] = [];
+    assert!(MultiHeadModel::new(&vs.root(), 3, None, &none).is_err());
+    let bad_state = [(
+        Box::new(ClassificationConfig::new("c")) as Box<dyn HeadConfig>,
+        serde_json::json!({ "mean": 0.0 }),
+    )];
+    assert!(MultiHeadModel::new(&vs.root(), 3, None, &bad_state)
+        .unwrap_err()
+        .to_string()
+        .contains("classes"));
+    let empty_trunk = TrunkConfig { hidden: vec![], ..TrunkConfig::default() };
+    assert!(MultiHeadModel::new(&vs.root(), 3, Some(&empty_trunk), &two_heads()).is_err());
+    let bad_dropout = TrunkConfig { dropout: 1.0, ..TrunkConfig::default() };
+    assert!(MultiHeadModel::new(&vs.root(), 3, Some(&bad_dropout), &two_heads()).is_err());
+}
+
+#[test]
+fn trunk_config_from_toml() {
+    let t: TrunkConfig = toml::from_str("").unwrap();
+    assert_eq!(t, TrunkConfig { hidden: vec![100], activation: Activation::Relu, dropout: 0.0 });
+    let t: TrunkConfig = toml::from_str("hidden = [8, 4]\nactivation = \"none\"\ndropout = 0.25").unwrap();
+    assert_eq!(t, TrunkConfig { hidden: vec![8, 4], activation: Activation::Identity, dropout: 0.25 });
+    let e = toml::from_str::<TrunkConfig>("hiden = [8]").unwrap_err().to_string();
+    assert!(e.contains("hiden"), "{e}");
+    assert!(toml::from_str::<TrunkConfig>("activation = \"swish\"").is_err());
+}
+
+#[test]
+fn activations_apply_as_named() {
+    let x = Tensor::from_slice(&[-1.0f64, 0.0, 2.0]);
+    let at = |a: Activation| Vec::<f64>::try_from(&a.apply(&x)).unwrap();
+    assert_eq!(at(Activation::Relu), [0.0, 0.0, 2.0]);
+    assert_eq!(at(Activation::Identity), [-1.0, 0.0, 2.0]);
+    assert!((at(Activation::Tanh)[0] + 1f64.tanh()).abs() < 1e-12);
+    // gelu(x) = x * Phi(x); Phi(2) = 0.97725.
+    assert!((at(Activation::Gelu)[2] - 2.0 * 0.977_249_868).abs() < 1e-6);
+}

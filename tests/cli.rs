@@ -1,0 +1,284 @@
+//! The `furcate` binary end to end: info, train, eval, predict, extract,
+//! resume after SIGKILL, and the errors a user meets.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn furcate() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_furcate"));
+    c.env_remove("LD_LIBRARY_PATH").arg("--quiet");
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    furcate().args(args).output().expect("the binary runs")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// A small synthetic data set: 3 morphologies x 2 volume fractions x 6 images of 32 px.
+fn dataset(dir: &Path) -> PathBuf {
+    let mut cfg = furcate_synth::SynthConfig::default();
+    cfg.size = 32;
+    cfg.images_per_class = 6;
+    cfg.volume_fractions = vec![0.1, 0.4];
+    cfg.morphologies.truncate(3);
+    let out = dir.join("data");
+    furcate_synth::write_dataset(&cfg, &out, false).unwrap();
+    out.join(furcate_synth::MANIFEST_FILE)
+}
+
+fn config(dir: &Path, manifest: &Path, training: &str) -> PathBuf {
+    let text = format!(
+        r#"[data]
+manifest = "{}"
+feature_cache = "features"
+
+[extractor]
+type = "efficientnet_lite0"
+weights = "cache:efficientnet_lite0.safetensors"
+size = 32
+
+[[heads]]
+type = "classification"
+name = "morphology"
+
+[[heads]]
+type = "regression"
+name = "volume_fraction"
+
+[training]
+test_fraction = 0.25
+seed = 3
+{training}
+"#,
+        manifest.display()
+    );
+    let path = dir.join("run.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn info_reports_libtorch_and_devices() {
+    let o = run(&["info"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = text(&o);
+    assert!(out.contains("libtorch 2.11.0"), "{out}");
+    if !tch::Cuda::is_available() {
+        assert!(out.contains("cuda: none"), "{out}");
+    }
+    assert!(out.contains("classification") && out.contains("efficientnet_lite0"), "{out}");
+    let o = run(&["info", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["libtorch"]["version"], "2.11.0");
+}
+
+#[test]
+fn train_eval_predict_extract() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dataset(dir.path());
+    let cfg = config(dir.path(), &manifest, "epochs = 60\nvalidation_fraction = 0.2");
+    let out = dir.path().join("run1");
+    let o = run(&["train", s(&cfg), "--out", s(&out)]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("36 extracted, 0 from cache"), "{}", text(&o));
+    for f in [
+        "config.toml",
+        "metrics.json",
+        "history.csv",
+        "predictions.csv",
+        "report.html",
+        "checkpoint/model.safetensors",
+        "checkpoint/state.json",
+    ] {
+        assert!(out.join(f).exists(), "missing {f}");
+    }
+    let metrics: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics["n_test"], 9);
+    assert_eq!(metrics["heads"]["morphology"]["type"], "classification");
+    assert!(metrics["heads"]["volume_fraction"]["metrics"]["mae"].is_number());
+    assert_eq!(metrics["weights_sha256"].as_str().unwrap().len(), 64);
+    let history = std::fs::read_to_string(out.join("history.csv")).unwrap();
+    assert_eq!(history.lines().count() as u64, 1 + metrics["epochs_run"].as_u64().unwrap());
+    assert!(history.starts_with("epoch,train_total,val_total,train_morphology,train_volume_fraction"));
+
+    // eval on the test part reproduces the run's own scores.
+    let o = run(&["eval", s(&out), "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let eval: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(eval["heads"][0]["score"]["error_rate"], metrics["heads"]["morphology"]["error_rate"]);
+    assert_eq!(
+        eval["heads"][1]["score"]["metrics"]["mae"],
+        metrics["heads"]["volume_fraction"]["metrics"]["mae"]
+    );
+
+    // predict: one row per image, a column per head.
+    let images = manifest.parent().unwrap().join("images");
+    let pred = dir.path().join("pred.csv");
+    let o = run(&["predict", s(&out), s(&images), "--out", s(&pred)]);
+    assert!(o.status.success(), "{}", text(&o));
+    let csv = std::fs::read_to_string(&pred).unwrap();
+    assert_eq!(csv.lines().count(), 37);
+    assert!(csv
+        .lines()
+        .next()
+        .unwrap()
+        .contains("morphology_pred,morphology_probability,volume_fraction_pred"));
+
+    // A second run on the same images takes every feature from the cache.
+    let o = run(&["train", s(&cfg), "--out", s(&dir.path().join("run2")), "--no-report"]);
+    assert!(text(&o).contains("0 extracted, 36 from cache"), "{}", text(&o));
+    // An existing run folder is refused without --force.
+    let o = run(&["train", s(&cfg), "--out", s(&out)]);
+    assert!(!o.status.success() && text(&o).contains("--force"), "{}", text(&o));
+
+    // extract: features with file names, and CSV.
+    let feats = dir.path().join("f.safetensors");
+    let o = run(&["extract", s(&cfg), "--out", s(&feats), "--csv"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let file = furcate_core::features::load_features(&feats).unwrap();
+    assert_eq!(file.features.size(), vec![36, 1280]);
+    assert!(file.names[0].starts_with("images/"));
+    assert_eq!(std::fs::read_to_string(feats.with_extension("csv")).unwrap().lines().count(), 37);
+}
+
+#[test]
+fn resume_after_sigkill_matches_an_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dataset(dir.path());
+    let cfg = config(dir.path(), &manifest, "epochs = 6000\ncheckpoint_every = 100");
+    let whole = dir.path().join("whole");
+    let o = run(&["train", s(&cfg), "--out", s(&whole), "--no-report"]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    let cut = dir.path().join("cut");
+    let snapshot = dir.path().join(".cut.partial/checkpoint/resume.safetensors");
+    let mut child = furcate().args(["train", s(&cfg), "--out", s(&cut), "--no-report"]).spawn().unwrap();
+    let t0 = std::time::Instant::now();
+    while !snapshot.exists() {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before its first snapshot");
+        assert!(t0.elapsed().as_secs() < 120, "no snapshot after 2 minutes");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "the run was not interrupted");
+    assert!(!cut.exists(), "an interrupted run left a complete-looking folder");
+
+    let o = run(&["train", s(&cfg), "--out", s(&cut), "--no-report", "--resume"]);
+    assert!(o.status.success(), "{}", text(&o));
+    for f in ["history.csv", "predictions.csv", "checkpoint/model.safetensors"] {
+        assert_eq!(std::fs::read(whole.join(f)).unwrap(), std::fs::read(cut.join(f)).unwrap(), "{f} differs");
+    }
+}
+
+#[test]
+fn bad_input_gives_clear_errors_and_no_run_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dataset(dir.path());
+    let base = std::fs::read_to_string(&manifest).unwrap();
+    let case = |name: &str, manifest_text: &str, training: &str, expect: &[&str]| {
+        let m = dir.path().join("data").join(format!("{name}.csv"));
+        std::fs::write(&m, manifest_text).unwrap();
+        let cfg = config(dir.path(), &m, training);
+        let out = dir.path().join(format!("out-{name}"));
+        let o = run(&["train", s(&cfg), "--out", s(&out)]);
+        let msg = text(&o);
+        assert!(!o.status.success(), "{name}: succeeded");
+        for e in expect {
+            assert!(msg.contains(e), "{name}: `{e}` not in: {msg}");
+        }
+        assert!(!msg.contains("panicked"), "{name}: {msg}");
+        assert!(!out.exists(), "{name}: left a run folder");
+    };
+    let mut lines: Vec<String> = base.lines().map(str::to_string).collect();
+    // Corrupt image.
+    let first_image = manifest.parent().unwrap().join(lines[1].split(',').next().unwrap());
+    let corrupt = dir.path().join("data/images/corrupt.png");
+    std::fs::write(&corrupt, b"\x89PNG\r\n\x1a\nnope").unwrap();
+    let mut l = lines.clone();
+    l[1] = l[1].replacen(first_image.file_name().unwrap().to_str().unwrap(), "corrupt.png", 1);
+    case("corrupt", &(l.join("\n") + "\n"), "epochs = 2", &["corrupt.png", "not a readable image"]);
+    // Missing image file.
+    let mut l = lines.clone();
+    l[2] = l[2].replacen("images/", "images/missing_", 1);
+    case("missing", &(l.join("\n") + "\n"), "epochs = 2", &["missing_", "No such file"]);
+    // NaN in a regression column, named by line and column.
+    let header: Vec<&str> = lines[0].split(',').collect();
+    let vf = header.iter().position(|h| *h == "volume_fraction").unwrap();
+    let mut cells: Vec<String> = lines[4].split(',').map(str::to_string).collect();
+    cells[vf] = "NaN".into();
+    lines[4] = cells.join(",");
+    case("nan", &(lines.join("\n") + "\n"), "epochs = 2", &["nan.csv", "line 5", "volume_fraction"]);
+    // Empty manifest.
+    case(
+        "empty",
+        &(base.lines().next().unwrap().to_string() + "\n"),
+        "epochs = 2",
+        &["empty.csv", "no images"],
+    );
+    // Unknown key in the config, with its line.
+    case("unknown_key", &base, "epochs = 2\nlearning_rat = 0.1", &["run.toml", "line 22", "learning_rat"]);
+    // Unwritable output: the parent is a file.
+    let cfg = config(dir.path(), &manifest, "epochs = 2");
+    let blocker = dir.path().join("a_file");
+    std::fs::write(&blocker, "x").unwrap();
+    let o = run(&["train", s(&cfg), "--out", s(&blocker.join("run"))]);
+    assert!(!o.status.success() && text(&o).contains("a_file"), "{}", text(&o));
+}
+
+#[test]
+fn config_errors_point_at_the_toml_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dataset(dir.path());
+    let cfg = config(dir.path(), &manifest, "epochs = 2");
+    let text0 = std::fs::read_to_string(&cfg).unwrap();
+    let check = |name: &str, body: String, expect: &[&str]| {
+        std::fs::write(&cfg, body).unwrap();
+        let o = run(&["train", s(&cfg), "--out", s(&dir.path().join(name))]);
+        let msg = text(&o);
+        assert!(!o.status.success(), "{name}: succeeded");
+        for e in expect {
+            assert!(msg.contains(e), "{name}: `{e}` not in: {msg}");
+        }
+    };
+    check(
+        "dup",
+        text0.replace("name = \"volume_fraction\"", "name = \"morphology\""),
+        &["duplicate head name", "line 16"],
+    );
+    check(
+        "column",
+        text0.replace("name = \"volume_fraction\"", "name = \"hardness\""),
+        &["hardness", "line 16", "column"],
+    );
+    check("type", text0.replace("type = \"regression\"", "type = \"regresion\""), &["regresion", "line 14"]);
+    check("size", text0.replace("size = 32", "size = 16"), &["size", "32"]);
+    // Eval on labelled data with a class the run never saw names the manifest line.
+    std::fs::write(&cfg, &text0).unwrap();
+    let out = dir.path().join("ok");
+    assert!(run(&["train", s(&cfg), "--out", s(&out), "--no-report"]).status.success());
+    let base = std::fs::read_to_string(&manifest).unwrap();
+    let first = base.lines().nth(1).unwrap();
+    let morph = first.split(',').nth(1).unwrap();
+    let changed = base.replacen(&format!(",{morph},"), ",martensite,", 1);
+    let other = manifest.with_file_name("other.csv");
+    std::fs::write(&other, changed).unwrap();
+    let o = run(&["eval", s(&out), "--data", s(&other)]);
+    let msg = text(&o);
+    assert!(
+        !o.status.success()
+            && msg.contains("other.csv")
+            && msg.contains("line 2")
+            && msg.contains("martensite"),
+        "{msg}"
+    );
+}
