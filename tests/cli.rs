@@ -154,7 +154,7 @@ fn train_eval_predict_extract() {
 fn resume_after_sigkill_matches_an_uninterrupted_run() {
     let dir = tempfile::tempdir().unwrap();
     let manifest = dataset(dir.path());
-    let cfg = config(dir.path(), &manifest, "epochs = 6000\ncheckpoint_every = 100");
+    let cfg = config(dir.path(), &manifest, "epochs = 2500\ncheckpoint_every = 100");
     let whole = dir.path().join("whole");
     let o = run(&["train", s(&cfg), "--out", s(&whole), "--no-report"]);
     assert!(o.status.success(), "{}", text(&o));
@@ -260,7 +260,7 @@ fn config_errors_point_at_the_toml_line() {
         text0.replace("name = \"volume_fraction\"", "name = \"hardness\""),
         &["hardness", "line 16", "column"],
     );
-    check("type", text0.replace("type = \"regression\"", "type = \"regresion\""), &["regresion", "line 14"]);
+    check("type", text0.replace("type = \"regression\"", "type = \"regresion\""), &["regresion", "line 15"]);
     check("size", text0.replace("size = 32", "size = 16"), &["size", "32"]);
     // Eval on labelled data with a class the run never saw names the manifest line.
     std::fs::write(&cfg, &text0).unwrap();
