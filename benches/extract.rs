@@ -1,7 +1,7 @@
 //! Forward pass of the frozen extractors, in images per second.
 //!
 //! ResNet50 and EfficientNet-Lite0 at batch 1, 8 and 32, sides 128 and 224,
-//! f32 on the CPU; on CUDA as well when libtorch sees a device (f32, and
+//! f32 on the CPU, channels-last (and NCHW at 128, batch 32, for comparison); on CUDA as well when libtorch sees a device (f32, and
 //! ResNet50 at 224 with batch 256 in bf16), with a device synchronise before
 //! the clock stops. The weights are random: speed does not depend on them.
 //!
@@ -44,20 +44,24 @@ fn time_forward(net: &dyn FeatureExtractor, images: &Tensor, device: Device, ite
     start.elapsed()
 }
 
-fn bench_device(c: &mut Criterion, spec: DeviceSpec, cases: &[(&str, i64, i64, Precision)]) {
+/// One case: network (empty: both), side, batch, precision, channels-last.
+type Case = (&'static str, i64, i64, Precision, bool);
+
+fn bench_device(c: &mut Criterion, spec: DeviceSpec, cases: &[Case]) {
     let device = spec.resolve().expect("device");
     for net_name in ["resnet50", "efficientnet_lite0"] {
         let mut group = c.benchmark_group(format!("{net_name}/{spec}"));
         group.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
-        for &(only, size, batch, precision) in cases {
+        for &(only, size, batch, precision, channels_last) in cases {
             if !only.is_empty() && only != net_name {
                 continue;
             }
-            let cfg = BackboneConfig { size, device: spec, precision, ..Default::default() };
+            let cfg = BackboneConfig { size, device: spec, precision, channels_last, ..Default::default() };
             let net = build(net_name, &cfg);
             let images = Tensor::rand([batch, 3, size, size], (Kind::Float, device));
             group.throughput(Throughput::Elements(batch as u64));
-            let id = BenchmarkId::new(format!("{size}px/{precision:?}"), batch);
+            let layout = if channels_last { "nhwc" } else { "nchw" };
+            let id = BenchmarkId::new(format!("{size}px/{precision:?}/{layout}"), batch);
             group.bench_with_input(id, &images, |b, images| {
                 b.iter_custom(|iters| time_forward(net.as_ref(), images, device, iters))
             });
@@ -68,12 +72,15 @@ fn bench_device(c: &mut Criterion, spec: DeviceSpec, cases: &[(&str, i64, i64, P
 
 fn extractors(c: &mut Criterion) {
     eprintln!("libtorch intra-op threads: {}", tch::get_num_threads());
-    let grid: Vec<(&str, i64, i64, Precision)> =
-        SIZES.iter().flat_map(|&s| BATCHES.iter().map(move |&b| ("", s, b, Precision::F32))).collect();
-    bench_device(c, DeviceSpec::Cpu, &grid);
+    let grid: Vec<Case> =
+        SIZES.iter().flat_map(|&s| BATCHES.iter().map(move |&b| ("", s, b, Precision::F32, true))).collect();
+    // The default layout is channels-last; this case measures the other one.
+    let mut cpu = grid.clone();
+    cpu.push(("", 128, 32, Precision::F32, false));
+    bench_device(c, DeviceSpec::Cpu, &cpu);
     if tch::Cuda::is_available() {
         let mut gpu = grid.clone();
-        gpu.push(("resnet50", 224, 256, Precision::Bf16));
+        gpu.push(("resnet50", 224, 256, Precision::Bf16, true));
         bench_device(c, DeviceSpec::Cuda(0), &gpu);
     }
 }

@@ -35,6 +35,16 @@ fn main() {
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=FURCATE_LIBTORCH_DIR={}", dir.display());
     println!("cargo:rustc-env=FURCATE_LIBTORCH_BUILD_VERSION={version}");
+    // The compiler, for the plugin ABI check (a plugin must be built by the same rustc).
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let rustc_version = std::process::Command::new(rustc)
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=FURCATE_RUSTC_VERSION={rustc_version}");
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
     println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
     println!("cargo:rustc-link-arg=-L{}", lib.display());

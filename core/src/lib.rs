@@ -12,12 +12,14 @@
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod experiment;
 pub mod extractor;
 pub mod features;
 pub mod fsutil;
 pub mod head;
 pub mod metrics;
 pub mod model;
+pub mod plugin;
 pub mod progress;
 pub mod registry;
 pub mod report;

@@ -63,9 +63,6 @@ pub enum Error {
         /// Number of images in the data set.
         len: usize,
     },
-    /// The FFT library rejected a buffer (an internal error: sizes are checked before).
-    #[error("FFT failed: {0}")]
-    Fft(String),
 }
 
 impl Error {

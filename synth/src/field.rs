@@ -15,12 +15,10 @@
 use std::f64::consts::{PI, SQRT_2};
 use std::sync::Arc;
 
-use realfft::num_complex::Complex;
-use realfft::{ComplexToReal, RealFftPlanner};
+use rustfft::num_complex::Complex;
 use rustfft::{Fft, FftPlanner};
 
 use crate::rng::CounterRng;
-use crate::{Error, Result};
 
 /// Transfer values below this are set to zero (and draw no noise): their
 /// whole contribution is below the rounding of an f32 field.
@@ -31,8 +29,8 @@ pub(crate) struct Plans {
     n: usize,
     /// Half-spectrum width, `n / 2 + 1`.
     w: usize,
-    columns: Arc<dyn Fft<f32>>,
-    rows: Arc<dyn ComplexToReal<f32>>,
+    /// The inverse complex FFT of length `n`, for columns and (pairs of) rows.
+    fft: Arc<dyn Fft<f32>>,
 }
 
 /// The Gaussian transfer function of one morphology on the `n x n` lattice,
@@ -47,18 +45,25 @@ pub(crate) struct Transfer {
     normals: usize,
 }
 
+/// Distance between the spectrum's columns: one cache line more than a
+/// column, so that reading across columns (a stride of 1 KiB for n = 128)
+/// does not keep hitting the same few cache sets.
+fn column_stride(n: usize) -> usize {
+    n + 8
+}
+
 /// Per-thread buffers, allocated once and reused for every image.
 pub(crate) struct Scratch {
-    /// Spectrum by column, `[kx][ky]`.
+    /// Spectrum by column, `[kx][ky]`, columns [`column_stride`] apart.
     spectrum: Vec<Complex<f32>>,
-    /// Spectrum by row after the column transforms, `[ky][kx]`.
+    /// Pairs of rows as complex rows `y1 + i y2`, spectrum then values, `[pair][x]`.
     rows: Vec<Complex<f32>>,
     /// The real field, `[y][x]`.
     field: Vec<f32>,
     /// Histogram bucket of each field value, for the selection.
     buckets: Vec<u16>,
     /// Histogram of the field, for the selection (four interleaved tables).
-    counts: Vec<u32>,
+    counts: Box<[[u32; BUCKETS]; 4]>,
     /// Order-preserving integer keys of the candidates for the threshold.
     keys: Vec<u32>,
     fft: Vec<Complex<f32>>,
@@ -68,20 +73,19 @@ pub(crate) struct Scratch {
 
 impl Plans {
     pub(crate) fn new(n: usize) -> Self {
-        let columns = FftPlanner::<f32>::new().plan_fft_inverse(n);
-        let rows = RealFftPlanner::<f32>::new().plan_fft_inverse(n);
-        Plans { n, w: n / 2 + 1, columns, rows }
+        let fft = FftPlanner::<f32>::new().plan_fft_inverse(n);
+        Plans { n, w: n / 2 + 1, fft }
     }
 
     pub(crate) fn scratch(&self) -> Scratch {
         let (n, w) = (self.n, self.w);
-        let fft_len = self.columns.get_inplace_scratch_len().max(self.rows.get_scratch_len());
+        let fft_len = self.fft.get_inplace_scratch_len();
         Scratch {
-            spectrum: vec![Complex::default(); w * n],
-            rows: vec![Complex::default(); n * w],
+            spectrum: vec![Complex::default(); w * column_stride(n)],
+            rows: vec![Complex::default(); n.div_ceil(2) * n],
             field: vec![0.0; n * n],
             buckets: vec![0; n * n],
-            counts: vec![0; 4 * BUCKETS],
+            counts: Box::new([[0; BUCKETS]; 4]),
             keys: Vec::with_capacity(n * n),
             fft: vec![Complex::default(); fft_len],
             normals: vec![0.0; 2 * w * n],
@@ -178,7 +182,7 @@ impl Plans {
         scratch: &mut Scratch,
         white: usize,
         out: &mut [u8],
-    ) -> Result<()> {
+    ) {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2, checked just above.
@@ -196,7 +200,7 @@ impl Plans {
         scratch: &mut Scratch,
         white: usize,
         out: &mut [u8],
-    ) -> Result<()> {
+    ) {
         self.render_portable(transfer, rng, scratch, white, out)
     }
 
@@ -208,22 +212,21 @@ impl Plans {
         scratch: &mut Scratch,
         white: usize,
         out: &mut [u8],
-    ) -> Result<()> {
-        self.field(transfer, rng, scratch)?;
+    ) {
+        self.field(transfer, rng, scratch);
         threshold(scratch, white, out);
-        Ok(())
     }
 
     /// Draws one blurred field into `scratch.field` (`n x n`, row-major),
     /// taking all its randomness from `rng`.
     #[inline(always)]
-    fn field(&self, transfer: &Transfer, rng: &mut CounterRng, scratch: &mut Scratch) -> Result<()> {
-        let (n, w) = (self.n, self.w);
+    fn field(&self, transfer: &Transfer, rng: &mut CounterRng, scratch: &mut Scratch) {
+        let (n, w, stride) = (self.n, self.w, column_stride(self.n));
         let noise = &mut scratch.normals[..transfer.normals];
         rng.fill_normals(noise);
         let mut next = 0;
         for kx in 0..w {
-            let col = &mut scratch.spectrum[kx * n..(kx + 1) * n];
+            let col = &mut scratch.spectrum[kx * stride..kx * stride + n];
             let h = &transfer.h[kx * n..(kx + 1) * n];
             col.fill(Complex::default());
             if !transfer.active[kx] {
@@ -254,30 +257,41 @@ impl Plans {
                     next += 2 * (b - a);
                 }
             }
-            self.columns.process_with_scratch(col, &mut scratch.fft);
+            self.fft.process_with_scratch(col, &mut scratch.fft);
         }
-        // Transpose to rows, 8 rows at a time (one cache line of each column).
-        for ky0 in (0..n).step_by(8) {
-            let ky1 = (ky0 + 8).min(n);
-            for kx in 0..w {
-                let col = &scratch.spectrum[kx * n + ky0..kx * n + ky1];
-                for (dy, &v) in col.iter().enumerate() {
-                    scratch.rows[(ky0 + dy) * w + kx] = v;
+        // Rows two at a time: the half spectra R1, R2 of real rows y1, y2
+        // (after the column transforms) make the full spectrum
+        // Z = R1 + i R2 (R(n-k) = conj R(k)) of the complex row y1 + i y2,
+        // so one complex inverse FFT gives both rows.
+        let pairs = n.div_ceil(2);
+        let spectrum = &scratch.spectrum;
+        let at = |k: usize, y: usize| if y < n { spectrum[k * stride + y] } else { Complex::default() };
+        for (p, row) in scratch.rows[..pairs * n].chunks_exact_mut(n).enumerate() {
+            let (y1, y2) = (2 * p, 2 * p + 1);
+            // The self-mirrored columns are real by construction: drop the rounding residue.
+            row[0] = Complex::new(at(0, y1).re, at(0, y2).re);
+            if n & 1 == 0 {
+                row[n / 2] = Complex::new(at(n / 2, y1).re, at(n / 2, y2).re);
+            }
+            for k in 1..n.div_ceil(2) {
+                let (r1, r2) = (at(k, y1), at(k, y2));
+                row[k] = Complex::new(r1.re - r2.im, r1.im + r2.re);
+                row[n - k] = Complex::new(r1.re + r2.im, r2.re - r1.im);
+            }
+        }
+        let rows = &mut scratch.rows[..pairs * n];
+        self.fft.process_with_scratch(rows, &mut scratch.fft);
+        for (p, row) in rows.chunks_exact(n).enumerate() {
+            let (top, rest) = scratch.field[2 * p * n..].split_at_mut(n);
+            for (f, z) in top.iter_mut().zip(row) {
+                *f = z.re;
+            }
+            if let Some(bottom) = rest.get_mut(..n) {
+                for (f, z) in bottom.iter_mut().zip(row) {
+                    *f = z.im;
                 }
             }
         }
-        for ky in 0..n {
-            let row = &mut scratch.rows[ky * w..(ky + 1) * w];
-            // Real by construction; clear the rounding residue that realfft rejects.
-            row[0].im = 0.0;
-            if n & 1 == 0 {
-                row[w - 1].im = 0.0;
-            }
-            self.rows
-                .process_with_scratch(row, &mut scratch.field[ky * n..(ky + 1) * n], &mut scratch.fft)
-                .map_err(|e| Error::Fft(e.to_string()))?;
-        }
-        Ok(())
     }
 }
 
@@ -290,7 +304,7 @@ fn key(v: f32) -> u32 {
 }
 
 /// Buckets of the histogram that narrows the quantile search.
-const BUCKETS: usize = 4096;
+const BUCKETS: usize = 2048;
 
 /// Writes 255 at the `white` largest values of `scratch.field` and 0 elsewhere.
 /// Ties at the threshold go to the lowest indices, so the result is a pure
@@ -320,27 +334,24 @@ fn threshold(scratch: &mut Scratch, white: usize, out: &mut [u8]) {
         *b = (x.to_bits() & 0x7f_ffff).min(BUCKETS as u32 - 1) as u16;
     }
     // Four interleaved tables, so that runs of equal buckets do not wait on each other's stores.
-    counts.fill(0);
+    // (The masks are no-ops, buckets are below BUCKETS; they let the compiler drop bounds checks.)
+    for table in counts.iter_mut() {
+        table.fill(0);
+    }
     let mut quads = buckets.chunks_exact(4);
     for q in &mut quads {
-        for (lane, &b) in q.iter().enumerate() {
-            counts[lane * BUCKETS + b as usize] += 1;
+        for (table, &b) in counts.iter_mut().zip(q) {
+            table[b as usize & (BUCKETS - 1)] += 1;
         }
     }
     for &b in quads.remainder() {
-        counts[b as usize] += 1;
+        counts[0][b as usize & (BUCKETS - 1)] += 1;
     }
-    let (first, rest) = counts.split_at_mut(BUCKETS);
-    for lane in rest.chunks_exact(BUCKETS) {
-        for (c, &l) in first.iter_mut().zip(lane) {
-            *c += l;
-        }
-    }
-    let counts = &*first;
+    let count = |b: usize| counts.iter().map(|table| table[b] as usize).sum::<usize>();
     // Walk down from the top bucket until `white` values are covered.
     let (mut target, mut above) = (BUCKETS - 1, 0usize);
-    while above + (counts[target] as usize) < white {
-        above += counts[target] as usize;
+    while above + count(target) < white {
+        above += count(target);
         target -= 1;
     }
     let target = target as u16;

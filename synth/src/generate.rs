@@ -125,7 +125,7 @@ impl Generator {
         let n2 = cfg.size * cfg.size;
         let white = (target * n2 as f64).round().clamp(0.0, n2 as f64) as usize;
         let mut pixels = vec![0u8; n2];
-        self.plans.render(&self.transfers[morphology_index], &mut rng, scratch, white, &mut pixels)?;
+        self.plans.render(&self.transfers[morphology_index], &mut rng, scratch, white, &mut pixels);
         Ok(SynthImage {
             index,
             size: cfg.size,

@@ -19,7 +19,10 @@
 //!    target `f` to within half a pixel.
 //!
 //! Each image draws its noise from its own counter-based random stream keyed
-//! by (seed, image index): same seed, same bytes, whatever the thread count.
+//! by (seed, image index): same seed, same bytes, whatever the thread count
+//! or the order the images are made in. (Across machines the bytes can
+//! differ in rare pixels: `rustfft` picks its SIMD code at run time, and a
+//! different last bit can move a value across the threshold.)
 //!
 //! ```
 //! let mut cfg = furcate_synth::SynthConfig::default();

@@ -105,7 +105,8 @@ pub fn write_dataset_with_progress(
                     encode_png(&img, buf).map_err(|message| Error::Png { path: path.clone(), message })?;
                     fs::write(&path, &buf).map_err(|e| Error::io(&path, e))?;
                     png_bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
-                    // The syncers only stop once every sender is gone, so this cannot fail.
+                    // A send fails only once every syncer has stopped on an error,
+                    // which joining them reports.
                     let _ = to_sync.send(path);
                     progress(done.fetch_add(1, Ordering::Relaxed) + 1, total);
                     Ok(manifest_row(cfg, &img, &file))

@@ -15,7 +15,7 @@
 //! of a kind the report does not know gets a plain table of its metrics.
 
 mod html;
-mod plots;
+pub(crate) mod plots;
 
 use std::collections::HashSet;
 use std::fs;

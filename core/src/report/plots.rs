@@ -341,3 +341,52 @@ fn padded(values: impl Iterator<Item = f64>, pad: f64) -> Option<Range<f64>> {
         Some((lo - d)..(hi + d))
     }
 }
+
+/// Line colours of [`xy_png`]'s series, in turn.
+const PALETTE: [RGBColor; 6] = [
+    TRAIN,
+    VAL,
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+];
+
+/// Labelled `(x, y)` series as lines with markers (for sweep summaries such as
+/// error against training fraction); non-finite points are left out.
+pub(crate) fn xy_png(
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+) -> Result<Vec<u8>, Box<dyn StdError>> {
+    render(800, 480, |root| {
+        let finite = || series.iter().flat_map(|s| &s.1).filter(|p| p.0.is_finite() && p.1.is_finite());
+        let (Some(x), Some(y)) = (padded(finite().map(|p| p.0), 0.05), padded(finite().map(|p| p.1), 0.05))
+        else {
+            return message(root, title, "no finite values");
+        };
+        let mut chart = chart_builder(root, title).build_cartesian_2d(x, y)?;
+        chart
+            .configure_mesh()
+            .x_desc(x_desc)
+            .y_desc(y_desc)
+            .x_label_formatter(&|v| tick(*v))
+            .y_label_formatter(&|v| tick(*v))
+            .light_line_style(WHITE.mix(0.0))
+            .draw()?;
+        for (i, (label, points)) in series.iter().enumerate() {
+            let color = PALETTE[i % PALETTE.len()];
+            let points: Vec<(f64, f64)> =
+                points.iter().copied().filter(|p| p.0.is_finite() && p.1.is_finite()).collect();
+            chart
+                .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))?
+                .label(label.as_str())
+                .legend(move |(px, py)| {
+                    PathElement::new(vec![(px, py), (px + 20, py)], color.stroke_width(2))
+                });
+            chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
+        }
+        legend(&mut chart, SeriesLabelPosition::UpperLeft)
+    })
+}

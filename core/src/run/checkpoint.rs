@@ -36,6 +36,9 @@ pub struct CheckpointState {
     pub best_epoch: usize,
     /// Epochs run.
     pub epochs_run: usize,
+    /// The head plugins the run was trained with (none for older runs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plugins: Vec<crate::plugin::PluginRecord>,
 }
 
 /// Saves the model variables and the state into `dir` (created if needed).

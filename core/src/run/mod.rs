@@ -157,18 +157,56 @@ fn head_type(h: &dyn HeadConfig) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// Builds the model of `config` with fitted head `states` in a new VarStore on `device`.
+/// Per-feature standardisation of the extractor's output, fitted on the
+/// training rows and stored with the model (`input.mean`, `input.std`, not
+/// trained). Frozen features have very different scales per dimension;
+/// standardising them makes the heads train faster and more evenly.
+#[derive(Debug)]
+pub struct FeatureScaler {
+    mean: Tensor,
+    std: Tensor,
+}
+
+impl FeatureScaler {
+    fn new(p: nn::Path, dim: i64) -> Self {
+        FeatureScaler { mean: p.zeros_no_train("mean", &[dim]), std: p.ones_no_train("std", &[dim]) }
+    }
+
+    /// Sets mean and standard deviation from `features` (`[N, D]`); constant
+    /// dimensions keep a scale of 1.
+    pub fn fit(&mut self, features: &Tensor) {
+        tch::no_grad(|| {
+            let x = features.to_device(self.mean.device()).to_kind(Kind::Float);
+            let std = x.std_dim(0, false, false);
+            let std = std.where_self(&std.gt(1e-6), &std.ones_like());
+            self.mean.copy_(&x.mean_dim(0, false, Kind::Float));
+            self.std.copy_(&std);
+        });
+    }
+
+    /// Standardised features.
+    ///
+    /// # Shapes
+    /// `[N, D]` -> `[N, D]`, on the scaler's device.
+    pub fn apply(&self, features: &Tensor) -> Tensor {
+        (features.to_device(self.mean.device()) - &self.mean) / &self.std
+    }
+}
+
+/// Builds the model of `config` with fitted head `states` in a new VarStore on
+/// `device`, with its (identity until fitted) [`FeatureScaler`].
 pub fn build_model(
     config: &RunConfig,
     states: &[HeadState],
     in_dim: i64,
     device: Device,
-) -> Result<(nn::VarStore, MultiHeadModel)> {
+) -> Result<(nn::VarStore, MultiHeadModel, FeatureScaler)> {
     let vs = nn::VarStore::new(device);
     let heads: Vec<(&dyn HeadConfig, HeadState)> =
         config.heads.iter().map(|h| h.as_ref()).zip(states.iter().cloned()).collect();
     let model = MultiHeadModel::new(&vs.root(), in_dim, config.trunk.as_ref(), &heads)?;
-    Ok((vs, model))
+    let scaler = FeatureScaler::new(vs.root() / "input", in_dim);
+    Ok((vs, model, scaler))
 }
 
 /// Encodes every head's labels for the rows of `data`.
@@ -265,11 +303,15 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
     let device = t.device.resolve()?;
     tch::manual_seed(t.seed as i64);
     let in_dim = features.size()[1];
-    let (vs, model) = build_model(c, &states, in_dim, device)?;
-    let rows = |idx: &[usize]| {
+    let (vs, model, mut scaler) = build_model(c, &states, in_dim, device)?;
+    let select = |idx: &[usize]| {
         let idx = Tensor::from_slice(&idx.iter().map(|&i| i as i64).collect::<Vec<_>>());
-        features.index_select(0, &idx).to_device(device)
+        features.index_select(0, &idx)
     };
+    if t.standardise_features {
+        scaler.fit(&select(&parts.train));
+    }
+    let rows = |idx: &[usize]| scaler.apply(&select(idx));
     let train_batch = Batch { features: rows(&parts.train), targets: encode(&model, c, &train_set, device)? };
     let val_batch = Batch { features: rows(&parts.val), targets: encode(&model, c, &val_set, device)? };
     let test_features = rows(&parts.test);
@@ -301,6 +343,7 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
         data_sha256: data_sha256(&data),
         best_epoch: outcome.best_epoch,
         epochs_run: outcome.epochs_run,
+        plugins: cfg.plugins.records(),
     };
     checkpoint::save(&partial.join("checkpoint"), &vs, &state)?;
     let _ = std::fs::remove_file(partial.join("checkpoint").join("resume.safetensors"));
@@ -444,6 +487,8 @@ pub struct SavedRun {
     pub vs: nn::VarStore,
     /// The model.
     pub model: MultiHeadModel,
+    /// The feature standardisation fitted at training.
+    pub scaler: FeatureScaler,
 }
 
 impl std::fmt::Debug for SavedRun {
@@ -460,12 +505,15 @@ impl SavedRun {
             return Err(Error::data(dir, "not a furcate run folder (no checkpoint/state.json)"));
         }
         let state = checkpoint::load_state(&ckpt)?;
+        let state_file = ckpt.join("state.json");
+        crate::plugin::verify_records(&state.plugins, &state_file)?;
         let config = LoadedConfig::from_str(&state.config, &state.config_dir.join("config.toml"))
-            .map_err(|e| Error::data(dir.join("checkpoint/state.json"), format!("its config: {e}")))?;
+            .map_err(|e| Error::data(&state_file, format!("its config: {e}")))?;
+        crate::plugin::verify_loaded(&state.plugins, &config.plugins, &state_file)?;
         let states: Vec<HeadState> = state.heads.iter().map(|(_, s)| s.clone()).collect();
-        let (mut vs, model) = build_model(&config.config, &states, state.in_dim, Device::Cpu)?;
+        let (mut vs, model, scaler) = build_model(&config.config, &states, state.in_dim, Device::Cpu)?;
         checkpoint::load_model(&ckpt, &mut vs)?;
-        Ok(SavedRun { dir: dir.to_path_buf(), state, config, vs, model })
+        Ok(SavedRun { dir: dir.to_path_buf(), state, config, vs, model, scaler })
     }
 
     /// Features for `data` with the run's extractor (through the cache),
@@ -482,7 +530,7 @@ impl SavedRun {
                 ),
             ));
         }
-        Ok(features_for(&self.config, extractor.as_ref(), data, progress)?.0)
+        Ok(self.scaler.apply(&features_for(&self.config, extractor.as_ref(), data, progress)?.0))
     }
 
     /// Scores the run on its own test part, or on the labelled manifest `data`.

@@ -1,0 +1,756 @@
+//! Sweeps: one base run configuration, lists of values to vary, one run folder
+//! per point, and a summary in the thesis's form (`results.csv`,
+//! `results.md`, one plot of error against training fraction per head).
+//!
+//! ```toml
+//! base = "../default.toml"      # a run config, relative to this file
+//! out = "../../runs/table1"     # relative to this file
+//!
+//! [overrides]                   # merged into the base config
+//! training = { epochs = 1024, patience = 200 }
+//!
+//! [sweep]
+//! test_fractions = [0.1, 0.5, 0.9, 0.95]
+//! seeds = [0, 1, 2]
+//! trunks = [[], [100]]          # [] = no shared layer
+//! head_sets = [["morphology"]]  # names of the base config's heads
+//! # extractors = [{ type = "resnet50", size = 128 }]
+//!
+//! [round_to_classes]            # regression head = classification head whose bins it rounds to
+//! volume_fraction = "volume_fraction_class"
+//! ```
+//!
+//! Every point trains through [`crate::run::train_run`]; features come from
+//! the feature cache, so each extractor extracts once for the whole sweep.
+//! A point whose run folder exists is read back instead of retrained (the
+//! sweep resumes) unless `force` is set.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::config::LoadedConfig;
+use crate::data::Dataset;
+use crate::features::CacheStats;
+use crate::progress::Progress;
+use crate::run::{self, TrainOptions};
+use crate::{fsutil, Error, Result};
+
+/// An experiment file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentConfig {
+    /// The base run configuration, relative to the experiment file.
+    pub base: PathBuf,
+    /// The output folder, relative to the experiment file (default:
+    /// `runs/<experiment name>` in the current folder).
+    #[serde(default)]
+    pub out: Option<PathBuf>,
+    /// Tables merged into the base configuration before sweeping.
+    #[serde(default)]
+    pub overrides: toml::Table,
+    /// The values to vary.
+    #[serde(default)]
+    pub sweep: Sweep,
+    /// Regression head name -> classification head name: the regression
+    /// prediction is rounded to the nearest class (class centre = mean of the
+    /// regression column over the class's images) and scored as that class.
+    #[serde(default)]
+    pub round_to_classes: BTreeMap<String, String>,
+}
+
+/// `[sweep]`: every combination of these lists is one point; an absent or
+/// empty list keeps the base configuration's value.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sweep {
+    /// `training.test_fraction` values.
+    #[serde(default)]
+    pub test_fractions: Vec<f64>,
+    /// `training.seed` values (the repetitions).
+    #[serde(default)]
+    pub seeds: Vec<u64>,
+    /// `trunk.hidden` values; `[]` removes the trunk (independent heads).
+    #[serde(default)]
+    pub trunks: Vec<Vec<i64>>,
+    /// Sets of head names, each a subset of the base configuration's heads.
+    #[serde(default)]
+    pub head_sets: Vec<Vec<String>>,
+    /// `[extractor]` tables, each replacing the base one.
+    #[serde(default)]
+    pub extractors: Vec<toml::Table>,
+}
+
+/// One point of a sweep.
+#[derive(Debug, Clone)]
+pub struct Point {
+    /// The run folder's name.
+    pub name: String,
+    /// Extractor label (its `type`, numbered when types repeat).
+    pub extractor: String,
+    /// Head names joined by `+`.
+    pub heads: String,
+    /// `none` or the hidden sizes joined by `x`.
+    pub trunk: String,
+    /// Test fraction.
+    pub test_fraction: f64,
+    /// Seed.
+    pub seed: u64,
+    /// The point's run configuration as TOML.
+    pub config: String,
+}
+
+impl Point {
+    /// The group a point's seeds are averaged in: extractor, heads, trunk.
+    pub fn group(&self) -> String {
+        format!("{} | {} | trunk {}", self.extractor, self.heads, self.trunk)
+    }
+}
+
+/// A parsed experiment with its points.
+#[derive(Debug)]
+pub struct Experiment {
+    /// The experiment file.
+    pub path: PathBuf,
+    /// Its contents.
+    pub config: ExperimentConfig,
+    /// The base configuration's path (anchors the points' relative paths).
+    pub base_path: PathBuf,
+    /// Every point, in sweep order.
+    pub points: Vec<Point>,
+}
+
+/// Options of [`Experiment::run`].
+#[derive(Debug, Clone, Default)]
+pub struct ExperimentOptions {
+    /// The output folder (default: the experiment's `out`).
+    pub out: Option<PathBuf>,
+    /// Retrain points whose run folder exists.
+    pub force: bool,
+    /// Write each run's plots and `report.html` (slow; off by default).
+    pub report: bool,
+}
+
+/// One head's result at one point.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeadResult {
+    /// Head name.
+    pub name: String,
+    /// Head type.
+    pub kind: String,
+    /// Error rate on the test part (discrete heads).
+    pub error_rate: Option<f64>,
+    /// Mean absolute error (regression heads).
+    pub mae: Option<f64>,
+    /// Error rate of the prediction rounded to the nearest class (see
+    /// [`ExperimentConfig::round_to_classes`]).
+    pub rounded_error: Option<f64>,
+}
+
+/// The result of one point.
+#[derive(Debug, Clone)]
+pub struct PointResult {
+    /// The point.
+    pub point: Point,
+    /// Per head, in the run's order.
+    pub heads: Vec<HeadResult>,
+    /// Epoch of the best validation loss.
+    pub best_epoch: usize,
+    /// Epochs trained.
+    pub epochs_run: usize,
+    /// Sum of the discrete heads' error rates.
+    pub cumulative_error: Option<f64>,
+    /// Training rows.
+    pub n_train: usize,
+    /// Test rows.
+    pub n_test: usize,
+    /// Seconds the point took (when it was trained).
+    pub wall_s: f64,
+    /// Feature cache use, when the point was trained now (`None`: read back).
+    pub cache: Option<CacheStats>,
+}
+
+/// What [`Experiment::run`] wrote.
+#[derive(Debug)]
+pub struct ExperimentSummary {
+    /// The output folder.
+    pub dir: PathBuf,
+    /// Every point's result.
+    pub results: Vec<PointResult>,
+    /// The text of `results.md`.
+    pub markdown: String,
+    /// Seconds the whole sweep took.
+    pub wall_s: f64,
+}
+
+impl Experiment {
+    /// Reads an experiment file and its base configuration, and checks every point's configuration.
+    pub fn from_file(path: &Path) -> Result<Experiment> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let config: ExperimentConfig =
+            toml::from_str(&text).map_err(|e| Error::config(path, e.to_string().trim_end().to_string()))?;
+        let dir = parent(path);
+        let base_path = dir.join(&config.base);
+        let base_text = std::fs::read_to_string(&base_path).map_err(|e| Error::io(&base_path, e))?;
+        let mut base: toml::Table = toml::from_str(&base_text)
+            .map_err(|e| Error::config(&base_path, e.to_string().trim_end().to_string()))?;
+        merge(&mut base, &config.overrides);
+        let points = points(path, &config, &base)?;
+        for p in &points {
+            LoadedConfig::from_str(&p.config, &base_path)
+                .map_err(|e| Error::config(path, format!("point {}: {e}", p.name)))?;
+        }
+        Ok(Experiment { path: path.to_path_buf(), config, base_path, points })
+    }
+
+    /// The output folder: the experiment's `out` relative to its file, or `runs/<file stem>`.
+    pub fn default_out(&self) -> PathBuf {
+        match &self.config.out {
+            Some(o) => parent(&self.path).join(o),
+            None => PathBuf::from("runs").join(self.path.file_stem().unwrap_or_default()),
+        }
+    }
+
+    /// Runs (or reads back) every point, then writes `results.csv`,
+    /// `results.md` and the plots. `on_point` hears of each finished point.
+    pub fn run(
+        &self,
+        opts: &ExperimentOptions,
+        progress: &mut dyn Progress,
+        on_point: &mut dyn FnMut(usize, &PointResult),
+    ) -> Result<ExperimentSummary> {
+        let start = Instant::now();
+        let dir = opts.out.clone().unwrap_or_else(|| self.default_out());
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let mut centres: Option<ClassCentres> = None;
+        let mut results = Vec::new();
+        for (i, p) in self.points.iter().enumerate() {
+            let cfg = LoadedConfig::from_str(&p.config, &self.base_path)?;
+            let run_dir = dir.join(&p.name);
+            let wall_file = run_dir.join("wall_seconds.txt");
+            let (cache, wall_s) = if run_dir.join("metrics.json").is_file() && !opts.force {
+                let wall = std::fs::read_to_string(&wall_file).ok().and_then(|s| s.trim().parse().ok());
+                (None, wall.unwrap_or(f64::NAN))
+            } else {
+                let t0 = Instant::now();
+                let topts =
+                    TrainOptions { out: run_dir.clone(), resume: false, force: true, report: opts.report };
+                let summary = run::train_run(&cfg, &topts, progress)?;
+                let wall = t0.elapsed().as_secs_f64();
+                fsutil::write_atomic(&wall_file, format!("{wall:.3}\n").as_bytes())?;
+                (Some(summary.cache), wall)
+            };
+            if centres.is_none() && !self.config.round_to_classes.is_empty() {
+                centres = Some(ClassCentres::new(&cfg, &self.config.round_to_classes)?);
+            }
+            let mut r = read_point(p, &run_dir, centres.as_ref())?;
+            r.cache = cache;
+            r.wall_s = wall_s;
+            on_point(i, &r);
+            results.push(r);
+        }
+        fsutil::write_atomic(&dir.join("results.csv"), results_csv(&results)?.as_bytes())?;
+        let markdown = results_markdown(&results);
+        fsutil::write_atomic(&dir.join("results.md"), markdown.as_bytes())?;
+        for (head, png) in error_plots(&results)? {
+            fsutil::write_atomic(&dir.join(format!("error_{head}.png")), &png)?;
+        }
+        Ok(ExperimentSummary { dir, results, markdown, wall_s: start.elapsed().as_secs_f64() })
+    }
+}
+
+fn parent(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Merges `over` into `base`, table by table; other values replace.
+fn merge(base: &mut toml::Table, over: &toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            _ => {
+                base.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+/// `0.1` -> `0.10`, `0.95` -> `0.95`: at least two decimals, no trailing noise.
+fn fraction(v: f64) -> String {
+    let s = format!("{v:.4}");
+    let s = s.trim_end_matches('0');
+    if s.len() - s.find('.').map_or(s.len(), |i| i + 1) < 2 {
+        format!("{v:.2}")
+    } else {
+        s.to_string()
+    }
+}
+
+/// Every combination of the sweep's lists, as points.
+fn points(path: &Path, cfg: &ExperimentConfig, base: &toml::Table) -> Result<Vec<Point>> {
+    let s = &cfg.sweep;
+    let training = base.get("training").and_then(toml::Value::as_table);
+    let base_tf =
+        training.and_then(|t| t.get("test_fraction")).and_then(toml::Value::as_float).unwrap_or(0.2);
+    let base_seed =
+        training.and_then(|t| t.get("seed")).and_then(toml::Value::as_integer).unwrap_or(0) as u64;
+    let base_heads: Vec<toml::Table> = base
+        .get("heads")
+        .and_then(toml::Value::as_array)
+        .map(|a| a.iter().filter_map(|h| h.as_table().cloned()).collect())
+        .unwrap_or_default();
+    let head_name = |h: &toml::Table| h.get("name").and_then(toml::Value::as_str).unwrap_or("").to_string();
+    let extractors: Vec<Option<&toml::Table>> =
+        if s.extractors.is_empty() { vec![None] } else { s.extractors.iter().map(Some).collect() };
+    let type_of = |t: Option<&toml::Table>| {
+        t.or_else(|| base.get("extractor").and_then(toml::Value::as_table))
+            .and_then(|t| t.get("type"))
+            .and_then(toml::Value::as_str)
+            .unwrap_or("extractor")
+            .to_string()
+    };
+    let types: Vec<String> = extractors.iter().map(|t| type_of(*t)).collect();
+    let extractor_labels: Vec<String> = types
+        .iter()
+        .enumerate()
+        .map(
+            |(i, t)| {
+                if types.iter().filter(|u| *u == t).count() > 1 {
+                    format!("{t}-{i}")
+                } else {
+                    t.clone()
+                }
+            },
+        )
+        .collect();
+    let trunks: Vec<Option<&Vec<i64>>> =
+        if s.trunks.is_empty() { vec![None] } else { s.trunks.iter().map(Some).collect() };
+    let head_sets: Vec<Option<&Vec<String>>> =
+        if s.head_sets.is_empty() { vec![None] } else { s.head_sets.iter().map(Some).collect() };
+    for set in s.head_sets.iter() {
+        for name in set {
+            if !base_heads.iter().any(|h| head_name(h) == *name) {
+                return Err(Error::config(
+                    path,
+                    format!(
+                        "sweep.head_sets names `{name}`, which the base config does not declare (heads: {})",
+                        base_heads.iter().map(head_name).collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    let tfs = if s.test_fractions.is_empty() { vec![base_tf] } else { s.test_fractions.clone() };
+    let seeds = if s.seeds.is_empty() { vec![base_seed] } else { s.seeds.clone() };
+    let mut out = Vec::new();
+    for (ext, ext_label) in extractors.iter().zip(&extractor_labels) {
+        for heads in &head_sets {
+            for trunk in &trunks {
+                for &tf in &tfs {
+                    for &seed in &seeds {
+                        let mut c = base.clone();
+                        if let Some(e) = ext {
+                            c.insert("extractor".into(), toml::Value::Table((*e).clone()));
+                        }
+                        let kept: Vec<toml::Table> = match heads {
+                            Some(names) => names
+                                .iter()
+                                .filter_map(|n| base_heads.iter().find(|h| head_name(h) == *n).cloned())
+                                .collect(),
+                            None => base_heads.clone(),
+                        };
+                        let head_label = kept.iter().map(head_name).collect::<Vec<_>>().join("+");
+                        c.insert(
+                            "heads".into(),
+                            toml::Value::Array(kept.into_iter().map(toml::Value::Table).collect()),
+                        );
+                        match trunk {
+                            Some(h) if h.is_empty() => {
+                                c.remove("trunk");
+                            }
+                            Some(h) => {
+                                let mut t = c
+                                    .get("trunk")
+                                    .and_then(toml::Value::as_table)
+                                    .cloned()
+                                    .unwrap_or_default();
+                                t.insert(
+                                    "hidden".into(),
+                                    toml::Value::Array(h.iter().map(|&v| v.into()).collect()),
+                                );
+                                c.insert("trunk".into(), toml::Value::Table(t));
+                            }
+                            None => {}
+                        }
+                        let trunk_label = match c
+                            .get("trunk")
+                            .and_then(|t| t.get("hidden"))
+                            .and_then(toml::Value::as_array)
+                        {
+                            Some(h) if !h.is_empty() => {
+                                h.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("x")
+                            }
+                            _ => "none".into(),
+                        };
+                        let t = c.entry("training").or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                        if let Some(t) = t.as_table_mut() {
+                            t.insert("test_fraction".into(), tf.into());
+                            t.insert("seed".into(), (seed as i64).into());
+                        }
+                        let name = format!(
+                            "{ext_label}_{head_label}_trunk-{trunk_label}_test{}_seed{seed}",
+                            fraction(tf)
+                        );
+                        let config = toml::to_string(&c).map_err(|e| Error::config(path, e.to_string()))?;
+                        out.push(Point {
+                            name,
+                            extractor: ext_label.clone(),
+                            heads: head_label,
+                            trunk: trunk_label,
+                            test_fraction: tf,
+                            seed,
+                            config,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Per rounded regression head: its classification column and class centres.
+#[derive(Debug)]
+struct ClassCentres {
+    /// Regression head -> (class centres `(label, centre)`, file name -> class label).
+    heads: HashMap<String, (Vec<(String, f64)>, HashMap<String, String>)>,
+}
+
+impl ClassCentres {
+    fn new(cfg: &LoadedConfig, pairs: &BTreeMap<String, String>) -> Result<ClassCentres> {
+        let data = Dataset::load(&cfg.config.data, &cfg.dir())?;
+        let column_of = |name: &str| -> Result<String> {
+            // The head may be absent from this point's config; fall back to its name as column.
+            Ok(cfg
+                .config
+                .heads
+                .iter()
+                .find(|h| h.name() == name)
+                .map_or(name.to_string(), |h| h.column().to_string()))
+        };
+        let mut heads = HashMap::new();
+        for (reg, class) in pairs {
+            let values = data.labels(&column_of(reg)?)?;
+            let classes = data.labels(&column_of(class)?)?;
+            let mut sums: BTreeMap<String, (f64, usize)> = BTreeMap::new();
+            let mut by_file = HashMap::new();
+            for (i, (v, c)) in values.iter().zip(&classes).enumerate() {
+                let Some(c) = c else { continue };
+                by_file.insert(data.names[i].clone(), c.to_string());
+                if let Some(v) = v.and_then(|v| v.trim().parse::<f64>().ok()) {
+                    let e = sums.entry(c.to_string()).or_insert((0.0, 0));
+                    e.0 += v;
+                    e.1 += 1;
+                }
+            }
+            let centres = sums.into_iter().map(|(c, (s, n))| (c, s / n as f64)).collect();
+            heads.insert(reg.clone(), (centres, by_file));
+        }
+        Ok(ClassCentres { heads })
+    }
+
+    /// Error rate of `head`'s predictions in `predictions.csv` rounded to the nearest class.
+    fn rounded_error(&self, head: &str, predictions: &Path) -> Result<Option<f64>> {
+        let Some((centres, by_file)) = self.heads.get(head) else { return Ok(None) };
+        let mut reader =
+            csv::Reader::from_path(predictions).map_err(|e| Error::config(predictions, e.to_string()))?;
+        let header = reader.headers().map_err(|e| Error::config(predictions, e.to_string()))?.clone();
+        let (Some(file_col), Some(pred_col)) = (
+            header.iter().position(|h| h == "file"),
+            header.iter().position(|h| h == format!("{head}_pred")),
+        ) else {
+            return Ok(None);
+        };
+        let (mut n, mut wrong) = (0usize, 0usize);
+        for row in reader.records() {
+            let row = row.map_err(|e| Error::config(predictions, e.to_string()))?;
+            let (Some(truth), Some(pred)) = (
+                row.get(file_col).and_then(|f| by_file.get(f)),
+                row.get(pred_col).and_then(|v| v.parse::<f64>().ok()),
+            ) else {
+                continue;
+            };
+            let nearest =
+                centres.iter().min_by(|a, b| (a.1 - pred).abs().total_cmp(&(b.1 - pred).abs())).map(|c| &c.0);
+            n += 1;
+            wrong += (nearest != Some(truth)) as usize;
+        }
+        Ok((n > 0).then(|| wrong as f64 / n as f64))
+    }
+}
+
+/// Reads a finished point's run folder.
+fn read_point(p: &Point, dir: &Path, centres: Option<&ClassCentres>) -> Result<PointResult> {
+    let path = dir.join("metrics.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let m: Value = serde_json::from_str(&text).map_err(|e| Error::config(&path, e.to_string()))?;
+    let count = |k: &str| m.get(k).and_then(Value::as_u64).unwrap_or(0) as usize;
+    let mut heads = Vec::new();
+    if let Some(hs) = m.get("heads").and_then(Value::as_object) {
+        for name in p.heads.split('+') {
+            let Some(h) = hs.get(name) else { continue };
+            let rounded = match centres {
+                Some(c) => c.rounded_error(name, &dir.join("predictions.csv"))?,
+                None => None,
+            };
+            heads.push(HeadResult {
+                name: name.to_string(),
+                kind: h.get("type").and_then(Value::as_str).unwrap_or("").to_string(),
+                error_rate: h.get("error_rate").and_then(Value::as_f64),
+                mae: h.get("metrics").and_then(|m| m.get("mae")).and_then(Value::as_f64),
+                rounded_error: rounded,
+            });
+        }
+    }
+    Ok(PointResult {
+        point: p.clone(),
+        heads,
+        best_epoch: count("best_epoch"),
+        epochs_run: count("epochs_run"),
+        cumulative_error: m.get("cumulative_error").and_then(Value::as_f64),
+        n_train: count("n_train"),
+        n_test: count("n_test"),
+        wall_s: f64::NAN,
+        cache: None,
+    })
+}
+
+/// Head names over all results, in first-seen order, with their kind.
+fn head_columns(results: &[PointResult]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for h in results.iter().flat_map(|r| &r.heads) {
+        if !out.iter().any(|(n, _)| *n == h.name) {
+            out.push((h.name.clone(), h.kind.clone()));
+        }
+    }
+    out
+}
+
+fn cell(v: Option<f64>) -> String {
+    v.filter(|v| v.is_finite()).map(|v| format!("{v:.6}")).unwrap_or_default()
+}
+
+/// `results.csv`: one row per point.
+pub fn results_csv(results: &[PointResult]) -> Result<String> {
+    let heads = head_columns(results);
+    let rounded: Vec<bool> = heads
+        .iter()
+        .map(|(n, _)| {
+            results.iter().flat_map(|r| &r.heads).any(|h| h.name == *n && h.rounded_error.is_some())
+        })
+        .collect();
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut header: Vec<String> = [
+        "point",
+        "extractor",
+        "heads",
+        "trunk",
+        "test_fraction",
+        "train_fraction",
+        "seed",
+        "n_train",
+        "n_test",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for ((name, kind), r) in heads.iter().zip(&rounded) {
+        if kind == "regression" {
+            header.push(format!("{name}_mae"));
+        } else {
+            header.push(format!("{name}_error_rate"));
+        }
+        if *r {
+            header.push(format!("{name}_rounded_error_rate"));
+        }
+    }
+    header.extend(["cumulative_error", "best_epoch", "epochs_run", "wall_seconds"].map(String::from));
+    w.write_record(&header).map_err(|e| Error::Invalid(e.to_string()))?;
+    for r in results {
+        let p = &r.point;
+        let mut row = vec![
+            p.name.clone(),
+            p.extractor.clone(),
+            p.heads.clone(),
+            p.trunk.clone(),
+            p.test_fraction.to_string(),
+            fraction(1.0 - p.test_fraction),
+            p.seed.to_string(),
+            r.n_train.to_string(),
+            r.n_test.to_string(),
+        ];
+        for ((name, kind), rd) in heads.iter().zip(&rounded) {
+            let h = r.heads.iter().find(|h| h.name == *name);
+            row.push(cell(h.and_then(|h| if kind == "regression" { h.mae } else { h.error_rate })));
+            if *rd {
+                row.push(cell(h.and_then(|h| h.rounded_error)));
+            }
+        }
+        row.extend([
+            cell(r.cumulative_error),
+            r.best_epoch.to_string(),
+            r.epochs_run.to_string(),
+            cell(Some(r.wall_s)).trim_end_matches('0').to_string(),
+        ]);
+        w.write_record(&row).map_err(|e| Error::Invalid(e.to_string()))?;
+    }
+    let bytes = w.into_inner().map_err(|e| Error::Invalid(e.to_string()))?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Mean and sample standard deviation of the finite values (`None` when there are none).
+pub fn mean_std(values: &[f64]) -> Option<(f64, f64)> {
+    let v: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let var = if v.len() > 1 { v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+    Some((mean, var.sqrt()))
+}
+
+fn percent(v: Option<(f64, f64)>) -> String {
+    v.map(|(m, s)| format!("{:.4} ± {:.4} %", 100.0 * m, 100.0 * s)).unwrap_or_else(|| "-".into())
+}
+
+/// Results grouped by [`Point::group`] (in first-seen order), each group's
+/// points grouped by test fraction (ascending).
+#[allow(clippy::type_complexity)]
+fn grouped(results: &[PointResult]) -> Vec<(String, Vec<(f64, Vec<&PointResult>)>)> {
+    let mut groups: Vec<(String, Vec<(f64, Vec<&PointResult>)>)> = Vec::new();
+    for r in results {
+        let g = r.point.group();
+        let i = groups.iter().position(|(n, _)| *n == g).unwrap_or_else(|| {
+            groups.push((g, Vec::new()));
+            groups.len() - 1
+        });
+        let rows = &mut groups[i].1;
+        match rows.iter_mut().find(|(tf, _)| *tf == r.point.test_fraction) {
+            Some((_, v)) => v.push(r),
+            None => rows.push((r.point.test_fraction, vec![r])),
+        }
+    }
+    for (_, rows) in &mut groups {
+        rows.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    groups
+}
+
+/// `results.md`: per extractor, head set and trunk, a table in the thesis's
+/// form: split (test-train), error rate mean ± std over seeds per head,
+/// mean epochs to the best validation loss; the cumulative error with more
+/// than one discrete head; MAE (and rounded-class error) for regression heads.
+pub fn results_markdown(results: &[PointResult]) -> String {
+    let mut s = String::new();
+    for (group, rows) in grouped(results) {
+        let Some(first) = rows.first().and_then(|r| r.1.first()) else { continue };
+        let heads: Vec<&HeadResult> = first.heads.iter().collect();
+        let discrete = heads.iter().filter(|h| h.error_rate.is_some()).count();
+        let seeds = rows.iter().map(|r| r.1.len()).max().unwrap_or(0);
+        let _ =
+            writeln!(s, "### {group}\n\n{seeds} seed(s) per split; error rate as mean ± std over seeds.\n");
+        let mut header = vec!["test-train split".to_string()];
+        for h in &heads {
+            if h.kind == "regression" {
+                header.push(format!("{} MAE", h.name));
+                if h.rounded_error.is_some() {
+                    header.push(format!("{} rounded to class: error", h.name));
+                }
+            } else {
+                header.push(format!("{} error", h.name));
+            }
+        }
+        if discrete > 1 {
+            header.push("cumulative error".into());
+        }
+        header.extend(["epochs to best".to_string(), "seconds".to_string()]);
+        let _ = writeln!(s, "| {} |", header.join(" | "));
+        let _ = writeln!(s, "|{}", " --- |".repeat(header.len()));
+        for (tf, points) in &rows {
+            let mut row = vec![format!("{}-{}", fraction(*tf), fraction(1.0 - tf))];
+            let over = |f: &dyn Fn(&PointResult) -> Option<f64>| {
+                mean_std(&points.iter().map(|p| f(p).unwrap_or(f64::NAN)).collect::<Vec<_>>())
+            };
+            for h in &heads {
+                let of = |p: &PointResult| p.heads.iter().find(|x| x.name == h.name).cloned();
+                if h.kind == "regression" {
+                    row.push(
+                        over(&|p| of(p).and_then(|x| x.mae))
+                            .map(|(m, sd)| format!("{m:.5} ± {sd:.5}"))
+                            .unwrap_or_else(|| "-".into()),
+                    );
+                    if h.rounded_error.is_some() {
+                        row.push(percent(over(&|p| of(p).and_then(|x| x.rounded_error))));
+                    }
+                } else {
+                    row.push(percent(over(&|p| of(p).and_then(|x| x.error_rate))));
+                }
+            }
+            if discrete > 1 {
+                row.push(percent(over(&|p| p.cumulative_error)));
+            }
+            let epochs = over(&|p| Some(p.best_epoch as f64)).map(|(m, _)| format!("{m:.0}"));
+            row.push(epochs.unwrap_or_else(|| "-".into()));
+            let wall = over(&|p| Some(p.wall_s)).map(|(m, _)| format!("{m:.1}"));
+            row.push(wall.unwrap_or_else(|| "-".into()));
+            let _ = writeln!(s, "| {} |", row.join(" | "));
+        }
+        s.push('\n');
+    }
+    s
+}
+
+/// One PNG per head: mean error rate (%) against training fraction, one line
+/// per group; regression heads plot their MAE.
+fn error_plots(results: &[PointResult]) -> Result<Vec<(String, Vec<u8>)>> {
+    let groups = grouped(results);
+    let mut out = Vec::new();
+    for (head, kind) in head_columns(results) {
+        let regression = kind == "regression";
+        let mut series = Vec::new();
+        for (group, rows) in &groups {
+            let points: Vec<(f64, f64)> = rows
+                .iter()
+                .filter_map(|(tf, ps)| {
+                    let v: Vec<f64> = ps
+                        .iter()
+                        .filter_map(|p| p.heads.iter().find(|h| h.name == head))
+                        .filter_map(|h| if regression { h.mae } else { h.error_rate.map(|e| 100.0 * e) })
+                        .collect();
+                    mean_std(&v).map(|(m, _)| (1.0 - tf, m))
+                })
+                .collect();
+            if !points.is_empty() {
+                series.push((group.clone(), points));
+            }
+        }
+        let y = if regression { "MAE" } else { "test error rate (%)" };
+        let png = crate::report::plots::xy_png(
+            &format!("{head}: {y} against training fraction"),
+            "training fraction",
+            y,
+            &series,
+        )
+        .map_err(|e| Error::Invalid(format!("plot of {head}: {e}")))?;
+        out.push((head, png));
+    }
+    Ok(out)
+}
