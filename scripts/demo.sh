@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 eval "$(scripts/setup.sh)"
 cargo build --release --quiet --bin furcate
-exec target/release/furcate info "$@"
+exec target/release/furcate demo "$@"

@@ -7,6 +7,8 @@ mod cmd;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+// Linked for its typetag registrations (`type = "ordinal"`, `type = "gaussian"`).
+use furcate_heads as _;
 
 /// furcate: data-efficient quantitative metallography with frozen ImageNet
 /// features and one small head per labelled property.
@@ -35,6 +37,8 @@ enum Command {
     Eval(cmd::eval::Args),
     /// Predict every head's property for unlabelled micrographs.
     Predict(cmd::predict::Args),
+    /// Sweep a base config over splits, seeds, trunks, head sets and extractors; tabulate the results.
+    Experiment(cmd::experiment::Args),
     /// Write the extractor's features of a config's images (safetensors, optionally CSV).
     Extract(cmd::extract::Args),
     /// Generate a synthetic data set (default: the thesis's 3500 images) as PNGs and a manifest.
@@ -50,6 +54,7 @@ fn main() -> ExitCode {
         Command::Train(args) => cmd::train::run(&args, cli.quiet),
         Command::Eval(args) => cmd::eval::run(&args, cli.quiet),
         Command::Predict(args) => cmd::predict::run(&args, cli.quiet),
+        Command::Experiment(args) => cmd::experiment::run(&args, cli.quiet),
         Command::Extract(args) => cmd::extract::run(&args, cli.quiet),
         Command::Generate(args) => cmd::generate::run(&args, cli.quiet),
     };

@@ -20,10 +20,12 @@ fn text(o: &Output) -> String {
 
 /// A small synthetic data set: 3 morphologies x 2 volume fractions x 6 images of 32 px.
 fn dataset(dir: &Path) -> PathBuf {
-    let mut cfg = furcate_synth::SynthConfig::default();
-    cfg.size = 32;
-    cfg.images_per_class = 6;
-    cfg.volume_fractions = vec![0.1, 0.4];
+    let mut cfg = furcate_synth::SynthConfig {
+        size: 32,
+        images_per_class: 6,
+        volume_fractions: vec![0.1, 0.4],
+        ..Default::default()
+    };
     cfg.morphologies.truncate(3);
     let out = dir.join("data");
     furcate_synth::write_dataset(&cfg, &out, false).unwrap();

@@ -293,6 +293,11 @@ fn fraction(v: f64) -> String {
     }
 }
 
+/// `0.1` -> `0.1`, `1 - 0.9` -> `0.1`: the shortest form to 4 decimals, as the thesis writes splits.
+fn short(v: f64) -> String {
+    format!("{}", (v * 1e4).round() / 1e4)
+}
+
 /// Every combination of the sweep's lists, as points.
 fn points(path: &Path, cfg: &ExperimentConfig, base: &toml::Table) -> Result<Vec<Point>> {
     let s = &cfg.sweep;
@@ -426,11 +431,19 @@ fn points(path: &Path, cfg: &ExperimentConfig, base: &toml::Table) -> Result<Vec
     Ok(out)
 }
 
-/// Per rounded regression head: its classification column and class centres.
+/// One rounded regression head's classes.
+#[derive(Debug)]
+struct Bins {
+    /// `(class label, centre)`.
+    centres: Vec<(String, f64)>,
+    /// Image name -> class label.
+    by_file: HashMap<String, String>,
+}
+
+/// Per rounded regression head: its classes' centres and every image's class.
 #[derive(Debug)]
 struct ClassCentres {
-    /// Regression head -> (class centres `(label, centre)`, file name -> class label).
-    heads: HashMap<String, (Vec<(String, f64)>, HashMap<String, String>)>,
+    heads: HashMap<String, Bins>,
 }
 
 impl ClassCentres {
@@ -461,14 +474,14 @@ impl ClassCentres {
                 }
             }
             let centres = sums.into_iter().map(|(c, (s, n))| (c, s / n as f64)).collect();
-            heads.insert(reg.clone(), (centres, by_file));
+            heads.insert(reg.clone(), Bins { centres, by_file });
         }
         Ok(ClassCentres { heads })
     }
 
     /// Error rate of `head`'s predictions in `predictions.csv` rounded to the nearest class.
     fn rounded_error(&self, head: &str, predictions: &Path) -> Result<Option<f64>> {
-        let Some((centres, by_file)) = self.heads.get(head) else { return Ok(None) };
+        let Some(Bins { centres, by_file }) = self.heads.get(head) else { return Ok(None) };
         let mut reader =
             csv::Reader::from_path(predictions).map_err(|e| Error::config(predictions, e.to_string()))?;
         let header = reader.headers().map_err(|e| Error::config(predictions, e.to_string()))?.clone();
@@ -591,7 +604,7 @@ pub fn results_csv(results: &[PointResult]) -> Result<String> {
             p.heads.clone(),
             p.trunk.clone(),
             p.test_fraction.to_string(),
-            fraction(1.0 - p.test_fraction),
+            short(1.0 - p.test_fraction),
             p.seed.to_string(),
             r.n_train.to_string(),
             r.n_test.to_string(),
@@ -685,7 +698,7 @@ pub fn results_markdown(results: &[PointResult]) -> String {
         let _ = writeln!(s, "| {} |", header.join(" | "));
         let _ = writeln!(s, "|{}", " --- |".repeat(header.len()));
         for (tf, points) in &rows {
-            let mut row = vec![format!("{}-{}", fraction(*tf), fraction(1.0 - tf))];
+            let mut row = vec![format!("{}-{}", short(*tf), short(1.0 - tf))];
             let over = |f: &dyn Fn(&PointResult) -> Option<f64>| {
                 mean_std(&points.iter().map(|p| f(p).unwrap_or(f64::NAN)).collect::<Vec<_>>())
             };

@@ -1,7 +1,7 @@
 //! `furcate info`.
 
 use anyhow::Result;
-use furcate_core::{registry, runtime, weights};
+use furcate_core::{plugin, registry, runtime, weights};
 use serde::Serialize;
 
 /// Arguments of `furcate info`.
@@ -10,6 +10,10 @@ pub struct Args {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// List what the head plugin at PATH provides (and check that it loads),
+    /// instead of the usual report. May be repeated.
+    #[arg(long, value_name = "PATH")]
+    plugin: Vec<std::path::PathBuf>,
 }
 
 #[derive(Debug, Serialize)]
@@ -26,6 +30,9 @@ struct Info {
 
 /// Runs `furcate info`.
 pub fn run(args: &Args) -> Result<()> {
+    if !args.plugin.is_empty() {
+        return plugins(args);
+    }
     let info = Info {
         furcate: env!("CARGO_PKG_VERSION"),
         libtorch: runtime::check_libtorch()?,
@@ -75,4 +82,23 @@ fn list(names: &[String]) -> String {
     } else {
         names.join(", ")
     }
+}
+
+/// `furcate info --plugin PATH...`: what each plugin declares and provides.
+fn plugins(args: &Args) -> Result<()> {
+    let infos = args.plugin.iter().map(|p| plugin::inspect(p)).collect::<furcate_core::Result<Vec<_>>>()?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&infos)?);
+        return Ok(());
+    }
+    for p in &infos {
+        println!("plugin {} {} ({})", p.name, p.version, p.path.display());
+        println!("  sha256: {}", p.sha256);
+        println!(
+            "  built for: plugin ABI {}, furcate-core {}, {}, tch {}, libtorch {}",
+            p.abi_version, p.core_version, p.rustc_version, p.tch_version, p.libtorch_version
+        );
+        println!("  heads: {}", list(&p.head_types));
+    }
+    Ok(())
 }

@@ -123,8 +123,10 @@ fn batch_norm(p: nn::Path, c: i64) -> nn::BatchNorm {
     nn::batch_norm2d(p, c, nn::BatchNormConfig { eps: BN_EPS, momentum: BN_MOMENTUM, ..Default::default() })
 }
 
-fn relu6(x: Tensor) -> Tensor {
-    x.clamp(0.0, 6.0)
+/// ReLU6, in place (as the activations it takes are fresh).
+fn relu6(mut x: Tensor) -> Tensor {
+    let _ = x.clamp_(0.0, 6.0);
+    x
 }
 
 /// Conv, BatchNorm (eval) and, when `act`, ReLU6.
@@ -169,12 +171,11 @@ impl Block {
             None => x.shallow_clone(),
         };
         let h = conv_bn(&h, &self.depthwise, &self.bn1, true);
-        let h = conv_bn(&h, &self.project, &self.bn2, false);
+        let mut h = conv_bn(&h, &self.project, &self.bn2, false);
         if self.residual {
-            h + x
-        } else {
-            h
+            h += x;
         }
+        h
     }
 }
 

@@ -20,9 +20,11 @@ use tch::{Kind, Tensor};
 
 use crate::{Error, Result};
 
+pub mod concat;
 pub mod efficientnet_lite0;
 pub mod frozen;
 pub mod resnet50;
+pub mod two_point;
 pub mod weights;
 
 /// What input an extractor wants.

@@ -550,6 +550,9 @@ impl SavedRun {
             }
         };
         check_columns(&self.config, &set)?;
+        // Labels the run cannot score (a class it never saw, a non-number) are
+        // errors naming the manifest line, as they are at training.
+        encode(&self.model, c, &set, Device::Cpu)?;
         let features = self.features(&set, progress)?;
         let predictions = predict_features(&self.model, &features);
         evaluate(c, &self.model, &predictions, &set)

@@ -1,0 +1,136 @@
+//! The weight-free extractors: `two_point` (one-phase images, stripes, grey
+//! input, periodic and padded, shapes, config errors) and `concat`.
+
+use furcate_core::extractor::concat::ConcatConfig;
+use furcate_core::extractor::two_point::{lags, TwoPointConfig};
+use furcate_core::{BuildContext, ExtractorConfig, FeatureExtractor};
+use tch::{Device, Kind, Tensor};
+
+const F32: (Kind, Device) = (Kind::Float, Device::Cpu);
+
+fn two_point(config: TwoPointConfig) -> Box<dyn FeatureExtractor> {
+    config.build(&BuildContext::default()).unwrap()
+}
+
+fn small(periodic: bool) -> TwoPointConfig {
+    TwoPointConfig { size: 32, window: 8, stride: 2, periodic, ..TwoPointConfig::default() }
+}
+
+fn values(t: &Tensor) -> Vec<f64> {
+    Vec::<f64>::try_from(&t.to_kind(Kind::Double).reshape([-1])).unwrap()
+}
+
+#[test]
+fn one_phase_images_give_a_flat_autocorrelation() {
+    for periodic in [true, false] {
+        let e = two_point(small(periodic));
+        let features = e.extract(&Tensor::ones([1, 1, 32, 32], F32)).unwrap();
+        assert_eq!(features.size(), [1, e.output_dim()]);
+        assert!(values(&features).iter().all(|v| (v - 1.0).abs() < 1e-5), "periodic {periodic}");
+        let features = e.extract(&Tensor::zeros([1, 3, 32, 32], F32)).unwrap();
+        assert!(values(&features).iter().all(|v| v.abs() < 1e-5), "periodic {periodic}");
+    }
+}
+
+#[test]
+fn grey_images_are_thresholded() {
+    let grey = Tensor::full([1, 1, 32, 32], 0.7, F32);
+    let at = |threshold: f64| {
+        let e = two_point(TwoPointConfig { threshold, ..small(true) });
+        values(&e.extract(&grey).unwrap())
+    };
+    assert!(at(0.5).iter().all(|v| (v - 1.0).abs() < 1e-5));
+    assert!(at(0.8).iter().all(|v| v.abs() < 1e-5));
+}
+
+/// Vertical stripes: columns `x % 8 < 4` are phase 1.
+fn stripes(side: i64) -> Tensor {
+    let x = Tensor::arange(side, (Kind::Int64, Device::Cpu)).remainder(8).lt(4).to_kind(Kind::Float);
+    x.view([1, 1, 1, side]).expand([1, 1, side, side], false).contiguous()
+}
+
+#[test]
+fn stripes_give_the_expected_anisotropic_autocorrelation() {
+    let config = small(true);
+    let e = two_point(config.clone());
+    let f = values(&e.extract(&stripes(32)).unwrap());
+    assert!((f[0] - 0.5).abs() < 1e-6, "fraction {}", f[0]);
+    for (i, &(dy, dx)) in lags(config.window, config.stride).iter().enumerate() {
+        // Along a column the phase never changes; across, a triangle of period 8.
+        let d = dx.rem_euclid(8).min(8 - dx.rem_euclid(8));
+        let expected = (4 - d) as f64 / 8.0;
+        assert!((f[i + 1] - expected).abs() < 1e-5, "lag ({dy}, {dx}): {} vs {expected}", f[i + 1]);
+    }
+    // Padded: the same values where pairs overlap fully in x, by symmetry of the stripes.
+    let f = values(&two_point(small(false)).extract(&stripes(32)).unwrap());
+    let at = |lag: (i64, i64)| f[1 + lags(8, 2).iter().position(|l| *l == lag).unwrap()];
+    assert!((at((8, 0)) - 0.5).abs() < 1e-5);
+    assert!(at((0, 4)).abs() < 1e-5);
+    // Transposed stripes swap the roles of dx and dy.
+    let t = values(&two_point(small(false)).extract(&stripes(32).transpose(2, 3)).unwrap());
+    let at_t = |lag: (i64, i64)| t[1 + lags(8, 2).iter().position(|l| *l == lag).unwrap()];
+    assert!((at_t((4, 0))).abs() < 1e-5);
+    assert!((at_t((0, 8)) - 0.5).abs() < 1e-5);
+}
+
+#[test]
+fn width_is_output_dim_for_any_size_from_32() {
+    let e = two_point(TwoPointConfig::default());
+    assert_eq!(e.output_dim(), 145);
+    assert_eq!(e.input_spec().size, 128);
+    for side in [33, 48] {
+        let images = Tensor::rand([3, 3, side, side], F32);
+        assert_eq!(e.extract(&images).unwrap().size(), [3, 145]);
+    }
+    let config = TwoPointConfig { window: 5, stride: 1, ..small(false) };
+    assert_eq!(lags(5, 1).len(), (11 * 11 - 1) / 2);
+    assert_eq!(two_point(config).extract(&Tensor::rand([2, 1, 40, 36], F32)).unwrap().size(), [2, 61]);
+    assert!(e.extract(&Tensor::rand([1, 1, 20, 20], F32)).is_err());
+    assert!(e.extract(&Tensor::rand([1, 20, 20], F32)).is_err());
+}
+
+#[test]
+fn bad_configs_are_errors_naming_the_field() {
+    let err = |c: TwoPointConfig| c.build(&BuildContext::default()).err().map(|e| e.to_string()).unwrap();
+    assert!(err(TwoPointConfig { size: 16, ..TwoPointConfig::default() }).contains("size"));
+    assert!(err(TwoPointConfig { window: 64, ..TwoPointConfig::default() }).contains("window"));
+    assert!(err(TwoPointConfig { stride: 0, ..TwoPointConfig::default() }).contains("stride"));
+    assert!(err(TwoPointConfig { threshold: f64::NAN, ..TwoPointConfig::default() }).contains("threshold"));
+    assert!(toml::from_str::<Box<dyn ExtractorConfig>>("type = \"two_point\"\nradius = 3").is_err());
+    let c: Box<dyn ExtractorConfig> = toml::from_str("type = \"two_point\"").unwrap();
+    assert_eq!(c.input_size(), 128);
+}
+
+#[test]
+fn concat_puts_the_parts_side_by_side() {
+    let config: Box<dyn ExtractorConfig> = toml::from_str(
+        "type = \"concat\"\nextractors = [{ type = \"two_point\", size = 64, window = 4 }, \
+         { type = \"two_point\", size = 32, window = 4, threshold = 0.8 }]",
+    )
+    .unwrap();
+    assert_eq!(config.input_size(), 64);
+    let e = config.build(&BuildContext::default()).unwrap();
+    assert_eq!(e.output_dim(), 26);
+    assert_eq!(e.weights_sha256(), None);
+    let images = Tensor::full([2, 1, 64, 64], 0.7, F32);
+    let f = e.extract(&images).unwrap();
+    assert_eq!(f.size(), [2, 26]);
+    // Part 0 sees phase 1 everywhere, part 1 (threshold 0.8, resized to 32) nothing.
+    let v = values(&f);
+    assert!(v[..13].iter().all(|x| (x - 1.0).abs() < 1e-5) && v[13..26].iter().all(|x| x.abs() < 1e-5));
+    let part = two_point(TwoPointConfig { size: 64, window: 4, ..TwoPointConfig::default() });
+    let stripes = stripes(64);
+    let both = e.extract(&stripes).unwrap();
+    assert!(both.narrow(1, 0, 13).allclose(&part.extract(&stripes).unwrap(), 1e-6, 1e-6, false));
+
+    let empty = toml::from_str::<Box<dyn ExtractorConfig>>("type = \"concat\"\nextractors = []").unwrap();
+    assert!(empty.build(&BuildContext::default()).err().unwrap().to_string().contains("extractors"));
+    let bad = ConcatConfig { extractors: vec![Box::new(TwoPointConfig { window: 0, ..small(true) })] };
+    assert!(bad.build(&BuildContext::default()).err().unwrap().to_string().contains("extractors[0]"));
+}
+
+#[test]
+fn registered_types_include_the_new_extractors() {
+    let types = furcate_core::registry::extractor_types();
+    assert!(types.contains(&"two_point".to_string()) && types.contains(&"concat".to_string()), "{types:?}");
+}

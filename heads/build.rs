@@ -1,0 +1,2 @@
+//! furcate-heads links libtorch exactly as `furcate-core` does.
+include!("../core/build.rs");
