@@ -1,35 +1,15 @@
 //! The `furcate` binary end to end: info, train, eval, predict, extract,
 //! resume after SIGKILL, and the errors a user meets.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-fn furcate() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_furcate"));
-    c.env_remove("LD_LIBRARY_PATH").arg("--quiet");
-    c
-}
+use common::{dataset as make_dataset, furcate, run, s, text};
 
-fn run(args: &[&str]) -> Output {
-    furcate().args(args).output().expect("the binary runs")
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-/// A small synthetic data set: 3 morphologies x 2 volume fractions x 6 images of 32 px.
+/// 3 morphologies x 2 volume fractions x 6 images.
 fn dataset(dir: &Path) -> PathBuf {
-    let mut cfg = furcate_synth::SynthConfig {
-        size: 32,
-        images_per_class: 6,
-        volume_fractions: vec![0.1, 0.4],
-        ..Default::default()
-    };
-    cfg.morphologies.truncate(3);
-    let out = dir.join("data");
-    furcate_synth::write_dataset(&cfg, &out, false).unwrap();
-    out.join(furcate_synth::MANIFEST_FILE)
+    make_dataset(dir, 3, 6)
 }
 
 fn config(dir: &Path, manifest: &Path, training: &str) -> PathBuf {
@@ -61,10 +41,6 @@ seed = 3
     let path = dir.join("run.toml");
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 #[test]

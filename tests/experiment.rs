@@ -2,33 +2,20 @@
 //! run folders, results.csv/results.md/plots, cached features reused, and a
 //! resumed sweep that reads finished points back instead of retraining.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
+
+use common::{dataset as make_dataset, furcate, text};
 
 fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_furcate"))
-        .env_remove("LD_LIBRARY_PATH")
-        .args(args)
-        .output()
-        .expect("the binary runs")
+    furcate().args(args).output().expect("the binary runs")
 }
 
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-/// 2 morphologies x 2 volume fractions x 5 images of 32 px.
+/// 2 morphologies x 2 volume fractions x 5 images.
 fn dataset(dir: &Path) -> PathBuf {
-    let mut cfg = furcate_synth::SynthConfig {
-        size: 32,
-        images_per_class: 5,
-        volume_fractions: vec![0.1, 0.4],
-        ..Default::default()
-    };
-    cfg.morphologies.truncate(2);
-    let out = dir.join("data");
-    furcate_synth::write_dataset(&cfg, &out, false).unwrap();
-    out.join(furcate_synth::MANIFEST_FILE)
+    make_dataset(dir, 2, 5)
 }
 
 #[test]

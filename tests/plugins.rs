@@ -2,26 +2,17 @@
 //! named in a config, trained next to a built-in head, saved and used for
 //! prediction; and every way loading a plugin can go wrong.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::OnceLock;
 
-fn furcate() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_furcate"));
-    c.env_remove("LD_LIBRARY_PATH").arg("--quiet");
-    c
-}
+use common::{dataset as make_dataset, run, s, text};
 
-fn run(args: &[&str]) -> Output {
-    furcate().args(args).output().expect("the binary runs")
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
+/// 3 morphologies x 2 volume fractions x 6 images.
+fn dataset(dir: &Path) -> PathBuf {
+    make_dataset(dir, 3, 6)
 }
 
 /// Builds the example and the incompatible plugin with the profile of this
@@ -51,20 +42,6 @@ fn plugins() -> &'static (PathBuf, PathBuf) {
         let lib = |name: &str| profile_dir.join(format!("lib{name}.so"));
         (lib("furcate_plugin_example"), lib("furcate_plugin_incompatible"))
     })
-}
-
-/// 3 morphologies x 2 volume fractions x 6 images of 32 px.
-fn dataset(dir: &Path) -> PathBuf {
-    let mut cfg = furcate_synth::SynthConfig {
-        size: 32,
-        images_per_class: 6,
-        volume_fractions: vec![0.1, 0.4],
-        ..Default::default()
-    };
-    cfg.morphologies.truncate(3);
-    let out = dir.join("data");
-    furcate_synth::write_dataset(&cfg, &out, false).unwrap();
-    out.join(furcate_synth::MANIFEST_FILE)
 }
 
 /// A config with `plugins = [<plugins>]`, a head of `head_type` (with `extra`
