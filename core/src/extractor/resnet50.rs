@@ -23,9 +23,9 @@ use serde::{Deserialize, Serialize};
 use tch::nn;
 use tch::Tensor;
 
-use super::frozen::{BackboneConfig, Frozen};
+use super::frozen::{Backbone, BackboneConfig, Network};
 use super::weights::KeyRules;
-use super::{BuildContext, ExtractorConfig, FeatureExtractor, InputSpec};
+use super::{BuildContext, ExtractorConfig, FeatureExtractor};
 use crate::Result;
 
 /// Width of ResNet50's pooled features.
@@ -109,7 +109,7 @@ impl Bottleneck {
 
 /// ResNet50 up to its global average pool, named as torchvision's state dict.
 #[derive(Debug)]
-struct ResNet50Net {
+pub struct ResNet50Net {
     stem: ConvBn,
     blocks: Vec<Bottleneck>,
 }
@@ -117,7 +117,11 @@ struct ResNet50Net {
 /// The stages: (blocks, bottleneck width, stride of the first block).
 const STAGES: [(usize, i64, i64); 4] = [(3, 64, 1), (4, 128, 2), (6, 256, 2), (3, 512, 2)];
 
-impl ResNet50Net {
+impl Network for ResNet50Net {
+    const NAME: &'static str = "resnet50";
+    const DIM: i64 = RESNET50_DIM;
+    const RULES: KeyRules<'static> = KeyRules { unused_ok: &["fc."], optional: &[] };
+
     fn new(p: &nn::Path) -> Self {
         let stem = ConvBn::new(p / "conv1", p / "bn1", 3, 64, 7, 2);
         let mut blocks = Vec::new();
@@ -132,8 +136,6 @@ impl ResNet50Net {
         ResNet50Net { stem, blocks }
     }
 
-    /// # Shapes
-    /// `[N, 3, H, W]` -> `[N, 2048]`.
     fn features(&self, x: &Tensor) -> Tensor {
         let mut h = self.stem.forward(x, true).max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
         for block in &self.blocks {
@@ -144,46 +146,4 @@ impl ResNet50Net {
 }
 
 /// A frozen ResNet50 feature extractor.
-#[derive(Debug)]
-pub struct ResNet50 {
-    frozen: Frozen,
-    net: ResNet50Net,
-}
-
-impl ResNet50 {
-    /// Builds the network and loads the configured weights (checking every tensor).
-    pub fn new(cfg: &BackboneConfig, ctx: &BuildContext) -> Result<Self> {
-        let rules = KeyRules { unused_ok: &["fc."], optional: &[] };
-        let (frozen, net) = Frozen::build("resnet50", cfg, ctx, rules, ResNet50Net::new)?;
-        Ok(ResNet50 { frozen, net })
-    }
-
-    /// The network's variables (frozen), e.g. to inspect their dtype or device.
-    pub fn var_store(&self) -> &tch::nn::VarStore {
-        &self.frozen.vs
-    }
-}
-
-impl FeatureExtractor for ResNet50 {
-    fn input_spec(&self) -> InputSpec {
-        self.frozen.spec.clone()
-    }
-
-    fn output_dim(&self) -> i64 {
-        RESNET50_DIM
-    }
-
-    /// # Shapes
-    /// `images`: `[N, 1 | 3, size, size]` in `[0, 1]` -> `[N, 2048]`, `f32`, CPU.
-    fn extract(&self, images: &Tensor) -> Result<Tensor> {
-        self.frozen.run(images, |x| self.net.features(x))
-    }
-
-    fn weights_sha256(&self) -> Option<String> {
-        self.frozen.weights.as_ref().map(|w| w.sha256.clone())
-    }
-
-    fn batch_size(&self) -> usize {
-        self.frozen.batch_size
-    }
-}
+pub type ResNet50 = Backbone<ResNet50Net>;
