@@ -5,7 +5,7 @@
 //! exactly as a built-in head does, registers it by its `type` name and
 //! exports its declaration:
 //!
-//! ```ignore
+//! ```text
 //! use furcate_plugin::prelude::*;
 //!
 //! fn register(r: &mut dyn Registrar) {

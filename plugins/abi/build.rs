@@ -1,0 +1,2 @@
+//! Links libtorch as every furcate package does.
+include!("../../core/build.rs");
