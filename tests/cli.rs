@@ -260,3 +260,95 @@ fn config_errors_point_at_the_toml_line() {
         "{msg}"
     );
 }
+
+/// Learned loss weights and the value/class consistency metric, end to end:
+/// reported in metrics.json and the table, restored by eval, recomputable
+/// from predictions.csv; a `[[consistency]]` that does not fit the model is
+/// an error naming the file and line.
+#[test]
+fn learned_weights_and_consistency() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dataset(dir.path());
+    let cfg = config(dir.path(), &manifest, "epochs = 40\nloss_weighting = \"uncertainty\"");
+    let base = std::fs::read_to_string(&cfg).unwrap().replace(
+        "[training]",
+        "[[heads]]\ntype = \"classification\"\nname = \"volume_fraction_class\"\n\n[training]",
+    );
+    std::fs::write(&cfg, &base).unwrap();
+    let out = dir.path().join("run");
+    let o = run(&["train", s(&cfg), "--out", s(&out), "--no-report"]);
+    let printed = text(&o);
+    assert!(o.status.success(), "{printed}");
+    assert!(printed.contains("consistency volume_fraction -> volume_fraction_class: agreement"), "{printed}");
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(m["loss_weighting"], "uncertainty");
+    let weights = m["loss_weights"].as_object().unwrap();
+    assert_eq!(weights.len(), 3);
+    assert!(weights.values().all(|w| w.as_f64().is_some_and(|w| w.is_finite() && w > 0.0)));
+    assert!(weights.values().any(|w| (w.as_f64().unwrap() - 1.0).abs() > 1e-3), "weights never moved: {m}");
+
+    // Only the numeric-class head pairs with the value head (morphology's classes are names).
+    let pairs = m["consistency"].as_array().unwrap();
+    assert_eq!(pairs.len(), 1, "{m}");
+    let pair = &pairs[0];
+    assert_eq!(
+        (pair["value"].as_str(), pair["class"].as_str()),
+        (Some("volume_fraction"), Some("volume_fraction_class"))
+    );
+    // Recompute both rates from predictions.csv: class centres are 0.1 and 0.4.
+    let mut reader = csv::Reader::from_path(out.join("predictions.csv")).unwrap();
+    let header = reader.headers().unwrap().clone();
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let (value, class, truth) =
+        (col("volume_fraction_pred"), col("volume_fraction_class_pred"), col("volume_fraction_class_true"));
+    let (mut n, mut agree, mut wrong) = (0, 0, 0);
+    for row in reader.records() {
+        let row = row.unwrap();
+        let v: f64 = row[value].parse().unwrap();
+        let rounded = if (v - 0.1).abs() <= (v - 0.4).abs() { "0.10" } else { "0.40" };
+        n += 1;
+        agree += (rounded == &row[class]) as usize;
+        wrong += (rounded != &row[truth]) as usize;
+    }
+    assert_eq!(pair["n"], n);
+    assert!(
+        (pair["agreement"].as_f64().unwrap() - agree as f64 / n as f64).abs() < 1e-12,
+        "{pair} vs {agree}/{n}"
+    );
+    assert!((pair["rounded_error"].as_f64().unwrap() - wrong as f64 / n as f64).abs() < 1e-12, "{pair}");
+
+    // eval rebuilds the learned weights from the checkpoint and scores the same.
+    let o = run(&["eval", s(&out), "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let eval: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(eval["consistency"][0]["agreement"], pair["agreement"]);
+
+    let check = |name: &str, extra: &str, expect: &[&str]| {
+        std::fs::write(&cfg, format!("{base}\n{extra}")).unwrap();
+        let o = run(&["train", s(&cfg), "--out", s(&dir.path().join(name))]);
+        let msg = text(&o);
+        assert!(!o.status.success(), "{name}: succeeded");
+        for e in expect {
+            assert!(msg.contains(e), "{name}: `{e}` not in: {msg}");
+        }
+        assert!(!dir.path().join(name).exists(), "{name}: a run folder was left");
+    };
+    let line = base.lines().count() + 2;
+    let line = format!("line {line}");
+    check(
+        "no_head",
+        "[[consistency]]\nvalue = \"hardness\"\nclass = \"volume_fraction_class\"",
+        &["run.toml", &line, "hardness", "no head"],
+    );
+    check(
+        "not_classes",
+        "[[consistency]]\nvalue = \"volume_fraction\"\nclass = \"volume_fraction\"",
+        &["run.toml", "does not predict classes"],
+    );
+    check(
+        "names",
+        "[[consistency]]\nvalue = \"volume_fraction\"\nclass = \"morphology\"",
+        &["run.toml", "not all numbers", "centres"],
+    );
+}

@@ -54,14 +54,12 @@ out = "sweep"
 
 [overrides]
 training = { epochs = 8, validation_fraction = 0.25, patience = 4 }
+consistency = [{ value = "volume_fraction", class = "volume_fraction_class" }]
 
 [sweep]
 test_fractions = [0.25, 0.5]
 seeds = [7]
 trunks = [[]]
-
-[round_to_classes]
-volume_fraction = "volume_fraction_class"
 "#,
     )
     .unwrap();

@@ -56,6 +56,49 @@ pub struct RunConfig {
     /// Optimiser, epochs, split.
     #[serde(default)]
     pub training: TrainingConfig,
+    /// Pairs of a value head and a binned-class head whose agreement the
+    /// evaluation reports; empty: every value head is paired with every class
+    /// head whose class names are all numbers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consistency: Vec<ConsistencyPair>,
+}
+
+/// `[[consistency]]`: a head predicting a value and a head predicting its bin.
+///
+/// The evaluation rounds each predicted value to the nearest class centre and
+/// reports how often that agrees with the class head's prediction, and how
+/// often it is the true class.
+///
+/// ```toml
+/// [[consistency]]
+/// value = "volume_fraction"
+/// class = "volume_fraction_class"
+/// # centres = { low = 0.1, high = 0.4 }   # default: the class names read as numbers
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsistencyPair {
+    /// The head whose predictions are values (regression, gaussian, ...).
+    pub value: String,
+    /// The head whose predictions are classes (the bins of that value).
+    pub class: String,
+    /// Each class's centre; absent: every class name must be a number, which is its centre.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub centres: Option<std::collections::BTreeMap<String, f64>>,
+}
+
+/// How the heads' losses make the training objective.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossWeighting {
+    /// `Σ weight_i · loss_i` with each head's configured `weight`.
+    #[default]
+    Fixed,
+    /// Learned homoscedastic-uncertainty weighting (Kendall, Gal and Cipolla,
+    /// CVPR 2018): `Σ weight_i · (exp(-s_i) · loss_i + s_i / 2)` with one
+    /// trained log-variance `s_i` per head (starting at 0, so the first epoch
+    /// equals fixed weighting). A head whose loss stays high is down-weighted.
+    Uncertainty,
 }
 
 /// How images become the extractor's square input.
@@ -154,6 +197,9 @@ pub struct TrainingConfig {
     /// Write a resumable checkpoint every this many epochs.
     #[serde(default = "default_checkpoint_every")]
     pub checkpoint_every: usize,
+    /// How the heads' losses are combined (`fixed` or `uncertainty`).
+    #[serde(default)]
+    pub loss_weighting: LossWeighting,
 }
 
 fn default_lr() -> f64 {

@@ -16,16 +16,18 @@
 //! head_sets = [["morphology"]]  # names of the base config's heads
 //! # extractors = [{ type = "resnet50", size = 128 }]
 //!
-//! [round_to_classes]            # regression head = classification head whose bins it rounds to
-//! volume_fraction = "volume_fraction_class"
 //! ```
+//!
+//! A value head's prediction rounded to its class head's bins (the run's
+//! `[[consistency]]` pairs, see [`crate::config::ConsistencyPair`]) is scored
+//! beside the heads' own errors; a pair whose heads a point leaves out is
+//! dropped from that point.
 //!
 //! Every point trains through [`crate::run::train_run`]; features come from
 //! the feature cache, so each extractor extracts once for the whole sweep.
 //! A point whose run folder exists is read back instead of retrained (the
 //! sweep resumes) unless `force` is set.
 
-use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -34,7 +36,6 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::config::LoadedConfig;
-use crate::data::Dataset;
 use crate::features::CacheStats;
 use crate::progress::Progress;
 use crate::run::{self, TrainOptions};
@@ -56,11 +57,6 @@ pub struct ExperimentConfig {
     /// The values to vary.
     #[serde(default)]
     pub sweep: Sweep,
-    /// Regression head name -> classification head name: the regression
-    /// prediction is rounded to the nearest class (class centre = mean of the
-    /// regression column over the class's images) and scored as that class.
-    #[serde(default)]
-    pub round_to_classes: BTreeMap<String, String>,
 }
 
 /// `[sweep]`: every combination of these lists is one point; an absent or
@@ -146,8 +142,8 @@ pub struct HeadResult {
     pub error_rate: Option<f64>,
     /// Mean absolute error (regression heads).
     pub mae: Option<f64>,
-    /// Error rate of the prediction rounded to the nearest class (see
-    /// [`ExperimentConfig::round_to_classes`]).
+    /// Error rate of the prediction rounded to the nearest class of its
+    /// `[[consistency]]` class head.
     pub rounded_error: Option<f64>,
 }
 
@@ -226,7 +222,6 @@ impl Experiment {
         let start = Instant::now();
         let dir = opts.out.clone().unwrap_or_else(|| self.default_out());
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        let mut centres: Option<ClassCentres> = None;
         let mut results = Vec::new();
         for (i, p) in self.points.iter().enumerate() {
             let cfg = LoadedConfig::from_str(&p.config, &self.base_path)?;
@@ -244,10 +239,7 @@ impl Experiment {
                 fsutil::write_atomic(&wall_file, format!("{wall:.3}\n").as_bytes())?;
                 (Some(summary.cache), wall)
             };
-            if centres.is_none() && !self.config.round_to_classes.is_empty() {
-                centres = Some(ClassCentres::new(&cfg, &self.config.round_to_classes)?);
-            }
-            let mut r = read_point(p, &run_dir, centres.as_ref())?;
+            let mut r = read_point(p, &run_dir)?;
             r.cache = cache;
             r.wall_s = wall_s;
             on_point(i, &r);
@@ -311,7 +303,6 @@ fn points(path: &Path, cfg: &ExperimentConfig, base: &toml::Table) -> Result<Vec
         .and_then(toml::Value::as_array)
         .map(|a| a.iter().filter_map(|h| h.as_table().cloned()).collect())
         .unwrap_or_default();
-    let head_name = |h: &toml::Table| h.get("name").and_then(toml::Value::as_str).unwrap_or("").to_string();
     let extractors: Vec<Option<&toml::Table>> =
         if s.extractors.is_empty() { vec![None] } else { s.extractors.iter().map(Some).collect() };
     let type_of = |t: Option<&toml::Table>| {
@@ -372,6 +363,7 @@ fn points(path: &Path, cfg: &ExperimentConfig, base: &toml::Table) -> Result<Vec
                             None => base_heads.clone(),
                         };
                         let head_label = kept.iter().map(head_name).collect::<Vec<_>>().join("+");
+                        keep_consistency_of(&mut c, &kept);
                         c.insert(
                             "heads".into(),
                             toml::Value::Array(kept.into_iter().map(toml::Value::Table).collect()),
@@ -431,86 +423,25 @@ fn points(path: &Path, cfg: &ExperimentConfig, base: &toml::Table) -> Result<Vec
     Ok(out)
 }
 
-/// One rounded regression head's classes.
-#[derive(Debug)]
-struct Bins {
-    /// `(class label, centre)`.
-    centres: Vec<(String, f64)>,
-    /// Image name -> class label.
-    by_file: HashMap<String, String>,
+/// A `[[heads]]` table's name.
+fn head_name(h: &toml::Table) -> String {
+    h.get("name").and_then(toml::Value::as_str).unwrap_or("").to_string()
 }
 
-/// Per rounded regression head: its classes' centres and every image's class.
-#[derive(Debug)]
-struct ClassCentres {
-    heads: HashMap<String, Bins>,
-}
-
-impl ClassCentres {
-    fn new(cfg: &LoadedConfig, pairs: &BTreeMap<String, String>) -> Result<ClassCentres> {
-        let data = Dataset::load(&cfg.config.data, &cfg.dir())?;
-        let column_of = |name: &str| -> Result<String> {
-            // The head may be absent from this point's config; fall back to its name as column.
-            Ok(cfg
-                .config
-                .heads
-                .iter()
-                .find(|h| h.name() == name)
-                .map_or(name.to_string(), |h| h.column().to_string()))
-        };
-        let mut heads = HashMap::new();
-        for (reg, class) in pairs {
-            let values = data.labels(&column_of(reg)?)?;
-            let classes = data.labels(&column_of(class)?)?;
-            let mut sums: BTreeMap<String, (f64, usize)> = BTreeMap::new();
-            let mut by_file = HashMap::new();
-            for (i, (v, c)) in values.iter().zip(&classes).enumerate() {
-                let Some(c) = c else { continue };
-                by_file.insert(data.names[i].clone(), c.to_string());
-                if let Some(v) = v.and_then(|v| v.trim().parse::<f64>().ok()) {
-                    let e = sums.entry(c.to_string()).or_insert((0.0, 0));
-                    e.0 += v;
-                    e.1 += 1;
-                }
-            }
-            let centres = sums.into_iter().map(|(c, (s, n))| (c, s / n as f64)).collect();
-            heads.insert(reg.clone(), Bins { centres, by_file });
-        }
-        Ok(ClassCentres { heads })
-    }
-
-    /// Error rate of `head`'s predictions in `predictions.csv` rounded to the nearest class.
-    fn rounded_error(&self, head: &str, predictions: &Path) -> Result<Option<f64>> {
-        let Some(Bins { centres, by_file }) = self.heads.get(head) else { return Ok(None) };
-        let mut reader =
-            csv::Reader::from_path(predictions).map_err(|e| Error::config(predictions, e.to_string()))?;
-        let header = reader.headers().map_err(|e| Error::config(predictions, e.to_string()))?.clone();
-        let (Some(file_col), Some(pred_col)) = (
-            header.iter().position(|h| h == "file"),
-            header.iter().position(|h| h == format!("{head}_pred")),
-        ) else {
-            return Ok(None);
-        };
-        let (mut n, mut wrong) = (0usize, 0usize);
-        for row in reader.records() {
-            let row = row.map_err(|e| Error::config(predictions, e.to_string()))?;
-            let (Some(truth), Some(pred)) = (
-                row.get(file_col).and_then(|f| by_file.get(f)),
-                row.get(pred_col).and_then(|v| v.parse::<f64>().ok()),
-            ) else {
-                continue;
-            };
-            let nearest =
-                centres.iter().min_by(|a, b| (a.1 - pred).abs().total_cmp(&(b.1 - pred).abs())).map(|c| &c.0);
-            n += 1;
-            wrong += (nearest != Some(truth)) as usize;
-        }
-        Ok((n > 0).then(|| wrong as f64 / n as f64))
+/// Removes the `[[consistency]]` pairs that name a head not in `kept`.
+fn keep_consistency_of(config: &mut toml::Table, kept: &[toml::Table]) {
+    let Some(toml::Value::Array(pairs)) = config.get_mut("consistency") else { return };
+    let has = |pair: &toml::Value, key: &str| {
+        pair.get(key).and_then(toml::Value::as_str).is_some_and(|n| kept.iter().any(|h| head_name(h) == n))
+    };
+    pairs.retain(|p| has(p, "value") && has(p, "class"));
+    if pairs.is_empty() {
+        config.remove("consistency");
     }
 }
 
 /// Reads a finished point's run folder.
-fn read_point(p: &Point, dir: &Path, centres: Option<&ClassCentres>) -> Result<PointResult> {
+fn read_point(p: &Point, dir: &Path) -> Result<PointResult> {
     let path = dir.join("metrics.json");
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
     let m: Value = serde_json::from_str(&text).map_err(|e| Error::config(&path, e.to_string()))?;
@@ -519,10 +450,12 @@ fn read_point(p: &Point, dir: &Path, centres: Option<&ClassCentres>) -> Result<P
     if let Some(hs) = m.get("heads").and_then(Value::as_object) {
         for name in p.heads.split('+') {
             let Some(h) = hs.get(name) else { continue };
-            let rounded = match centres {
-                Some(c) => c.rounded_error(name, &dir.join("predictions.csv"))?,
-                None => None,
-            };
+            let rounded = m
+                .get("consistency")
+                .and_then(Value::as_array)
+                .and_then(|pairs| pairs.iter().find(|c| c.get("value").and_then(Value::as_str) == Some(name)))
+                .and_then(|c| c.get("rounded_error"))
+                .and_then(Value::as_f64);
             heads.push(HeadResult {
                 name: name.to_string(),
                 kind: h.get("type").and_then(Value::as_str).unwrap_or("").to_string(),

@@ -235,6 +235,8 @@ pub struct MultiHeadModel {
     heads: Vec<Box<dyn PropertyHead>>,
     names: Vec<String>,
     weights: Vec<f64>,
+    /// `[n_heads]` trained log-variances, with learned loss weighting.
+    log_vars: Option<Tensor>,
 }
 
 impl std::fmt::Debug for MultiHeadModel {
@@ -243,6 +245,7 @@ impl std::fmt::Debug for MultiHeadModel {
             .field("trunk", &self.trunk)
             .field("heads", &self.names)
             .field("weights", &self.weights)
+            .field("learned_weights", &self.log_vars.is_some())
             .finish()
     }
 }
@@ -298,7 +301,50 @@ impl MultiHeadModel {
             names: heads.iter().map(|(c, _)| c.borrow().name().to_string()).collect(),
             weights: heads.iter().map(|(c, _)| c.borrow().loss_weight()).collect(),
             heads: built,
+            log_vars: None,
         })
+    }
+
+    /// Switches the objective to learned uncertainty weighting (Kendall, Gal
+    /// and Cipolla 2018): one trained log-variance `s_i` per head, the
+    /// variable `log_var` (`[n_heads]`, starting at 0) under `p`, and
+    /// [`total_loss`](Self::total_loss) becomes
+    /// `Σ weight_i · (exp(-s_i) · loss_i + s_i / 2)`.
+    ///
+    /// ```
+    /// use furcate_core::head::regression::RegressionConfig;
+    /// use furcate_core::model::MultiHeadModel;
+    /// use furcate_core::HeadConfig;
+    /// use tch::{nn, Device, Tensor};
+    ///
+    /// let a: Box<dyn HeadConfig> = Box::new(RegressionConfig::new("a"));
+    /// let b: Box<dyn HeadConfig> = Box::new(RegressionConfig::new("b"));
+    /// let state = serde_json::json!({ "mean": 0.0, "std": 1.0 });
+    /// let vs = nn::VarStore::new(Device::Cpu);
+    /// let model = MultiHeadModel::new(&vs.root(), 4, None, &[(a, state.clone()), (b, state)])?
+    ///     .with_learned_weights(&(vs.root() / "loss_weighting"));
+    /// assert_eq!(model.effective_weights(), vec![1.0, 1.0]);
+    /// // At s = 0 the objective is the plain sum.
+    /// let total = model.total_loss(&[Tensor::from(2.0f32), Tensor::from(3.0f32)]);
+    /// assert_eq!(total.double_value(&[]), 5.0);
+    /// assert!(vs.variables().contains_key("loss_weighting.log_var"));
+    /// # Ok::<(), furcate_core::Error>(())
+    /// ```
+    pub fn with_learned_weights(mut self, p: &nn::Path) -> Self {
+        self.log_vars = Some(p.zeros("log_var", &[self.heads.len() as i64]));
+        self
+    }
+
+    /// Each head's current weight in the objective: its configured weight,
+    /// times `exp(-s_i)` with learned weighting.
+    pub fn effective_weights(&self) -> Vec<f64> {
+        match &self.log_vars {
+            None => self.weights.clone(),
+            Some(s) => {
+                let s = to_vec_f64(s);
+                self.weights.iter().zip(s).map(|(w, s)| w * (-s).exp()).collect()
+            }
+        }
     }
 
     /// The trunk, when there is one.
@@ -348,12 +394,21 @@ impl MultiHeadModel {
         self.heads.iter().zip(outputs).zip(targets).map(|((h, o), t)| h.masked_loss(o, t)).collect()
     }
 
-    /// The training objective: Σ weight_i · loss_i.
+    /// The training objective: Σ weight_i · loss_i, or with learned weighting
+    /// ([`with_learned_weights`](Self::with_learned_weights))
+    /// Σ weight_i · (exp(-s_i) · loss_i + s_i / 2).
     ///
     /// # Shapes
     /// One scalar per head -> scalar.
     pub fn total_loss(&self, losses: &[Tensor]) -> Tensor {
-        let mut terms = losses.iter().zip(&self.weights).map(|(l, w)| l * *w);
+        let mut terms =
+            losses.iter().zip(&self.weights).enumerate().map(|(i, (l, w))| match &self.log_vars {
+                None => l * *w,
+                Some(s) => {
+                    let s = s.get(i as i64);
+                    (l * (-&s).exp() + s * 0.5) * *w
+                }
+            });
         match terms.next() {
             Some(first) => terms.fold(first, |acc, t| acc + t),
             None => Tensor::from(0.0f32),

@@ -252,6 +252,27 @@ fn heads_from_metrics_alone_and_missing_optional_files() -> Result<()> {
 }
 
 #[test]
+fn learned_loss_weights_and_consistency_are_tabled() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path();
+    let metrics = json!({
+        "loss_weighting": "uncertainty",
+        "loss_weights": {"fraction": 2.5, "bin": 0.125},
+        "consistency": [{"value": "fraction", "class": "bin", "agreement": 0.75, "rounded_error": 0.25, "n": 8}],
+        "heads": {"fraction": {"type": "regression", "metrics": {"mae": 0.5}}},
+    });
+    fs::write(dir.join("metrics.json"), metrics.to_string())?;
+    let html = fs::read_to_string(write_report(dir)?.html)?;
+    assert!(html.contains("Loss weights (uncertainty)"), "{html}");
+    assert!(html.contains("<td>bin</td><td class=\"num\">0.1250</td>"), "{html}");
+    assert!(html.contains("Consistency of values and classes"), "{html}");
+    assert!(html.contains("75.0000 %") && html.contains("25.0000 %"), "{html}");
+    // Shown in their own tables, not as raw JSON in the summary.
+    assert!(!html.contains("{&quot;") && !html.contains("[{"), "{html}");
+    Ok(())
+}
+
+#[test]
 fn missing_metrics_json_is_an_error_naming_it() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     write_history(tmp.path(), &["a"], 3, true)?;

@@ -221,6 +221,11 @@ impl PropertyHead for OrdinalHead {
         &self.name
     }
 
+    /// The class names in order; rank `k` is class `k`.
+    fn classes(&self) -> Option<&[String]> {
+        Some(&self.classes)
+    }
+
     /// Cumulative logits `g(x) + b_k`, one per threshold (logit of `P(y > k)`).
     ///
     /// # Shapes

@@ -189,11 +189,6 @@ pub struct ClassificationHead {
 }
 
 impl ClassificationHead {
-    /// The class names; output column `k` is class `k`.
-    pub fn classes(&self) -> &[String] {
-        &self.classes
-    }
-
     fn invalid_input(&self, message: String) -> Error {
         Error::Invalid(format!("head `{}`: {message}", self.name))
     }
@@ -202,6 +197,11 @@ impl ClassificationHead {
 impl PropertyHead for ClassificationHead {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The class names; output column `k` is class `k`.
+    fn classes(&self) -> Option<&[String]> {
+        Some(&self.classes)
     }
 
     /// Logits, one column per class.

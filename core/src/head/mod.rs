@@ -144,12 +144,20 @@ pub trait PropertyHead: Send {
     /// Scores predictions against raw labels (missing labels are skipped).
     fn score(&self, predictions: &[Prediction], labels: &Labels) -> Result<HeadScore>;
 
+    /// The class names, for heads that predict classes (`None` for value heads).
+    fn classes(&self) -> Option<&[String]> {
+        None
+    }
+
     /// The loss over the rows whose mask is set; zero (still attached to the
     /// graph) when no row has a label.
     ///
     /// # Shapes
     /// `output`: `[N, K]`, `targets`: `[N, ...]` with mask `[N]` -> scalar.
     fn masked_loss(&self, output: &Tensor, targets: &Targets) -> Tensor {
+        if targets.mask.numel() > 0 && targets.mask.all().int64_value(&[]) != 0 {
+            return self.loss(output, &targets.values.to_device(output.device()));
+        }
         let idx = targets.mask.nonzero().squeeze_dim(1);
         if idx.size()[0] == 0 {
             return output.sum(Kind::Float) * 0.0;

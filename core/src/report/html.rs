@@ -41,7 +41,8 @@ figure{display:inline-block;margin:.5em 1em .5em 0;vertical-align:top}img{max-wi
 figcaption{font-size:.9em;color:#555}.note{color:#8a5300}code{font-size:.95em}";
 
 /// Keys of metrics shown as percentages.
-const RATES: [&str; 4] = ["accuracy", "error_rate", "cumulative_error", "exact_match_rate"];
+const RATES: [&str; 6] =
+    ["accuracy", "error_rate", "cumulative_error", "exact_match_rate", "agreement", "rounded_error"];
 
 /// Metrics shown first, in this order, with these names; any other key follows as it is.
 const KNOWN: [(&str, &str); 8] = [
@@ -122,10 +123,60 @@ fn summary(out: &mut String, m: &Map<String, Value>) {
     }
     for (key, v) in m {
         let listed = rows.iter().any(|r| r.1 == key)
-            || matches!(key.as_str(), "heads" | "extractor" | "weights_sha256");
+            || matches!(
+                key.as_str(),
+                "heads" | "extractor" | "weights_sha256" | "loss_weights" | "consistency"
+            );
         if !listed {
             row(out, key, key, v);
         }
+    }
+    out.push_str("</table>\n");
+    loss_weights(out, m);
+    consistency(out, m);
+}
+
+/// Each head's weight in the objective at the end of training.
+fn loss_weights(out: &mut String, m: &Map<String, Value>) {
+    let Some(weights) = m.get("loss_weights").and_then(Value::as_object).filter(|w| !w.is_empty()) else {
+        return;
+    };
+    let how = m.get("loss_weighting").and_then(Value::as_str).unwrap_or("fixed");
+    let _ =
+        writeln!(out, "<h3>Loss weights ({})</h3>\n<table>\n<tr><th>head</th><th>weight</th></tr>", esc(how));
+    for (head, w) in weights {
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td class=\"num\">{}</td></tr>",
+            esc(head),
+            esc(&value_text("", w))
+        );
+    }
+    out.push_str("</table>\n");
+}
+
+/// Agreement of value heads with the heads predicting their bins.
+fn consistency(out: &mut String, m: &Map<String, Value>) {
+    let Some(pairs) = m.get("consistency").and_then(Value::as_array).filter(|p| !p.is_empty()) else {
+        return;
+    };
+    out.push_str(
+        "<h3>Consistency of values and classes</h3>\n<p>Each predicted value rounded to the nearest class \
+         centre, against the class head's prediction (agreement) and against the true class.</p>\n<table>\n\
+         <tr><th>value head</th><th>class head</th><th>agreement</th><th>rounded value's error rate</th><th>n</th></tr>\n",
+    );
+    for p in pairs {
+        let text = |k: &str| p.get(k).map_or_else(|| "n/a".to_string(), |v| value_text(k, v));
+        let name = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+            esc(&name("value")),
+            esc(&name("class")),
+            esc(&text("agreement")),
+            esc(&text("rounded_error")),
+            esc(&text("n")),
+        );
     }
     out.push_str("</table>\n");
 }

@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use serde_json::{json, Value};
 use tch::{nn, Device, Kind, Tensor};
 
-use crate::config::{LoadedConfig, RunConfig};
+use crate::config::{LoadedConfig, LossWeighting, RunConfig};
 use crate::data::{image, split, Dataset};
 use crate::extractor::FeatureExtractor;
 use crate::features::FeatureCache;
@@ -61,8 +61,135 @@ pub struct Evaluation {
     pub cumulative_error: Option<f64>,
     /// Fraction of samples that every head with a verdict got right.
     pub exact_match_rate: Option<f64>,
+    /// Agreement of value heads with the heads predicting their bins.
+    pub consistency: Vec<Consistency>,
     /// Rows scored.
     pub n: usize,
+}
+
+/// How a value head's predictions, rounded to the nearest class centre, agree
+/// with a class head's (see [`crate::config::ConsistencyPair`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Consistency {
+    /// The value head.
+    pub value: String,
+    /// The class head.
+    pub class: String,
+    /// Fraction of rows where the rounded value is the class head's prediction.
+    pub agreement: f64,
+    /// Fraction of labelled rows where the rounded value is not the true class.
+    pub rounded_error: Option<f64>,
+    /// Rows compared.
+    pub n: usize,
+}
+
+/// A value head, a class head and each class's centre.
+#[derive(Debug, Clone)]
+struct Pair {
+    value: usize,
+    class: usize,
+    centres: Vec<(String, f64)>,
+}
+
+/// The pairs [`Consistency`] is computed for: the config's `[[consistency]]`
+/// list, or (when it is empty) every head without classes paired with every
+/// class head whose class names are all numbers. Errors name the
+/// `[[consistency]]` entry that does not fit the model.
+fn consistency_pairs(config: &RunConfig, model: &MultiHeadModel) -> Result<Vec<Pair>> {
+    let heads = model.heads();
+    let numeric = |classes: &[String]| -> Option<Vec<(String, f64)>> {
+        classes.iter().map(|c| c.trim().parse::<f64>().ok().map(|v| (c.clone(), v))).collect()
+    };
+    if config.consistency.is_empty() {
+        let mut pairs = Vec::new();
+        for (class, h) in heads.iter().enumerate() {
+            let Some(centres) = h.classes().and_then(numeric) else { continue };
+            for (value, v) in heads.iter().enumerate() {
+                if v.classes().is_none() {
+                    pairs.push(Pair { value, class, centres: centres.clone() });
+                }
+            }
+        }
+        return Ok(pairs);
+    }
+    let index = |name: &str, role: &str| {
+        heads.iter().position(|h| h.name() == name).ok_or_else(|| {
+            Error::Invalid(format!("[[consistency]] {role} = \"{name}\": the model has no head of that name"))
+        })
+    };
+    config
+        .consistency
+        .iter()
+        .map(|p| {
+            let (value, class) = (index(&p.value, "value")?, index(&p.class, "class")?);
+            let Some(classes) = heads[class].classes() else {
+                return Err(Error::Invalid(format!(
+                    "[[consistency]] class = \"{}\": that head does not predict classes",
+                    p.class
+                )));
+            };
+            let centres = match &p.centres {
+                Some(map) => classes
+                    .iter()
+                    .map(|c| {
+                        map.get(c).map(|v| (c.clone(), *v)).ok_or_else(|| {
+                            Error::Invalid(format!(
+                                "[[consistency]] class = \"{}\": `centres` has no entry for class `{c}`",
+                                p.class
+                            ))
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?,
+                None => numeric(classes).ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "[[consistency]] class = \"{}\": its classes ({}) are not all numbers; give `centres`",
+                        p.class,
+                        classes.join(", ")
+                    ))
+                })?,
+            };
+            Ok(Pair { value, class, centres })
+        })
+        .collect()
+}
+
+/// The class whose centre is nearest to `value` (the first of equals).
+fn nearest_class(centres: &[(String, f64)], value: f64) -> Option<&str> {
+    centres.iter().min_by(|a, b| (a.1 - value).abs().total_cmp(&(b.1 - value).abs())).map(|c| c.0.as_str())
+}
+
+/// [`Consistency`] of each pair over the rows of `data`.
+fn consistency(
+    config: &RunConfig,
+    model: &MultiHeadModel,
+    predictions: &[Vec<Prediction>],
+    data: &Dataset,
+) -> Result<Vec<Consistency>> {
+    let mut out = Vec::new();
+    for pair in consistency_pairs(config, model)? {
+        let truth = data.labels(config.heads[pair.class].column()).ok();
+        let (mut n, mut agree, mut labelled, mut wrong) = (0usize, 0usize, 0usize, 0usize);
+        for (i, (v, c)) in predictions[pair.value].iter().zip(&predictions[pair.class]).enumerate() {
+            let (Prediction::Value { value, .. }, Prediction::Class { label, .. }) = (v, c) else { continue };
+            let Some(rounded) = nearest_class(&pair.centres, *value) else { continue };
+            n += 1;
+            agree += (rounded == label) as usize;
+            if let Some(t) = truth.as_ref().and_then(|t| crate::head::cell(t[i])) {
+                labelled += 1;
+                wrong += (rounded != t) as usize;
+            }
+        }
+        if n > 0 {
+            out.push(Consistency {
+                value: model.heads()[pair.value].name().to_string(),
+                class: model.heads()[pair.class].name().to_string(),
+                agreement: agree as f64 / n as f64,
+                rounded_error: (labelled > 0).then(|| wrong as f64 / labelled as f64),
+                n,
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// The result of [`train_run`].
@@ -204,7 +331,10 @@ pub fn build_model(
     let vs = nn::VarStore::new(device);
     let heads: Vec<(&dyn HeadConfig, HeadState)> =
         config.heads.iter().map(|h| h.as_ref()).zip(states.iter().cloned()).collect();
-    let model = MultiHeadModel::new(&vs.root(), in_dim, config.trunk.as_ref(), &heads)?;
+    let mut model = MultiHeadModel::new(&vs.root(), in_dim, config.trunk.as_ref(), &heads)?;
+    if config.training.loss_weighting == LossWeighting::Uncertainty {
+        model = model.with_learned_weights(&(vs.root() / "loss_weighting"));
+    }
     let scaler = FeatureScaler::new(vs.root() / "input", in_dim);
     Ok((vs, model, scaler))
 }
@@ -262,7 +392,8 @@ pub fn evaluate(
         }
     }
     let exact_match_rate = (judged > 0).then(|| right as f64 / judged as f64);
-    Ok(Evaluation { heads, cumulative_error, exact_match_rate, n: data.len() })
+    let consistency = consistency(config, model, predictions, data)?;
+    Ok(Evaluation { heads, cumulative_error, exact_match_rate, consistency, n: data.len() })
 }
 
 fn partial_dir(out: &Path) -> PathBuf {
@@ -304,6 +435,7 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
     tch::manual_seed(t.seed as i64);
     let in_dim = features.size()[1];
     let (vs, model, mut scaler) = build_model(c, &states, in_dim, device)?;
+    consistency_pairs(c, &model).map_err(|e| cfg.error_at("[[consistency]]", e.to_string()))?;
     let select = |idx: &[usize]| {
         let idx = Tensor::from_slice(&idx.iter().map(|&i| i as i64).collect::<Vec<_>>());
         features.index_select(0, &idx)
@@ -348,7 +480,7 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
     checkpoint::save(&partial.join("checkpoint"), &vs, &state)?;
     let _ = std::fs::remove_file(partial.join("checkpoint").join("resume.safetensors"));
     fsutil::write_atomic(&partial.join("config.toml"), state.config.as_bytes())?;
-    let metrics = metrics_json(c, &evaluation, &outcome, weights_sha256.as_deref(), &parts)?;
+    let metrics = metrics_json(c, &model, &evaluation, &outcome, weights_sha256.as_deref(), &parts)?;
     fsutil::write_atomic(
         &partial.join("metrics.json"),
         &serde_json::to_vec_pretty(&metrics).map_err(|e| Error::Invalid(e.to_string()))?,
@@ -378,6 +510,7 @@ fn data_sha256(data: &Dataset) -> Option<String> {
 /// `metrics.json` of a run.
 pub fn metrics_json(
     config: &RunConfig,
+    model: &MultiHeadModel,
     eval: &Evaluation,
     outcome: &TrainOutcome,
     weights_sha256: Option<&str>,
@@ -407,6 +540,14 @@ pub fn metrics_json(
         "n_test": parts.test.len(),
         "cumulative_error": eval.cumulative_error,
         "exact_match_rate": eval.exact_match_rate,
+        "loss_weighting": config.training.loss_weighting,
+        "loss_weights": model
+            .head_names()
+            .into_iter()
+            .zip(model.effective_weights())
+            .map(|(name, w)| (name, json!(w)))
+            .collect::<serde_json::Map<_, _>>(),
+        "consistency": eval.consistency,
         "heads": heads,
     }))
 }
@@ -621,6 +762,17 @@ pub fn format_table(eval: &Evaluation) -> String {
     }
     if let Some(x) = eval.exact_match_rate {
         let _ = writeln!(s, "exact match (all heads right): {:.4} %", x * 100.0);
+    }
+    for c in &eval.consistency {
+        let rounded = c.rounded_error.map(|e| format!(", rounded value's error {:.4} %", e * 100.0));
+        let _ = writeln!(
+            s,
+            "consistency {} -> {}: agreement {:.4} %{}",
+            c.value,
+            c.class,
+            c.agreement * 100.0,
+            rounded.unwrap_or_default()
+        );
     }
     let _ = writeln!(s, "scored rows: {}", eval.n);
     s

@@ -57,11 +57,12 @@ impl Adam {
                     }
                     _ => {}
                 }
-                let _ = m.g_mul_scalar_(self.beta1).g_add_(&(&g * (1.0 - self.beta1)));
-                let _ = v.g_mul_scalar_(self.beta2).g_add_(&(&g * &g * (1.0 - self.beta2)));
-                let denom = (&*v / bc2).sqrt() + self.eps;
-                let update = (&*m / bc1) / denom * self.lr;
-                let _ = var.g_sub_(&update);
+                // The same arithmetic as torch.optim.Adam's single-tensor path.
+                let _ = m.lerp_(&g, 1.0 - self.beta1);
+                let _ = v.g_mul_scalar_(self.beta2).addcmul_(&(&g * (1.0 - self.beta2)), &g);
+                let mut denom = v.sqrt();
+                let _ = denom.g_div_scalar_(bc2.sqrt()).g_add_scalar_(self.eps);
+                let _ = var.addcdiv_(&(&*m * (-self.lr / bc1)), &denom);
             }
         });
     }
