@@ -145,6 +145,9 @@ pub struct HeadResult {
     /// Error rate of the prediction rounded to the nearest class of its
     /// `[[consistency]]` class head.
     pub rounded_error: Option<f64>,
+    /// Fraction of test samples inside the predicted 90 % interval (heads
+    /// that predict their uncertainty).
+    pub coverage_90: Option<f64>,
 }
 
 /// The result of one point.
@@ -462,6 +465,7 @@ fn read_point(p: &Point, dir: &Path) -> Result<PointResult> {
                 error_rate: h.get("error_rate").and_then(Value::as_f64),
                 mae: h.get("metrics").and_then(|m| m.get("mae")).and_then(Value::as_f64),
                 rounded_error: rounded,
+                coverage_90: h.get("metrics").and_then(|m| m.get("coverage_90")).and_then(Value::as_f64),
             });
         }
     }
@@ -478,15 +482,83 @@ fn read_point(p: &Point, dir: &Path) -> Result<PointResult> {
     })
 }
 
-/// Head names over all results, in first-seen order, with their kind.
-fn head_columns(results: &[PointResult]) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = Vec::new();
-    for h in results.iter().flat_map(|r| &r.heads) {
-        if !out.iter().any(|(n, _)| *n == h.name) {
-            out.push((h.name.clone(), h.kind.clone()));
+/// A number the summary reports for a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Measure {
+    /// Test error rate (discrete heads).
+    Error,
+    /// Mean absolute error (value heads).
+    Mae,
+    /// Error rate of the value rounded to its class head's bins.
+    Rounded,
+    /// Coverage of the 90 % interval.
+    Coverage,
+}
+
+impl Measure {
+    const ALL: [Measure; 4] = [Measure::Error, Measure::Mae, Measure::Rounded, Measure::Coverage];
+
+    fn of(self, h: &HeadResult) -> Option<f64> {
+        match self {
+            Measure::Error => h.error_rate,
+            Measure::Mae => h.mae,
+            Measure::Rounded => h.rounded_error,
+            Measure::Coverage => h.coverage_90,
         }
     }
-    out
+
+    /// The `results.csv` column of head `name`.
+    fn column(self, name: &str) -> String {
+        match self {
+            Measure::Error => format!("{name}_error_rate"),
+            Measure::Mae => format!("{name}_mae"),
+            Measure::Rounded => format!("{name}_rounded_error_rate"),
+            Measure::Coverage => format!("{name}_coverage_90"),
+        }
+    }
+
+    /// The `results.md` column of head `name`.
+    fn title(self, name: &str) -> String {
+        match self {
+            Measure::Error => format!("{name} error"),
+            Measure::Mae => format!("{name} MAE"),
+            Measure::Rounded => format!("{name} rounded to class: error"),
+            Measure::Coverage => format!("{name} 90 % interval coverage"),
+        }
+    }
+
+    /// Mean ± std over seeds as `results.md` shows it.
+    fn text(self, v: Option<(f64, f64)>) -> String {
+        match self {
+            Measure::Mae => v.map(|(m, sd)| format!("{m:.5} ± {sd:.5}")).unwrap_or_else(|| "-".into()),
+            _ => percent(v),
+        }
+    }
+}
+
+/// Head names over all results, in first-seen order, with the measures any
+/// point reports for them (a discrete head's error rate; a value head's MAE,
+/// and its rounded error and interval coverage where it has them).
+fn head_columns(results: &[PointResult]) -> Vec<(String, Vec<Measure>)> {
+    let mut names: Vec<String> = Vec::new();
+    for h in results.iter().flat_map(|r| &r.heads) {
+        if !names.contains(&h.name) {
+            names.push(h.name.clone());
+        }
+    }
+    names
+        .into_iter()
+        .map(|name| {
+            let has = |m: Measure| {
+                results.iter().flat_map(|r| &r.heads).any(|h| h.name == name && m.of(h).is_some())
+            };
+            let mut measures: Vec<Measure> = Measure::ALL.into_iter().filter(|m| has(*m)).collect();
+            if measures.contains(&Measure::Error) {
+                measures.retain(|m| *m == Measure::Error);
+            }
+            (name, measures)
+        })
+        .collect()
 }
 
 fn cell(v: Option<f64>) -> String {
@@ -496,12 +568,6 @@ fn cell(v: Option<f64>) -> String {
 /// `results.csv`: one row per point.
 pub fn results_csv(results: &[PointResult]) -> Result<String> {
     let heads = head_columns(results);
-    let rounded: Vec<bool> = heads
-        .iter()
-        .map(|(n, _)| {
-            results.iter().flat_map(|r| &r.heads).any(|h| h.name == *n && h.rounded_error.is_some())
-        })
-        .collect();
     let mut w = csv::Writer::from_writer(Vec::new());
     let mut header: Vec<String> = [
         "point",
@@ -517,15 +583,8 @@ pub fn results_csv(results: &[PointResult]) -> Result<String> {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    for ((name, kind), r) in heads.iter().zip(&rounded) {
-        if kind == "regression" {
-            header.push(format!("{name}_mae"));
-        } else {
-            header.push(format!("{name}_error_rate"));
-        }
-        if *r {
-            header.push(format!("{name}_rounded_error_rate"));
-        }
+    for (name, measures) in &heads {
+        header.extend(measures.iter().map(|m| m.column(name)));
     }
     header.extend(["cumulative_error", "best_epoch", "epochs_run", "wall_seconds"].map(String::from));
     w.write_record(&header).map_err(|e| Error::Invalid(e.to_string()))?;
@@ -542,12 +601,9 @@ pub fn results_csv(results: &[PointResult]) -> Result<String> {
             r.n_train.to_string(),
             r.n_test.to_string(),
         ];
-        for ((name, kind), rd) in heads.iter().zip(&rounded) {
+        for (name, measures) in &heads {
             let h = r.heads.iter().find(|h| h.name == *name);
-            row.push(cell(h.and_then(|h| if kind == "regression" { h.mae } else { h.error_rate })));
-            if *rd {
-                row.push(cell(h.and_then(|h| h.rounded_error)));
-            }
+            row.extend(measures.iter().map(|m| cell(h.and_then(|h| m.of(h)))));
         }
         row.extend([
             cell(r.cumulative_error),
@@ -608,21 +664,16 @@ pub fn results_markdown(results: &[PointResult]) -> String {
     let mut s = String::new();
     for (group, rows) in grouped(results) {
         let Some(first) = rows.first().and_then(|r| r.1.first()) else { continue };
-        let heads: Vec<&HeadResult> = first.heads.iter().collect();
-        let discrete = heads.iter().filter(|h| h.error_rate.is_some()).count();
+        let columns = head_columns(results);
+        let heads: Vec<&(String, Vec<Measure>)> =
+            columns.iter().filter(|(name, _)| first.heads.iter().any(|h| h.name == *name)).collect();
+        let discrete = heads.iter().filter(|(_, m)| m.contains(&Measure::Error)).count();
         let seeds = rows.iter().map(|r| r.1.len()).max().unwrap_or(0);
         let _ =
             writeln!(s, "### {group}\n\n{seeds} seed(s) per split; error rate as mean ± std over seeds.\n");
         let mut header = vec!["test-train split".to_string()];
-        for h in &heads {
-            if h.kind == "regression" {
-                header.push(format!("{} MAE", h.name));
-                if h.rounded_error.is_some() {
-                    header.push(format!("{} rounded to class: error", h.name));
-                }
-            } else {
-                header.push(format!("{} error", h.name));
-            }
+        for (name, measures) in &heads {
+            header.extend(measures.iter().map(|m| m.title(name)));
         }
         if discrete > 1 {
             header.push("cumulative error".into());
@@ -635,19 +686,10 @@ pub fn results_markdown(results: &[PointResult]) -> String {
             let over = |f: &dyn Fn(&PointResult) -> Option<f64>| {
                 mean_std(&points.iter().map(|p| f(p).unwrap_or(f64::NAN)).collect::<Vec<_>>())
             };
-            for h in &heads {
-                let of = |p: &PointResult| p.heads.iter().find(|x| x.name == h.name).cloned();
-                if h.kind == "regression" {
-                    row.push(
-                        over(&|p| of(p).and_then(|x| x.mae))
-                            .map(|(m, sd)| format!("{m:.5} ± {sd:.5}"))
-                            .unwrap_or_else(|| "-".into()),
-                    );
-                    if h.rounded_error.is_some() {
-                        row.push(percent(over(&|p| of(p).and_then(|x| x.rounded_error))));
-                    }
-                } else {
-                    row.push(percent(over(&|p| of(p).and_then(|x| x.error_rate))));
+            for (name, measures) in &heads {
+                for m in measures {
+                    let v = over(&|p| p.heads.iter().find(|x| x.name == *name).and_then(|x| m.of(x)));
+                    row.push(m.text(v));
                 }
             }
             if discrete > 1 {
@@ -669,8 +711,8 @@ pub fn results_markdown(results: &[PointResult]) -> String {
 fn error_plots(results: &[PointResult]) -> Result<Vec<(String, Vec<u8>)>> {
     let groups = grouped(results);
     let mut out = Vec::new();
-    for (head, kind) in head_columns(results) {
-        let regression = kind == "regression";
+    for (head, measures) in head_columns(results) {
+        let regression = !measures.contains(&Measure::Error);
         let mut series = Vec::new();
         for (group, rows) in &groups {
             let points: Vec<(f64, f64)> = rows

@@ -134,3 +134,59 @@ fn registered_types_include_the_new_extractors() {
     let types = furcate_core::registry::extractor_types();
     assert!(types.contains(&"two_point".to_string()) && types.contains(&"concat".to_string()), "{types:?}");
 }
+
+/// Six 32-px PNG images with random black/white pixels and their manifest.
+fn png_dataset(dir: &std::path::Path) -> std::path::PathBuf {
+    let mut csv = String::from("file,phase\n");
+    for i in 0..6u32 {
+        let img = image::GrayImage::from_fn(32, 32, |x, y| {
+            image::Luma([if (x * 7 + y * 13 + i * 5) % (3 + i) == 0 { 255 } else { 0 }])
+        });
+        img.save(dir.join(format!("{i}.png"))).unwrap();
+        csv.push_str(&format!("{i}.png,{}\n", i % 2));
+    }
+    let manifest = dir.join("m.csv");
+    std::fs::write(&manifest, csv).unwrap();
+    manifest
+}
+
+fn run_config(manifest: &std::path::Path, extractor: &str) -> furcate_core::config::LoadedConfig {
+    let text = format!(
+        "[data]\nmanifest = \"{}\"\nfeature_cache = \"features\"\n[extractor]\n{extractor}\n\
+         [[heads]]\ntype = \"classification\"\nname = \"phase\"\n",
+        manifest.display()
+    );
+    furcate_core::config::LoadedConfig::from_str(&text, &manifest.with_file_name("run.toml")).unwrap()
+}
+
+#[test]
+fn concat_is_cached_part_by_part() {
+    use furcate_core::progress::Silent;
+    use furcate_core::run::features_for;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = png_dataset(dir.path());
+    let features = |extractor: &str| {
+        let cfg = run_config(&manifest, extractor);
+        let data = furcate_core::data::Dataset::load(&cfg.config.data, &cfg.dir()).unwrap();
+        let e = cfg.config.extractor.build(&cfg.build_context()).unwrap();
+        let (f, stats) = features_for(&cfg, e.as_ref(), &data, &mut Silent).unwrap();
+        (f, stats.extracted, stats.hits)
+    };
+    let a = "type = \"two_point\"\nsize = 32\nwindow = 4";
+    let b = "type = \"two_point\"\nsize = 32\nwindow = 8\nperiodic = false";
+    let (fa, extracted, _) = features(a);
+    assert_eq!(extracted, 6);
+    let concat = "type = \"concat\"\nextractors = [{ type = \"two_point\", size = 32, window = 4 }, \
+                  { type = \"two_point\", size = 32, window = 8, periodic = false }]";
+    let (fc, extracted, hits) = features(concat);
+    // Part `a` comes from its own cache entry; only part `b` was extracted.
+    assert_eq!((extracted, hits), (6, 0));
+    let cache_dirs = std::fs::read_dir(dir.path().join("features")).unwrap().count();
+    assert_eq!(cache_dirs, 2, "one cache entry per part, none for the concat itself");
+    let (fb, extracted, hits) = features(b);
+    assert_eq!((extracted, hits), (0, 6), "part `b` alone reads what the concat cached");
+    assert!(fc.equal(&Tensor::cat(&[fa, fb], 1)), "the concat is its parts side by side");
+    let (again, extracted, _) = features(concat);
+    assert_eq!(extracted, 0);
+    assert!(again.equal(&fc));
+}

@@ -18,9 +18,17 @@
 //!
 //! **Features.** Part 0's features, then part 1's, ...; the width is the sum.
 //! The weights identity ([`FeatureExtractor::weights_sha256`]) combines the
-//! parts' (`none` for a part without weights), so the feature cache key
-//! changes when any part's weights do. The cache holds the concatenation as
-//! one entry.
+//! parts' (`none` for a part without weights).
+//!
+//! **Cache.** Every command (train, eval, predict, extract, experiment) gets
+//! a concat's features part by part through the feature cache
+//! ([`crate::run::features_for`]): each part is fitted from the image files
+//! at its own size and cached under its own key, exactly as that extractor
+//! alone would be, so a concat after a run of one of its parts extracts only
+//! the other parts, and a sweep over `a`, `b` and `concat[a, b]` extracts
+//! each once. [`FeatureExtractor::extract`] on a ready batch resizes that
+//! batch instead (the only choice with no files at hand), which can differ
+//! from the cached path by the resampling.
 //!
 //! ```
 //! use furcate_core::extractor::concat::ConcatConfig;
@@ -76,6 +84,10 @@ impl ExtractorConfig for ConcatConfig {
     fn input_size(&self) -> i64 {
         self.extractors.iter().map(|c| c.input_size()).max().unwrap_or(0)
     }
+
+    fn parts(&self) -> Option<&[Box<dyn ExtractorConfig>]> {
+        Some(&self.extractors)
+    }
 }
 
 /// A built `concat` extractor.
@@ -87,13 +99,6 @@ pub struct Concat {
 impl std::fmt::Debug for Concat {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Concat").field("size", &self.size).field("parts", &self.parts.len()).finish()
-    }
-}
-
-impl Concat {
-    /// The parts, in feature order.
-    pub fn parts(&self) -> &[Box<dyn FeatureExtractor>] {
-        &self.parts
     }
 }
 
@@ -154,5 +159,9 @@ impl FeatureExtractor for Concat {
     /// The smallest batch size of the parts.
     fn batch_size(&self) -> usize {
         self.parts.iter().map(|p| p.batch_size()).min().unwrap_or(32)
+    }
+
+    fn parts(&self) -> Option<&[Box<dyn FeatureExtractor>]> {
+        Some(&self.parts)
     }
 }

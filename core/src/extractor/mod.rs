@@ -124,6 +124,12 @@ pub trait FeatureExtractor: Send {
         32
     }
 
+    /// For an extractor made of others (`concat`): its parts, in feature
+    /// order, each of which the feature cache then keeps on its own.
+    fn parts(&self) -> Option<&[Box<dyn FeatureExtractor>]> {
+        None
+    }
+
     /// Features of any number of images, in batches of [`FeatureExtractor::batch_size`],
     /// calling `progress(done)` after each batch.
     ///
@@ -183,6 +189,12 @@ pub trait ExtractorConfig: Debug + Send + Sync {
 
     /// The side of the square images it consumes.
     fn input_size(&self) -> i64;
+
+    /// For an extractor made of others (`concat`): the parts' configurations,
+    /// in the order of [`FeatureExtractor::parts`].
+    fn parts(&self) -> Option<&[Box<dyn ExtractorConfig>]> {
+        None
+    }
 }
 
 impl Clone for Box<dyn ExtractorConfig> {

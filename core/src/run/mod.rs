@@ -18,7 +18,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 use crate::config::{LoadedConfig, LossWeighting, RunConfig};
 use crate::data::{image, split, Dataset};
-use crate::extractor::FeatureExtractor;
+use crate::extractor::{ExtractorConfig, FeatureExtractor};
 use crate::features::FeatureCache;
 use crate::head::{HeadConfig, HeadScore, HeadState, Prediction, Targets};
 use crate::model::MultiHeadModel;
@@ -206,6 +206,10 @@ pub struct RunSummary {
 }
 
 /// Features of every image of `data` for `cfg`'s extractor, through the feature cache.
+///
+/// An extractor made of parts (`concat`) is cached part by part, each part
+/// under the key it has on its own; its statistics count a row as extracted
+/// when any part had to extract it.
 pub fn features_for(
     cfg: &LoadedConfig,
     extractor: &dyn FeatureExtractor,
@@ -218,31 +222,65 @@ pub fn features_for(
         .par_iter()
         .map(|f| std::fs::read(f).map(|b| fsutil::sha256_bytes(&b)).map_err(|e| Error::io(f, e)))
         .collect::<Result<_>>()?;
-    let extractor_json = serde_json::to_string(&c.extractor).map_err(|e| Error::Invalid(e.to_string()))?;
-    let fit = serde_json::to_string(&c.data.fit).unwrap_or_default();
-    let key = FeatureCache::key(&extractor_json, extractor.weights_sha256().as_deref(), &fit);
     let root = match &c.data.feature_cache {
         Some(p) if p.is_absolute() => p.clone(),
         Some(p) => cfg.dir().join(p),
         None => weights::cache_dir().join("features"),
     };
-    let cache = FeatureCache::new(&root, &key);
-    let size = extractor.input_spec().size as usize;
-    cache.get_or_extract(&hashes, |rows| {
-        progress.start("extracting features", rows.len() as u64);
-        let mut parts = Vec::new();
-        let chunk = (extractor.batch_size().max(1) * 4).max(64);
-        let mut done = 0;
-        for part in rows.chunks(chunk) {
-            let files: Vec<PathBuf> = part.iter().map(|&i| data.files[i].clone()).collect();
-            let images = image::load_batch(&files, size, c.data.fit)?;
-            parts.push(extractor.extract_all(&images, &mut |_| {})?);
-            done += part.len();
-            progress.advance(done as u64, None);
+    let source = FeatureSource { data, hashes: &hashes, root: &root, fit: c.data.fit };
+    source.features(c.extractor.as_ref(), extractor, progress)
+}
+
+/// The images and cache [`features_for`] works from.
+struct FeatureSource<'a> {
+    data: &'a Dataset,
+    hashes: &'a [String],
+    root: &'a Path,
+    fit: crate::config::Fit,
+}
+
+impl FeatureSource<'_> {
+    fn features(
+        &self,
+        config: &dyn ExtractorConfig,
+        extractor: &dyn FeatureExtractor,
+        progress: &mut dyn Progress,
+    ) -> Result<(Tensor, crate::features::CacheStats)> {
+        if let (Some(configs), Some(parts)) = (config.parts(), extractor.parts()) {
+            let mut features = Vec::with_capacity(parts.len());
+            let mut extracted = 0;
+            for (c, e) in configs.iter().zip(parts) {
+                let (f, stats) = self.features(c.as_ref(), e.as_ref(), progress)?;
+                features.push(f);
+                extracted = extracted.max(stats.extracted);
+            }
+            let n = self.hashes.len();
+            return Ok((
+                Tensor::cat(&features, 1),
+                crate::features::CacheStats { hits: n - extracted, extracted },
+            ));
         }
-        progress.finish();
-        Ok(Tensor::cat(&parts, 0))
-    })
+        let config_json = serde_json::to_string(config).map_err(|e| Error::Invalid(e.to_string()))?;
+        let fit = serde_json::to_string(&self.fit).unwrap_or_default();
+        let key = FeatureCache::key(&config_json, extractor.weights_sha256().as_deref(), &fit);
+        let cache = FeatureCache::new(self.root, &key);
+        let size = extractor.input_spec().size as usize;
+        cache.get_or_extract(self.hashes, |rows| {
+            progress.start("extracting features", rows.len() as u64);
+            let mut parts = Vec::new();
+            let chunk = (extractor.batch_size().max(1) * 4).max(64);
+            let mut done = 0;
+            for part in rows.chunks(chunk) {
+                let files: Vec<PathBuf> = part.iter().map(|&i| self.data.files[i].clone()).collect();
+                let images = image::load_batch(&files, size, self.fit)?;
+                parts.push(extractor.extract_all(&images, &mut |_| {})?);
+                done += part.len();
+                progress.advance(done as u64, None);
+            }
+            progress.finish();
+            Ok(Tensor::cat(&parts, 0))
+        })
+    }
 }
 
 /// The columns of the heads that stratify the split (the discrete ones).
