@@ -163,8 +163,9 @@ pub fn regression(pairs: &[(f64, f64)], tolerance: Option<f64>) -> RegressionMet
     }
 }
 
-/// `value` as a JSON object, for [`crate::HeadScore::metrics`].
-pub(crate) fn to_map<T: Serialize>(value: &T) -> serde_json::Map<String, serde_json::Value> {
+/// `value` as a JSON object, for [`crate::HeadScore::metrics`] (empty when
+/// it does not serialise to an object).
+pub fn to_map<T: Serialize>(value: &T) -> serde_json::Map<String, serde_json::Value> {
     match serde_json::to_value(value) {
         Ok(serde_json::Value::Object(map)) => map,
         _ => serde_json::Map::new(),

@@ -424,8 +424,9 @@ impl MultiHeadModel {
     }
 }
 
-/// `t` as a flat `Vec<f64>` on the CPU.
-pub(crate) fn to_vec_f64(t: &Tensor) -> Vec<f64> {
+/// `t` as a flat `Vec<f64>` on the CPU (NaN where it cannot be read); for
+/// heads' [`decode`](crate::PropertyHead::decode) and scores.
+pub fn to_vec_f64(t: &Tensor) -> Vec<f64> {
     let flat = t.detach().to_device(tch::Device::Cpu).to_kind(Kind::Double).reshape([-1]);
     Vec::<f64>::try_from(&flat).unwrap_or_else(|_| vec![f64::NAN; flat.numel()])
 }

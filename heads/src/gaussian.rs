@@ -41,7 +41,11 @@ use furcate_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};
 
-use crate::{cell, one, to_map, to_vec_f64, yes};
+use furcate_core::head::cell;
+use furcate_core::metrics::to_map;
+use furcate_core::model::to_vec_f64;
+
+use crate::{one, yes};
 
 /// The 95 % quantile of the standard normal: the central 90 % interval is `μ ± Z90 σ`.
 pub const Z90: f64 = 1.644_853_626_951_472_2;

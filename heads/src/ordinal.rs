@@ -41,7 +41,11 @@ use furcate_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Reduction, Tensor};
 
-use crate::{cell, one, to_map, to_vec_f64};
+use furcate_core::head::{cell, class_list};
+use furcate_core::metrics::to_map;
+use furcate_core::model::to_vec_f64;
+
+use crate::one;
 
 /// The `[[heads]]` table of `type = "ordinal"`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -71,21 +75,6 @@ impl OrdinalConfig {
 
     fn invalid(&self, message: impl std::fmt::Display) -> Error {
         Error::Invalid(format!("head `{}`: {message}", self.name))
-    }
-
-    /// The ordered class list of a state made by [`fit`](HeadConfig::fit).
-    fn classes(&self, state: &HeadState) -> Result<Vec<String>> {
-        let classes: Vec<String> = state
-            .get("classes")
-            .and_then(|c| serde_json::from_value(c.clone()).ok())
-            .ok_or_else(|| self.invalid(format!("state must be {{\"classes\": [names]}}, got {state}")))?;
-        if classes.is_empty() {
-            return Err(self.invalid("state has no classes"));
-        }
-        if classes.iter().collect::<BTreeSet<_>>().len() != classes.len() {
-            return Err(self.invalid(format!("state lists a class twice: {classes:?}")));
-        }
-        Ok(classes)
     }
 }
 
@@ -140,7 +129,7 @@ impl HeadConfig for OrdinalConfig {
     }
 
     fn build(&self, path: nn::Path, in_dim: i64, state: &HeadState) -> Result<Box<dyn PropertyHead>> {
-        let classes = self.classes(state)?;
+        let classes = class_list(&self.name, state)?;
         let mlp = Mlp::new(&path, in_dim, &self.hidden, "hidden", Activation::Relu, self.dropout)
             .and_then(|m| m.with_output(&path, 1))
             .map_err(|e| self.invalid(e))?;

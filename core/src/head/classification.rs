@@ -31,7 +31,8 @@ use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Reduction, Tensor};
 
 use super::{
-    cell, encode_cells, HeadConfig, HeadScore, HeadState, Labels, Prediction, PropertyHead, Targets,
+    cell, class_list, encode_cells, HeadConfig, HeadScore, HeadState, Labels, Prediction, PropertyHead,
+    Targets,
 };
 use crate::metrics::{self, to_map};
 use crate::model::{to_vec_f64, Activation, Mlp};
@@ -100,21 +101,6 @@ impl ClassificationConfig {
         }
         Ok(())
     }
-
-    /// The class list of a state made by [`fit`](HeadConfig::fit).
-    fn classes(&self, state: &HeadState) -> Result<Vec<String>> {
-        let classes: Vec<String> = state
-            .get("classes")
-            .and_then(|c| serde_json::from_value(c.clone()).ok())
-            .ok_or_else(|| self.invalid(format!("state must be {{\"classes\": [names]}}, got {state}")))?;
-        if classes.is_empty() {
-            return Err(self.invalid("state has no classes"));
-        }
-        if classes.iter().collect::<BTreeSet<_>>().len() != classes.len() {
-            return Err(self.invalid(format!("state lists a class twice: {classes:?}")));
-        }
-        Ok(classes)
-    }
 }
 
 #[typetag::serde(name = "classification")]
@@ -150,7 +136,7 @@ impl HeadConfig for ClassificationConfig {
 
     fn build(&self, path: nn::Path, in_dim: i64, state: &HeadState) -> Result<Box<dyn PropertyHead>> {
         self.check()?;
-        let classes = self.classes(state)?;
+        let classes = class_list(&self.name, state)?;
         let class_weights = match &self.class_weights {
             None => None,
             Some(map) => {

@@ -24,9 +24,36 @@ pub mod classification;
 pub mod regression;
 
 /// A label cell with surrounding whitespace removed; `None` when it is missing
-/// or blank.
-pub(crate) fn cell(label: Option<&str>) -> Option<&str> {
+/// or blank (the convention of every built-in head).
+pub fn cell(label: Option<&str>) -> Option<&str> {
     label.map(str::trim).filter(|l| !l.is_empty())
+}
+
+/// The class list of a discrete head's state `{"classes": [...]}`, checked:
+/// present, non-empty, no class twice. Errors name head `head`.
+///
+/// ```
+/// use furcate_core::head::class_list;
+///
+/// let state = serde_json::json!({ "classes": ["ferrite", "pearlite"] });
+/// assert_eq!(class_list("phase", &state)?, ["ferrite", "pearlite"]);
+/// let twice = serde_json::json!({ "classes": ["a", "a"] });
+/// assert!(class_list("phase", &twice).unwrap_err().to_string().contains("head `phase`"));
+/// # Ok::<(), furcate_core::Error>(())
+/// ```
+pub fn class_list(head: &str, state: &HeadState) -> Result<Vec<String>> {
+    let invalid = |m: String| crate::Error::Invalid(format!("head `{head}`: {m}"));
+    let classes: Vec<String> = state
+        .get("classes")
+        .and_then(|c| serde_json::from_value(c.clone()).ok())
+        .ok_or_else(|| invalid(format!("state must be {{\"classes\": [names]}}, got {state}")))?;
+    if classes.is_empty() {
+        return Err(invalid("state has no classes".into()));
+    }
+    if classes.iter().collect::<std::collections::BTreeSet<_>>().len() != classes.len() {
+        return Err(invalid(format!("state lists a class twice: {classes:?}")));
+    }
+    Ok(classes)
 }
 
 /// Encodes each present label with `f(index, label)` (surrounding whitespace
