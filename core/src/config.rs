@@ -191,7 +191,8 @@ pub struct TrainingConfig {
     pub device: DeviceSpec,
     /// Standardise each feature with the training rows' mean and std before
     /// the trunk and heads. Off by default: on the synthetic set it speeds up
-    /// over-fitting of low-variance dimensions more than it helps.
+    /// over-fitting of low-variance dimensions more than it helps. Refused
+    /// with `extractor.trainable_stages > 0`.
     #[serde(default)]
     pub standardise_features: bool,
     /// Write a resumable checkpoint every this many epochs.
@@ -335,6 +336,16 @@ impl LoadedConfig {
             return Err(self.error_at(
                 "patience",
                 "training.patience needs a validation part: set training.validation_fraction",
+            ));
+        }
+        if t.standardise_features && c.extractor.trainable_stages() > 0 {
+            return Err(self.error_at(
+                "standardise_features",
+                format!(
+                    "training.standardise_features cannot be used with extractor.trainable_stages = {}: \
+                     it would rescale the activations the pretrained stages take; turn one of them off",
+                    c.extractor.trainable_stages()
+                ),
             ));
         }
         if c.extractor.input_size() < 32 {

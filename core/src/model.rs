@@ -1,14 +1,17 @@
-//! The trainable part of furcate: an optional shared trunk (the thesis's
-//! `fc_layer`) and one head per property, on the frozen extractor's features.
+//! The trainable part of furcate: an optional trainable tail of the backbone
+//! (partial fine-tuning), an optional shared trunk (the thesis's `fc_layer`)
+//! and one head per property, on the frozen extractor's features.
 //!
 //! ```text
-//! features [N, D] ──► trunk? ──► head_1 … head_n      total loss = Σ weight_i · loss_i
+//! features [N, D] ──► tail? ──► trunk? ──► head_1 … head_n      total loss = Σ weight_i · loss_i
 //! ```
 //!
 //! The model's variables live in their own [`nn::VarStore`], never in the
-//! extractor's: an optimiser built on that store trains the trunk and the heads
-//! and cannot touch the frozen backbone. The trunk sits under `trunk.` and each
-//! head under `heads.<name>.`, so checkpoints name every variable by its head.
+//! extractor's: an optimiser built on that store trains the tail, the trunk and
+//! the heads and cannot touch the frozen backbone. The tail sits under
+//! `backbone.` (by [`crate::run::build_model_for`]'s convention), the trunk
+//! under `trunk.` and each head under `heads.<name>.`, so checkpoints name
+//! every variable by its part.
 //!
 //! ```
 //! use furcate_core::head::classification::ClassificationConfig;
@@ -38,6 +41,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 use tch::{nn, nn::Module, Kind, Tensor};
 
+use crate::extractor::TrainableTail;
 use crate::head::{HeadConfig, HeadState, Prediction, PropertyHead, Targets};
 use crate::{Error, Result};
 
@@ -229,8 +233,13 @@ impl Trunk {
     }
 }
 
-/// Optional trunk plus heads, with each head's loss weight.
+/// Rows per forward pass of [`MultiHeadModel::forward_eval`] when the model has a tail.
+pub const EVAL_ROWS: i64 = 256;
+
+/// Optional tail and trunk plus heads, with each head's loss weight.
 pub struct MultiHeadModel {
+    tail: Option<Box<dyn TrainableTail>>,
+    feature_dim: i64,
     trunk: Option<Trunk>,
     heads: Vec<Box<dyn PropertyHead>>,
     names: Vec<String>,
@@ -242,6 +251,7 @@ pub struct MultiHeadModel {
 impl std::fmt::Debug for MultiHeadModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MultiHeadModel")
+            .field("tail", &self.tail.as_ref().map(|t| (t.in_dim(), t.out_dim())))
             .field("trunk", &self.trunk)
             .field("heads", &self.names)
             .field("weights", &self.weights)
@@ -253,7 +263,9 @@ impl std::fmt::Debug for MultiHeadModel {
 impl MultiHeadModel {
     /// Builds the trunk under `vs_root / "trunk"` (when given) and each head
     /// under `vs_root / "heads" / <name>`, from its config and the state its
-    /// [`HeadConfig::fit`] made. `in_dim` is the extractor's feature width.
+    /// [`HeadConfig::fit`] made. `in_dim` is the width of the features the
+    /// trunk (or the heads) take: the extractor's, or the output of the tail
+    /// added with [`with_tail`](Self::with_tail).
     ///
     /// Errors on no heads, duplicate head names, a name that is empty or holds
     /// a `.`, a negative or non-finite loss weight, and whatever the trunk's or
@@ -297,6 +309,8 @@ impl MultiHeadModel {
             built.push(config.build(&root / config.name(), head_in, state)?);
         }
         Ok(MultiHeadModel {
+            tail: None,
+            feature_dim: in_dim,
             trunk,
             names: heads.iter().map(|(c, _)| c.borrow().name().to_string()).collect(),
             weights: heads.iter().map(|(c, _)| c.borrow().loss_weight()).collect(),
@@ -347,6 +361,56 @@ impl MultiHeadModel {
         }
     }
 
+    /// Puts `tail`, the trainable last stages of the backbone (built in the
+    /// same `VarStore`), before the trunk: the model then takes the features
+    /// at the extractor's frozen boundary, `[N, tail.in_dim()]`. Errors when
+    /// the tail's output width is not the `in_dim` the model was built for.
+    ///
+    /// ```
+    /// use furcate_core::extractor::resnet50::ResNet50Config;
+    /// use furcate_core::extractor::frozen::BackboneConfig;
+    /// use furcate_core::head::classification::ClassificationConfig;
+    /// use furcate_core::model::MultiHeadModel;
+    /// use furcate_core::runtime::DeviceSpec;
+    /// use furcate_core::{BuildContext, ExtractorConfig, FeatureExtractor, HeadConfig};
+    /// use tch::{nn, Device, Kind, Tensor};
+    ///
+    /// let cfg =
+    ///     BackboneConfig { size: 32, trainable_stages: 1, device: DeviceSpec::Cpu, ..Default::default() };
+    /// let extractor = ResNet50Config(cfg).build(&BuildContext::default())?;
+    /// let vs = nn::VarStore::new(Device::Cpu);
+    /// let tail = extractor.trainable_tail(&(vs.root() / "backbone"))?.expect("a tail");
+    /// let head: Box<dyn HeadConfig> = Box::new(ClassificationConfig::new("kind"));
+    /// let heads = vec![(head, serde_json::json!({ "classes": ["a", "b"] }))];
+    /// let model = MultiHeadModel::new(&vs.root(), tail.out_dim(), None, &heads)?.with_tail(tail)?;
+    /// let boundary = extractor.extract(&Tensor::zeros([2, 1, 32, 32], (Kind::Float, Device::Cpu)))?;
+    /// assert_eq!(model.forward(&boundary, false)[0].size(), [2, 2]);
+    /// assert!(vs.variables().contains_key("backbone.layer4.2.conv3.weight"));
+    /// # Ok::<(), furcate_core::Error>(())
+    /// ```
+    pub fn with_tail(mut self, tail: Box<dyn TrainableTail>) -> Result<MultiHeadModel> {
+        if tail.out_dim() != self.feature_dim {
+            return Err(Error::Invalid(format!(
+                "the trainable tail gives {} features but the model was built for {}",
+                tail.out_dim(),
+                self.feature_dim
+            )));
+        }
+        self.tail = Some(tail);
+        Ok(self)
+    }
+
+    /// The trainable tail, when there is one.
+    pub fn tail(&self) -> Option<&dyn TrainableTail> {
+        self.tail.as_deref()
+    }
+
+    /// Width of the features the model takes: the tail's input when there is
+    /// a tail, else the trunk's (or heads') input.
+    pub fn in_dim(&self) -> i64 {
+        self.tail.as_ref().map_or(self.feature_dim, |t| t.in_dim())
+    }
+
     /// The trunk, when there is one.
     pub fn trunk(&self) -> Option<&Trunk> {
         self.trunk.as_ref()
@@ -367,16 +431,47 @@ impl MultiHeadModel {
         &self.weights
     }
 
-    /// Every head's raw output; dropout only when `train`.
+    /// Every head's raw output: tail, trunk, heads; dropout only when `train`.
     ///
     /// # Shapes
     /// `features`: `[N, D]` -> one `[N, K_i]` per head.
     pub fn forward(&self, features: &Tensor, train: bool) -> Vec<Tensor> {
-        let shared = match &self.trunk {
+        let features = match &self.tail {
             Some(t) => t.forward_t(features, train),
             None => features.shallow_clone(),
         };
+        let shared = match &self.trunk {
+            Some(t) => t.forward_t(&features, train),
+            None => features,
+        };
         self.heads.iter().map(|h| h.forward(&shared, train)).collect()
+    }
+
+    /// Every head's raw output in evaluation mode, under no-grad. With a
+    /// tail, the rows go through in chunks of [`EVAL_ROWS`] so that the
+    /// tail's activations stay small; each row's output is the same as
+    /// [`forward`](Self::forward)'s.
+    ///
+    /// # Shapes
+    /// `features`: `[N, D]` -> one `[N, K_i]` per head.
+    pub fn forward_eval(&self, features: &Tensor) -> Vec<Tensor> {
+        tch::no_grad(|| {
+            let n = features.size().first().copied().unwrap_or(0);
+            if self.tail.is_none() || n <= EVAL_ROWS {
+                return self.forward(features, false);
+            }
+            let mut parts: Vec<Vec<Tensor>> = self.heads.iter().map(|_| Vec::new()).collect();
+            let mut start = 0;
+            while start < n {
+                let len = EVAL_ROWS.min(n - start);
+                for (part, out) in parts.iter_mut().zip(self.forward(&features.narrow(0, start, len), false))
+                {
+                    part.push(out);
+                }
+                start += len;
+            }
+            parts.iter().map(|p| Tensor::cat(p, 0)).collect()
+        })
     }
 
     /// Each head's loss over the samples it has a label for

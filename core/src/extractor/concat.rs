@@ -69,6 +69,13 @@ impl ExtractorConfig for ConcatConfig {
                 "extractor `concat`: `extractors` is empty; list at least one".into(),
             ));
         }
+        if let Some((i, c)) = self.extractors.iter().enumerate().find(|(_, c)| c.trainable_stages() > 0) {
+            return Err(Error::Invalid(format!(
+                "extractor `concat`, extractors[{i}]: trainable_stages = {} cannot be used inside a \
+                 concatenation (its features would not be final); set it to 0",
+                c.trainable_stages()
+            )));
+        }
         let parts = self
             .extractors
             .iter()

@@ -30,6 +30,11 @@
 //!
 //! The reference's preprocessing is ImageNet's mean and std (its README and
 //! example), the default [`super::Normalisation`] here too.
+//!
+//! Its stages, for `trainable_stages` ([`super::trainable`]), are the 7
+//! stages of MBConv blocks, the 1x1 `_conv_head` (+ `_bn1`) counting as part
+//! of the last: `trainable_stages = 1` fine-tunes `_blocks.15` and the head
+//! on cached `_blocks.14` activations (192 x size/32 x size/32 per image).
 
 use serde::{Deserialize, Serialize};
 use tch::nn;
@@ -47,7 +52,7 @@ pub const LITE0_DIM: i64 = 1280;
 pub const LITE0_CLASSES: i64 = 1000;
 
 /// The stages: (repeats, kernel, stride of the first block, expansion, input width, output width).
-const STAGES: [(usize, i64, i64, i64, i64, i64); 7] = [
+const STAGE_SPECS: [(usize, i64, i64, i64, i64, i64); 7] = [
     (1, 3, 1, 1, 32, 16),
     (2, 3, 2, 6, 16, 24),
     (2, 5, 2, 6, 24, 40),
@@ -74,6 +79,10 @@ impl ExtractorConfig for EfficientNetLite0Config {
 
     fn input_size(&self) -> i64 {
         self.0.size
+    }
+
+    fn trainable_stages(&self) -> usize {
+        self.0.trainable_stages
     }
 }
 
@@ -123,8 +132,13 @@ fn batch_norm(p: nn::Path, c: i64) -> nn::BatchNorm {
     nn::batch_norm2d(p, c, nn::BatchNormConfig { eps: BN_EPS, momentum: BN_MOMENTUM, ..Default::default() })
 }
 
-/// ReLU6, in place (as the activations it takes are fresh).
+/// ReLU6: in place (the activations it takes are fresh) where no gradient is
+/// recorded, as in the frozen network; out of place in a trainable tail, so
+/// that autograd keeps the input `clamp`'s gradient needs.
 fn relu6(mut x: Tensor) -> Tensor {
+    if x.requires_grad() {
+        return x.clamp(0.0, 6.0);
+    }
     let _ = x.clamp_(0.0, 6.0);
     x
 }
@@ -180,45 +194,80 @@ impl Block {
 }
 
 /// EfficientNet-Lite0, named as the reference state dict.
+///
+/// Its [`Network::STAGES`] are its 7 stages of MBConv blocks (`_blocks.0`;
+/// `.1`-`.2`; `.3`-`.4`; `.5`-`.7`; `.8`-`.10`; `.11`-`.14`; `.15`), the last
+/// one followed by the 1x1 `_conv_head` and `_bn1`, which belong to it.
 #[derive(Debug)]
 pub struct Lite0Net {
-    stem: SameConv,
-    bn0: nn::BatchNorm,
-    blocks: Vec<Block>,
+    stem: Option<(SameConv, nn::BatchNorm)>,
+    /// Per stage its blocks; empty for the stages a tail does not hold.
+    stages: Vec<Vec<Block>>,
     head: SameConv,
     bn1: nn::BatchNorm,
-    fc: nn::Linear,
+    fc: Option<nn::Linear>,
+}
+
+impl Lite0Net {
+    /// Runs stage `i` (with the head convolution after the last one).
+    fn stage(&self, i: usize, mut h: Tensor) -> Tensor {
+        for block in self.stages.get(i).into_iter().flatten() {
+            h = block.forward(&h);
+        }
+        if i + 1 == STAGE_SPECS.len() {
+            h = conv_bn(&h, &self.head, &self.bn1, true);
+        }
+        h
+    }
 }
 
 impl Network for Lite0Net {
     const NAME: &'static str = "efficientnet_lite0";
     const DIM: i64 = LITE0_DIM;
     const RULES: KeyRules<'static> = KeyRules { unused_ok: &[], optional: &["_fc."] };
+    const STAGES: usize = STAGE_SPECS.len();
 
-    fn new(p: &nn::Path) -> Self {
-        let stem = SameConv::new(p / "_conv_stem", 3, STEM, 3, 2, 1);
-        let bn0 = batch_norm(p / "_bn0", STEM);
-        let mut blocks = Vec::new();
-        for (repeats, kernel, stride, expand, c_in, c_out) in STAGES {
+    fn build(p: &nn::Path, first: usize) -> Self {
+        let stem = (first == 0)
+            .then(|| (SameConv::new(p / "_conv_stem", 3, STEM, 3, 2, 1), batch_norm(p / "_bn0", STEM)));
+        let mut stages = Vec::with_capacity(STAGE_SPECS.len());
+        let mut index = 0;
+        for (i, (repeats, kernel, stride, expand, c_in, c_out)) in STAGE_SPECS.into_iter().enumerate() {
+            let mut blocks = Vec::new();
             for r in 0..repeats {
-                let (c_in, stride) = if r == 0 { (c_in, stride) } else { (c_out, 1) };
-                let bp = &(p / "_blocks") / blocks.len();
-                blocks.push(Block::new(bp, c_in, c_out, kernel, stride, expand));
+                if i >= first {
+                    let (c_in, stride) = if r == 0 { (c_in, stride) } else { (c_out, 1) };
+                    let bp = &(p / "_blocks") / index;
+                    blocks.push(Block::new(bp, c_in, c_out, kernel, stride, expand));
+                }
+                index += 1;
             }
+            stages.push(blocks);
         }
-        let last = STAGES[STAGES.len() - 1].5;
+        let last = STAGE_SPECS[STAGE_SPECS.len() - 1].5;
         let head = SameConv::new(p / "_conv_head", last, LITE0_DIM, 1, 1, 1);
         let bn1 = batch_norm(p / "_bn1", LITE0_DIM);
-        let fc = nn::linear(p / "_fc", LITE0_DIM, LITE0_CLASSES, Default::default());
-        Lite0Net { stem, bn0, blocks, head, bn1, fc }
+        let fc = (first == 0).then(|| nn::linear(p / "_fc", LITE0_DIM, LITE0_CLASSES, Default::default()));
+        Lite0Net { stem, stages, head, bn1, fc }
     }
 
-    fn features(&self, x: &Tensor) -> Tensor {
-        let mut h = conv_bn(x, &self.stem, &self.bn0, true);
-        for block in &self.blocks {
-            h = block.forward(&h);
+    fn boundary(&self, x: &Tensor, end: usize) -> Tensor {
+        let mut h = match &self.stem {
+            Some((conv, bn)) => conv_bn(x, conv, bn, true),
+            None => x.shallow_clone(),
+        };
+        for i in 0..end.min(Self::STAGES) {
+            h = self.stage(i, h);
         }
-        conv_bn(&h, &self.head, &self.bn1, true).mean_dim([2i64, 3].as_slice(), false, None)
+        h
+    }
+
+    fn pooled_from(&self, h: &Tensor, start: usize) -> Tensor {
+        let mut h = h.shallow_clone();
+        for i in start..Self::STAGES {
+            h = self.stage(i, h);
+        }
+        h.mean_dim([2i64, 3].as_slice(), false, None)
     }
 }
 
@@ -240,6 +289,9 @@ impl EfficientNetLite0 {
             ));
         }
         let net = self.net();
-        frozen.run(images, |x| net.features(x).apply(&net.fc))
+        let Some(fc) = net.fc.as_ref() else {
+            return Err(Error::Invalid("efficientnet_lite0: this network was built without _fc".into()));
+        };
+        frozen.run(images, |x| net.features(x).apply(fc))
     }
 }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, VarStore};
 use tch::{Device, Kind, Tensor};
 
+use super::trainable::{BackboneTail, TrainableTail};
 use super::weights::{self, KeyRules, LoadedWeights};
 use super::{BuildContext, FeatureExtractor, InputSpec, Normalisation};
 use crate::runtime::DeviceSpec;
@@ -46,6 +47,7 @@ impl Precision {
 /// weights = "cache:efficientnet_lite0.safetensors"
 /// size = 224
 /// device = "auto"
+/// trainable_stages = 0   # > 0: fine-tune the last stages with the heads
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -76,6 +78,21 @@ pub struct BackboneConfig {
     /// Per-channel normalisation of the `[0, 1]` pixels (default `imagenet`).
     #[serde(default = "default_normalisation")]
     pub normalisation: Normalisation,
+    /// How many of the network's last stages train with the heads (default 0:
+    /// the whole network is frozen). ResNet50's stages are `layer1` ..
+    /// `layer4` (at most 4); EfficientNet-Lite0's are its 7 stages of MBConv
+    /// blocks, the last one with the 1x1 `conv_head` (at most 7). With N > 0
+    /// the extractor stops at the frozen boundary and its features (what the
+    /// cache holds) are that activation, flattened; the model gets the last N
+    /// stages as a [`TrainableTail`](super::TrainableTail). See
+    /// [`super::trainable`]. Left out of the serialised table when 0, so the
+    /// feature-cache key of a frozen extractor is what it always was.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub trainable_stages: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 fn default_size() -> i64 {
@@ -102,6 +119,7 @@ impl Default for BackboneConfig {
             precision: Precision::default(),
             cudnn_benchmark: false,
             normalisation: default_normalisation(),
+            trainable_stages: 0,
         }
     }
 }
@@ -246,36 +264,93 @@ impl Frozen {
 }
 
 /// A network architecture that a [`Backbone`] builds, loads and runs.
-pub trait Network: std::fmt::Debug + Send + Sized {
+///
+/// The network is a stem, [`Network::STAGES`] stages and a global average
+/// pool. [`Network::build`] can make only the last stages (the trainable tail
+/// of partial fine-tuning, [`super::trainable`]), under the same names.
+pub trait Network: std::fmt::Debug + Send + Sized + 'static {
     /// Its `type` name, for messages.
     const NAME: &'static str;
     /// Width `D` of its features.
     const DIM: i64;
     /// Which tensor names of a weights file it can do without.
     const RULES: KeyRules<'static>;
+    /// Its stages, the most that `trainable_stages` may unfreeze.
+    const STAGES: usize;
 
-    /// Makes its variables under `p`, named as its reference state dict.
-    fn new(p: &nn::Path) -> Self;
+    /// Makes the variables of stages `first..STAGES` under `p`, named as its
+    /// reference state dict; the stem (and anything else outside the stages,
+    /// such as a classifier) only when `first == 0`.
+    fn build(p: &nn::Path, first: usize) -> Self;
 
-    /// Pooled features, in eval mode.
+    /// Makes the whole network under `p`: [`Network::build`] from stage 0.
+    fn new(p: &nn::Path) -> Self {
+        Self::build(p, 0)
+    }
+
+    /// The stem and stages `..end`, in eval mode: the activation at the
+    /// boundary after stage `end - 1`. Meant for a network built from stage 0
+    /// (one built from a later stage has no stem and skips the stages it lacks).
+    ///
+    /// # Shapes
+    /// `[N, 3, H, W]`, normalised -> `[N, C, H', W']`.
+    fn boundary(&self, x: &Tensor, end: usize) -> Tensor;
+
+    /// Stages `start..` on a boundary activation, then the global average
+    /// pool, in eval mode (BatchNorm uses its running statistics). Needs the
+    /// network built from stage `start` or earlier.
+    ///
+    /// # Shapes
+    /// `[N, C, H', W']` -> `[N, DIM]`.
+    fn pooled_from(&self, h: &Tensor, start: usize) -> Tensor;
+
+    /// Pooled features, in eval mode: every stage, then the pool.
     ///
     /// # Shapes
     /// `[N, 3, H, W]`, normalised -> `[N, DIM]`.
-    fn features(&self, x: &Tensor) -> Tensor;
+    fn features(&self, x: &Tensor) -> Tensor {
+        self.pooled_from(&self.boundary(x, Self::STAGES), Self::STAGES)
+    }
 }
 
 /// A frozen pretrained network used as a [`FeatureExtractor`].
+///
+/// With `trainable_stages = N > 0` it runs only its first `STAGES - N`
+/// stages: its features are the activation at that frozen boundary,
+/// flattened, and [`FeatureExtractor::trainable_tail`] makes the last `N`
+/// stages for the model.
 #[derive(Debug)]
 pub struct Backbone<N: Network> {
     frozen: Frozen,
     net: N,
+    trainable: usize,
+    boundary: Option<[i64; 3]>,
 }
 
 impl<N: Network> Backbone<N> {
-    /// Builds the network and loads the configured weights, checking every tensor.
+    /// Builds the network and loads the configured weights, checking every
+    /// tensor. Errors when `trainable_stages` is more than [`Network::STAGES`].
     pub fn new(cfg: &BackboneConfig, ctx: &BuildContext) -> Result<Self> {
+        if cfg.trainable_stages > N::STAGES {
+            return Err(Error::Invalid(format!(
+                "extractor `{}`: trainable_stages = {} is more than its {} stages; it must be at most {}",
+                N::NAME,
+                cfg.trainable_stages,
+                N::STAGES,
+                N::STAGES
+            )));
+        }
         let (frozen, net) = Frozen::build(N::NAME, cfg, ctx, N::RULES, N::new)?;
-        Ok(Backbone { frozen, net })
+        let mut backbone = Backbone { frozen, net, trainable: cfg.trainable_stages, boundary: None };
+        if backbone.trainable > 0 {
+            // One zero image through the frozen part gives the boundary's shape
+            // at this size (exactly what `extract` will return, whatever the padding rules).
+            let probe = Tensor::zeros([1, 3, cfg.size, cfg.size], (Kind::Float, Device::Cpu));
+            let end = backbone.frozen_stages();
+            let dims = backbone.frozen.run(&probe, |x| backbone.net.boundary(x, end))?.size();
+            backbone.boundary = Some([dims[1], dims[2], dims[3]]);
+        }
+        Ok(backbone)
     }
 
     /// The network's variables (frozen), e.g. to inspect their dtype or device.
@@ -288,9 +363,25 @@ impl<N: Network> Backbone<N> {
         &self.frozen
     }
 
-    /// The network.
+    /// The network (all of it, whatever `trainable_stages` is).
     pub fn net(&self) -> &N {
         &self.net
+    }
+
+    /// The stages it trains with the heads (`trainable_stages`).
+    pub fn trainable_stages(&self) -> usize {
+        self.trainable
+    }
+
+    /// The stages [`FeatureExtractor::extract`] runs: `STAGES - trainable_stages`.
+    pub fn frozen_stages(&self) -> usize {
+        N::STAGES - self.trainable
+    }
+
+    /// `[C, H, W]` of the activation at the frozen boundary, when
+    /// `trainable_stages > 0`; its product is [`FeatureExtractor::output_dim`].
+    pub fn boundary_shape(&self) -> Option<[i64; 3]> {
+        self.boundary
     }
 }
 
@@ -299,14 +390,24 @@ impl<N: Network> FeatureExtractor for Backbone<N> {
         self.frozen.spec.clone()
     }
 
+    /// `DIM`, or `C * H * W` of the frozen boundary when `trainable_stages > 0`.
     fn output_dim(&self) -> i64 {
-        N::DIM
+        self.boundary.map_or(N::DIM, |[c, h, w]| c * h * w)
     }
 
+    /// Pooled features, or the frozen boundary's activation flattened in
+    /// `C, H, W` order when `trainable_stages > 0`.
+    ///
     /// # Shapes
     /// `images`: `[N, 1 | 3, size, size]` in `[0, 1]` -> `[N, D]`, `f32`, CPU.
     fn extract(&self, images: &Tensor) -> Result<Tensor> {
-        self.frozen.run(images, |x| self.net.features(x))
+        match self.boundary {
+            None => self.frozen.run(images, |x| self.net.features(x)),
+            Some(_) => {
+                let end = self.frozen_stages();
+                self.frozen.run(images, |x| self.net.boundary(x, end).flatten(1, -1))
+            }
+        }
     }
 
     fn weights_sha256(&self) -> Option<String> {
@@ -315,6 +416,14 @@ impl<N: Network> FeatureExtractor for Backbone<N> {
 
     fn batch_size(&self) -> usize {
         self.frozen.batch_size
+    }
+
+    /// The last `trainable_stages` stages under `p`, started from this
+    /// extractor's (pretrained) values; `None` when it is fully frozen.
+    fn trainable_tail(&self, p: &nn::Path) -> Result<Option<Box<dyn TrainableTail>>> {
+        let Some(shape) = self.boundary else { return Ok(None) };
+        let tail = BackboneTail::<N>::new(p, &self.frozen.vs, self.frozen_stages(), shape)?;
+        Ok(Some(Box::new(tail)))
     }
 }
 

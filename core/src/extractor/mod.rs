@@ -11,12 +11,17 @@
 //!
 //! and built from its [`ExtractorConfig`]. Images reach it as `[N, C, H, W]`
 //! floats in `[0, 1]` at its [`InputSpec::size`]; it normalises them itself.
+//!
+//! The pretrained CNNs can also hand their last stages to the model to
+//! fine-tune (`trainable_stages = N`, [`trainable`]): they are then cut at
+//! the frozen boundary, and their [`FeatureExtractor::trainable_tail`] builds
+//! the rest.
 
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor};
+use tch::{nn, Kind, Tensor};
 
 use crate::{Error, Result};
 
@@ -24,8 +29,11 @@ pub mod concat;
 pub mod efficientnet_lite0;
 pub mod frozen;
 pub mod resnet50;
+pub mod trainable;
 pub mod two_point;
 pub mod weights;
+
+pub use trainable::TrainableTail;
 
 /// What input an extractor wants.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -100,7 +108,9 @@ impl InputSpec {
 /// A frozen function from images to feature vectors.
 ///
 /// Implementations hold their own `VarStore`, never train, and run under
-/// no-grad. `Send` so that a pipeline can move it to a worker thread.
+/// no-grad. `Send` so that a pipeline can move it to a worker thread. One cut
+/// for partial fine-tuning returns the activation at its frozen boundary and
+/// makes the rest with [`FeatureExtractor::trainable_tail`].
 pub trait FeatureExtractor: Send {
     /// The input this extractor wants.
     fn input_spec(&self) -> InputSpec;
@@ -117,6 +127,15 @@ pub trait FeatureExtractor: Send {
     /// SHA-256 of the weights file this extractor was loaded from, if any.
     fn weights_sha256(&self) -> Option<String> {
         None
+    }
+
+    /// The trainable last stages that turn this extractor's features into
+    /// pooled ones, built under `p` (in the model's `VarStore`) and started
+    /// from the extractor's own values; `None` (the default) for an extractor
+    /// whose features are final.
+    fn trainable_tail(&self, p: &nn::Path) -> Result<Option<Box<dyn TrainableTail>>> {
+        let _ = p;
+        Ok(None)
     }
 
     /// How many images [`FeatureExtractor::extract_all`] hands to `extract` at once.
@@ -194,6 +213,13 @@ pub trait ExtractorConfig: Debug + Send + Sync {
     /// in the order of [`FeatureExtractor::parts`].
     fn parts(&self) -> Option<&[Box<dyn ExtractorConfig>]> {
         None
+    }
+
+    /// How many of its last stages the built extractor hands to the model to
+    /// train ([`FeatureExtractor::trainable_tail`]); 0 (the default) when its
+    /// features are final.
+    fn trainable_stages(&self) -> usize {
+        0
     }
 }
 

@@ -18,6 +18,10 @@
 //! The weights file uses torchvision's names (`conv1.weight`,
 //! `layer1.0.bn1.running_mean`, ...); `fc.*` and `num_batches_tracked` are
 //! not needed. The README says how to make one from torchvision.
+//!
+//! Its stages, for `trainable_stages` ([`super::trainable`]), are `layer1` ..
+//! `layer4`: `trainable_stages = 1` fine-tunes `layer4` on cached `layer3`
+//! activations (1024 x size/16 x size/16 per image).
 
 use serde::{Deserialize, Serialize};
 use tch::nn;
@@ -44,6 +48,10 @@ impl ExtractorConfig for ResNet50Config {
 
     fn input_size(&self) -> i64 {
         self.0.size
+    }
+
+    fn trainable_stages(&self) -> usize {
+        self.0.trainable_stages
     }
 }
 
@@ -108,37 +116,57 @@ impl Bottleneck {
 }
 
 /// ResNet50 up to its global average pool, named as torchvision's state dict.
+///
+/// Its [`Network::STAGES`] are `layer1` .. `layer4`.
 #[derive(Debug)]
 pub struct ResNet50Net {
-    stem: ConvBn,
-    blocks: Vec<Bottleneck>,
+    stem: Option<ConvBn>,
+    /// Per stage its blocks; empty for the stages a tail does not hold.
+    stages: Vec<Vec<Bottleneck>>,
 }
 
 /// The stages: (blocks, bottleneck width, stride of the first block).
-const STAGES: [(usize, i64, i64); 4] = [(3, 64, 1), (4, 128, 2), (6, 256, 2), (3, 512, 2)];
+const STAGE_SPECS: [(usize, i64, i64); 4] = [(3, 64, 1), (4, 128, 2), (6, 256, 2), (3, 512, 2)];
 
 impl Network for ResNet50Net {
     const NAME: &'static str = "resnet50";
     const DIM: i64 = RESNET50_DIM;
     const RULES: KeyRules<'static> = KeyRules { unused_ok: &["fc."], optional: &[] };
+    const STAGES: usize = STAGE_SPECS.len();
 
-    fn new(p: &nn::Path) -> Self {
-        let stem = ConvBn::new(p / "conv1", p / "bn1", 3, 64, 7, 2);
-        let mut blocks = Vec::new();
+    fn build(p: &nn::Path, first: usize) -> Self {
+        let stem = (first == 0).then(|| ConvBn::new(p / "conv1", p / "bn1", 3, 64, 7, 2));
+        let mut stages = Vec::with_capacity(STAGE_SPECS.len());
         let mut c_in = 64;
-        for (i, (count, width, stride)) in STAGES.into_iter().enumerate() {
+        for (i, (count, width, stride)) in STAGE_SPECS.into_iter().enumerate() {
             let layer = p / format!("layer{}", i + 1);
-            for j in 0..count {
-                blocks.push(Bottleneck::new(&layer / j, c_in, width, if j == 0 { stride } else { 1 }));
-                c_in = 4 * width;
+            let mut blocks = Vec::new();
+            if i >= first {
+                for j in 0..count {
+                    let (c, s) = if j == 0 { (c_in, stride) } else { (4 * width, 1) };
+                    blocks.push(Bottleneck::new(&layer / j, c, width, s));
+                }
             }
+            c_in = 4 * width;
+            stages.push(blocks);
         }
-        ResNet50Net { stem, blocks }
+        ResNet50Net { stem, stages }
     }
 
-    fn features(&self, x: &Tensor) -> Tensor {
-        let mut h = self.stem.forward(x, true).max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
-        for block in &self.blocks {
+    fn boundary(&self, x: &Tensor, end: usize) -> Tensor {
+        let mut h = match &self.stem {
+            Some(stem) => stem.forward(x, true).max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false),
+            None => x.shallow_clone(),
+        };
+        for block in self.stages.iter().take(end).flatten() {
+            h = block.forward(&h);
+        }
+        h
+    }
+
+    fn pooled_from(&self, h: &Tensor, start: usize) -> Tensor {
+        let mut h = h.shallow_clone();
+        for block in self.stages.iter().skip(start).flatten() {
             h = block.forward(&h);
         }
         h.adaptive_avg_pool2d([1, 1]).flatten(1, -1)

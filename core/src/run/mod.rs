@@ -359,17 +359,70 @@ impl FeatureScaler {
 }
 
 /// Builds the model of `config` with fitted head `states` in a new VarStore on
-/// `device`, with its (identity until fitted) [`FeatureScaler`].
+/// `device`, with its (identity until fitted) [`FeatureScaler`]. For a fully
+/// frozen extractor; one with `trainable_stages > 0` needs
+/// [`build_model_for`], which this refuses to stand in for.
 pub fn build_model(
     config: &RunConfig,
     states: &[HeadState],
     in_dim: i64,
     device: Device,
 ) -> Result<(nn::VarStore, MultiHeadModel, FeatureScaler)> {
+    build_model_for(config, None, states, in_dim, device)
+}
+
+/// Builds the model of `config` like [`build_model`], with the trainable
+/// tail of `extractor` (partial fine-tuning, `trainable_stages > 0`) under
+/// `backbone` in the model's VarStore, started from the extractor's values.
+/// `in_dim` is the width of the extractor's features (the boundary
+/// activation, with a tail); the trunk and heads get the tail's output.
+///
+/// Errors when the config asks for trainable stages but `extractor` is `None`
+/// or has no tail, when the tail does not take `in_dim` features, and when
+/// `standardise_features` is on together with a tail (standardising the
+/// boundary activations would feed the pretrained tail inputs it was never
+/// trained on).
+pub fn build_model_for(
+    config: &RunConfig,
+    extractor: Option<&dyn FeatureExtractor>,
+    states: &[HeadState],
+    in_dim: i64,
+    device: Device,
+) -> Result<(nn::VarStore, MultiHeadModel, FeatureScaler)> {
     let vs = nn::VarStore::new(device);
+    let stages = config.extractor.trainable_stages();
+    let tail = match extractor {
+        Some(e) if stages > 0 => e.trainable_tail(&(vs.root() / "backbone"))?,
+        _ => None,
+    };
+    if stages > 0 {
+        let Some(tail) = &tail else {
+            return Err(Error::Invalid(format!(
+                "extractor.trainable_stages = {stages}: the model needs the built extractor to make its \
+                 trainable stages (build_model_for)"
+            )));
+        };
+        if config.training.standardise_features {
+            return Err(Error::Invalid(format!(
+                "training.standardise_features cannot be used with extractor.trainable_stages = {stages}: \
+                 it would rescale the activations the pretrained stages take"
+            )));
+        }
+        if tail.in_dim() != in_dim {
+            return Err(Error::Invalid(format!(
+                "the extractor's trainable stages take {} features per image, the model was given {in_dim}",
+                tail.in_dim()
+            )));
+        }
+    }
     let heads: Vec<(&dyn HeadConfig, HeadState)> =
         config.heads.iter().map(|h| h.as_ref()).zip(states.iter().cloned()).collect();
-    let mut model = MultiHeadModel::new(&vs.root(), in_dim, config.trunk.as_ref(), &heads)?;
+    let mut model = match tail {
+        Some(tail) => {
+            MultiHeadModel::new(&vs.root(), tail.out_dim(), config.trunk.as_ref(), &heads)?.with_tail(tail)?
+        }
+        None => MultiHeadModel::new(&vs.root(), in_dim, config.trunk.as_ref(), &heads)?,
+    };
     if config.training.loss_weighting == LossWeighting::Uncertainty {
         model = model.with_learned_weights(&(vs.root() / "loss_weighting"));
     }
@@ -399,7 +452,7 @@ fn encode(
 /// Predictions of every head for `features`, in evaluation mode.
 pub fn predict_features(model: &MultiHeadModel, features: &Tensor) -> Vec<Vec<Prediction>> {
     tch::no_grad(|| {
-        let outputs = model.forward(features, false);
+        let outputs = model.forward_eval(features);
         model.heads().iter().zip(&outputs).map(|(h, o)| h.decode(&o.to_device(Device::Cpu))).collect()
     })
 }
@@ -456,7 +509,6 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
     let extractor = c.extractor.build(&cfg.build_context())?;
     let weights_sha256 = extractor.weights_sha256();
     let (features, cache) = features_for(cfg, extractor.as_ref(), &data, progress)?;
-    drop(extractor);
     let t = &c.training;
     let parts = split::stratified(&strata(c, &data)?, t.test_fraction, t.validation_fraction, t.seed);
     let (train_set, val_set, test_set) =
@@ -472,8 +524,16 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
     let device = t.device.resolve()?;
     tch::manual_seed(t.seed as i64);
     let in_dim = features.size()[1];
-    let (vs, model, mut scaler) = build_model(c, &states, in_dim, device)?;
+    let (vs, model, mut scaler) = build_model_for(c, Some(extractor.as_ref()), &states, in_dim, device)?;
+    drop(extractor);
     consistency_pairs(c, &model).map_err(|e| cfg.error_at("[[consistency]]", e.to_string()))?;
+    if model.tail().is_some() && t.batch_size == 0 {
+        tracing::warn!(
+            "extractor.trainable_stages > 0 with training.batch_size = 0: every step runs the trainable \
+             stages on all {} training images at once; set training.batch_size (e.g. 32) to bound memory",
+            parts.train.len()
+        );
+    }
     let select = |idx: &[usize]| {
         let idx = Tensor::from_slice(&idx.iter().map(|&i| i as i64).collect::<Vec<_>>());
         features.index_select(0, &idx)
@@ -690,7 +750,16 @@ impl SavedRun {
             .map_err(|e| Error::data(&state_file, format!("its config: {e}")))?;
         crate::plugin::verify_loaded(&state.plugins, &config.plugins, &state_file)?;
         let states: Vec<HeadState> = state.heads.iter().map(|(_, s)| s.clone()).collect();
-        let (mut vs, model, scaler) = build_model(&config.config, &states, state.in_dim, Device::Cpu)?;
+        // A fine-tuned run's tail is built from the extractor, then gets its
+        // trained values from the checkpoint like every other variable.
+        let extractor = if config.config.extractor.trainable_stages() > 0 {
+            Some(config.config.extractor.build(&config.build_context())?)
+        } else {
+            None
+        };
+        let (mut vs, model, scaler) =
+            build_model_for(&config.config, extractor.as_deref(), &states, state.in_dim, Device::Cpu)?;
+        drop(extractor);
         checkpoint::load_model(&ckpt, &mut vs)?;
         Ok(SavedRun { dir: dir.to_path_buf(), state, config, vs, model, scaler })
     }

@@ -1,5 +1,6 @@
-//! The training loop: trunk and heads on cached features, Adam or AdamW, full
-//! batch or mini-batches, early stopping on the validation loss with the best
+//! The training loop: trunk and heads (and a trainable tail of the backbone,
+//! when the model has one) on cached features, Adam or AdamW, full batch or
+//! mini-batches, early stopping on the validation loss with the best
 //! epoch restored, NaN detection per head, and resumable checkpoints.
 
 pub mod optim;
@@ -263,7 +264,7 @@ pub fn train(
 /// Weighted total and per-head losses in evaluation mode (no dropout, no gradient).
 pub fn evaluate_losses(model: &MultiHeadModel, data: &Batch) -> (f64, Vec<f64>) {
     tch::no_grad(|| {
-        let outputs = model.forward(&data.features, false);
+        let outputs = model.forward_eval(&data.features);
         let losses = model.losses(&outputs, &data.targets);
         let total = model.total_loss(&losses).double_value(&[]);
         (total, losses.iter().map(|l| l.double_value(&[])).collect())
