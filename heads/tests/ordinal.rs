@@ -42,6 +42,8 @@ fn shapes_and_ordered_thresholds() {
     assert!(vs.variables().contains_key("bias_gaps"));
     assert!(vs.variables().contains_key("out.weight"));
     assert_eq!(head.decode(&out).len(), 6);
+    // The host sees its classes in rank order (for the consistency metric).
+    assert_eq!(head.classes().unwrap(), ["a", "b", "c", "d"]);
 }
 
 #[test]
