@@ -240,6 +240,11 @@ fn config_errors_point_at_the_toml_line() {
     );
     check("type", text0.replace("type = \"regression\"", "type = \"regresion\""), &["regresion", "line 15"]);
     check("size", text0.replace("size = 32", "size = 16"), &["size", "32"]);
+    check(
+        "manifest",
+        text0.replace(&format!("manifest = \"{}\"", manifest.display()), "manifest = \"nowhere.csv\""),
+        &["nowhere.csv", "no such manifest", "furcate generate"],
+    );
     // Eval on labelled data with a class the run never saw names the manifest line.
     std::fs::write(&cfg, &text0).unwrap();
     let out = dir.path().join("ok");

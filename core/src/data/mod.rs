@@ -41,7 +41,14 @@ impl Dataset {
     /// Reads a manifest CSV: one row per image, `image_column` holding its
     /// path relative to the CSV, every other column a property.
     pub fn from_manifest(path: &Path, image_column: &str) -> Result<Dataset> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::data(
+                path,
+                "no such manifest (`furcate generate --out DIR` writes a synthetic set with its \
+                 manifest.csv; `furcate demo` makes data/synthetic)",
+            ),
+            _ => Error::io(path, e),
+        })?;
         let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(text.as_bytes());
         let headers = reader.headers().map_err(|e| Error::data(path, format!("header: {e}")))?.clone();
         let image_idx = headers.iter().position(|h| h == image_column).ok_or_else(|| {
