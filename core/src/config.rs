@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::extractor::taps::TapSelection;
 use crate::extractor::{BuildContext, ExtractorConfig};
 use crate::head::HeadConfig;
 use crate::model::TrunkConfig;
@@ -153,6 +154,100 @@ pub enum OptimizerKind {
     Adam,
     /// AdamW (decoupled weight decay).
     Adamw,
+    /// Full-batch L-BFGS with a strong-Wolfe line search (torch.optim.LBFGS's
+    /// algorithm, [`crate::train::lbfgs`]): the heads on cached features are a
+    /// (nearly) convex problem, solved to its optimum. `epochs` is the most
+    /// iterations; `weight_decay` is an L2 penalty; dropout is off (the
+    /// objective must be deterministic); `batch_size` must be 0.
+    Lbfgs,
+}
+
+/// `[training] weight_decay`: one value, a list to choose from, or `"auto"`.
+///
+/// The penalty is `weight_decay / 2 · ||w||²` on every trained weight except
+/// biases and learned loss weights. A list (or `"auto"`: [`WeightDecay::AUTO_GRID`])
+/// is tried value by value; the one with the best validation score is kept
+/// (per head when the heads share no trunk) and recorded in `metrics.json`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WeightDecay {
+    /// This value.
+    Fixed(f64),
+    /// The best of these, by validation.
+    Grid(Vec<f64>),
+}
+
+impl WeightDecay {
+    /// The grid `"auto"` tries: 10^-6 .. 10^-1.
+    pub const AUTO_GRID: [f64; 6] = [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1];
+
+    /// The values to try (one for a fixed value).
+    pub fn values(&self) -> Vec<f64> {
+        match self {
+            WeightDecay::Fixed(v) => vec![*v],
+            WeightDecay::Grid(g) => g.clone(),
+        }
+    }
+
+    /// Whether there is a choice to make.
+    pub fn is_search(&self) -> bool {
+        matches!(self, WeightDecay::Grid(g) if g.len() > 1)
+    }
+}
+
+impl Default for WeightDecay {
+    fn default() -> Self {
+        WeightDecay::Fixed(0.0)
+    }
+}
+
+impl Serialize for WeightDecay {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            WeightDecay::Fixed(v) => s.serialize_f64(*v),
+            WeightDecay::Grid(g) if *g == WeightDecay::AUTO_GRID => s.serialize_str("auto"),
+            WeightDecay::Grid(g) => g.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for WeightDecay {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = WeightDecay;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number >= 0, a list of numbers, or \"auto\"")
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> std::result::Result<WeightDecay, E> {
+                Ok(WeightDecay::Fixed(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<WeightDecay, E> {
+                Ok(WeightDecay::Fixed(v as f64))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<WeightDecay, E> {
+                Ok(WeightDecay::Fixed(v as f64))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<WeightDecay, E> {
+                match v {
+                    "auto" => Ok(WeightDecay::Grid(WeightDecay::AUTO_GRID.to_vec())),
+                    _ => Err(E::custom(format!(
+                        "weight_decay = \"{v}\": expected a number, a list of numbers, or \"auto\""
+                    ))),
+                }
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<WeightDecay, A::Error> {
+                let mut g = Vec::new();
+                while let Some(v) = seq.next_element::<f64>()? {
+                    g.push(v);
+                }
+                Ok(WeightDecay::Grid(g))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// `[training]`.
@@ -165,9 +260,10 @@ pub struct TrainingConfig {
     /// Learning rate.
     #[serde(default = "default_lr")]
     pub learning_rate: f64,
-    /// Weight decay.
+    /// Weight decay (L2): a number, a list to choose from by validation, or
+    /// `"auto"` (see [`WeightDecay`]).
     #[serde(default)]
-    pub weight_decay: f64,
+    pub weight_decay: WeightDecay,
     /// Rows per step; absent or 0 means full batch.
     #[serde(default)]
     pub batch_size: usize,
@@ -190,11 +286,14 @@ pub struct TrainingConfig {
     #[serde(default = "default_train_device")]
     pub device: DeviceSpec,
     /// Standardise each feature with the training rows' mean and std before
-    /// the trunk and heads. Off by default: on the synthetic set it speeds up
-    /// over-fitting of low-variance dimensions more than it helps. Refused
-    /// with `extractor.trainable_stages > 0`.
+    /// the trunk and heads (stored in the checkpoint). Default: on with
+    /// `lbfgs` (an L2 penalty and a line search need features on one scale),
+    /// off with Adam. Refused with `extractor.trainable_stages > 0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standardise_features: Option<bool>,
+    /// L-BFGS settings, for `optimizer = "lbfgs"`.
     #[serde(default)]
-    pub standardise_features: bool,
+    pub lbfgs: crate::train::lbfgs::LbfgsConfig,
     /// Write a resumable checkpoint every this many epochs.
     #[serde(default = "default_checkpoint_every")]
     pub checkpoint_every: usize,
@@ -217,6 +316,14 @@ fn default_train_device() -> DeviceSpec {
 }
 fn default_checkpoint_every() -> usize {
     64
+}
+
+impl TrainingConfig {
+    /// Whether features are standardised: `standardise_features`, by default
+    /// on with `lbfgs` and off otherwise.
+    pub fn standardise(&self) -> bool {
+        self.standardise_features.unwrap_or(self.optimizer == OptimizerKind::Lbfgs)
+    }
 }
 
 impl Default for TrainingConfig {
@@ -293,6 +400,25 @@ impl LoadedConfig {
         }
     }
 
+    /// An error pointing at the `nth` (0-based) line that sets `key` (a line
+    /// starting with `key =`).
+    pub fn error_at_key(&self, key: &str, nth: usize, message: impl std::fmt::Display) -> Error {
+        let line = self
+            .text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| {
+                let l = l.trim_start();
+                l.strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('='))
+            })
+            .nth(nth)
+            .map(|(i, _)| i + 1);
+        match line {
+            Some(line) => Error::config(&self.path, format!("line {line}: {message}")),
+            None => Error::config(&self.path, message.to_string()),
+        }
+    }
+
     fn check(&self) -> Result<()> {
         let c = &self.config;
         if c.heads.is_empty() {
@@ -338,7 +464,32 @@ impl LoadedConfig {
                 "training.patience needs a validation part: set training.validation_fraction",
             ));
         }
-        if t.standardise_features && c.extractor.trainable_stages() > 0 {
+        for (i, v) in t.weight_decay.values().iter().enumerate() {
+            if !(v.is_finite() && *v >= 0.0) {
+                return Err(self.error_at(
+                    "weight_decay",
+                    format!("training.weight_decay[{i}] = {v}: every value must be finite and >= 0"),
+                ));
+            }
+        }
+        if matches!(&t.weight_decay, WeightDecay::Grid(g) if g.is_empty()) {
+            return Err(self.error_at("weight_decay", "training.weight_decay = []: list at least one value"));
+        }
+        if t.optimizer == OptimizerKind::Lbfgs && t.batch_size > 0 {
+            return Err(self.error_at(
+                "batch_size",
+                format!(
+                    "training.batch_size = {}: optimizer = \"lbfgs\" is full-batch; remove batch_size \
+                     (or set it to 0)",
+                    t.batch_size
+                ),
+            ));
+        }
+        if t.lbfgs.history_size == 0 {
+            return Err(self.error_at("history_size", "training.lbfgs.history_size must be at least 1"));
+        }
+        self.check_taps()?;
+        if t.standardise() && c.extractor.trainable_stages() > 0 {
             return Err(self.error_at(
                 "standardise_features",
                 format!(
@@ -353,6 +504,65 @@ impl LoadedConfig {
         }
         Ok(())
     }
+}
+
+impl LoadedConfig {
+    /// Checks every `taps` list (of the trunk and the heads) against the
+    /// extractor's taps, naming the line of the offending key.
+    fn check_taps(&self) -> Result<()> {
+        let c = &self.config;
+        let valid = c.extractor.tap_names();
+        let check = |names: &[String], whose: &str, nth: usize| -> Result<()> {
+            if names.is_empty() {
+                return Err(self.error_at_key(
+                    "taps",
+                    nth,
+                    format!("{whose}: taps is empty; name at least one of {}", valid.join(", ")),
+                ));
+            }
+            for n in names {
+                if !valid.contains(n) {
+                    return Err(self.error_at_key(
+                        "taps",
+                        nth,
+                        format!("{whose}: unknown tap `{n}`; the extractor's taps are {}", valid.join(", ")),
+                    ));
+                }
+            }
+            Ok(())
+        };
+        // `taps` lines in file order: the extractor's, the trunk's, then the heads'.
+        let mut nth = usize::from(section_has(&self.text, "[extractor]", "taps"));
+        if let Some(names) = c.trunk.as_ref().and_then(|t| t.taps.as_ref()) {
+            check(names, "[trunk]", nth)?;
+            nth += 1;
+        }
+        for h in &c.heads {
+            match h.taps() {
+                Some(TapSelection::List(names)) => {
+                    check(names, &format!("head `{}`", h.name()), nth)?;
+                    nth += 1;
+                }
+                Some(TapSelection::Auto) => nth += 1,
+                None => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether the table `header` of `text` has a line starting with `key`.
+fn section_has(text: &str, header: &str, key: &str) -> bool {
+    let mut inside = false;
+    for line in text.lines() {
+        let l = line.trim_start();
+        if l.starts_with('[') {
+            inside = l.starts_with(header);
+        } else if inside && l.strip_prefix(key).is_some_and(|r| r.trim_start().starts_with('=')) {
+            return true;
+        }
+    }
+    false
 }
 
 /// toml's message already names the line and shows it; keep it on one block.

@@ -120,14 +120,9 @@ impl FeatureCache {
         fsutil::sha256_bytes(text.as_bytes())[..32].to_string()
     }
 
-    /// Features for images with content hashes `hashes`, in that order.
-    /// Rows not cached are computed by `extract(rows)` (indices into
-    /// `hashes`, returning `[rows.len(), D]`) and stored as a new shard.
-    pub fn get_or_extract(
-        &self,
-        hashes: &[String],
-        extract: impl FnOnce(&[usize]) -> Result<Tensor>,
-    ) -> Result<(Tensor, CacheStats)> {
+    /// Every row this cache holds, by image hash. A shard that fails its
+    /// checks is removed (its rows are then missing, and extracted again).
+    pub fn known(&self) -> HashMap<String, Tensor> {
         let mut known: HashMap<String, Tensor> = HashMap::new();
         for shard in self.shards() {
             match load_features(&shard) {
@@ -142,33 +137,69 @@ impl FeatureCache {
                 }
             }
         }
-        let missing: Vec<usize> = {
-            let mut seen = std::collections::HashSet::new();
-            (0..hashes.len())
-                .filter(|&i| !known.contains_key(&hashes[i]) && seen.insert(&hashes[i]))
-                .collect()
-        };
+        known
+    }
+
+    /// The indices of `hashes` that `known` lacks, each hash once.
+    pub fn missing(known: &HashMap<String, Tensor>, hashes: &[String]) -> Vec<usize> {
+        let mut seen = std::collections::HashSet::new();
+        (0..hashes.len()).filter(|&i| !known.contains_key(&hashes[i]) && seen.insert(&hashes[i])).collect()
+    }
+
+    /// Stores `rows` (`[names.len(), D]`) as a new shard named by the hashes,
+    /// and adds them to `known`.
+    pub fn store(
+        &self,
+        known: &mut HashMap<String, Tensor>,
+        names: Vec<String>,
+        rows: &Tensor,
+    ) -> Result<()> {
+        if rows.size().first().copied() != Some(names.len() as i64) {
+            return Err(Error::Invalid(format!(
+                "extractor returned {:?} for {} images",
+                rows.size(),
+                names.len()
+            )));
+        }
+        if names.is_empty() {
+            return Ok(());
+        }
+        let shard =
+            self.dir.join(format!("{}.safetensors", fsutil::sha256_bytes(names.join("\n").as_bytes())));
+        save_features(&shard, rows, &names, &HashMap::new())?;
+        for (j, name) in names.into_iter().enumerate() {
+            known.insert(name, rows.get(j as i64));
+        }
+        Ok(())
+    }
+
+    /// The rows of `hashes` from `known`, stacked in that order.
+    ///
+    /// # Panics
+    /// When a hash is not in `known` (call [`FeatureCache::store`] for the missing ones first).
+    pub fn gather(known: &HashMap<String, Tensor>, hashes: &[String]) -> Tensor {
+        let rows: Vec<Tensor> = hashes.iter().map(|h| known[h].shallow_clone()).collect();
+        Tensor::stack(&rows, 0)
+    }
+
+    /// Features for images with content hashes `hashes`, in that order.
+    /// Rows not cached are computed by `extract(rows)` (indices into
+    /// `hashes`, returning `[rows.len(), D]`) and stored as a new shard.
+    pub fn get_or_extract(
+        &self,
+        hashes: &[String],
+        extract: impl FnOnce(&[usize]) -> Result<Tensor>,
+    ) -> Result<(Tensor, CacheStats)> {
+        let mut known = self.known();
+        let missing = Self::missing(&known, hashes);
         let extracted = missing.len();
         if !missing.is_empty() {
             let rows = extract(&missing)?;
-            if rows.size().first().copied() != Some(missing.len() as i64) {
-                return Err(Error::Invalid(format!(
-                    "extractor returned {:?} for {} images",
-                    rows.size(),
-                    missing.len()
-                )));
-            }
             let names: Vec<String> = missing.iter().map(|&i| hashes[i].clone()).collect();
-            let shard =
-                self.dir.join(format!("{}.safetensors", fsutil::sha256_bytes(names.join("\n").as_bytes())));
-            save_features(&shard, &rows, &names, &HashMap::new())?;
-            for (j, name) in names.into_iter().enumerate() {
-                known.insert(name, rows.get(j as i64));
-            }
+            self.store(&mut known, names, &rows)?;
         }
-        let rows: Vec<Tensor> = hashes.iter().map(|h| known[h].shallow_clone()).collect();
         let hits = hashes.len() - extracted;
-        Ok((Tensor::stack(&rows, 0), CacheStats { hits, extracted }))
+        Ok((Self::gather(&known, hashes), CacheStats { hits, extracted }))
     }
 
     fn shards(&self) -> Vec<PathBuf> {

@@ -41,6 +41,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 use tch::{nn, nn::Module, Kind, Tensor};
 
+use crate::extractor::taps::select_columns;
 use crate::extractor::TrainableTail;
 use crate::head::{HeadConfig, HeadState, Prediction, PropertyHead, Targets};
 use crate::{Error, Result};
@@ -188,12 +189,39 @@ pub struct TrunkConfig {
     /// Dropout after each layer while training (default 0).
     #[serde(default)]
     pub dropout: f64,
+    /// Which taps of the extractor the trunk reads (default: every tap).
+    /// Heads without their own `taps` sit on the trunk; a head with `taps`
+    /// reads those taps directly instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taps: Option<Vec<String>>,
 }
 
 impl Default for TrunkConfig {
     fn default() -> Self {
-        TrunkConfig { hidden: default_trunk_hidden(), activation: Activation::Relu, dropout: 0.0 }
+        TrunkConfig { hidden: default_trunk_hidden(), activation: Activation::Relu, dropout: 0.0, taps: None }
     }
+}
+
+/// Which feature columns the trunk and each head read (from the taps they
+/// name; see [`crate::extractor::taps`]). The default: the trunk reads every
+/// column, and every head the trunk's output (every column without a trunk).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Routes {
+    /// Column ranges `(start, len)` the trunk reads; `None`: all.
+    pub trunk: Option<Vec<(i64, i64)>>,
+    /// Per head, in model order, the column ranges it reads directly; `None`
+    /// (or a missing entry): the trunk's output, or all columns without a trunk.
+    pub heads: Vec<Option<Vec<(i64, i64)>>>,
+}
+
+impl Routes {
+    fn head(&self, i: usize) -> Option<&[(i64, i64)]> {
+        self.heads.get(i).and_then(|r| r.as_deref())
+    }
+}
+
+fn width(ranges: &[(i64, i64)]) -> i64 {
+    ranges.iter().map(|r| r.1).sum()
 }
 
 impl TrunkConfig {
@@ -240,6 +268,7 @@ pub const EVAL_ROWS: i64 = 256;
 pub struct MultiHeadModel {
     tail: Option<Box<dyn TrainableTail>>,
     feature_dim: i64,
+    routes: Routes,
     trunk: Option<Trunk>,
     heads: Vec<Box<dyn PropertyHead>>,
     names: Vec<String>,
@@ -276,6 +305,27 @@ impl MultiHeadModel {
         trunk: Option<&TrunkConfig>,
         heads: &[(H, HeadState)],
     ) -> Result<MultiHeadModel> {
+        Self::routed(vs_root, in_dim, trunk, heads, Routes::default())
+    }
+
+    /// Like [`new`](Self::new), with the trunk and each head reading the
+    /// feature columns `routes` gives (a head with its own columns bypasses
+    /// the trunk). Errors on a range outside `0..in_dim` or an empty one.
+    pub fn routed<H: Borrow<dyn HeadConfig>>(
+        vs_root: &nn::Path,
+        in_dim: i64,
+        trunk: Option<&TrunkConfig>,
+        heads: &[(H, HeadState)],
+        routes: Routes,
+    ) -> Result<MultiHeadModel> {
+        let ranges = routes.trunk.iter().chain(routes.heads.iter().flatten());
+        for r in ranges {
+            if r.is_empty() || r.iter().any(|&(s, l)| s < 0 || l <= 0 || s + l > in_dim) {
+                return Err(Error::Invalid(format!(
+                    "feature columns {r:?} are not within the {in_dim} features"
+                )));
+            }
+        }
         if heads.is_empty() {
             return Err(Error::Invalid("the model has no heads: declare at least one [[heads]]".into()));
         }
@@ -300,17 +350,20 @@ impl MultiHeadModel {
                 )));
             }
         }
-        let trunk = trunk.map(|t| t.build(vs_root / "trunk", in_dim)).transpose()?;
-        let head_in = trunk.as_ref().map_or(in_dim, Trunk::out_dim);
+        let trunk_in = routes.trunk.as_deref().map_or(in_dim, width);
+        let trunk = trunk.map(|t| t.build(vs_root / "trunk", trunk_in)).transpose()?;
+        let shared_in = trunk.as_ref().map_or(in_dim, Trunk::out_dim);
         let root = vs_root / "heads";
         let mut built = Vec::with_capacity(heads.len());
-        for (config, state) in heads {
+        for (i, (config, state)) in heads.iter().enumerate() {
             let config = config.borrow();
+            let head_in = routes.head(i).map_or(shared_in, width);
             built.push(config.build(&root / config.name(), head_in, state)?);
         }
         Ok(MultiHeadModel {
             tail: None,
             feature_dim: in_dim,
+            routes,
             trunk,
             names: heads.iter().map(|(c, _)| c.borrow().name().to_string()).collect(),
             weights: heads.iter().map(|(c, _)| c.borrow().loss_weight()).collect(),
@@ -440,11 +493,27 @@ impl MultiHeadModel {
             Some(t) => t.forward_t(features, train),
             None => features.shallow_clone(),
         };
-        let shared = match &self.trunk {
-            Some(t) => t.forward_t(&features, train),
-            None => features,
+        let columns = |r: Option<&[(i64, i64)]>| match r {
+            Some(r) => select_columns(&features, r),
+            None => features.shallow_clone(),
         };
-        self.heads.iter().map(|h| h.forward(&shared, train)).collect()
+        let shared = match &self.trunk {
+            Some(t) => t.forward_t(&columns(self.routes.trunk.as_deref()), train),
+            None => features.shallow_clone(),
+        };
+        self.heads
+            .iter()
+            .enumerate()
+            .map(|(i, h)| match self.routes.head(i) {
+                Some(r) => h.forward(&select_columns(&features, r), train),
+                None => h.forward(&shared, train),
+            })
+            .collect()
+    }
+
+    /// Which feature columns the trunk and each head read.
+    pub fn routes(&self) -> &Routes {
+        &self.routes
     }
 
     /// Every head's raw output in evaluation mode, under no-grad. With a

@@ -43,6 +43,7 @@
 //! exits, because unloading a Rust library that left thread-locals or threads
 //! behind is unsound.
 
+use crate::extractor::taps::TapSelection;
 use std::any::Any;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -550,7 +551,16 @@ impl PluginSet {
         })?;
         let mut table = table;
         table.remove("type");
-        let text = toml::to_string(&table).map_err(|e| Error::Invalid(e.to_string()))?;
+        // `taps` is the host's key (which features the head reads), never the plugin's.
+        let mut own = table.clone();
+        let taps = own
+            .remove("taps")
+            .map(|v| {
+                v.try_into::<TapSelection>()
+                    .map_err(|e| Error::Invalid(format!("the `{type_name}` head table: taps: {e}")))
+            })
+            .transpose()?;
+        let text = toml::to_string(&own).map_err(|e| Error::Invalid(e.to_string()))?;
         let what = format!("the `{type_name}` head table");
         let inner = factory(&text).map_err(|f| plugin.failure(&what, f))?;
         let info = inner.info().map_err(|f| plugin.failure(&what, f))?;
@@ -560,6 +570,7 @@ impl PluginSet {
             type_name: intern(type_name),
             table,
             info,
+            taps,
         }))
     }
 }
@@ -585,6 +596,7 @@ struct PluginHeadConfig {
     plugin: Arc<LoadedPlugin>,
     type_name: &'static str,
     table: toml::Table,
+    taps: Option<TapSelection>,
     info: HeadInfo,
 }
 
@@ -624,6 +636,10 @@ impl HeadConfig for PluginHeadConfig {
 
     fn loss_weight(&self) -> f64 {
         self.info.loss_weight
+    }
+
+    fn taps(&self) -> Option<&TapSelection> {
+        self.taps.as_ref()
     }
 
     fn stratify(&self) -> bool {

@@ -169,7 +169,8 @@ fn concat_is_cached_part_by_part() {
         let cfg = run_config(&manifest, extractor);
         let data = furcate_core::data::Dataset::load(&cfg.config.data, &cfg.dir()).unwrap();
         let e = cfg.config.extractor.build(&cfg.build_context()).unwrap();
-        let (f, stats) = features_for(&cfg, e.as_ref(), &data, &mut Silent).unwrap();
+        let furcate_core::run::Features { features: f, stats, .. } =
+            features_for(&cfg, e.as_ref(), &data, &mut Silent).unwrap();
         (f, stats.extracted, stats.hits)
     };
     let a = "type = \"two_point\"\nsize = 32\nwindow = 4";

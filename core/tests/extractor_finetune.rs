@@ -169,7 +169,7 @@ fn bad_settings_are_clear_errors() {
     assert!(msg.contains("trainable_stages"), "{msg}");
     let wrong = build_model_for(&cfg.config, Some(extractor.as_ref()), &states, dim + 1, Device::Cpu);
     assert!(matches!(wrong.unwrap_err(), Error::Invalid(_)));
-    cfg.config.training.standardise_features = true;
+    cfg.config.training.standardise_features = Some(true);
     let err = build_model_for(&cfg.config, Some(extractor.as_ref()), &states, dim, Device::Cpu).unwrap_err();
     assert!(matches!(&err, Error::Invalid(m) if m.contains("standardise_features")), "{err}");
 }
@@ -348,11 +348,13 @@ fn a_fine_tuned_run_is_saved_and_restored() {
     let set = furcate_core::data::Dataset::load(&cfg.config.data, &cfg.dir()).unwrap();
     assert_eq!(set.names, names);
     let frozen = frozen_cfg.config.extractor.build(&frozen_cfg.build_context()).unwrap();
-    let (pooled, stats) = run::features_for(&frozen_cfg, frozen.as_ref(), &set, &mut Silent).unwrap();
+    let run::Features { features: pooled, stats, .. } =
+        run::features_for(&frozen_cfg, frozen.as_ref(), &set, &mut Silent).unwrap();
     assert_eq!((stats.hits, stats.extracted), (0, 16));
     assert_eq!(pooled.size(), [16, 1280]);
     let cut = cfg.config.extractor.build(&cfg.build_context()).unwrap();
-    let (boundary, stats) = run::features_for(&cfg, cut.as_ref(), &set, &mut Silent).unwrap();
+    let run::Features { features: boundary, stats, .. } =
+        run::features_for(&cfg, cut.as_ref(), &set, &mut Silent).unwrap();
     assert_eq!((stats.hits, stats.extracted), (16, 0));
     assert_eq!(boundary.size(), [16, cut.output_dim()]);
     assert_ne!(cut.output_dim(), 1280);

@@ -123,7 +123,12 @@ fn configs(case: &Case) -> Vec<(Box<dyn HeadConfig>, HeadState)> {
 fn model(case: &Case, trunk: bool) -> (nn::VarStore, MultiHeadModel) {
     tch::manual_seed(case.seed);
     let mut vs = nn::VarStore::new(Device::Cpu);
-    let trunk = trunk.then(|| TrunkConfig { hidden: vec![3, 2], activation: Activation::Tanh, dropout: 0.0 });
+    let trunk = trunk.then(|| TrunkConfig {
+        hidden: vec![3, 2],
+        activation: Activation::Tanh,
+        dropout: 0.0,
+        taps: None,
+    });
     let m = MultiHeadModel::new(&vs.root(), case.d, trunk.as_ref(), &configs(case)).unwrap();
     vs.double();
     (vs, m)
@@ -440,9 +445,12 @@ fn bad_head_sets_are_errors() {
 #[test]
 fn trunk_config_from_toml() {
     let t: TrunkConfig = toml::from_str("").unwrap();
-    assert_eq!(t, TrunkConfig { hidden: vec![100], activation: Activation::Relu, dropout: 0.0 });
+    assert_eq!(t, TrunkConfig { hidden: vec![100], activation: Activation::Relu, dropout: 0.0, taps: None });
     let t: TrunkConfig = toml::from_str("hidden = [8, 4]\nactivation = \"none\"\ndropout = 0.25").unwrap();
-    assert_eq!(t, TrunkConfig { hidden: vec![8, 4], activation: Activation::Identity, dropout: 0.25 });
+    assert_eq!(
+        t,
+        TrunkConfig { hidden: vec![8, 4], activation: Activation::Identity, dropout: 0.25, taps: None }
+    );
     let e = toml::from_str::<TrunkConfig>("hiden = [8]").unwrap_err().to_string();
     assert!(e.contains("hiden"), "{e}");
     assert!(toml::from_str::<TrunkConfig>("activation = \"swish\"").is_err());

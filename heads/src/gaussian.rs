@@ -31,6 +31,7 @@
 //! `value ± 1.6449 std`, `mean_interval_width_90`, and `nll`, the mean full
 //! Gaussian negative log-likelihood in data units.
 
+use furcate_core::extractor::taps::TapSelection;
 use furcate_core::head::regression::RegressionConfig;
 use furcate_core::head::{
     encode_cells, HeadConfig, HeadScore, HeadState, Labels, Prediction, PropertyHead, Targets,
@@ -71,6 +72,11 @@ pub struct GaussianConfig {
     /// Dropout after each hidden layer while training (default 0).
     #[serde(default)]
     pub dropout: f64,
+    /// Which taps of the extractor the head reads: tap names, or `"auto"`
+    /// to choose by validation ([`furcate_core::extractor::taps`]). Default: the
+    /// trunk's output, or every tap when there is no trunk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taps: Option<TapSelection>,
     /// Learn standardised targets (default true).
     #[serde(default = "yes")]
     pub standardise: bool,
@@ -85,6 +91,7 @@ impl GaussianConfig {
             weight: 1.0,
             hidden: Vec::new(),
             dropout: 0.0,
+            taps: None,
             standardise: true,
         }
     }
@@ -110,6 +117,10 @@ impl HeadConfig for GaussianConfig {
 
     fn column(&self) -> &str {
         self.column.as_deref().unwrap_or(&self.name)
+    }
+
+    fn taps(&self) -> Option<&TapSelection> {
+        self.taps.as_ref()
     }
 
     fn loss_weight(&self) -> f64 {

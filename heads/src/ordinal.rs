@@ -32,6 +32,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use furcate_core::extractor::taps::TapSelection;
 use furcate_core::head::{
     encode_cells, HeadConfig, HeadScore, HeadState, Labels, Prediction, PropertyHead, Targets,
 };
@@ -65,12 +66,24 @@ pub struct OrdinalConfig {
     /// Dropout after each hidden layer while training (default 0).
     #[serde(default)]
     pub dropout: f64,
+    /// Which taps of the extractor the head reads: tap names, or `"auto"`
+    /// to choose by validation ([`furcate_core::extractor::taps`]). Default: the
+    /// trunk's output, or every tap when there is no trunk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taps: Option<TapSelection>,
 }
 
 impl OrdinalConfig {
     /// A head named `name` with every other field at its default.
     pub fn new(name: impl Into<String>) -> Self {
-        OrdinalConfig { name: name.into(), column: None, weight: 1.0, hidden: Vec::new(), dropout: 0.0 }
+        OrdinalConfig {
+            name: name.into(),
+            column: None,
+            weight: 1.0,
+            hidden: Vec::new(),
+            dropout: 0.0,
+            taps: None,
+        }
     }
 
     fn invalid(&self, message: impl std::fmt::Display) -> Error {
@@ -106,6 +119,10 @@ impl HeadConfig for OrdinalConfig {
 
     fn column(&self) -> &str {
         self.column.as_deref().unwrap_or(&self.name)
+    }
+
+    fn taps(&self) -> Option<&TapSelection> {
+        self.taps.as_ref()
     }
 
     fn loss_weight(&self) -> f64 {

@@ -48,3 +48,41 @@ pub fn stratified(strata: &[String], test_fraction: f64, validation_fraction: f6
     split.test.sort_unstable();
     split
 }
+
+/// Stratified `k`-fold assignment of the rows with strata `strata`: each
+/// stratum's rows, shuffled with `seed`, are dealt to the folds in turn
+/// (continuing where the previous stratum stopped), so every fold gets its
+/// share of each stratum. Returns each fold's row indices, sorted.
+///
+/// ```
+/// use furcate_core::data::split::folds;
+///
+/// let strata: Vec<String> = (0..10).map(|i| (i % 2).to_string()).collect();
+/// let f = folds(&strata, 5, 0);
+/// assert_eq!(f.len(), 5);
+/// assert!(f.iter().all(|fold| fold.len() == 2));
+/// let mut all: Vec<usize> = f.concat();
+/// all.sort();
+/// assert_eq!(all, (0..10).collect::<Vec<_>>());
+/// ```
+pub fn folds(strata: &[String], k: usize, seed: u64) -> Vec<Vec<usize>> {
+    let k = k.max(1);
+    let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, s) in strata.iter().enumerate() {
+        groups.entry(s.as_str()).or_default().push(i);
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x666f_6c64);
+    let mut out = vec![Vec::new(); k];
+    let mut next = 0;
+    for rows in groups.values_mut() {
+        rows.shuffle(&mut rng);
+        for &r in rows.iter() {
+            out[next % k].push(r);
+            next += 1;
+        }
+    }
+    for f in &mut out {
+        f.sort_unstable();
+    }
+    out
+}

@@ -95,6 +95,12 @@ impl ExtractorConfig for ConcatConfig {
     fn parts(&self) -> Option<&[Box<dyn ExtractorConfig>]> {
         Some(&self.extractors)
     }
+
+    /// The parts' taps in order ([`super::taps::merge_tap_names`]: prefixed
+    /// by the part's index when a name repeats).
+    fn tap_names(&self) -> Vec<String> {
+        super::taps::merge_tap_names(self.extractors.iter().map(|c| c.tap_names()).collect())
+    }
 }
 
 /// A built `concat` extractor.

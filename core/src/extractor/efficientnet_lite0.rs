@@ -84,6 +84,16 @@ impl ExtractorConfig for EfficientNetLite0Config {
     fn trainable_stages(&self) -> usize {
         self.0.trainable_stages
     }
+
+    fn tap_names(&self) -> Vec<String> {
+        self.0.tap_names::<Lite0Net>()
+    }
+
+    fn tap_config(&self, i: usize) -> Option<Box<dyn ExtractorConfig>> {
+        self.0
+            .single_tap::<Lite0Net>(i)
+            .map(|c| Box::new(EfficientNetLite0Config(c)) as Box<dyn ExtractorConfig>)
+    }
 }
 
 /// A bias-free convolution with TensorFlow-`SAME` padding.
@@ -226,6 +236,9 @@ impl Network for Lite0Net {
     const DIM: i64 = LITE0_DIM;
     const RULES: KeyRules<'static> = KeyRules { unused_ok: &[], optional: &["_fc."] };
     const STAGES: usize = STAGE_SPECS.len();
+    const TAPS: &'static [&'static str] =
+        &["stem", "stage1", "stage2", "stage3", "stage4", "stage5", "stage6", "stage7", "head"];
+    const TAP_CHANNELS: &'static [i64] = &[STEM, 16, 24, 40, 80, 112, 192, 320, LITE0_DIM];
 
     fn build(p: &nn::Path, first: usize) -> Self {
         let stem = (first == 0)
@@ -268,6 +281,28 @@ impl Network for Lite0Net {
             h = self.stage(i, h);
         }
         h.mean_dim([2i64, 3].as_slice(), false, None)
+    }
+
+    /// Taps: `stem` after the stem's ReLU6, `stageN` after the last block of
+    /// stage N, `head` after the 1x1 head convolution's ReLU6.
+    fn tapped(&self, x: &Tensor, deepest: usize, tap: &mut dyn FnMut(usize, &Tensor)) {
+        let mut h = match &self.stem {
+            Some((conv, bn)) => conv_bn(x, conv, bn, true),
+            None => x.shallow_clone(),
+        };
+        tap(0, &h);
+        for (i, blocks) in self.stages.iter().enumerate() {
+            if i + 1 > deepest {
+                return;
+            }
+            for block in blocks {
+                h = block.forward(&h);
+            }
+            tap(i + 1, &h);
+        }
+        if deepest > self.stages.len() {
+            tap(self.stages.len() + 1, &conv_bn(&h, &self.head, &self.bn1, true));
+        }
     }
 }
 

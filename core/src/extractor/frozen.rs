@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, VarStore};
 use tch::{Device, Kind, Tensor};
 
+use super::taps::{check_tap_names, Pool};
 use super::trainable::{BackboneTail, TrainableTail};
 use super::weights::{self, KeyRules, LoadedWeights};
 use super::{BuildContext, FeatureExtractor, InputSpec, Normalisation};
@@ -89,6 +90,38 @@ pub struct BackboneConfig {
     /// feature-cache key of a frozen extractor is what it always was.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub trainable_stages: usize,
+    /// Depths to tap (see [`super::taps`]): the features are these taps'
+    /// pooled activations side by side, in this order. Absent: the last
+    /// layer's pooled features, as without taps (and the same cache key).
+    /// Cannot be combined with `trainable_stages`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taps: Option<Vec<String>>,
+    /// How each tap is pooled over space: `mean` (default) or `mean_std`.
+    #[serde(default, skip_serializing_if = "Pool::is_mean")]
+    pub pool: Pool,
+}
+
+impl BackboneConfig {
+    /// The tap names this table's features are made of: `taps`, or the
+    /// network's last tap when `taps` is absent.
+    pub fn tap_names<N: Network>(&self) -> Vec<String> {
+        match &self.taps {
+            Some(t) => t.clone(),
+            None => vec![N::TAPS[N::TAPS.len() - 1].to_string()],
+        }
+    }
+
+    /// The table that extracts only tap `i` of [`BackboneConfig::tap_names`]:
+    /// its cache identity. The last tap with `mean` pooling is the untapped
+    /// table itself, so its cache entry is the untapped extractor's.
+    pub fn single_tap<N: Network>(&self, i: usize) -> Option<BackboneConfig> {
+        let taps = self.taps.as_ref()?;
+        let name = taps.get(i)?;
+        let mut one = self.clone();
+        one.taps =
+            (name != N::TAPS[N::TAPS.len() - 1] || self.pool != Pool::Mean).then(|| vec![name.clone()]);
+        Some(one)
+    }
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -120,6 +153,8 @@ impl Default for BackboneConfig {
             cudnn_benchmark: false,
             normalisation: default_normalisation(),
             trainable_stages: 0,
+            taps: None,
+            pool: Pool::Mean,
         }
     }
 }
@@ -277,6 +312,10 @@ pub trait Network: std::fmt::Debug + Send + Sized + 'static {
     const RULES: KeyRules<'static>;
     /// Its stages, the most that `trainable_stages` may unfreeze.
     const STAGES: usize;
+    /// Its tap names, shallow to deep (see [`super::taps`]).
+    const TAPS: &'static [&'static str];
+    /// The channels of each tap's activation.
+    const TAP_CHANNELS: &'static [i64];
 
     /// Makes the variables of stages `first..STAGES` under `p`, named as its
     /// reference state dict; the stem (and anything else outside the stages,
@@ -304,6 +343,14 @@ pub trait Network: std::fmt::Debug + Send + Sized + 'static {
     /// `[N, C, H', W']` -> `[N, DIM]`.
     fn pooled_from(&self, h: &Tensor, start: usize) -> Tensor;
 
+    /// Runs the network, in eval mode, as far as tap `deepest` (an index of
+    /// [`Network::TAPS`]), calling `tap(i, activation)` at each tap `i <= deepest`
+    /// in order. Meant for a network built from stage 0.
+    ///
+    /// # Shapes
+    /// `[N, 3, H, W]`, normalised -> one `[N, TAP_CHANNELS[i], H_i, W_i]` per tap.
+    fn tapped(&self, x: &Tensor, deepest: usize, tap: &mut dyn FnMut(usize, &Tensor));
+
     /// Pooled features, in eval mode: every stage, then the pool.
     ///
     /// # Shapes
@@ -325,6 +372,9 @@ pub struct Backbone<N: Network> {
     net: N,
     trainable: usize,
     boundary: Option<[i64; 3]>,
+    /// With `taps`: each configured tap's index in [`Network::TAPS`].
+    taps: Option<Vec<usize>>,
+    pool: Pool,
 }
 
 impl<N: Network> Backbone<N> {
@@ -340,8 +390,25 @@ impl<N: Network> Backbone<N> {
                 N::STAGES
             )));
         }
+        let taps = match &cfg.taps {
+            None => None,
+            Some(names) => {
+                check_tap_names(N::NAME, names, N::TAPS)?;
+                if cfg.trainable_stages > 0 {
+                    return Err(Error::Invalid(format!(
+                        "extractor `{}`: taps cannot be combined with trainable_stages = {} (a tapped \
+                         network's features are pooled activations, not a boundary to fine-tune from); \
+                         remove one of them",
+                        N::NAME,
+                        cfg.trainable_stages
+                    )));
+                }
+                Some(names.iter().map(|n| N::TAPS.iter().position(|t| t == n).unwrap_or(0)).collect())
+            }
+        };
         let (frozen, net) = Frozen::build(N::NAME, cfg, ctx, N::RULES, N::new)?;
-        let mut backbone = Backbone { frozen, net, trainable: cfg.trainable_stages, boundary: None };
+        let mut backbone =
+            Backbone { frozen, net, trainable: cfg.trainable_stages, boundary: None, taps, pool: cfg.pool };
         if backbone.trainable > 0 {
             // One zero image through the frozen part gives the boundary's shape
             // at this size (exactly what `extract` will return, whatever the padding rules).
@@ -390,9 +457,54 @@ impl<N: Network> FeatureExtractor for Backbone<N> {
         self.frozen.spec.clone()
     }
 
-    /// `DIM`, or `C * H * W` of the frozen boundary when `trainable_stages > 0`.
+    /// `DIM`, the taps' pooled widths added up, or `C * H * W` of the frozen
+    /// boundary when `trainable_stages > 0`.
     fn output_dim(&self) -> i64 {
-        self.boundary.map_or(N::DIM, |[c, h, w]| c * h * w)
+        match (&self.taps, self.boundary) {
+            (Some(taps), _) => taps.iter().map(|&t| N::TAP_CHANNELS[t] * self.pool.factor()).sum(),
+            (None, Some([c, h, w])) => c * h * w,
+            (None, None) => N::DIM,
+        }
+    }
+
+    /// The pooled activations of the configured taps `which` (indices into
+    /// `taps`), from one forward pass stopped after the deepest of them.
+    ///
+    /// # Shapes
+    /// `images`: `[N, 1 | 3, size, size]` in `[0, 1]` -> one `[N, D_tap]` per entry of `which`.
+    fn extract_taps(&self, images: &Tensor, which: &[usize]) -> Result<Vec<Tensor>> {
+        let Some(taps) = &self.taps else {
+            return match which {
+                [0] => Ok(vec![self.extract(images)?]),
+                _ => Err(Error::Invalid(format!("extractor `{}` has one tap, asked for {which:?}", N::NAME))),
+            };
+        };
+        let wanted: Vec<usize> = which
+            .iter()
+            .map(|&w| {
+                taps.get(w).copied().ok_or_else(|| {
+                    Error::Invalid(format!("extractor `{}`: tap {w} of {} asked for", N::NAME, taps.len()))
+                })
+            })
+            .collect::<Result<_>>()?;
+        let Some(&deepest) = wanted.iter().max() else { return Ok(Vec::new()) };
+        let pool = self.pool;
+        let widths: Vec<i64> = wanted.iter().map(|&t| N::TAP_CHANNELS[t] * pool.factor()).collect();
+        let all = self.frozen.run(images, |x| {
+            let mut pooled: Vec<Option<Tensor>> = wanted.iter().map(|_| None).collect();
+            self.net.tapped(x, deepest, &mut |i, a| {
+                let mut p: Option<Tensor> = None;
+                for (slot, &w) in pooled.iter_mut().zip(&wanted) {
+                    if w == i {
+                        let v = p.get_or_insert_with(|| pool.apply(a));
+                        *slot = Some(v.shallow_clone());
+                    }
+                }
+            });
+            let parts: Vec<Tensor> = pooled.into_iter().flatten().collect();
+            Tensor::cat(&parts, 1)
+        })?;
+        Ok(all.split_with_sizes(&widths, 1).into_iter().map(|t| t.contiguous()).collect())
     }
 
     /// Pooled features, or the frozen boundary's activation flattened in
@@ -401,6 +513,10 @@ impl<N: Network> FeatureExtractor for Backbone<N> {
     /// # Shapes
     /// `images`: `[N, 1 | 3, size, size]` in `[0, 1]` -> `[N, D]`, `f32`, CPU.
     fn extract(&self, images: &Tensor) -> Result<Tensor> {
+        if let Some(taps) = &self.taps {
+            let which: Vec<usize> = (0..taps.len()).collect();
+            return Ok(Tensor::cat(&self.extract_taps(images, &which)?, 1));
+        }
         match self.boundary {
             None => self.frozen.run(images, |x| self.net.features(x)),
             Some(_) => {

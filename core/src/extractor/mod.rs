@@ -29,6 +29,7 @@ pub mod concat;
 pub mod efficientnet_lite0;
 pub mod frozen;
 pub mod resnet50;
+pub mod taps;
 pub mod trainable;
 pub mod two_point;
 pub mod weights;
@@ -149,6 +150,19 @@ pub trait FeatureExtractor: Send {
         None
     }
 
+    /// The features of its taps `which` (indices into its configured taps,
+    /// [`ExtractorConfig::tap_names`]), from one pass over the images. The
+    /// default is for an extractor with one tap: `which` must be `[0]`.
+    ///
+    /// # Shapes
+    /// `images`: `[N, C, size, size]` -> one `[N, D_tap]` per entry of `which`.
+    fn extract_taps(&self, images: &Tensor, which: &[usize]) -> Result<Vec<Tensor>> {
+        match which {
+            [0] => Ok(vec![self.extract(images)?]),
+            _ => Err(Error::Invalid(format!("this extractor has one tap, asked for taps {which:?}"))),
+        }
+    }
+
     /// Features of any number of images, in batches of [`FeatureExtractor::batch_size`],
     /// calling `progress(done)` after each batch.
     ///
@@ -220,6 +234,20 @@ pub trait ExtractorConfig: Debug + Send + Sync {
     /// features are final.
     fn trainable_stages(&self) -> usize {
         0
+    }
+
+    /// The names of the taps its features are made of, in feature order
+    /// (see [`taps`]). The default is one tap named by the `type`.
+    fn tap_names(&self) -> Vec<String> {
+        vec![self.typetag_name().to_string()]
+    }
+
+    /// For an extractor with several taps: the table that extracts only tap
+    /// `i`, whose serialised form is that tap's feature-cache identity.
+    /// `None` (the default) for an extractor whose features are one tap.
+    fn tap_config(&self, i: usize) -> Option<Box<dyn ExtractorConfig>> {
+        let _ = i;
+        None
     }
 }
 

@@ -53,6 +53,14 @@ impl ExtractorConfig for ResNet50Config {
     fn trainable_stages(&self) -> usize {
         self.0.trainable_stages
     }
+
+    fn tap_names(&self) -> Vec<String> {
+        self.0.tap_names::<ResNet50Net>()
+    }
+
+    fn tap_config(&self, i: usize) -> Option<Box<dyn ExtractorConfig>> {
+        self.0.single_tap::<ResNet50Net>(i).map(|c| Box::new(ResNet50Config(c)) as Box<dyn ExtractorConfig>)
+    }
 }
 
 /// A bias-free convolution followed by BatchNorm (eval mode).
@@ -133,6 +141,8 @@ impl Network for ResNet50Net {
     const DIM: i64 = RESNET50_DIM;
     const RULES: KeyRules<'static> = KeyRules { unused_ok: &["fc."], optional: &[] };
     const STAGES: usize = STAGE_SPECS.len();
+    const TAPS: &'static [&'static str] = &["stem", "layer1", "layer2", "layer3", "layer4"];
+    const TAP_CHANNELS: &'static [i64] = &[64, 256, 512, 1024, RESNET50_DIM];
 
     fn build(p: &nn::Path, first: usize) -> Self {
         let stem = (first == 0).then(|| ConvBn::new(p / "conv1", p / "bn1", 3, 64, 7, 2));
@@ -170,6 +180,28 @@ impl Network for ResNet50Net {
             h = block.forward(&h);
         }
         h.adaptive_avg_pool2d([1, 1]).flatten(1, -1)
+    }
+
+    /// Taps: `stem` after `conv1`, `bn1` and the ReLU (before the max-pool,
+    /// torchvision's `relu` node), `layerN` after the last block of `layerN`.
+    fn tapped(&self, x: &Tensor, deepest: usize, tap: &mut dyn FnMut(usize, &Tensor)) {
+        let mut h = match &self.stem {
+            Some(stem) => {
+                let h = stem.forward(x, true);
+                tap(0, &h);
+                h.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false)
+            }
+            None => x.shallow_clone(),
+        };
+        for (i, blocks) in self.stages.iter().enumerate() {
+            if i + 1 > deepest {
+                return;
+            }
+            for block in blocks {
+                h = block.forward(&h);
+            }
+            tap(i + 1, &h);
+        }
     }
 }
 

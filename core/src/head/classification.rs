@@ -27,6 +27,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use crate::extractor::taps::TapSelection;
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Reduction, Tensor};
 
@@ -60,6 +61,11 @@ pub struct ClassificationConfig {
     /// Dropout after each hidden layer while training (default 0).
     #[serde(default)]
     pub dropout: f64,
+    /// Which taps of the extractor the head reads: tap names, or `"auto"`
+    /// to choose by validation ([`crate::extractor::taps`]). Default: the
+    /// trunk's output, or every tap when there is no trunk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taps: Option<TapSelection>,
     /// Loss weight per class name; classes not listed weigh 1 (default: all 1).
     /// The loss is then the weighted mean over the samples, as PyTorch's
     /// `cross_entropy(weight=...)`.
@@ -79,6 +85,7 @@ impl ClassificationConfig {
             weight: 1.0,
             hidden: Vec::new(),
             dropout: 0.0,
+            taps: None,
             class_weights: None,
             label_smoothing: 0.0,
         }
@@ -111,6 +118,10 @@ impl HeadConfig for ClassificationConfig {
 
     fn column(&self) -> &str {
         self.column.as_deref().unwrap_or(&self.name)
+    }
+
+    fn taps(&self) -> Option<&TapSelection> {
+        self.taps.as_ref()
     }
 
     fn loss_weight(&self) -> f64 {

@@ -211,6 +211,13 @@ pub trait HeadConfig: Debug + Send + Sync {
         1.0
     }
 
+    /// Which taps of the extractor the head reads (`taps = [...]` or
+    /// `"auto"`, see [`crate::extractor::taps`]); `None` (the default): the
+    /// trunk's output, or every tap when there is no trunk.
+    fn taps(&self) -> Option<&crate::extractor::taps::TapSelection> {
+        None
+    }
+
     /// Whether the train/test split should be stratified on this head's labels
     /// (true for discrete properties).
     fn stratify(&self) -> bool {

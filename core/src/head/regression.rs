@@ -39,6 +39,7 @@
 //! assert!((state["std"].as_f64().unwrap() - 0.1).abs() < 1e-12);
 //! ```
 
+use crate::extractor::taps::TapSelection;
 use serde::{Deserialize, Serialize};
 use tch::{nn, Reduction, Tensor};
 
@@ -85,6 +86,11 @@ pub struct RegressionConfig {
     /// Dropout after each hidden layer while training (default 0).
     #[serde(default)]
     pub dropout: f64,
+    /// Which taps of the extractor the head reads: tap names, or `"auto"`
+    /// to choose by validation ([`crate::extractor::taps`]). Default: the
+    /// trunk's output, or every tap when there is no trunk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taps: Option<TapSelection>,
     /// The loss (default `mse`).
     #[serde(default)]
     pub loss: RegressionLoss,
@@ -112,6 +118,7 @@ impl RegressionConfig {
             weight: 1.0,
             hidden: Vec::new(),
             dropout: 0.0,
+            taps: None,
             loss: RegressionLoss::Mse,
             huber_delta: 1.0,
             bounds: None,
@@ -164,6 +171,10 @@ impl HeadConfig for RegressionConfig {
 
     fn column(&self) -> &str {
         self.column.as_deref().unwrap_or(&self.name)
+    }
+
+    fn taps(&self) -> Option<&TapSelection> {
+        self.taps.as_ref()
     }
 
     fn loss_weight(&self) -> f64 {

@@ -39,6 +39,9 @@ pub struct CheckpointState {
     /// The head plugins the run was trained with (none for older runs).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plugins: Vec<crate::plugin::PluginRecord>,
+    /// What the run chose by validation (taps, weight decay); absent in older runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub choices: Option<super::choose::Choices>,
 }
 
 /// Saves the model variables and the state into `dir` (created if needed).

@@ -7,26 +7,27 @@
 //! the partial folder holds the resumable snapshot that `--resume` continues.
 
 pub mod checkpoint;
+pub mod choose;
+pub mod features;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use rayon::prelude::*;
 use serde_json::{json, Value};
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::config::{LoadedConfig, LossWeighting, RunConfig};
-use crate::data::{image, split, Dataset};
-use crate::extractor::{ExtractorConfig, FeatureExtractor};
-use crate::features::FeatureCache;
+use crate::data::{split, Dataset};
+use crate::extractor::FeatureExtractor;
 use crate::head::{HeadConfig, HeadScore, HeadState, Prediction, Targets};
-use crate::model::MultiHeadModel;
+use crate::model::{MultiHeadModel, Routes};
 use crate::progress::Progress;
 use crate::train::{self, Batch, EpochRecord, TrainOutcome};
-use crate::{fsutil, weights, Error, Result};
+use crate::{fsutil, Error, Result};
 
 pub use checkpoint::CheckpointState;
+pub use features::{features_for, Features};
 
 /// Options of [`train_run`].
 #[derive(Debug, Clone)]
@@ -205,84 +206,6 @@ pub struct RunSummary {
     pub cache: crate::features::CacheStats,
 }
 
-/// Features of every image of `data` for `cfg`'s extractor, through the feature cache.
-///
-/// An extractor made of parts (`concat`) is cached part by part, each part
-/// under the key it has on its own; its statistics count a row as extracted
-/// when any part had to extract it.
-pub fn features_for(
-    cfg: &LoadedConfig,
-    extractor: &dyn FeatureExtractor,
-    data: &Dataset,
-    progress: &mut dyn Progress,
-) -> Result<(Tensor, crate::features::CacheStats)> {
-    let c = &cfg.config;
-    let hashes: Vec<String> = data
-        .files
-        .par_iter()
-        .map(|f| std::fs::read(f).map(|b| fsutil::sha256_bytes(&b)).map_err(|e| Error::io(f, e)))
-        .collect::<Result<_>>()?;
-    let root = match &c.data.feature_cache {
-        Some(p) if p.is_absolute() => p.clone(),
-        Some(p) => cfg.dir().join(p),
-        None => weights::cache_dir().join("features"),
-    };
-    let source = FeatureSource { data, hashes: &hashes, root: &root, fit: c.data.fit };
-    source.features(c.extractor.as_ref(), extractor, progress)
-}
-
-/// The images and cache [`features_for`] works from.
-struct FeatureSource<'a> {
-    data: &'a Dataset,
-    hashes: &'a [String],
-    root: &'a Path,
-    fit: crate::config::Fit,
-}
-
-impl FeatureSource<'_> {
-    fn features(
-        &self,
-        config: &dyn ExtractorConfig,
-        extractor: &dyn FeatureExtractor,
-        progress: &mut dyn Progress,
-    ) -> Result<(Tensor, crate::features::CacheStats)> {
-        if let (Some(configs), Some(parts)) = (config.parts(), extractor.parts()) {
-            let mut features = Vec::with_capacity(parts.len());
-            let mut extracted = 0;
-            for (c, e) in configs.iter().zip(parts) {
-                let (f, stats) = self.features(c.as_ref(), e.as_ref(), progress)?;
-                features.push(f);
-                extracted = extracted.max(stats.extracted);
-            }
-            let n = self.hashes.len();
-            return Ok((
-                Tensor::cat(&features, 1),
-                crate::features::CacheStats { hits: n - extracted, extracted },
-            ));
-        }
-        let config_json = serde_json::to_string(config).map_err(|e| Error::Invalid(e.to_string()))?;
-        let fit = serde_json::to_string(&self.fit).unwrap_or_default();
-        let key = FeatureCache::key(&config_json, extractor.weights_sha256().as_deref(), &fit);
-        let cache = FeatureCache::new(self.root, &key);
-        let size = extractor.input_spec().size as usize;
-        cache.get_or_extract(self.hashes, |rows| {
-            progress.start("extracting features", rows.len() as u64);
-            let mut parts = Vec::new();
-            let chunk = (extractor.batch_size().max(1) * 4).max(64);
-            let mut done = 0;
-            for part in rows.chunks(chunk) {
-                let files: Vec<PathBuf> = part.iter().map(|&i| self.data.files[i].clone()).collect();
-                let images = image::load_batch(&files, size, self.fit)?;
-                parts.push(extractor.extract_all(&images, &mut |_| {})?);
-                done += part.len();
-                progress.advance(done as u64, None);
-            }
-            progress.finish();
-            Ok(Tensor::cat(&parts, 0))
-        })
-    }
-}
-
 /// The columns of the heads that stratify the split (the discrete ones).
 fn strata(config: &RunConfig, data: &Dataset) -> Result<Vec<String>> {
     let mut cols = Vec::new();
@@ -337,6 +260,12 @@ impl FeatureScaler {
         FeatureScaler { mean: p.zeros_no_train("mean", &[dim]), std: p.ones_no_train("std", &[dim]) }
     }
 
+    /// Takes the mean and standard deviation of `other` (the same width).
+    pub fn copy_from(&mut self, other: &FeatureScaler) {
+        self.mean.copy_(&other.mean);
+        self.std.copy_(&other.std);
+    }
+
     /// Sets mean and standard deviation from `features` (`[N, D]`); constant
     /// dimensions keep a scale of 1.
     pub fn fit(&mut self, features: &Tensor) {
@@ -389,6 +318,19 @@ pub fn build_model_for(
     in_dim: i64,
     device: Device,
 ) -> Result<(nn::VarStore, MultiHeadModel, FeatureScaler)> {
+    build_model_routed(config, extractor, states, in_dim, Routes::default(), device)
+}
+
+/// [`build_model_for`] with the trunk and heads reading the feature columns
+/// `routes` gives (the taps chosen for them, [`choose::Choices::routes`]).
+pub fn build_model_routed(
+    config: &RunConfig,
+    extractor: Option<&dyn FeatureExtractor>,
+    states: &[HeadState],
+    in_dim: i64,
+    routes: Routes,
+    device: Device,
+) -> Result<(nn::VarStore, MultiHeadModel, FeatureScaler)> {
     let vs = nn::VarStore::new(device);
     let stages = config.extractor.trainable_stages();
     let tail = match extractor {
@@ -402,7 +344,7 @@ pub fn build_model_for(
                  trainable stages (build_model_for)"
             )));
         };
-        if config.training.standardise_features {
+        if config.training.standardise() {
             return Err(Error::Invalid(format!(
                 "training.standardise_features cannot be used with extractor.trainable_stages = {stages}: \
                  it would rescale the activations the pretrained stages take"
@@ -421,7 +363,7 @@ pub fn build_model_for(
         Some(tail) => {
             MultiHeadModel::new(&vs.root(), tail.out_dim(), config.trunk.as_ref(), &heads)?.with_tail(tail)?
         }
-        None => MultiHeadModel::new(&vs.root(), in_dim, config.trunk.as_ref(), &heads)?,
+        None => MultiHeadModel::routed(&vs.root(), in_dim, config.trunk.as_ref(), &heads, routes)?,
     };
     if config.training.loss_weighting == LossWeighting::Uncertainty {
         model = model.with_learned_weights(&(vs.root() / "loss_weighting"));
@@ -508,9 +450,10 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
     check_columns(cfg, &data)?;
     let extractor = c.extractor.build(&cfg.build_context())?;
     let weights_sha256 = extractor.weights_sha256();
-    let (features, cache) = features_for(cfg, extractor.as_ref(), &data, progress)?;
+    let Features { features, layout, stats: cache } = features_for(cfg, extractor.as_ref(), &data, progress)?;
     let t = &c.training;
-    let parts = split::stratified(&strata(c, &data)?, t.test_fraction, t.validation_fraction, t.seed);
+    let strata = strata(c, &data)?;
+    let parts = split::stratified(&strata, t.test_fraction, t.validation_fraction, t.seed);
     let (train_set, val_set, test_set) =
         (data.subset(&parts.train), data.subset(&parts.val), data.subset(&parts.test));
     let states = c
@@ -522,12 +465,12 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
         })
         .collect::<Result<Vec<_>>>()?;
     let device = t.device.resolve()?;
-    tch::manual_seed(t.seed as i64);
     let in_dim = features.size()[1];
-    let (vs, model, mut scaler) = build_model_for(c, Some(extractor.as_ref()), &states, in_dim, device)?;
-    drop(extractor);
-    consistency_pairs(c, &model).map_err(|e| cfg.error_at("[[consistency]]", e.to_string()))?;
-    if model.tail().is_some() && t.batch_size == 0 {
+    // A first build checks the heads and encodes the labels; the model that
+    // trains is built once the choices (taps, weight decay) are made.
+    let (_, probe, mut scaler) = build_model_for(c, Some(extractor.as_ref()), &states, in_dim, device)?;
+    consistency_pairs(c, &probe).map_err(|e| cfg.error_at("[[consistency]]", e.to_string()))?;
+    if probe.tail().is_some() && t.batch_size == 0 {
         tracing::warn!(
             "extractor.trainable_stages > 0 with training.batch_size = 0: every step runs the trainable \
              stages on all {} training images at once; set training.batch_size (e.g. 32) to bound memory",
@@ -538,14 +481,42 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
         let idx = Tensor::from_slice(&idx.iter().map(|&i| i as i64).collect::<Vec<_>>());
         features.index_select(0, &idx)
     };
-    if t.standardise_features {
+    if t.standardise() {
         scaler.fit(&select(&parts.train));
     }
+    encode(&probe, c, &test_set, device)?; // label errors in the test part surface before training
+    let all_targets = encode(&probe, c, &data, device)?;
+    let scaled = scaler.apply(&features);
+    let choices = choose::choose(
+        &choose::Problem {
+            config: c,
+            states: &states,
+            layout: &layout,
+            features: &scaled,
+            targets: &all_targets,
+            data: &data,
+            strata: &strata,
+            train: &parts.train,
+            val: &parts.val,
+            device,
+        },
+        progress,
+    )
+    .map_err(|e| match e {
+        Error::Invalid(m) => cfg.error_at_key("taps", 0, m),
+        other => other,
+    })?;
+    drop(all_targets);
+    tch::manual_seed(t.seed as i64);
+    let routes = choices.routes(c.trunk.is_some())?;
+    let (vs, model, mut final_scaler) =
+        build_model_routed(c, Some(extractor.as_ref()), &states, in_dim, routes, device)?;
+    drop(extractor);
+    tch::no_grad(|| final_scaler.copy_from(&scaler));
     let rows = |idx: &[usize]| scaler.apply(&select(idx));
     let train_batch = Batch { features: rows(&parts.train), targets: encode(&model, c, &train_set, device)? };
     let val_batch = Batch { features: rows(&parts.val), targets: encode(&model, c, &val_set, device)? };
     let test_features = rows(&parts.test);
-    encode(&model, c, &test_set, device)?; // label errors in the test part surface before training
 
     let partial = partial_dir(&opts.out);
     let mut snapshots = checkpoint::ResumeFiles::new(&partial.join("checkpoint"));
@@ -558,7 +529,8 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
     }
     std::fs::create_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
     let val = (!val_batch.is_empty()).then_some(&val_batch);
-    let outcome = train::train(&model, &vs, &train_batch, val, t, &mut snapshots, progress)?;
+    let outcome =
+        train::train_with(&model, &vs, &train_batch, val, t, &choices.decay(), &mut snapshots, progress)?;
 
     let predictions = predict_features(&model, &test_features);
     let evaluation = evaluate(c, &model, &predictions, &test_set)?;
@@ -574,11 +546,13 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
         best_epoch: outcome.best_epoch,
         epochs_run: outcome.epochs_run,
         plugins: cfg.plugins.records(),
+        choices: Some(choices.clone()),
     };
     checkpoint::save(&partial.join("checkpoint"), &vs, &state)?;
     let _ = std::fs::remove_file(partial.join("checkpoint").join("resume.safetensors"));
     fsutil::write_atomic(&partial.join("config.toml"), state.config.as_bytes())?;
-    let metrics = metrics_json(c, &model, &evaluation, &outcome, weights_sha256.as_deref(), &parts)?;
+    let metrics =
+        metrics_json(c, &model, &evaluation, &outcome, weights_sha256.as_deref(), &parts, Some(&choices))?;
     fsutil::write_atomic(
         &partial.join("metrics.json"),
         &serde_json::to_vec_pretty(&metrics).map_err(|e| Error::Invalid(e.to_string()))?,
@@ -613,6 +587,7 @@ pub fn metrics_json(
     outcome: &TrainOutcome,
     weights_sha256: Option<&str>,
     parts: &split::Split,
+    choices: Option<&choose::Choices>,
 ) -> Result<Value> {
     let mut heads = serde_json::Map::new();
     for (h, cfg) in eval.heads.iter().zip(&config.heads) {
@@ -646,6 +621,9 @@ pub fn metrics_json(
             .map(|(name, w)| (name, json!(w)))
             .collect::<serde_json::Map<_, _>>(),
         "consistency": eval.consistency,
+        "optimizer": config.training.optimizer,
+        "standardise_features": config.training.standardise(),
+        "choices": choices,
         "heads": heads,
     }))
 }
@@ -757,8 +735,18 @@ impl SavedRun {
         } else {
             None
         };
-        let (mut vs, model, scaler) =
-            build_model_for(&config.config, extractor.as_deref(), &states, state.in_dim, Device::Cpu)?;
+        let routes = match &state.choices {
+            Some(c) => c.routes(config.config.trunk.is_some())?,
+            None => Routes::default(),
+        };
+        let (mut vs, model, scaler) = build_model_routed(
+            &config.config,
+            extractor.as_deref(),
+            &states,
+            state.in_dim,
+            routes,
+            Device::Cpu,
+        )?;
         drop(extractor);
         checkpoint::load_model(&ckpt, &mut vs)?;
         Ok(SavedRun { dir: dir.to_path_buf(), state, config, vs, model, scaler })
@@ -778,7 +766,7 @@ impl SavedRun {
                 ),
             ));
         }
-        Ok(self.scaler.apply(&features_for(&self.config, extractor.as_ref(), data, progress)?.0))
+        Ok(self.scaler.apply(&features_for(&self.config, extractor.as_ref(), data, progress)?.features))
     }
 
     /// Scores the run on its own test part, or on the labelled manifest `data`.
@@ -822,7 +810,7 @@ pub fn extract(
 ) -> Result<(Dataset, Tensor, HashMap<String, String>)> {
     let data = Dataset::load(&cfg.config.data, &cfg.dir())?;
     let extractor = cfg.config.extractor.build(&cfg.build_context())?;
-    let (features, _) = features_for(cfg, extractor.as_ref(), &data, progress)?;
+    let features = features_for(cfg, extractor.as_ref(), &data, progress)?.features;
     let mut meta = HashMap::new();
     meta.insert("extractor".into(), serde_json::to_string(&cfg.config.extractor).unwrap_or_default());
     if let Some(sha) = extractor.weights_sha256() {

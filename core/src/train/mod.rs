@@ -3,7 +3,10 @@
 //! mini-batches, early stopping on the validation loss with the best
 //! epoch restored, NaN detection per head, and resumable checkpoints.
 
+pub mod decay;
+pub mod lbfgs;
 pub mod optim;
+mod solve;
 
 use std::collections::HashMap;
 
@@ -16,6 +19,8 @@ use crate::model::MultiHeadModel;
 use crate::progress::Progress;
 use crate::{Error, Result};
 
+pub use decay::Decay;
+pub use lbfgs::{Convergence, Iteration, Lbfgs, LbfgsConfig};
 pub use optim::Adam;
 
 /// Features and per-head targets of one part of the data.
@@ -122,7 +127,9 @@ pub struct Resume {
     pub info: ResumeInfo,
 }
 
-/// Trains `model` (whose variables live in `vs`) on `train`, monitoring `val`.
+/// Trains `model` (whose variables live in `vs`) on `train`, monitoring
+/// `val`, with `cfg.weight_decay` (which must be one value here; a list is
+/// chosen from by [`crate::run`]) on every variable ([`Decay::uniform`]).
 ///
 /// Deterministic on CPU for a given seed: each epoch reseeds libtorch with
 /// `(seed, epoch)`, so a resumed run makes the same dropout masks and batch
@@ -136,6 +143,38 @@ pub fn train(
     checkpointer: &mut dyn Checkpointer,
     progress: &mut dyn Progress,
 ) -> Result<TrainOutcome> {
+    let decay = match cfg.weight_decay.values().as_slice() {
+        [v] => Decay::uniform(*v),
+        more => {
+            return Err(Error::Training(format!(
+                "training.weight_decay lists {} values; the run chooses one (furcate train), \
+                 the bare training loop takes one",
+                more.len()
+            )))
+        }
+    };
+    train_with(model, vs, data, val, cfg, &decay, checkpointer, progress)
+}
+
+/// [`train`] with the weight decay of each variable given by `decay`.
+/// `optimizer = "lbfgs"` runs [`Lbfgs`] full batch: one iteration per
+/// history row, until converged or `epochs` iterations, keeping the last
+/// iterate (the optimum: no early stopping); resuming restarts it from the
+/// snapshot's variables with an empty curvature history.
+#[allow(clippy::too_many_arguments)]
+pub fn train_with(
+    model: &MultiHeadModel,
+    vs: &nn::VarStore,
+    data: &Batch,
+    val: Option<&Batch>,
+    cfg: &TrainingConfig,
+    decay: &Decay,
+    checkpointer: &mut dyn Checkpointer,
+    progress: &mut dyn Progress,
+) -> Result<TrainOutcome> {
+    if cfg.optimizer == crate::config::OptimizerKind::Lbfgs {
+        return solve::train_lbfgs(model, vs, data, val, cfg, decay, checkpointer, progress);
+    }
     let names = model.head_names();
     let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
@@ -143,7 +182,7 @@ pub fn train(
         vars.iter().map(|(_, t)| t.shallow_clone()).collect(),
         cfg.optimizer,
         cfg.learning_rate,
-        cfg.weight_decay,
+        vars.iter().map(|(n, _)| decay.of(n)).collect(),
     );
     let mut best_vars: Vec<Tensor> = vars.iter().map(|(_, t)| t.detach().copy()).collect();
     let mut history = Vec::new();
@@ -271,7 +310,7 @@ pub fn evaluate_losses(model: &MultiHeadModel, data: &Batch) -> (f64, Vec<f64>) 
     })
 }
 
-fn check_finite(names: &[String], values: &[f64], epoch: usize) -> Result<()> {
+pub(crate) fn check_finite(names: &[String], values: &[f64], epoch: usize) -> Result<()> {
     for (name, v) in names.iter().zip(values) {
         if !v.is_finite() {
             return Err(Error::Training(format!(
@@ -282,6 +321,6 @@ fn check_finite(names: &[String], values: &[f64], epoch: usize) -> Result<()> {
     Ok(())
 }
 
-fn seed_for(seed: u64, epoch: usize) -> i64 {
+pub(crate) fn seed_for(seed: u64, epoch: usize) -> i64 {
     (seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ epoch as u64) as i64 & i64::MAX
 }

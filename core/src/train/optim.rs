@@ -10,7 +10,7 @@ use crate::config::OptimizerKind;
 pub struct Adam {
     kind: OptimizerKind,
     lr: f64,
-    weight_decay: f64,
+    weight_decay: Vec<f64>,
     beta1: f64,
     beta2: f64,
     eps: f64,
@@ -21,8 +21,10 @@ pub struct Adam {
 }
 
 impl Adam {
-    /// An optimiser for `vars` (their order is the order of the state).
-    pub fn new(vars: Vec<Tensor>, kind: OptimizerKind, lr: f64, weight_decay: f64) -> Self {
+    /// An optimiser for `vars` (their order is the order of the state), with
+    /// each variable's weight decay (missing entries: 0).
+    pub fn new(vars: Vec<Tensor>, kind: OptimizerKind, lr: f64, mut weight_decay: Vec<f64>) -> Self {
+        weight_decay.resize(vars.len(), 0.0);
         let m = vars.iter().map(|t| t.zeros_like()).collect();
         let v = vars.iter().map(|t| t.zeros_like()).collect();
         Adam { kind, lr, weight_decay, beta1: 0.9, beta2: 0.999, eps: 1e-8, step: 0, vars, m, v }
@@ -44,17 +46,19 @@ impl Adam {
         let bc1 = 1.0 - self.beta1.powi(self.step as i32);
         let bc2 = 1.0 - self.beta2.powi(self.step as i32);
         tch::no_grad(|| {
-            for ((var, m), v) in self.vars.iter_mut().zip(&mut self.m).zip(&mut self.v) {
+            for (((var, m), v), &wd) in
+                self.vars.iter_mut().zip(&mut self.m).zip(&mut self.v).zip(&self.weight_decay)
+            {
                 let g = var.grad();
                 if !g.defined() {
                     continue;
                 }
                 let mut g = g.to_kind(var.kind());
                 match self.kind {
-                    OptimizerKind::Adam if self.weight_decay > 0.0 => g += &*var * self.weight_decay,
-                    OptimizerKind::Adamw if self.weight_decay > 0.0 => {
-                        let _ = var.g_mul_scalar_(1.0 - self.lr * self.weight_decay);
+                    OptimizerKind::Adamw if wd > 0.0 => {
+                        let _ = var.g_mul_scalar_(1.0 - self.lr * wd);
                     }
+                    _ if wd > 0.0 => g += &*var * wd,
                     _ => {}
                 }
                 // The same arithmetic as torch.optim.Adam's single-tensor path.

@@ -1,0 +1,305 @@
+//! Taps: features from several depths of a frozen network, and which of them
+//! each head reads.
+//!
+//! A property lives at its own depth of the network: a phase fraction is a
+//! first-order statistic that the first convolutions hold almost linearly and
+//! later layers, built for invariance, lose; a morphology needs a few layers
+//! of context. So a pretrained CNN extractor can hand out the activation after
+//! each of its stages, pooled over space, as a *tap*:
+//!
+//! ```toml
+//! [extractor]
+//! type = "efficientnet_lite0"
+//! weights = "cache:efficientnet_lite0.safetensors"
+//! taps = ["stem", "stage1", "stage2", "stage3"]
+//! pool = "mean"            # or "mean_std": per-channel mean and standard deviation
+//!
+//! [[heads]]
+//! type = "classification"
+//! name = "volume_fraction_class"
+//! taps = "auto"            # or a list, e.g. ["stem"]; default: every tap
+//! ```
+//!
+//! The features of a tapped extractor are its taps' pooled activations side by
+//! side, in the order listed ([`TapLayout`]). One forward pass, stopped after
+//! the deepest tap asked for, yields all of them; the feature cache keeps each
+//! tap under its own key, so a later run asking for a subset reads it.
+//!
+//! | extractor | taps, shallow to deep (pooled width with `pool = "mean"`) |
+//! | --- | --- |
+//! | `efficientnet_lite0` | `stem` 32, `stage1` 16, `stage2` 24, `stage3` 40, `stage4` 80, `stage5` 112, `stage6` 192, `stage7` 320, `head` 1280 |
+//! | `resnet50` | `stem` 64, `layer1` 256, `layer2` 512, `layer3` 1024, `layer4` 2048 |
+//!
+//! `pool = "mean_std"` doubles each width (the means, then the standard
+//! deviations). Without `taps`, features are the last tap's mean, exactly the
+//! untapped extractor's (and cached under the same key).
+
+use std::fmt;
+
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+use tch::{Kind, Tensor};
+
+use crate::{Error, Result};
+
+/// How a tap's activation `[N, C, H, W]` is pooled over space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pool {
+    /// The per-channel mean: `C` features (the default).
+    #[default]
+    Mean,
+    /// The per-channel mean, then the per-channel (population) standard
+    /// deviation: `2 C` features.
+    MeanStd,
+}
+
+impl Pool {
+    /// Whether this is the default ([`Pool::Mean`]), which the serialised
+    /// extractor table leaves out (so untapped cache keys never change).
+    pub fn is_mean(&self) -> bool {
+        *self == Pool::Mean
+    }
+
+    /// Features per channel.
+    pub fn factor(self) -> i64 {
+        match self {
+            Pool::Mean => 1,
+            Pool::MeanStd => 2,
+        }
+    }
+
+    /// Pools an activation over its spatial positions, in `f32`.
+    ///
+    /// # Shapes
+    /// `[N, C, H, W]` -> `[N, C]` (`mean`) or `[N, 2C]` (`mean_std`).
+    pub fn apply(self, x: &Tensor) -> Tensor {
+        let x = x.to_kind(Kind::Float);
+        let dims = [2i64, 3];
+        match self {
+            Pool::Mean => x.mean_dim(dims.as_slice(), false, Kind::Float),
+            Pool::MeanStd => {
+                let (std, mean) = x.std_mean_dim(dims.as_slice(), false, false);
+                Tensor::cat(&[mean, std], 1)
+            }
+        }
+    }
+}
+
+/// The taps a set of features is made of, in column order: each tap's name
+/// and width. An untapped extractor has one tap.
+///
+/// ```
+/// use furcate_core::extractor::taps::TapLayout;
+///
+/// let layout = TapLayout::new(vec![("stem".into(), 32), ("stage1".into(), 16), ("stage2".into(), 24)]);
+/// assert_eq!(layout.dim(), 72);
+/// assert_eq!(layout.columns(&[1, 2]), vec![(32, 40)]);
+/// assert_eq!(layout.columns(&[0, 2]), vec![(0, 32), (48, 24)]);
+/// assert_eq!(layout.runs().len(), 6);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TapLayout {
+    /// `(name, width)` per tap, in column order.
+    pub taps: Vec<(String, i64)>,
+}
+
+impl TapLayout {
+    /// A layout of the given taps.
+    pub fn new(taps: Vec<(String, i64)>) -> Self {
+        TapLayout { taps }
+    }
+
+    /// One tap named `name` covering all `dim` features.
+    pub fn single(name: &str, dim: i64) -> Self {
+        TapLayout { taps: vec![(name.to_string(), dim)] }
+    }
+
+    /// Total width.
+    pub fn dim(&self) -> i64 {
+        self.taps.iter().map(|t| t.1).sum()
+    }
+
+    /// Number of taps.
+    pub fn len(&self) -> usize {
+        self.taps.len()
+    }
+
+    /// Whether there is no tap.
+    pub fn is_empty(&self) -> bool {
+        self.taps.is_empty()
+    }
+
+    /// The tap names, in order.
+    pub fn names(&self) -> Vec<&str> {
+        self.taps.iter().map(|t| t.0.as_str()).collect()
+    }
+
+    /// The index of tap `name`.
+    pub fn index(&self, name: &str) -> Option<usize> {
+        self.taps.iter().position(|t| t.0 == name)
+    }
+
+    /// The column ranges `(start, len)` of the taps `indices` (in layout
+    /// order, neighbouring taps merged into one range).
+    pub fn columns(&self, indices: &[usize]) -> Vec<(i64, i64)> {
+        let mut sorted = indices.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let mut offsets = Vec::with_capacity(self.taps.len());
+        let mut at = 0;
+        for t in &self.taps {
+            offsets.push(at);
+            at += t.1;
+        }
+        let mut out: Vec<(i64, i64)> = Vec::new();
+        for i in sorted {
+            let (start, len) = (offsets[i], self.taps[i].1);
+            match out.last_mut() {
+                Some(last) if last.0 + last.1 == start => last.1 += len,
+                _ => out.push((start, len)),
+            }
+        }
+        out
+    }
+
+    /// Width of the taps `indices`.
+    pub fn width(&self, indices: &[usize]) -> i64 {
+        self.columns(indices).iter().map(|c| c.1).sum()
+    }
+
+    /// Every single tap and every contiguous run of taps, shallow first:
+    /// the candidates of `taps = "auto"`.
+    pub fn runs(&self) -> Vec<Vec<usize>> {
+        let n = self.taps.len();
+        let mut out = Vec::new();
+        for len in 1..=n {
+            for start in 0..=n - len {
+                out.push((start..start + len).collect());
+            }
+        }
+        out
+    }
+
+    /// Indices of the named taps; an unknown name is an error listing the valid ones.
+    pub fn resolve(&self, names: &[String]) -> Result<Vec<usize>> {
+        if names.is_empty() {
+            return Err(Error::Invalid("`taps` is empty: name at least one tap".into()));
+        }
+        names
+            .iter()
+            .map(|n| {
+                self.index(n).ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "unknown tap `{n}`: the extractor's taps are {}",
+                        self.names().join(", ")
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    /// The names of the taps `indices`, joined with `+` (for tables).
+    pub fn label(&self, indices: &[usize]) -> String {
+        indices.iter().map(|&i| self.taps[i].0.as_str()).collect::<Vec<_>>().join("+")
+    }
+}
+
+/// Selects the columns `ranges` of `features` (a view when there is one range).
+///
+/// # Shapes
+/// `[N, D]` -> `[N, Σ len]`.
+pub fn select_columns(features: &Tensor, ranges: &[(i64, i64)]) -> Tensor {
+    match ranges {
+        [] => features.shallow_clone(),
+        [(start, len)] if *start == 0 && features.size().get(1) == Some(len) => features.shallow_clone(),
+        [(start, len)] => features.narrow(1, *start, *len),
+        _ => {
+            let parts: Vec<Tensor> = ranges.iter().map(|(s, l)| features.narrow(1, *s, *l)).collect();
+            Tensor::cat(&parts, 1)
+        }
+    }
+}
+
+/// Which taps a head (or the trunk) reads: `"auto"` or a list of names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TapSelection {
+    /// furcate picks, by validation, among the single taps and contiguous runs.
+    Auto,
+    /// These taps.
+    List(Vec<String>),
+}
+
+impl Serialize for TapSelection {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            TapSelection::Auto => s.serialize_str("auto"),
+            TapSelection::List(names) => names.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for TapSelection {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = TapSelection;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("\"auto\" or a list of tap names")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<TapSelection, E> {
+                if v == "auto" {
+                    Ok(TapSelection::Auto)
+                } else {
+                    Err(E::custom(format!("taps = \"{v}\": expected \"auto\" or a list of tap names")))
+                }
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<TapSelection, A::Error> {
+                let mut names = Vec::new();
+                while let Some(n) = seq.next_element::<String>()? {
+                    names.push(n);
+                }
+                Ok(TapSelection::List(names))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Checks a configured tap list against an extractor's `valid` tap names:
+/// non-empty, known, no name twice. Errors list the valid names.
+pub fn check_tap_names(extractor: &str, taps: &[String], valid: &[&str]) -> Result<()> {
+    if taps.is_empty() {
+        return Err(Error::Invalid(format!(
+            "extractor `{extractor}`: taps is empty; name at least one of {}",
+            valid.join(", ")
+        )));
+    }
+    for (i, t) in taps.iter().enumerate() {
+        if !valid.contains(&t.as_str()) {
+            return Err(Error::Invalid(format!(
+                "extractor `{extractor}`: unknown tap `{t}`; its taps are {}",
+                valid.join(", ")
+            )));
+        }
+        if taps[..i].contains(t) {
+            return Err(Error::Invalid(format!("extractor `{extractor}`: tap `{t}` is listed twice")));
+        }
+    }
+    Ok(())
+}
+
+/// The tap names of a concatenation, from its parts' names: as they are when
+/// no name repeats, else each prefixed by its part's index (`0.stem`, `1.stem`).
+pub fn merge_tap_names(parts: Vec<Vec<String>>) -> Vec<String> {
+    let flat: Vec<String> = parts.iter().flatten().cloned().collect();
+    let unique = flat.iter().collect::<std::collections::BTreeSet<_>>().len() == flat.len();
+    if unique {
+        return flat;
+    }
+    parts
+        .into_iter()
+        .enumerate()
+        .flat_map(|(i, names)| names.into_iter().map(move |n| format!("{i}.{n}")))
+        .collect()
+}

@@ -1,0 +1,396 @@
+//! The choices a run makes by validation before its final training: which
+//! taps a head with `taps = "auto"` reads (its point of bifurcation), and
+//! which weight decay of a list (or `"auto"`) each head, or the trunk, gets.
+//!
+//! Candidates are fitted on the training rows and scored on the validation
+//! rows; when there are fewer than [`MIN_VALIDATION_ROWS`] of those, by
+//! stratified [`FOLDS`]-fold cross-validation inside the training rows. A
+//! head's score is its error rate (discrete heads), else its MAE (value
+//! heads), else its loss; ties go to the lower validation loss, then to the
+//! shallower, shorter candidate (the first in [`TapLayout::runs`] order) and
+//! the larger weight decay.
+
+use serde::{Deserialize, Serialize};
+use tch::{nn, Device, Tensor};
+
+use crate::config::{RunConfig, TrainingConfig};
+use crate::data::{split, Dataset};
+use crate::extractor::taps::{TapLayout, TapSelection};
+use crate::head::{HeadConfig, HeadState, Targets};
+use crate::model::{MultiHeadModel, Routes};
+use crate::progress::{Progress, Silent};
+use crate::train::{self, Batch, Decay, NoCheckpoints};
+use crate::{Error, Result};
+
+/// Below this many validation rows, candidates are scored by k-fold inside the training rows.
+pub const MIN_VALIDATION_ROWS: usize = 100;
+
+/// The folds of that cross-validation.
+pub const FOLDS: usize = 5;
+
+/// One candidate's validation score.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Candidate {
+    /// The taps it read, joined with `+` (absent: the head's fixed input).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taps: Option<String>,
+    /// Its weight decay.
+    pub weight_decay: f64,
+    /// Its score (lower is better): error rate, MAE or loss, as `measure` says.
+    pub score: f64,
+    /// `error_rate`, `mae` or `loss`.
+    pub measure: String,
+    /// Its validation loss (the tie-breaker).
+    pub loss: f64,
+}
+
+/// What was chosen for one head.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeadChoice {
+    /// The head.
+    pub head: String,
+    /// The taps it reads directly; `None`: the trunk's output (or every tap without a trunk).
+    pub taps: Option<Vec<String>>,
+    /// Whether the taps were chosen (`taps = "auto"`).
+    pub auto_taps: bool,
+    /// Its weight decay.
+    pub weight_decay: f64,
+    /// Every candidate tried for this head (taps and weight decays), when there was a choice.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<Candidate>,
+}
+
+/// Everything a run chose, stored in the checkpoint (so `eval` and `predict`
+/// rebuild the same model) and written to `metrics.json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Choices {
+    /// The taps of the features, in column order.
+    pub layout: Option<TapLayout>,
+    /// The trunk's taps (`None`: all, or no trunk).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trunk_taps: Option<Vec<String>>,
+    /// The trunk's weight decay (and every head's on the trunk).
+    pub weight_decay: f64,
+    /// The trunk's weight decay candidates, when a list was searched jointly.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trunk_candidates: Vec<Candidate>,
+    /// Per head, in model order.
+    pub heads: Vec<HeadChoice>,
+    /// How candidates were scored, when anything was chosen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scored_on: Option<String>,
+}
+
+impl Choices {
+    /// The column routes of these choices.
+    pub fn routes(&self, trunk: bool) -> Result<Routes> {
+        let Some(layout) = &self.layout else { return Ok(Routes::default()) };
+        let cols =
+            |names: &[String]| -> Result<Vec<(i64, i64)>> { Ok(layout.columns(&layout.resolve(names)?)) };
+        let heads =
+            self.heads.iter().map(|h| h.taps.as_deref().map(cols).transpose()).collect::<Result<Vec<_>>>()?;
+        let trunk = match (&self.trunk_taps, trunk) {
+            (Some(t), true) => Some(cols(t)?),
+            _ => None,
+        };
+        Ok(Routes { trunk, heads })
+    }
+
+    /// The weight decay per variable of these choices.
+    pub fn decay(&self) -> Decay {
+        let mut d = Decay::uniform(self.weight_decay);
+        for h in &self.heads {
+            d.heads.insert(h.head.clone(), h.weight_decay);
+        }
+        d
+    }
+}
+
+/// The rows and labels the choices are made from.
+pub struct Problem<'a> {
+    /// The run's configuration.
+    pub config: &'a RunConfig,
+    /// Each head's fitted state, in config order.
+    pub states: &'a [HeadState],
+    /// The taps of `features`.
+    pub layout: &'a TapLayout,
+    /// `[N, D]` features of every row of `data` (standardised when the run is), on `device`.
+    pub features: &'a Tensor,
+    /// Each head's targets for every row of `data`, on `device`.
+    pub targets: &'a [Targets],
+    /// The whole data set (labels, for scores).
+    pub data: &'a Dataset,
+    /// Strata of every row (for the folds).
+    pub strata: &'a [String],
+    /// Training and validation rows.
+    pub train: &'a [usize],
+    /// Validation rows.
+    pub val: &'a [usize],
+    /// Where models train.
+    pub device: Device,
+}
+
+/// (fit rows, score rows) pairs.
+type Plan = Vec<(Vec<usize>, Vec<usize>)>;
+
+impl Problem<'_> {
+    fn plan(&self) -> (Plan, String) {
+        if self.val.len() >= MIN_VALIDATION_ROWS {
+            return (
+                vec![(self.train.to_vec(), self.val.to_vec())],
+                format!("validation part ({} rows)", self.val.len()),
+            );
+        }
+        let k = FOLDS.min(self.train.len()).max(2);
+        let strata: Vec<String> = self.train.iter().map(|&i| self.strata[i].clone()).collect();
+        let folds = split::folds(&strata, k, self.config.training.seed);
+        let plan = folds
+            .iter()
+            .map(|fold| {
+                let held: std::collections::BTreeSet<usize> = fold.iter().copied().collect();
+                let fit =
+                    (0..self.train.len()).filter(|i| !held.contains(i)).map(|i| self.train[i]).collect();
+                (fit, fold.iter().map(|&i| self.train[i]).collect())
+            })
+            .collect();
+        (
+            plan,
+            format!(
+                "{k}-fold cross-validation inside the training part (the validation part has {} rows, fewer than {MIN_VALIDATION_ROWS})",
+                self.val.len()
+            ),
+        )
+    }
+
+    fn batch(&self, rows: &[usize]) -> Batch {
+        let idx =
+            Tensor::from_slice(&rows.iter().map(|&i| i as i64).collect::<Vec<_>>()).to_device(self.device);
+        Batch {
+            features: self.features.index_select(0, &idx),
+            targets: self
+                .targets
+                .iter()
+                .map(|t| Targets {
+                    values: t.values.index_select(0, &idx),
+                    mask: t.mask.index_select(0, &idx),
+                })
+                .collect(),
+        }
+    }
+
+    /// Fits a model of the heads `heads` (config indices) with `routes` and
+    /// `decay` on each plan's fit rows; per head, the mean (score, measure,
+    /// loss) over the plan's score rows. `warm`: variables to start from.
+    #[allow(clippy::too_many_arguments)]
+    fn fit_score(
+        &self,
+        heads: &[usize],
+        trunk: bool,
+        routes: &Routes,
+        decay: &Decay,
+        plan: &Plan,
+        training: &TrainingConfig,
+        warm: &mut Vec<Option<nn::VarStore>>,
+    ) -> Result<Vec<(f64, String, f64)>> {
+        let mut sums = vec![(0.0, String::new(), 0.0); heads.len()];
+        for (p, (fit, score)) in plan.iter().enumerate() {
+            tch::manual_seed(training.seed as i64);
+            let mut vs = nn::VarStore::new(self.device);
+            let configs: Vec<(&dyn HeadConfig, HeadState)> =
+                heads.iter().map(|&h| (self.config.heads[h].as_ref(), self.states[h].clone())).collect();
+            let model = MultiHeadModel::routed(
+                &vs.root(),
+                self.layout.dim(),
+                if trunk { self.config.trunk.as_ref() } else { None },
+                &configs,
+                routes.clone(),
+            )?;
+            if let Some(Some(prev)) = warm.get(p) {
+                vs.copy(prev).map_err(|e| Error::Training(e.to_string()))?;
+            }
+            let mut fit_batch = self.batch(fit);
+            fit_batch.targets = heads.iter().map(|&h| self.take(&fit_batch.targets, h)).collect();
+            let mut score_batch = self.batch(score);
+            score_batch.targets = heads.iter().map(|&h| self.take(&score_batch.targets, h)).collect();
+            train::train_with(
+                &model,
+                &vs,
+                &fit_batch,
+                None,
+                training,
+                decay,
+                &mut NoCheckpoints,
+                &mut Silent,
+            )?;
+            let (_, losses) = train::evaluate_losses(&model, &score_batch);
+            let predictions = super::predict_features(&model, &score_batch.features);
+            let subset = self.data.subset(score);
+            for (j, &h) in heads.iter().enumerate() {
+                let labels = subset.labels(self.config.heads[h].column())?;
+                let s = model.heads()[j].score(&predictions[j], &labels)?;
+                let (value, measure) = match (s.error_rate, s.metrics.get("mae").and_then(|v| v.as_f64())) {
+                    (Some(e), _) => (e, "error_rate"),
+                    (None, Some(m)) => (m, "mae"),
+                    (None, None) => (losses[j], "loss"),
+                };
+                sums[j].0 += value / plan.len() as f64;
+                sums[j].1 = measure.to_string();
+                sums[j].2 += losses[j] / plan.len() as f64;
+            }
+            if warm.len() <= p {
+                warm.resize_with(p + 1, || None);
+            }
+            warm[p] = Some(vs);
+        }
+        Ok(sums)
+    }
+
+    fn take(&self, targets: &[Targets], head: usize) -> Targets {
+        let t = &targets[head];
+        Targets { values: t.values.shallow_clone(), mask: t.mask.shallow_clone() }
+    }
+}
+
+fn better(a: &Candidate, b: &Candidate) -> bool {
+    (a.score, a.loss) < (b.score, b.loss)
+}
+
+/// Makes the run's choices (see the module docs). Without a choice to make
+/// (no `"auto"` taps, one weight decay) it only resolves the taps.
+pub fn choose(problem: &Problem, progress: &mut dyn Progress) -> Result<Choices> {
+    let c = problem.config;
+    let t = &c.training;
+    let layout = problem.layout;
+    let grid = {
+        let mut g = t.weight_decay.values();
+        // Largest first: each fit starts from the previous, more regular, solution.
+        g.sort_by(|a, b| b.total_cmp(a));
+        g
+    };
+    let has_trunk = c.trunk.is_some();
+    let trunk_taps = c.trunk.as_ref().and_then(|tr| tr.taps.clone());
+    let mut heads: Vec<HeadChoice> = c
+        .heads
+        .iter()
+        .map(|h| HeadChoice {
+            head: h.name().to_string(),
+            taps: match h.taps() {
+                Some(TapSelection::List(names)) => Some(names.clone()),
+                _ => None,
+            },
+            auto_taps: matches!(h.taps(), Some(TapSelection::Auto)),
+            weight_decay: grid[0],
+            candidates: Vec::new(),
+        })
+        .collect();
+    let mut choices = Choices {
+        layout: Some(layout.clone()),
+        trunk_taps: trunk_taps.clone(),
+        weight_decay: grid[0],
+        trunk_candidates: Vec::new(),
+        heads: Vec::new(),
+        scored_on: None,
+    };
+    let searching = grid.len() > 1;
+    let auto: Vec<usize> = (0..heads.len()).filter(|&i| heads[i].auto_taps).collect();
+    if auto.is_empty() && !searching {
+        choices.heads = heads;
+        return Ok(choices);
+    }
+    let (plan, scored_on) = problem.plan();
+    choices.scored_on = Some(scored_on);
+    let runs = layout.runs();
+    let fits = auto.len() * runs.len() * grid.len() + usize::from(searching) * grid.len();
+    progress.start("choosing taps and weight decay", fits as u64);
+    let mut done = 0u64;
+    // 1. Each "auto" head alone, on every candidate input, every weight decay.
+    for &h in &auto {
+        let mut best: Option<Candidate> = None;
+        for run in &runs {
+            let routes = Routes { trunk: None, heads: vec![Some(layout.columns(run))] };
+            let mut warm = Vec::new();
+            for &wd in &grid {
+                let s = problem.fit_score(&[h], false, &routes, &Decay::uniform(wd), &plan, t, &mut warm)?;
+                let cand = Candidate {
+                    taps: Some(layout.label(run)),
+                    weight_decay: wd,
+                    score: s[0].0,
+                    measure: s[0].1.clone(),
+                    loss: s[0].2,
+                };
+                if best.as_ref().is_none_or(|b| better(&cand, b)) {
+                    best = Some(cand.clone());
+                }
+                heads[h].candidates.push(cand);
+                done += 1;
+                progress.advance(done, Some(&format!("{}: {}", heads[h].head, layout.label(run))));
+            }
+        }
+        let best = best.ok_or_else(|| Error::Training("no tap candidates".into()))?;
+        heads[h].taps = best.taps.as_ref().map(|l| l.split('+').map(str::to_string).collect());
+        heads[h].weight_decay = best.weight_decay;
+    }
+    // 2. The weight decay of the other heads (and the trunk), on their inputs.
+    let rest: Vec<usize> = (0..heads.len()).filter(|&i| !heads[i].auto_taps).collect();
+    if searching && !rest.is_empty() {
+        let layout_routes =
+            Choices { layout: Some(layout.clone()), trunk_taps, heads: heads.clone(), ..Default::default() }
+                .routes(has_trunk)?;
+        let routes = Routes {
+            trunk: layout_routes.trunk.clone(),
+            heads: rest.iter().map(|&i| layout_routes.heads[i].clone()).collect(),
+        };
+        let on_trunk = has_trunk && rest.iter().any(|&i| heads[i].taps.is_none());
+        let mut warm = Vec::new();
+        let mut per_head: Vec<Option<Candidate>> = vec![None; rest.len()];
+        let mut joint: Option<Candidate> = None;
+        for &wd in &grid {
+            let s = problem.fit_score(&rest, has_trunk, &routes, &Decay::uniform(wd), &plan, t, &mut warm)?;
+            for (j, &h) in rest.iter().enumerate() {
+                let cand = Candidate {
+                    taps: None,
+                    weight_decay: wd,
+                    score: s[j].0,
+                    measure: s[j].1.clone(),
+                    loss: s[j].2,
+                };
+                if per_head[j].as_ref().is_none_or(|b| better(&cand, b)) {
+                    per_head[j] = Some(cand.clone());
+                }
+                heads[h].candidates.push(cand);
+            }
+            // Jointly: the summed scores of the discrete heads, then the summed losses.
+            let sum = |f: &dyn Fn(&(f64, String, f64)) -> f64| s.iter().map(f).sum::<f64>();
+            let cand = Candidate {
+                taps: None,
+                weight_decay: wd,
+                score: sum(&|x| if x.1 == "error_rate" { x.0 } else { 0.0 }),
+                measure: "summed error_rate".into(),
+                loss: sum(&|x| x.2),
+            };
+            if joint.as_ref().is_none_or(|b| better(&cand, b)) {
+                joint = Some(cand.clone());
+            }
+            choices.trunk_candidates.push(cand);
+            done += 1;
+            progress.advance(done, Some(&format!("weight decay {wd:e}")));
+        }
+        if on_trunk {
+            let wd = joint.map(|j| j.weight_decay).unwrap_or(grid[0]);
+            choices.weight_decay = wd;
+            for &h in &rest {
+                heads[h].weight_decay = wd;
+            }
+        } else {
+            choices.trunk_candidates.clear();
+            for (j, &h) in rest.iter().enumerate() {
+                if let Some(b) = &per_head[j] {
+                    heads[h].weight_decay = b.weight_decay;
+                }
+            }
+        }
+    }
+    progress.finish();
+    choices.heads = heads;
+    Ok(choices)
+}

@@ -1,0 +1,182 @@
+//! The first stage of a run: images -> extractor (taps) -> feature cache.
+//!
+//! Every command gets its features here. The cache is content-addressed
+//! ([`crate::features::FeatureCache`]); an extractor made of parts (`concat`)
+//! is cached part by part, and a tapped extractor tap by tap, each under the
+//! key it has on its own, so a later run asking for a subset or a superset
+//! extracts only what is missing: a tapped extractor runs one forward pass
+//! over the images that miss any of its taps, stopped after the deepest
+//! missing tap.
+
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use tch::Tensor;
+
+use crate::config::{Fit, LoadedConfig};
+use crate::data::{image, Dataset};
+use crate::extractor::taps::TapLayout;
+use crate::extractor::{ExtractorConfig, FeatureExtractor};
+use crate::features::{CacheStats, FeatureCache};
+use crate::progress::Progress;
+use crate::{fsutil, weights, Error, Result};
+
+/// The features of a data set: rows in data order, and the taps they are made of.
+#[derive(Debug)]
+pub struct Features {
+    /// `[N, D]` features, `f32`, CPU.
+    pub features: Tensor,
+    /// The taps the `D` columns are made of.
+    pub layout: TapLayout,
+    /// Rows extracted now vs found in the cache.
+    pub stats: CacheStats,
+}
+
+/// Features of every image of `data` for `cfg`'s extractor, through the feature cache.
+///
+/// Statistics count a row as extracted when any part or tap had to extract it.
+pub fn features_for(
+    cfg: &LoadedConfig,
+    extractor: &dyn FeatureExtractor,
+    data: &Dataset,
+    progress: &mut dyn Progress,
+) -> Result<Features> {
+    let c = &cfg.config;
+    let hashes: Vec<String> = data
+        .files
+        .par_iter()
+        .map(|f| std::fs::read(f).map(|b| fsutil::sha256_bytes(&b)).map_err(|e| Error::io(f, e)))
+        .collect::<Result<_>>()?;
+    let root = match &c.data.feature_cache {
+        Some(p) if p.is_absolute() => p.clone(),
+        Some(p) => cfg.dir().join(p),
+        None => weights::cache_dir().join("features"),
+    };
+    let source = FeatureSource { data, hashes: &hashes, root: &root, fit: c.data.fit };
+    let (features, widths, extracted) = source.features(c.extractor.as_ref(), extractor, progress)?;
+    let names = c.extractor.tap_names();
+    if names.len() != widths.len() {
+        return Err(Error::Invalid(format!(
+            "the extractor names {} taps but gave {} blocks of features",
+            names.len(),
+            widths.len()
+        )));
+    }
+    let layout = TapLayout::new(names.into_iter().zip(widths).collect());
+    let stats = CacheStats { hits: hashes.len() - extracted, extracted };
+    Ok(Features { features, layout, stats })
+}
+
+/// The images and cache [`features_for`] works from.
+struct FeatureSource<'a> {
+    data: &'a Dataset,
+    hashes: &'a [String],
+    root: &'a Path,
+    fit: Fit,
+}
+
+impl FeatureSource<'_> {
+    /// Features, the width of each tap, and how many rows had to be extracted.
+    fn features(
+        &self,
+        config: &dyn ExtractorConfig,
+        extractor: &dyn FeatureExtractor,
+        progress: &mut dyn Progress,
+    ) -> Result<(Tensor, Vec<i64>, usize)> {
+        if let (Some(configs), Some(parts)) = (config.parts(), extractor.parts()) {
+            let mut features = Vec::with_capacity(parts.len());
+            let mut widths = Vec::new();
+            let mut extracted = 0;
+            for (c, e) in configs.iter().zip(parts) {
+                let (f, w, x) = self.features(c.as_ref(), e.as_ref(), progress)?;
+                features.push(f);
+                widths.extend(w);
+                extracted = extracted.max(x);
+            }
+            return Ok((Tensor::cat(&features, 1), widths, extracted));
+        }
+        let taps = config.tap_names().len();
+        let json =
+            |c: &dyn ExtractorConfig| serde_json::to_string(c).map_err(|e| Error::Invalid(e.to_string()));
+        let keyed: Vec<String> = match config.tap_config(0) {
+            None => vec![json(config)?],
+            Some(_) => (0..taps)
+                .filter_map(|i| config.tap_config(i))
+                .map(|c| json(c.as_ref()))
+                .collect::<Result<_>>()?,
+        };
+        let fit = serde_json::to_string(&self.fit).unwrap_or_default();
+        let caches: Vec<FeatureCache> = keyed
+            .iter()
+            .map(|j| {
+                FeatureCache::new(
+                    self.root,
+                    &FeatureCache::key(j, extractor.weights_sha256().as_deref(), &fit),
+                )
+            })
+            .collect();
+        let mut known: Vec<_> = caches.iter().map(FeatureCache::known).collect();
+        let missing: Vec<Vec<usize>> = known.iter().map(|k| FeatureCache::missing(k, self.hashes)).collect();
+        let mut union: Vec<usize> = missing.iter().flatten().copied().collect();
+        union.sort_unstable();
+        union.dedup();
+        if !union.is_empty() {
+            let which: Vec<usize> = (0..caches.len()).filter(|&t| !missing[t].is_empty()).collect();
+            let rows = self.extract(extractor, &union, &which, caches.len() == 1, progress)?;
+            for (t, block) in which.iter().zip(rows) {
+                // The rows this tap lacks, out of the union extracted.
+                let pick: Vec<i64> = missing[*t]
+                    .iter()
+                    .map(|i| union.binary_search(i).map(|p| p as i64).unwrap_or_default())
+                    .collect();
+                let block = block.index_select(0, &Tensor::from_slice(&pick));
+                let names = missing[*t].iter().map(|&i| self.hashes[i].clone()).collect();
+                caches[*t].store(&mut known[*t], names, &block)?;
+            }
+        }
+        let blocks: Vec<Tensor> = known.iter().map(|k| FeatureCache::gather(k, self.hashes)).collect();
+        let widths = blocks.iter().map(|b| b.size()[1]).collect();
+        Ok((Tensor::cat(&blocks, 1), widths, union.len()))
+    }
+
+    /// The taps `which` of the images `rows`, in batches, with progress.
+    /// `whole`: the extractor has one tap, taken with its plain `extract`.
+    fn extract(
+        &self,
+        extractor: &dyn FeatureExtractor,
+        rows: &[usize],
+        which: &[usize],
+        whole: bool,
+        progress: &mut dyn Progress,
+    ) -> Result<Vec<Tensor>> {
+        progress.start("extracting features", rows.len() as u64);
+        let size = extractor.input_spec().size as usize;
+        let bs = extractor.batch_size().max(1);
+        let chunk = (bs * 4).max(64);
+        let mut parts: Vec<Vec<Tensor>> = which.iter().map(|_| Vec::new()).collect();
+        let mut done = 0;
+        for part in rows.chunks(chunk) {
+            let files: Vec<PathBuf> = part.iter().map(|&i| self.data.files[i].clone()).collect();
+            let images = image::load_batch(&files, size, self.fit)?;
+            if whole {
+                parts[0].push(extractor.extract_all(&images, &mut |_| {})?);
+            } else {
+                let n = images.size()[0];
+                let mut start = 0;
+                while start < n {
+                    let len = (bs as i64).min(n - start);
+                    for (p, t) in
+                        parts.iter_mut().zip(extractor.extract_taps(&images.narrow(0, start, len), which)?)
+                    {
+                        p.push(t);
+                    }
+                    start += len;
+                }
+            }
+            done += part.len();
+            progress.advance(done as u64, None);
+        }
+        progress.finish();
+        Ok(parts.iter().map(|p| Tensor::cat(p, 0)).collect())
+    }
+}

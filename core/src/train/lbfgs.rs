@@ -1,0 +1,565 @@
+//! Full-batch L-BFGS with a strong-Wolfe line search, following the algorithm
+//! of `torch.optim.LBFGS` (`line_search_fn = "strong_wolfe"`).
+//!
+//! The search direction comes from the two-loop recursion over the last
+//! `history_size` correction pairs `(s, y)` (Nocedal & Wright, *Numerical
+//! Optimization*, 2nd ed., algorithms 7.4 and 7.5), with the initial inverse
+//! Hessian `H0 = (s·y / y·y) I` of the newest pair; a pair with `y·s <= 1e-10`
+//! is not stored. The step length comes from a line search satisfying the
+//! strong Wolfe conditions (`c1 = 1e-4`, `c2 = 0.9`), bracketing then zooming
+//! with safeguarded cubic interpolation (algorithms 3.5 and 3.6). The first
+//! trial step is `min(1, 1/|g|_1) * lr` on the first iteration and `lr` after.
+//!
+//! All vector arithmetic is on one flat tensor (the variables' gradients,
+//! flattened and concatenated in the order of the variables), on the
+//! variables' device, in `f64` when any variable is `f64` and in `f32`
+//! otherwise. A trial point whose objective or gradient is not finite counts
+//! as a failed trial: the line search shrinks the step by bisection.
+//!
+//! ```
+//! use furcate_core::train::{Convergence, Lbfgs, LbfgsConfig};
+//! use tch::{Kind, Tensor};
+//!
+//! // f(x) = sum((x - 3)^2), minimum at x = 3.
+//! let x = Tensor::zeros([4], (Kind::Double, tch::Device::Cpu)).set_requires_grad(true);
+//! let mut opt = Lbfgs::new(vec![x.shallow_clone()], 1.0, LbfgsConfig::default());
+//! let mut f = || -> furcate_core::Result<f64> {
+//!     let mut g = x.grad();
+//!     if g.defined() {
+//!         let _ = g.zero_();
+//!     }
+//!     let loss = (&x - 3.0).square().sum(Kind::Double);
+//!     loss.backward();
+//!     Ok(loss.double_value(&[]))
+//! };
+//! let mut converged = None;
+//! for _ in 0..10 {
+//!     let it = opt.iterate(&mut f)?;
+//!     if it.converged.is_some() {
+//!         converged = it.converged;
+//!         break;
+//!     }
+//! }
+//! assert!(converged.is_some());
+//! let err = (&x - 3.0).abs().max().double_value(&[]);
+//! assert!(err < 1e-6, "{err}");
+//! # Ok::<(), furcate_core::Error>(())
+//! ```
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+use crate::{Error, Result};
+
+/// Sufficient-decrease (Armijo) constant of the strong Wolfe conditions.
+const C1: f64 = 1e-4;
+/// Curvature constant of the strong Wolfe conditions.
+const C2: f64 = 0.9;
+/// Correction pairs with `y·s` at most this are not stored.
+const MIN_CURVATURE: f64 = 1e-10;
+
+/// Settings of L-BFGS (`[training.lbfgs]` in TOML).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LbfgsConfig {
+    /// Correction pairs kept (default 20).
+    #[serde(default = "default_history_size")]
+    pub history_size: usize,
+    /// Stop when the largest absolute gradient entry is at most this (default 1e-7).
+    #[serde(default = "default_tolerance_grad")]
+    pub tolerance_grad: f64,
+    /// Stop when the step or the loss change is at most this (default 1e-9).
+    #[serde(default = "default_tolerance_change")]
+    pub tolerance_change: f64,
+    /// Most function evaluations per iteration inside the line search (default 25).
+    #[serde(default = "default_max_line_search")]
+    pub max_line_search: usize,
+}
+
+fn default_history_size() -> usize {
+    20
+}
+
+fn default_tolerance_grad() -> f64 {
+    1e-7
+}
+
+fn default_tolerance_change() -> f64 {
+    1e-9
+}
+
+fn default_max_line_search() -> usize {
+    25
+}
+
+impl Default for LbfgsConfig {
+    fn default() -> Self {
+        LbfgsConfig {
+            history_size: default_history_size(),
+            tolerance_grad: default_tolerance_grad(),
+            tolerance_change: default_tolerance_change(),
+            max_line_search: default_max_line_search(),
+        }
+    }
+}
+
+/// Which stopping test fired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Convergence {
+    /// The largest absolute gradient entry is at most `tolerance_grad`: a
+    /// stationary point (the minimum, for a convex objective).
+    Gradient,
+    /// The largest absolute entry of the step just taken is at most
+    /// `tolerance_change`: the line search could not move the variables.
+    Step,
+    /// The objective changed by less than `tolerance_change` in the last
+    /// iteration, or the predicted change along the search direction
+    /// (`-g·d`) is below `tolerance_change` so that no step was taken.
+    LossChange,
+}
+
+/// What one [`Lbfgs::iterate`] did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Iteration {
+    /// Objective at the new point.
+    pub loss: f64,
+    /// Largest absolute gradient entry at the new point.
+    pub grad_max: f64,
+    /// Function evaluations this iteration took.
+    pub evaluations: usize,
+    /// Set when the run has converged (the caller stops).
+    pub converged: Option<Convergence>,
+}
+
+/// The objective and flat gradient at the current point.
+#[derive(Debug)]
+struct Point {
+    loss: f64,
+    grad: Tensor,
+}
+
+/// One correction pair and `1 / y·s`.
+#[derive(Debug)]
+struct Pair {
+    s: Tensor,
+    y: Tensor,
+    rho: f64,
+}
+
+/// Full-batch L-BFGS over a fixed, ordered list of variables.
+///
+/// The state (curvature pairs, the objective and gradient at the current
+/// point) carries over between [`Lbfgs::iterate`] calls, so the variables must
+/// only be moved by `iterate`; after changing them otherwise (restoring a
+/// checkpoint, say) call [`Lbfgs::reset`].
+#[derive(Debug)]
+pub struct Lbfgs {
+    vars: Vec<Tensor>,
+    numels: Vec<i64>,
+    kind: Kind,
+    lr: f64,
+    config: LbfgsConfig,
+    history: VecDeque<Pair>,
+    h_diag: f64,
+    /// Whether the next iteration is the first since the start or a reset.
+    fresh: bool,
+    current: Option<Point>,
+    iterations: usize,
+    evaluations: usize,
+}
+
+impl Lbfgs {
+    /// L-BFGS over `vars` (their order is the order of the flat vector). `lr`
+    /// scales steps as torch's `lr` (the trainer passes 1.0).
+    pub fn new(vars: Vec<Tensor>, lr: f64, config: LbfgsConfig) -> Self {
+        let numels = vars.iter().map(|v| v.numel() as i64).collect();
+        let kind = if vars.iter().any(|v| v.kind() == Kind::Double) { Kind::Double } else { Kind::Float };
+        Lbfgs {
+            vars,
+            numels,
+            kind,
+            lr,
+            config,
+            history: VecDeque::new(),
+            h_diag: 1.0,
+            fresh: true,
+            current: None,
+            iterations: 0,
+            evaluations: 0,
+        }
+    }
+
+    /// One iteration (torch's `step` with `max_iter = 1`, but the state
+    /// carries over between calls): a search direction, a line search along
+    /// it, and the move to the point it accepts.
+    ///
+    /// `f` must zero the variables' gradients, compute the objective, call
+    /// `backward()`, and return the objective's value (everything the
+    /// gradient is of, penalties included); its errors are propagated, with
+    /// the variables back at the last accepted point. The first call (and the
+    /// first after [`Lbfgs::reset`]) evaluates `f` once at the start point as
+    /// well; if the gradient there is already at most `tolerance_grad`, it
+    /// returns [`Convergence::Gradient`] without moving. After the call the
+    /// variables' `.grad()` is that of the last evaluation, which need not be
+    /// the accepted point.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Training`] when the objective or gradient is not finite at the
+    /// start point, or when no trial of a line search had a finite objective;
+    /// [`Error::Invalid`] when there are no variables; and whatever `f` fails with.
+    pub fn iterate(&mut self, f: &mut dyn FnMut() -> Result<f64>) -> Result<Iteration> {
+        if self.vars.is_empty() {
+            return Err(Error::Invalid("L-BFGS needs at least one variable".into()));
+        }
+        let mut evaluations = 0;
+        if self.current.is_none() {
+            let loss = f()?;
+            evaluations += 1;
+            self.evaluations += 1;
+            let grad = self.flat_grad();
+            let grad_max = max_abs(&grad);
+            if !loss.is_finite() {
+                return Err(Error::Training(format!("the objective is {loss} at the start point")));
+            }
+            if !grad_max.is_finite() {
+                return Err(Error::Training(format!(
+                    "the gradient of the objective is not finite at the start point (objective {loss})"
+                )));
+            }
+            self.current = Some(Point { loss, grad });
+        }
+        let (loss, grad) = {
+            let p = self.current.as_ref().expect("set above");
+            (p.loss, p.grad.shallow_clone())
+        };
+        let grad_max = max_abs(&grad);
+        if grad_max <= self.config.tolerance_grad {
+            return Ok(Iteration { loss, grad_max, evaluations, converged: Some(Convergence::Gradient) });
+        }
+        self.iterations += 1;
+
+        let d = self.direction(&grad);
+        let t0 = if self.fresh {
+            let l1 = grad.abs().sum(Kind::Double).double_value(&[]);
+            (1.0f64).min(1.0 / l1) * self.lr
+        } else {
+            self.lr
+        };
+        self.fresh = false;
+        let gtd = dot(&grad, &d);
+        if !gtd.is_finite() {
+            return Err(Error::Training(format!(
+                "the L-BFGS search direction is not finite (g·d = {gtd}); the curvature history is broken"
+            )));
+        }
+        if gtd > -self.config.tolerance_change {
+            return Ok(Iteration { loss, grad_max, evaluations, converged: Some(Convergence::LossChange) });
+        }
+
+        let x: Vec<Tensor> = self.vars.iter().map(|v| v.detach().copy()).collect();
+        let ls = self.line_search(f, &x, &d, t0, loss, &grad, gtd)?;
+        evaluations += ls.evaluations;
+        if ls.t == 0.0 && ls.failed_trials == ls.evaluations {
+            return Err(Error::Training(format!(
+                "the objective was not finite at any of the {} trial points of the line search",
+                ls.evaluations
+            )));
+        }
+        let step = &d * ls.t;
+        self.restore(&x, Some(&step));
+
+        // The new correction pair (used by the next direction).
+        let y = &ls.grad - &grad;
+        let ys = dot(&y, &step);
+        if ys > MIN_CURVATURE {
+            if self.history.len() == self.config.history_size {
+                self.history.pop_front();
+            }
+            self.h_diag = ys / dot(&y, &y);
+            if self.config.history_size > 0 {
+                self.history.push_back(Pair { s: step.shallow_clone(), y, rho: 1.0 / ys });
+            }
+        }
+
+        let new_max = max_abs(&ls.grad);
+        let converged = if new_max <= self.config.tolerance_grad {
+            Some(Convergence::Gradient)
+        } else if max_abs(&step) <= self.config.tolerance_change {
+            Some(Convergence::Step)
+        } else if (ls.loss - loss).abs() < self.config.tolerance_change {
+            Some(Convergence::LossChange)
+        } else {
+            None
+        };
+        self.current = Some(Point { loss: ls.loss, grad: ls.grad });
+        Ok(Iteration { loss: ls.loss, grad_max: new_max, evaluations, converged })
+    }
+
+    /// Clears the curvature history (used after a resume), and forgets the
+    /// objective at the current point: the next [`Lbfgs::iterate`] evaluates
+    /// it afresh and starts with a steepest-descent step, as the first did.
+    pub fn reset(&mut self) {
+        self.history.clear();
+        self.h_diag = 1.0;
+        self.fresh = true;
+        self.current = None;
+    }
+
+    /// Iterations done (calls of [`Lbfgs::iterate`] that searched a direction).
+    pub fn iterations(&self) -> usize {
+        self.iterations
+    }
+
+    /// Function evaluations done.
+    pub fn evaluations(&self) -> usize {
+        self.evaluations
+    }
+
+    /// The two-loop recursion: `-H g` with the stored pairs.
+    fn direction(&self, grad: &Tensor) -> Tensor {
+        let mut q = -grad;
+        if self.history.is_empty() {
+            return q;
+        }
+        let mut alphas = vec![0.0; self.history.len()];
+        for (p, a) in self.history.iter().zip(&mut alphas).rev() {
+            *a = dot(&p.s, &q) * p.rho;
+            let _ = q.g_sub_(&(&p.y * *a));
+        }
+        let mut r = q * self.h_diag;
+        for (p, a) in self.history.iter().zip(&alphas) {
+            let beta = dot(&p.y, &r) * p.rho;
+            let _ = r.g_add_(&(&p.s * (a - beta)));
+        }
+        r
+    }
+
+    /// The variables' gradients, flattened and concatenated (zeros for a
+    /// variable without one).
+    fn flat_grad(&self) -> Tensor {
+        let parts: Vec<Tensor> = self
+            .vars
+            .iter()
+            .map(|v| {
+                let g = v.grad();
+                if g.defined() {
+                    g.detach().reshape([-1]).to_kind(self.kind)
+                } else {
+                    Tensor::zeros([v.numel() as i64], (self.kind, v.device()))
+                }
+            })
+            .collect();
+        Tensor::cat(&parts, 0)
+    }
+
+    /// Sets the variables to `x`, plus `step` (flat) when given.
+    fn restore(&mut self, x: &[Tensor], step: Option<&Tensor>) {
+        tch::no_grad(|| {
+            let mut offset = 0;
+            for ((v, x), n) in self.vars.iter_mut().zip(x).zip(&self.numels) {
+                v.copy_(x);
+                if let Some(step) = step {
+                    let part = step.narrow(0, offset, *n).view_as(v).to_kind(v.kind());
+                    let _ = v.g_add_(&part);
+                }
+                offset += n;
+            }
+        });
+    }
+
+    /// Objective and flat gradient at `x + t d`; the variables are back at `x` after.
+    fn evaluate(
+        &mut self,
+        f: &mut dyn FnMut() -> Result<f64>,
+        x: &[Tensor],
+        t: f64,
+        d: &Tensor,
+    ) -> Result<Trial> {
+        self.restore(x, Some(&(d * t)));
+        let loss = f();
+        self.evaluations += 1;
+        let grad = self.flat_grad();
+        self.restore(x, None);
+        let loss = loss?;
+        let gtd = dot(&grad, d);
+        if loss.is_finite() && gtd.is_finite() {
+            Ok(Trial { t, f: loss, g: grad, gtd, ok: true })
+        } else {
+            // A failed trial: worse than anything, so that the search shrinks the step.
+            Ok(Trial { t, f: f64::INFINITY, g: grad, gtd: f64::NAN, ok: false })
+        }
+    }
+
+    /// A step length along `d` from `x` satisfying the strong Wolfe conditions
+    /// (Nocedal & Wright algorithms 3.5 and 3.6, as torch's `_strong_wolfe`).
+    #[allow(clippy::too_many_arguments)]
+    fn line_search(
+        &mut self,
+        f: &mut dyn FnMut() -> Result<f64>,
+        x: &[Tensor],
+        d: &Tensor,
+        t: f64,
+        f0: f64,
+        g0: &Tensor,
+        gtd0: f64,
+    ) -> Result<LineSearch> {
+        let max_evals = self.config.max_line_search.max(1);
+        let tol = self.config.tolerance_change;
+        let d_norm = max_abs(d);
+        let mut evals = 0;
+        let mut failed = 0;
+        let mut eval = |this: &mut Self, t: f64| -> Result<Trial> {
+            evals += 1;
+            let trial = this.evaluate(f, x, t, d)?;
+            if !trial.ok {
+                failed += 1;
+            }
+            Ok(trial)
+        };
+        let start = Trial { t: 0.0, f: f0, g: g0.shallow_clone(), gtd: gtd0, ok: true };
+
+        // Bracketing: an interval that contains a point satisfying the conditions, or such a point.
+        let mut prev = start.clone_shallow();
+        let mut new = eval(self, t)?;
+        let mut n = 1;
+        let mut bracket: [Trial; 2];
+        let mut done = false;
+        loop {
+            if new.f > f0 + C1 * new.t * gtd0 || (n > 2 && new.f >= prev.f) {
+                bracket = [prev, new];
+                break;
+            }
+            if new.gtd.abs() <= -C2 * gtd0 {
+                bracket = [new.clone_shallow(), new];
+                done = true;
+                break;
+            }
+            if new.gtd >= 0.0 {
+                bracket = [prev, new];
+                break;
+            }
+            if n >= max_evals {
+                bracket = [start.clone_shallow(), new];
+                break;
+            }
+            let (lo, hi) = (new.t + 0.01 * (new.t - prev.t), new.t * 10.0);
+            let next_t = cubic_min(&prev, &new, Some((lo, hi)));
+            prev = new;
+            new = eval(self, next_t)?;
+            n += 1;
+        }
+
+        // Zoom: shrink the bracket until a point satisfies the conditions.
+        let mut low = if bracket[0].f <= bracket[1].f { 0 } else { 1 };
+        let mut insufficient_progress = false;
+        while !done && n < max_evals {
+            let (a, b) = (bracket[0].t, bracket[1].t);
+            if (b - a).abs() * d_norm < tol {
+                break;
+            }
+            let (bmin, bmax) = (a.min(b), a.max(b));
+            let mut t = if bracket.iter().all(|p| p.ok) {
+                cubic_min(&bracket[0], &bracket[1], None)
+            } else {
+                // A failed end: bisect (backtracking) rather than interpolate.
+                0.5 * (a + b)
+            };
+            // Keep the trial away from the ends when interpolation hugs one of them.
+            let eps = 0.1 * (bmax - bmin);
+            if (bmax - t).min(t - bmin) < eps {
+                if insufficient_progress || t >= bmax || t <= bmin {
+                    t = if (t - bmax).abs() < (t - bmin).abs() { bmax - eps } else { bmin + eps };
+                    insufficient_progress = false;
+                } else {
+                    insufficient_progress = true;
+                }
+            } else {
+                insufficient_progress = false;
+            }
+            let new = eval(self, t)?;
+            n += 1;
+            let high = 1 - low;
+            if new.f > f0 + C1 * t * gtd0 || new.f >= bracket[low].f {
+                bracket[high] = new;
+                low = if bracket[0].f <= bracket[1].f { 0 } else { 1 };
+            } else {
+                if new.gtd.abs() <= -C2 * gtd0 {
+                    done = true;
+                } else if new.gtd * (bracket[high].t - bracket[low].t) >= 0.0 {
+                    bracket[high] = bracket[low].clone_shallow();
+                }
+                bracket[low] = new;
+            }
+        }
+        let [b0, b1] = bracket;
+        let best = if low == 0 { b0 } else { b1 };
+        Ok(LineSearch { t: best.t, loss: best.f, grad: best.g, evaluations: evals, failed_trials: failed })
+    }
+}
+
+/// One evaluated point of a line search.
+#[derive(Debug)]
+struct Trial {
+    t: f64,
+    /// The objective (`+inf` for a failed trial).
+    f: f64,
+    g: Tensor,
+    /// Directional derivative `g·d`.
+    gtd: f64,
+    /// Whether the objective and gradient were finite.
+    ok: bool,
+}
+
+impl Trial {
+    fn clone_shallow(&self) -> Trial {
+        Trial { t: self.t, f: self.f, g: self.g.shallow_clone(), gtd: self.gtd, ok: self.ok }
+    }
+}
+
+/// The outcome of a line search.
+#[derive(Debug)]
+struct LineSearch {
+    t: f64,
+    loss: f64,
+    grad: Tensor,
+    evaluations: usize,
+    failed_trials: usize,
+}
+
+/// The minimiser of the cubic through two points with their values and
+/// derivatives, clamped to `bounds` (default: the interval between them); the
+/// middle of the bounds when the cubic has no minimiser.
+fn cubic_min(p1: &Trial, p2: &Trial, bounds: Option<(f64, f64)>) -> f64 {
+    let (x1, f1, g1, x2, f2, g2) = (p1.t, p1.f, p1.gtd, p2.t, p2.f, p2.gtd);
+    let (lo, hi) = bounds.unwrap_or(if x1 <= x2 { (x1, x2) } else { (x2, x1) });
+    let d1 = g1 + g2 - 3.0 * (f1 - f2) / (x1 - x2);
+    let d2_square = d1 * d1 - g1 * g2;
+    let mid = 0.5 * (lo + hi);
+    if d2_square >= 0.0 {
+        let d2 = d2_square.sqrt();
+        let m = if x1 <= x2 {
+            x2 - (x2 - x1) * ((g2 + d2 - d1) / (g2 - g1 + 2.0 * d2))
+        } else {
+            x1 - (x1 - x2) * ((g1 + d2 - d1) / (g1 - g2 + 2.0 * d2))
+        };
+        if m.is_finite() {
+            m.max(lo).min(hi)
+        } else {
+            mid
+        }
+    } else {
+        mid
+    }
+}
+
+fn dot(a: &Tensor, b: &Tensor) -> f64 {
+    a.dot(b).double_value(&[])
+}
+
+fn max_abs(t: &Tensor) -> f64 {
+    t.abs().max().double_value(&[])
+}
