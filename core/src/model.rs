@@ -516,6 +516,29 @@ impl MultiHeadModel {
         &self.routes
     }
 
+    /// Whether every head's loss depends only on that head's own variables:
+    /// no tail, no trunk, no learned loss weights. Such heads can be solved
+    /// one by one ([`forward_head`](Self::forward_head)).
+    pub fn heads_are_separable(&self) -> bool {
+        self.tail.is_none() && self.trunk.is_none() && self.log_vars.is_none()
+    }
+
+    /// Head `i`'s raw output on the columns it reads, for a model whose heads
+    /// are separable; `None` otherwise (or for an `i` out of range).
+    ///
+    /// # Shapes
+    /// `features`: `[N, D]` -> `[N, K_i]`.
+    pub fn forward_head(&self, i: usize, features: &Tensor, train: bool) -> Option<Tensor> {
+        if !self.heads_are_separable() {
+            return None;
+        }
+        let head = self.heads.get(i)?;
+        Some(match self.routes.head(i) {
+            Some(r) => head.forward(&select_columns(features, r), train),
+            None => head.forward(features, train),
+        })
+    }
+
     /// Every head's raw output in evaluation mode, under no-grad. With a
     /// tail, the rows go through in chunks of [`EVAL_ROWS`] so that the
     /// tail's activations stay small; each row's output is the same as

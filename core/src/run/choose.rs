@@ -25,6 +25,11 @@ use crate::{Error, Result};
 /// Below this many validation rows, candidates are scored by k-fold inside the training rows.
 pub const MIN_VALIDATION_ROWS: usize = 100;
 
+/// The most iterations (epochs) a candidate is fitted for: candidates are
+/// compared, not kept (the final training starts from the chosen one and runs
+/// to convergence), and each weight decay starts from the previous solution.
+pub const SELECTION_ITERATIONS: usize = 300;
+
 /// The folds of that cross-validation.
 pub const FOLDS: usize = 5;
 
@@ -255,9 +260,28 @@ fn better(a: &Candidate, b: &Candidate) -> bool {
     (a.score, a.loss) < (b.score, b.loss)
 }
 
+/// The variables of the first plan's fitted model, by name, restricted to `prefix`es.
+fn snapshot(warm: &[Option<nn::VarStore>], prefixes: &[String]) -> Vec<(String, Tensor)> {
+    let Some(Some(vs)) = warm.first() else { return Vec::new() };
+    let mut vars: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .filter(|(n, _)| prefixes.iter().any(|p| n.starts_with(p.as_str())))
+        .map(|(n, t)| (n, t.detach().copy()))
+        .collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    vars
+}
+
+/// What [`choose`] returns: the choices, and the fitted variables of the
+/// chosen candidates (by `VarStore` name), from which the final training
+/// starts: with a validation part the chosen candidate was fitted on exactly
+/// the training rows, so the final solve starts at its optimum.
+pub type Chosen = (Choices, Vec<(String, Tensor)>);
+
 /// Makes the run's choices (see the module docs). Without a choice to make
 /// (no `"auto"` taps, one weight decay) it only resolves the taps.
-pub fn choose(problem: &Problem, progress: &mut dyn Progress) -> Result<Choices> {
+pub fn choose(problem: &Problem, progress: &mut dyn Progress) -> Result<Chosen> {
     let c = problem.config;
     let t = &c.training;
     let layout = problem.layout;
@@ -295,8 +319,9 @@ pub fn choose(problem: &Problem, progress: &mut dyn Progress) -> Result<Choices>
     let auto: Vec<usize> = (0..heads.len()).filter(|&i| heads[i].auto_taps).collect();
     if auto.is_empty() && !searching {
         choices.heads = heads;
-        return Ok(choices);
+        return Ok((choices, Vec::new()));
     }
+    let mut init: Vec<(String, Tensor)> = Vec::new();
     let (plan, scored_on) = problem.plan();
     choices.scored_on = Some(scored_on);
     let runs = layout.runs();
@@ -306,6 +331,8 @@ pub fn choose(problem: &Problem, progress: &mut dyn Progress) -> Result<Choices>
     // 1. Each "auto" head alone, on every candidate input, every weight decay.
     for &h in &auto {
         let mut best: Option<Candidate> = None;
+        let mut best_vars = Vec::new();
+        let prefix = vec![format!("heads.{}.", heads[h].head)];
         for run in &runs {
             let routes = Routes { trunk: None, heads: vec![Some(layout.columns(run))] };
             let mut warm = Vec::new();
@@ -320,6 +347,7 @@ pub fn choose(problem: &Problem, progress: &mut dyn Progress) -> Result<Choices>
                 };
                 if best.as_ref().is_none_or(|b| better(&cand, b)) {
                     best = Some(cand.clone());
+                    best_vars = snapshot(&warm, &prefix);
                 }
                 heads[h].candidates.push(cand);
                 done += 1;
@@ -327,6 +355,7 @@ pub fn choose(problem: &Problem, progress: &mut dyn Progress) -> Result<Choices>
             }
         }
         let best = best.ok_or_else(|| Error::Training("no tap candidates".into()))?;
+        init.extend(best_vars);
         heads[h].taps = best.taps.as_ref().map(|l| l.split('+').map(str::to_string).collect());
         heads[h].weight_decay = best.weight_decay;
     }
@@ -343,7 +372,9 @@ pub fn choose(problem: &Problem, progress: &mut dyn Progress) -> Result<Choices>
         let on_trunk = has_trunk && rest.iter().any(|&i| heads[i].taps.is_none());
         let mut warm = Vec::new();
         let mut per_head: Vec<Option<Candidate>> = vec![None; rest.len()];
+        let mut per_head_vars: Vec<Vec<(String, Tensor)>> = rest.iter().map(|_| Vec::new()).collect();
         let mut joint: Option<Candidate> = None;
+        let mut joint_vars = Vec::new();
         for &wd in &grid {
             let s = problem.fit_score(&rest, has_trunk, &routes, &Decay::uniform(wd), &plan, t, &mut warm)?;
             for (j, &h) in rest.iter().enumerate() {
@@ -356,6 +387,7 @@ pub fn choose(problem: &Problem, progress: &mut dyn Progress) -> Result<Choices>
                 };
                 if per_head[j].as_ref().is_none_or(|b| better(&cand, b)) {
                     per_head[j] = Some(cand.clone());
+                    per_head_vars[j] = snapshot(&warm, &[format!("heads.{}.", heads[h].head)]);
                 }
                 heads[h].candidates.push(cand);
             }
@@ -370,6 +402,7 @@ pub fn choose(problem: &Problem, progress: &mut dyn Progress) -> Result<Choices>
             };
             if joint.as_ref().is_none_or(|b| better(&cand, b)) {
                 joint = Some(cand.clone());
+                joint_vars = snapshot(&warm, &["".to_string()]);
             }
             choices.trunk_candidates.push(cand);
             done += 1;
@@ -381,8 +414,10 @@ pub fn choose(problem: &Problem, progress: &mut dyn Progress) -> Result<Choices>
             for &h in &rest {
                 heads[h].weight_decay = wd;
             }
+            init.extend(joint_vars);
         } else {
             choices.trunk_candidates.clear();
+            init.extend(per_head_vars.into_iter().flatten());
             for (j, &h) in rest.iter().enumerate() {
                 if let Some(b) = &per_head[j] {
                     heads[h].weight_decay = b.weight_decay;
@@ -392,5 +427,5 @@ pub fn choose(problem: &Problem, progress: &mut dyn Progress) -> Result<Choices>
     }
     progress.finish();
     choices.heads = heads;
-    Ok(choices)
+    Ok((choices, init))
 }

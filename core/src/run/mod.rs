@@ -487,7 +487,7 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
     encode(&probe, c, &test_set, device)?; // label errors in the test part surface before training
     let all_targets = encode(&probe, c, &data, device)?;
     let scaled = scaler.apply(&features);
-    let choices = choose::choose(
+    let (choices, init) = choose::choose(
         &choose::Problem {
             config: c,
             states: &states,
@@ -512,7 +512,17 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
     let (vs, model, mut final_scaler) =
         build_model_routed(c, Some(extractor.as_ref()), &states, in_dim, routes, device)?;
     drop(extractor);
-    tch::no_grad(|| final_scaler.copy_from(&scaler));
+    tch::no_grad(|| {
+        final_scaler.copy_from(&scaler);
+        let vars = vs.variables();
+        for (name, value) in &init {
+            if let Some(mut v) = vars.get(name).map(Tensor::shallow_clone) {
+                if v.size() == value.size() {
+                    v.copy_(&value.to_device(v.device()));
+                }
+            }
+        }
+    });
     let rows = |idx: &[usize]| scaler.apply(&select(idx));
     let train_batch = Batch { features: rows(&parts.train), targets: encode(&model, c, &train_set, device)? };
     let val_batch = Batch { features: rows(&parts.val), targets: encode(&model, c, &val_set, device)? };
