@@ -240,6 +240,29 @@ fn config_errors_point_at_the_toml_line() {
     );
     check("type", text0.replace("type = \"regression\"", "type = \"regresion\""), &["regresion", "line 15"]);
     check("size", text0.replace("size = 32", "size = 16"), &["size", "32"]);
+    // Taps: unknown names list the valid ones, at their line; the two-point
+    // extractor has no taps; bad weight decays and a mini-batch L-BFGS are refused.
+    check(
+        "head_tap",
+        text0.replace("name = \"morphology\"", "name = \"morphology\"\ntaps = [\"stage9\"]"),
+        &["line 13", "stage9", "head `morphology`", "taps are head"],
+    );
+    check(
+        "extractor_tap",
+        text0.replace("size = 32", "size = 32\ntaps = [\"stem\", \"stag2\"]"),
+        &["line 9", "stag2", "stem, stage1, stage2, stage3, stage4, stage5, stage6, stage7, head"],
+    );
+    check(
+        "two_point_taps",
+        text0.replace("type = \"efficientnet_lite0\"", "type = \"two_point\"\ntaps = [\"stem\"]"),
+        &["line 5", "unknown field `taps`"],
+    );
+    check("decay", text0.replace("epochs = 2", "epochs = 2\nweight_decay = \"big\""), &["line 22", "weight_decay", "auto"]);
+    check(
+        "lbfgs_batch",
+        text0.replace("epochs = 2", "epochs = 2\noptimizer = \"lbfgs\"\nbatch_size = 8"),
+        &["line 23", "lbfgs", "full-batch"],
+    );
     check(
         "manifest",
         text0.replace(&format!("manifest = \"{}\"", manifest.display()), "manifest = \"nowhere.csv\""),

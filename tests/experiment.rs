@@ -131,3 +131,158 @@ fn unknown_head_in_a_sweep_is_named() {
     assert!(!o.status.success());
     assert!(out.contains("exp.toml") && out.contains("`phase`") && out.contains("morphology"), "{out}");
 }
+
+/// A base config on a concat of two `two_point` extractors: its taps are
+/// `0.two_point` and `1.two_point` (the names repeat, so they are numbered).
+fn two_tap_base(dir: &Path) {
+    let manifest = dataset(dir);
+    let base = format!(
+        r#"[data]
+manifest = "{}"
+feature_cache = "features"
+
+[extractor]
+type = "concat"
+extractors = [{{ type = "two_point", size = 32, window = 4 }}, {{ type = "two_point", size = 32, window = 8 }}]
+
+[[heads]]
+type = "classification"
+name = "volume_fraction_class"
+
+[[heads]]
+type = "regression"
+name = "volume_fraction"
+
+[training]
+epochs = 5
+"#,
+        manifest.display()
+    );
+    std::fs::write(dir.join("base.toml"), base).unwrap();
+}
+
+#[test]
+fn taps_sweep_gives_every_head_the_taps_and_draws_the_bifurcation_map() {
+    let dir = tempfile::tempdir().unwrap();
+    two_tap_base(dir.path());
+    let exp = dir.path().join("exp.toml");
+    std::fs::write(
+        &exp,
+        r#"base = "base.toml"
+out = "sweep"
+
+[sweep]
+test_fractions = [0.25, 0.5]
+seeds = [3]
+taps = [["0.two_point"], ["1.two_point"], ["0.two_point", "1.two_point"]]
+"#,
+    )
+    .unwrap();
+    let o = run(&["--quiet", "experiment", exp.to_str().unwrap()]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    let sweep = dir.path().join("sweep");
+    let taps: [&[&str]; 3] = [&["0.two_point"], &["1.two_point"], &["0.two_point", "1.two_point"]];
+    for t in taps {
+        let label = t.join("+");
+        for tf in ["0.25", "0.50"] {
+            let name = format!(
+                "concat_volume_fraction_class+volume_fraction_trunk-none_taps-{label}_test{tf}_seed3"
+            );
+            let run_dir = sweep.join(&name);
+            let cfg = std::fs::read_to_string(run_dir.join("config.toml"))
+                .unwrap_or_else(|e| panic!("missing run folder {name}: {e}\n{out}"));
+            let list =
+                format!("taps = [{}]", t.iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", "));
+            assert_eq!(cfg.matches(&list).count(), 2, "both heads read {label}: {cfg}");
+            let m: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(run_dir.join("metrics.json")).unwrap())
+                    .unwrap();
+            let heads = m["choices"]["heads"].as_array().expect("metrics.json has choices.heads");
+            assert_eq!(heads.len(), 2, "{m}");
+            for h in heads {
+                let read: Vec<&str> =
+                    h["taps"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+                assert_eq!(read, t, "head {} read {read:?}", h["head"]);
+            }
+        }
+    }
+
+    let csv = std::fs::read_to_string(sweep.join("results.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 7, "{csv}");
+    let header: Vec<&str> = lines[0].split(',').collect();
+    let col = header.iter().position(|h| *h == "taps").expect("a taps column");
+    let labels: Vec<&str> = lines[1..].iter().map(|l| l.split(',').nth(col).unwrap()).collect();
+    assert_eq!(
+        labels,
+        [
+            "0.two_point",
+            "0.two_point",
+            "1.two_point",
+            "1.two_point",
+            "0.two_point+1.two_point",
+            "0.two_point+1.two_point"
+        ]
+    );
+
+    let md = std::fs::read_to_string(sweep.join("results.md")).unwrap();
+    assert!(
+        md.contains("### concat | volume_fraction_class+volume_fraction | trunk none | taps 1.two_point"),
+        "{md}"
+    );
+    let map = &md[md.find("## Bifurcation map").unwrap_or_else(|| panic!("no bifurcation map: {md}"))..];
+    for head in ["volume_fraction_class", "volume_fraction"] {
+        assert!(map.contains(&format!("(bifurcation_{head}.png)")), "{map}");
+        let png = std::fs::read(sweep.join(format!("bifurcation_{head}.png"))).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "bifurcation_{head}.png is not a PNG");
+    }
+    assert!(map.contains("| taps | test 0.25 | test 0.5 |"), "{map}");
+    // Rows in sweep order; error rates in % for the class head, MAE for the value head.
+    let rows: Vec<&str> = map.lines().filter(|l| l.starts_with("| 0.") || l.starts_with("| 1.")).collect();
+    assert_eq!(rows.len(), 6, "{map}");
+    assert!(rows[0].starts_with("| 0.two_point | ") && rows[0].contains(" %"), "{map}");
+    assert!(rows[2].starts_with("| 0.two_point+1.two_point | "), "{map}");
+    assert!(
+        rows[3].starts_with("| 0.two_point | ") && !rows[3].contains('%') && rows[3].contains(" ± "),
+        "{map}"
+    );
+}
+
+#[test]
+fn bad_taps_in_a_sweep_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    two_tap_base(dir.path());
+    let exp = dir.path().join("exp.toml");
+    let fails = |sweep: &str| {
+        std::fs::write(&exp, format!("base = \"base.toml\"\n[sweep]\n{sweep}\n")).unwrap();
+        let o = run(&["--quiet", "experiment", exp.to_str().unwrap()]);
+        let out = text(&o);
+        assert!(!o.status.success(), "{sweep}: {out}");
+        assert!(out.contains("exp.toml"), "{out}");
+        out
+    };
+    let out = fails("taps = [[\"0.two_point\"], []]");
+    assert!(out.contains("sweep.taps[1] is empty"), "{out}");
+    let out = fails("taps = [[\"0.two_point\"], [\"0.two_point\"]]");
+    assert!(out.contains("sweep.taps[1] repeats sweep.taps[0]"), "{out}");
+    // An unknown tap is caught by the point's run config check.
+    let out = fails("taps = [[\"stem\"]]");
+    assert!(out.contains("unknown tap `stem`") && out.contains("0.two_point, 1.two_point"), "{out}");
+}
+
+#[test]
+fn the_bifurcation_evidence_sweeps_every_single_tap() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/evidence/bifurcation.toml");
+    let e = furcate_core::experiment::Experiment::from_file(&path).unwrap();
+    let taps = ["stem", "stage1", "stage2", "stage3", "stage4", "stage5", "stage6", "stage7", "head"];
+    assert_eq!(e.points.len(), taps.len() * 2);
+    for (i, p) in e.points.iter().enumerate() {
+        let tap = taps[i / 2];
+        assert_eq!(p.taps, tap);
+        assert!(p.name.contains(&format!("_taps-{tap}_")), "{}", p.name);
+        assert_eq!(p.heads, "morphology+volume_fraction_class+volume_fraction");
+        assert_eq!(p.config.matches(&format!("taps = [\"{tap}\"]")).count(), 3, "{}", p.config);
+        assert!(p.config.contains("optimizer = \"lbfgs\"") && p.config.contains("weight_decay = \"auto\""));
+    }
+}

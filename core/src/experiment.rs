@@ -15,13 +15,23 @@
 //! trunks = [[], [100]]          # [] = no shared layer
 //! head_sets = [["morphology"]]  # names of the base config's heads
 //! # extractors = [{ type = "resnet50", size = 128 }]
-//!
+//! # taps = [["stem"], ["stage1"], ["stem", "stage1"]]  # each kept head's `taps`
 //! ```
 //!
 //! A value head's prediction rounded to its class head's bins (the run's
 //! `[[consistency]]` pairs, see [`crate::config::ConsistencyPair`]) is scored
 //! beside the heads' own errors; a pair whose heads a point leaves out is
 //! dropped from that point.
+//!
+//! **Taps.** Each value of `sweep.taps` is a list of the extractor's tap names
+//! (see [`crate::extractor::taps`]); at that point every kept head reads
+//! those taps (`taps = [...]` replaces any the head's table had). The taps'
+//! names joined by `+` label the point (`..._taps-stem+stage1_...`) and its
+//! group. A sweep over taps also writes the *bifurcation map*: per head,
+//! `bifurcation_<head>.png` (its error, or MAE for a value head, against the
+//! taps it reads, one line per test fraction) and a `## Bifurcation map`
+//! section of `results.md`. Without `sweep.taps` points are labelled `base`
+//! and named as before.
 //!
 //! Every point trains through [`crate::run::train_run`]; features come from
 //! the feature cache, so each extractor extracts once for the whole sweep.
@@ -79,7 +89,13 @@ pub struct Sweep {
     /// `[extractor]` tables, each replacing the base one.
     #[serde(default)]
     pub extractors: Vec<toml::Table>,
+    /// Lists of tap names: at each, every kept head reads these taps.
+    #[serde(default)]
+    pub taps: Vec<Vec<String>>,
 }
+
+/// [`Point::taps`] of a sweep without `taps`: the heads read what the base config says.
+pub const BASE_TAPS: &str = "base";
 
 /// One point of a sweep.
 #[derive(Debug, Clone)]
@@ -92,6 +108,9 @@ pub struct Point {
     pub heads: String,
     /// `none` or the hidden sizes joined by `x`.
     pub trunk: String,
+    /// The tap names every head reads, joined by `+`; [`BASE_TAPS`] when the
+    /// sweep has no `taps`.
+    pub taps: String,
     /// Test fraction.
     pub test_fraction: f64,
     /// Seed.
@@ -101,9 +120,25 @@ pub struct Point {
 }
 
 impl Point {
-    /// The group a point's seeds are averaged in: extractor, heads, trunk.
+    /// The group a point's seeds are averaged in: extractor, heads, trunk,
+    /// and the taps when the sweep has them.
     pub fn group(&self) -> String {
+        if self.has_taps() {
+            format!("{} | taps {}", self.context(), self.taps)
+        } else {
+            self.context()
+        }
+    }
+
+    /// The group without its taps: extractor, heads, trunk (the points of a
+    /// bifurcation map's line).
+    pub fn context(&self) -> String {
         format!("{} | {} | trunk {}", self.extractor, self.heads, self.trunk)
+    }
+
+    /// Whether the point comes from a sweep over `taps`.
+    pub fn has_taps(&self) -> bool {
+        self.taps != BASE_TAPS
     }
 }
 
@@ -254,6 +289,9 @@ impl Experiment {
         for (head, png) in error_plots(&results)? {
             fsutil::write_atomic(&dir.join(format!("error_{head}.png")), &png)?;
         }
+        for (head, png) in bifurcation_plots(&results)? {
+            fsutil::write_atomic(&dir.join(format!("bifurcation_{head}.png")), &png)?;
+        }
         Ok(ExperimentSummary { dir, results, markdown, wall_s: start.elapsed().as_secs_f64() })
     }
 }
@@ -346,84 +384,112 @@ fn points(path: &Path, cfg: &ExperimentConfig, base: &toml::Table) -> Result<Vec
             }
         }
     }
+    for (i, t) in s.taps.iter().enumerate() {
+        if t.is_empty() {
+            return Err(Error::config(path, format!("sweep.taps[{i}] is empty; name at least one tap")));
+        }
+        if let Some(j) = s.taps[..i].iter().position(|u| u == t) {
+            return Err(Error::config(
+                path,
+                format!(
+                    "sweep.taps[{i}] repeats sweep.taps[{j}] ({}): its points would share run folders",
+                    t.join("+")
+                ),
+            ));
+        }
+    }
+    let taps: Vec<Option<&Vec<String>>> =
+        if s.taps.is_empty() { vec![None] } else { s.taps.iter().map(Some).collect() };
     let tfs = if s.test_fractions.is_empty() { vec![base_tf] } else { s.test_fractions.clone() };
     let seeds = if s.seeds.is_empty() { vec![base_seed] } else { s.seeds.clone() };
     let mut out = Vec::new();
     for (ext, ext_label) in extractors.iter().zip(&extractor_labels) {
         for heads in &head_sets {
             for trunk in &trunks {
-                for &tf in &tfs {
-                    for &seed in &seeds {
-                        let mut c = base.clone();
-                        if let Some(e) = ext {
-                            c.insert("extractor".into(), toml::Value::Table((*e).clone()));
-                        }
-                        let kept: Vec<toml::Table> = match heads {
-                            Some(names) => names
-                                .iter()
-                                .filter_map(|n| base_heads.iter().find(|h| head_name(h) == *n).cloned())
-                                .collect(),
-                            None => base_heads.clone(),
-                        };
-                        let head_label = kept.iter().map(head_name).collect::<Vec<_>>().join("+");
-                        keep_consistency_of(&mut c, &kept);
-                        c.insert(
-                            "heads".into(),
-                            toml::Value::Array(kept.into_iter().map(toml::Value::Table).collect()),
-                        );
-                        match trunk {
-                            Some(h) if h.is_empty() => {
-                                c.remove("trunk");
+                for tap in &taps {
+                    for &tf in &tfs {
+                        for &seed in &seeds {
+                            let mut c = base.clone();
+                            if let Some(e) = ext {
+                                c.insert("extractor".into(), toml::Value::Table((*e).clone()));
                             }
-                            Some(h) => {
-                                let mut t = c
-                                    .get("trunk")
-                                    .and_then(toml::Value::as_table)
-                                    .cloned()
-                                    .unwrap_or_default();
-                                t.insert(
-                                    "hidden".into(),
-                                    toml::Value::Array(h.iter().map(|&v| v.into()).collect()),
-                                );
-                                c.insert("trunk".into(), toml::Value::Table(t));
+                            let mut kept: Vec<toml::Table> = match heads {
+                                Some(names) => names
+                                    .iter()
+                                    .filter_map(|n| base_heads.iter().find(|h| head_name(h) == *n).cloned())
+                                    .collect(),
+                                None => base_heads.clone(),
+                            };
+                            if let Some(t) = tap {
+                                for h in &mut kept {
+                                    let names = t.iter().map(|n| toml::Value::String(n.clone())).collect();
+                                    h.insert("taps".into(), toml::Value::Array(names));
+                                }
                             }
-                            None => {}
-                        }
-                        let trunk_label = match c
-                            .get("trunk")
-                            .and_then(|t| t.get("hidden"))
-                            .and_then(toml::Value::as_array)
-                        {
-                            Some(h) if !h.is_empty() => {
-                                h.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("x")
+                            let head_label = kept.iter().map(head_name).collect::<Vec<_>>().join("+");
+                            keep_consistency_of(&mut c, &kept);
+                            c.insert(
+                                "heads".into(),
+                                toml::Value::Array(kept.into_iter().map(toml::Value::Table).collect()),
+                            );
+                            set_trunk(&mut c, *trunk);
+                            let trunk_label = match c
+                                .get("trunk")
+                                .and_then(|t| t.get("hidden"))
+                                .and_then(toml::Value::as_array)
+                            {
+                                Some(h) if !h.is_empty() => {
+                                    h.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("x")
+                                }
+                                _ => "none".into(),
+                            };
+                            let t =
+                                c.entry("training").or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                            if let Some(t) = t.as_table_mut() {
+                                t.insert("test_fraction".into(), tf.into());
+                                t.insert("seed".into(), (seed as i64).into());
                             }
-                            _ => "none".into(),
-                        };
-                        let t = c.entry("training").or_insert_with(|| toml::Value::Table(toml::Table::new()));
-                        if let Some(t) = t.as_table_mut() {
-                            t.insert("test_fraction".into(), tf.into());
-                            t.insert("seed".into(), (seed as i64).into());
+                            let taps_label = tap.map_or_else(|| BASE_TAPS.to_string(), |t| t.join("+"));
+                            let taps_part =
+                                if tap.is_some() { format!("_taps-{taps_label}") } else { String::new() };
+                            let name = format!(
+                                "{ext_label}_{head_label}_trunk-{trunk_label}{taps_part}_test{}_seed{seed}",
+                                fraction(tf)
+                            );
+                            let config =
+                                toml::to_string(&c).map_err(|e| Error::config(path, e.to_string()))?;
+                            out.push(Point {
+                                name,
+                                extractor: ext_label.clone(),
+                                heads: head_label,
+                                trunk: trunk_label,
+                                taps: taps_label,
+                                test_fraction: tf,
+                                seed,
+                                config,
+                            });
                         }
-                        let name = format!(
-                            "{ext_label}_{head_label}_trunk-{trunk_label}_test{}_seed{seed}",
-                            fraction(tf)
-                        );
-                        let config = toml::to_string(&c).map_err(|e| Error::config(path, e.to_string()))?;
-                        out.push(Point {
-                            name,
-                            extractor: ext_label.clone(),
-                            heads: head_label,
-                            trunk: trunk_label,
-                            test_fraction: tf,
-                            seed,
-                            config,
-                        });
                     }
                 }
             }
         }
     }
     Ok(out)
+}
+
+/// Applies a `sweep.trunks` value: `[]` removes the trunk, sizes set `trunk.hidden`.
+fn set_trunk(c: &mut toml::Table, trunk: Option<&Vec<i64>>) {
+    match trunk {
+        Some(h) if h.is_empty() => {
+            c.remove("trunk");
+        }
+        Some(h) => {
+            let mut t = c.get("trunk").and_then(toml::Value::as_table).cloned().unwrap_or_default();
+            t.insert("hidden".into(), toml::Value::Array(h.iter().map(|&v| v.into()).collect()));
+            c.insert("trunk".into(), toml::Value::Table(t));
+        }
+        None => {}
+    }
 }
 
 /// A `[[heads]]` table's name.
@@ -568,6 +634,7 @@ fn cell(v: Option<f64>) -> String {
 /// `results.csv`: one row per point.
 pub fn results_csv(results: &[PointResult]) -> Result<String> {
     let heads = head_columns(results);
+    let taps = has_taps(results);
     let mut w = csv::Writer::from_writer(Vec::new());
     let mut header: Vec<String> = [
         "point",
@@ -583,6 +650,9 @@ pub fn results_csv(results: &[PointResult]) -> Result<String> {
     .iter()
     .map(|s| s.to_string())
     .collect();
+    if taps {
+        header.insert(4, "taps".into());
+    }
     for (name, measures) in &heads {
         header.extend(measures.iter().map(|m| m.column(name)));
     }
@@ -601,6 +671,9 @@ pub fn results_csv(results: &[PointResult]) -> Result<String> {
             r.n_train.to_string(),
             r.n_test.to_string(),
         ];
+        if taps {
+            row.insert(4, p.taps.clone());
+        }
         for (name, measures) in &heads {
             let h = r.heads.iter().find(|h| h.name == *name);
             row.extend(measures.iter().map(|m| cell(h.and_then(|h| m.of(h)))));
@@ -662,6 +735,7 @@ fn grouped(results: &[PointResult]) -> Vec<(String, Vec<(f64, Vec<&PointResult>)
 /// than one discrete head; MAE (and rounded-class error) for regression heads.
 pub fn results_markdown(results: &[PointResult]) -> String {
     let mut s = String::new();
+    let taps = has_taps(results);
     for (group, rows) in grouped(results) {
         let Some(first) = rows.first().and_then(|r| r.1.first()) else { continue };
         let columns = head_columns(results);
@@ -672,6 +746,9 @@ pub fn results_markdown(results: &[PointResult]) -> String {
         let _ =
             writeln!(s, "### {group}\n\n{seeds} seed(s) per split; error rate as mean ± std over seeds.\n");
         let mut header = vec!["test-train split".to_string()];
+        if taps {
+            header.push("taps".into());
+        }
         for (name, measures) in &heads {
             header.extend(measures.iter().map(|m| m.title(name)));
         }
@@ -683,6 +760,9 @@ pub fn results_markdown(results: &[PointResult]) -> String {
         let _ = writeln!(s, "|{}", " --- |".repeat(header.len()));
         for (tf, points) in &rows {
             let mut row = vec![format!("{}-{}", short(*tf), short(1.0 - tf))];
+            if taps {
+                row.push(first.point.taps.clone());
+            }
             let over = |f: &dyn Fn(&PointResult) -> Option<f64>| {
                 mean_std(&points.iter().map(|p| f(p).unwrap_or(f64::NAN)).collect::<Vec<_>>())
             };
@@ -702,6 +782,9 @@ pub fn results_markdown(results: &[PointResult]) -> String {
             let _ = writeln!(s, "| {} |", row.join(" | "));
         }
         s.push('\n');
+    }
+    if taps {
+        s.push_str(&bifurcation_markdown(results));
     }
     s
 }
@@ -741,4 +824,355 @@ fn error_plots(results: &[PointResult]) -> Result<Vec<(String, Vec<u8>)>> {
         out.push((head, png));
     }
     Ok(out)
+}
+
+/// Whether the results come from a sweep over `taps`.
+fn has_taps(results: &[PointResult]) -> bool {
+    results.iter().any(|r| r.point.has_taps())
+}
+
+/// The title of head `head`'s bifurcation map.
+fn bifurcation_title(head: &str) -> String {
+    format!("{head}: where in the network it lives")
+}
+
+/// Mean ± std over seeds per test fraction, one cell per taps value.
+type FractionRows = Vec<(f64, Vec<Option<(f64, f64)>>)>;
+
+/// One head's bifurcation map.
+struct BifurcationMap {
+    /// The head.
+    head: String,
+    /// What is shown: its error rate (discrete heads) or MAE (value heads).
+    measure: Measure,
+    /// The taps labels, in sweep order.
+    taps: Vec<String>,
+    /// Per context ([`Point::context`], first-seen order): per test fraction
+    /// (ascending), the measure's mean ± std over seeds at each taps value.
+    lines: Vec<(String, FractionRows)>,
+}
+
+/// Every head's bifurcation map (none when the sweep has no `taps`).
+fn bifurcation_maps(results: &[PointResult]) -> Vec<BifurcationMap> {
+    let tapped: Vec<&PointResult> = results.iter().filter(|r| r.point.has_taps()).collect();
+    let mut taps: Vec<String> = Vec::new();
+    for r in &tapped {
+        if !taps.contains(&r.point.taps) {
+            taps.push(r.point.taps.clone());
+        }
+    }
+    if taps.is_empty() {
+        return Vec::new();
+    }
+    let mut maps = Vec::new();
+    for (head, measures) in head_columns(results) {
+        // The measure the summaries lead with: error rate, else MAE.
+        let measure = if measures.contains(&Measure::Error) { Measure::Error } else { Measure::Mae };
+        let with_head: Vec<&PointResult> =
+            tapped.iter().copied().filter(|r| r.heads.iter().any(|h| h.name == head)).collect();
+        let mut contexts: Vec<String> = Vec::new();
+        for r in &with_head {
+            let c = r.point.context();
+            if !contexts.contains(&c) {
+                contexts.push(c);
+            }
+        }
+        let mut lines = Vec::new();
+        for context in contexts {
+            let here: Vec<&PointResult> =
+                with_head.iter().copied().filter(|r| r.point.context() == context).collect();
+            let mut tfs: Vec<f64> = Vec::new();
+            for r in &here {
+                if !tfs.contains(&r.point.test_fraction) {
+                    tfs.push(r.point.test_fraction);
+                }
+            }
+            tfs.sort_by(f64::total_cmp);
+            let rows = tfs
+                .into_iter()
+                .map(|tf| {
+                    let cells = taps
+                        .iter()
+                        .map(|t| {
+                            let v: Vec<f64> = here
+                                .iter()
+                                .filter(|r| r.point.taps == *t && r.point.test_fraction == tf)
+                                .filter_map(|r| r.heads.iter().find(|h| h.name == head))
+                                .map(|h| measure.of(h).unwrap_or(f64::NAN))
+                                .collect();
+                            mean_std(&v)
+                        })
+                        .collect();
+                    (tf, cells)
+                })
+                .collect();
+            lines.push((context, rows));
+        }
+        maps.push(BifurcationMap { head, measure, taps: taps.clone(), lines });
+    }
+    maps
+}
+
+/// The `## Bifurcation map` section of `results.md`: per head, its plot and
+/// a table, rows = taps (sweep order), columns = test fractions.
+fn bifurcation_markdown(results: &[PointResult]) -> String {
+    let maps = bifurcation_maps(results);
+    if maps.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from(
+        "## Bifurcation map\n\nWhere in the network each head lives: its test error (MAE for a value head) \
+         as mean ± std over seeds, by the taps every head read (rows, in sweep order) and the test \
+         fraction (columns).\n\n",
+    );
+    for map in maps {
+        let _ = writeln!(
+            s,
+            "### {}\n\n![{}](bifurcation_{}.png)\n",
+            map.measure.title(&map.head),
+            bifurcation_title(&map.head),
+            map.head
+        );
+        let several = map.lines.len() > 1;
+        for (context, rows) in &map.lines {
+            if several {
+                let _ = writeln!(s, "{context}:\n");
+            }
+            let mut header = vec!["taps".to_string()];
+            header.extend(rows.iter().map(|(tf, _)| format!("test {}", short(*tf))));
+            let _ = writeln!(s, "| {} |", header.join(" | "));
+            let _ = writeln!(s, "|{}", " --- |".repeat(header.len()));
+            for (i, t) in map.taps.iter().enumerate() {
+                let mut row = vec![t.clone()];
+                row.extend(rows.iter().map(|(_, cells)| map.measure.text(cells[i])));
+                let _ = writeln!(s, "| {} |", row.join(" | "));
+            }
+            s.push('\n');
+        }
+    }
+    s
+}
+
+/// One PNG per head: its mean error rate (%, discrete heads) or MAE (value
+/// heads) over seeds against the taps it read, one line per test fraction.
+fn bifurcation_plots(results: &[PointResult]) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut out = Vec::new();
+    for map in bifurcation_maps(results) {
+        let percent = map.measure == Measure::Error;
+        let several = map.lines.len() > 1;
+        let mut series = Vec::new();
+        for (context, rows) in &map.lines {
+            for (tf, cells) in rows {
+                let label = if several {
+                    format!("{context}: test {}", short(*tf))
+                } else {
+                    format!("test {}", short(*tf))
+                };
+                let ys = cells.iter().map(|c| c.map(|(m, _)| if percent { 100.0 * m } else { m })).collect();
+                series.push((label, ys));
+            }
+        }
+        let y = if percent { "test error rate (%)" } else { "MAE" };
+        let title = bifurcation_title(&map.head);
+        let png = plot::categories_png(&title, "taps the head reads", y, &map.taps, &series)
+            .map_err(|e| Error::Invalid(format!("bifurcation map of {}: {e}", map.head)))?;
+        out.push((map.head, png));
+    }
+    Ok(out)
+}
+
+/// Line plots over categories, drawn like [`crate::report::plots`]'s (same
+/// font, palette, captions and legend).
+mod plot {
+    use std::error::Error as StdError;
+    use std::ops::Range;
+    use std::sync::Once;
+
+    use plotters::coord::ranged1d::SegmentValue;
+    use plotters::prelude::*;
+    use plotters::style::FontTransform;
+
+    type DrawResult<T> = std::result::Result<T, Box<dyn StdError>>;
+
+    const FONT: &str = "sans-serif";
+    const PALETTE: [RGBColor; 6] = [
+        RGBColor(31, 119, 180),
+        RGBColor(255, 127, 14),
+        RGBColor(44, 160, 44),
+        RGBColor(214, 39, 40),
+        RGBColor(148, 103, 189),
+        RGBColor(140, 86, 75),
+    ];
+
+    static REGISTER_FONT: Once = Once::new();
+
+    /// Registers the embedded DejaVu Sans as plotters' `sans-serif` (as the
+    /// report's plots do; registering it twice only replaces it).
+    fn ensure_font() {
+        REGISTER_FONT.call_once(|| {
+            let _ = plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular());
+        });
+    }
+
+    /// Labelled series of one value (or none: a gap) per category, as lines
+    /// with markers; the x axis is the categories in order, labelled with
+    /// them (turned upright when they do not fit side by side).
+    pub(super) fn categories_png(
+        title: &str,
+        x_desc: &str,
+        y_desc: &str,
+        categories: &[String],
+        series: &[(String, Vec<Option<f64>>)],
+    ) -> DrawResult<Vec<u8>> {
+        ensure_font();
+        let n = categories.len().max(1);
+        let label_font = (FONT, 14).into_font();
+        let label_w = categories
+            .iter()
+            .map(|c| label_font.box_size(c).map(|b| b.0))
+            .try_fold(0, |m, w| w.map(|w| m.max(w)))?;
+        let width = (160 + n as u32 * (label_w + 24)).clamp(800, 1600);
+        let slot = (width - 130) / n as u32;
+        let upright = label_w + 8 > slot;
+        let x_area = if upright { label_w + 40 } else { 45 };
+        let height = 440 + x_area;
+        let mut pixels = vec![255u8; width as usize * height as usize * 3];
+        {
+            let root =
+                BitMapBackend::with_buffer_and_format(&mut pixels, (width, height))?.into_drawing_area();
+            root.fill(&WHITE)?;
+            draw(&root, title, x_desc, y_desc, categories, series, upright, x_area)?;
+            root.present()?;
+        }
+        let mut out = Vec::new();
+        {
+            let mut encoder = png::Encoder::new(&mut out, width, height);
+            encoder.set_color(png::ColorType::Rgb);
+            encoder.set_depth(png::BitDepth::Eight);
+            let mut writer = encoder.write_header()?;
+            writer.write_image_data(&pixels)?;
+            writer.finish()?;
+        }
+        Ok(out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn draw(
+        root: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+        title: &str,
+        x_desc: &str,
+        y_desc: &str,
+        categories: &[String],
+        series: &[(String, Vec<Option<f64>>)],
+        upright: bool,
+        x_area: u32,
+    ) -> DrawResult<()> {
+        let values = || series.iter().flat_map(|s| s.1.iter().flatten().copied()).filter(|v| v.is_finite());
+        let Some(y) = padded(values()) else {
+            let (w, h) = root.dim_in_pixel();
+            let centred = |size: f64| {
+                TextStyle::from((FONT, size).into_font()).pos(plotters::style::text_anchor::Pos::new(
+                    plotters::style::text_anchor::HPos::Center,
+                    plotters::style::text_anchor::VPos::Center,
+                ))
+            };
+            root.draw(&Text::new(title, (w as i32 / 2, 22), centred(20.0)))?;
+            root.draw(&Text::new("no finite values", (w as i32 / 2, h as i32 / 2), centred(16.0)))?;
+            return Ok(());
+        };
+        let n = categories.len() as i32;
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, (FONT, 20))
+            .margin(15)
+            .x_label_area_size(x_area)
+            .y_label_area_size(70)
+            .build_cartesian_2d((0..n).into_segmented(), y)?;
+        let label = |v: &SegmentValue<i32>| match v {
+            SegmentValue::CenterOf(i) => {
+                usize::try_from(*i).ok().and_then(|i| categories.get(i)).cloned().unwrap_or_default()
+            }
+            _ => String::new(),
+        };
+        let label_style = if upright {
+            TextStyle::from((FONT, 14).into_font().transform(FontTransform::Rotate90))
+        } else {
+            TextStyle::from((FONT, 14).into_font())
+        };
+        chart
+            .configure_mesh()
+            .x_desc(x_desc)
+            .y_desc(y_desc)
+            .x_labels(categories.len() + 1)
+            .x_label_formatter(&label)
+            .x_label_style(label_style)
+            .y_label_formatter(&|v| tick(*v))
+            .light_line_style(WHITE.mix(0.0))
+            .draw()?;
+        for (k, (name, ys)) in series.iter().enumerate() {
+            let color = PALETTE[k % PALETTE.len()];
+            let points: Vec<(i32, f64)> = ys
+                .iter()
+                .enumerate()
+                .filter_map(|(i, v)| v.filter(|v| v.is_finite()).map(|v| (i as i32, v)))
+                .collect();
+            // Runs of neighbouring categories with a value; a missing one leaves a gap.
+            let mut runs: Vec<Vec<(SegmentValue<i32>, f64)>> = Vec::new();
+            for &(i, v) in &points {
+                match runs.last_mut() {
+                    Some(run) if matches!(run.last(), Some((SegmentValue::CenterOf(j), _)) if *j + 1 == i) => {
+                        run.push((SegmentValue::CenterOf(i), v))
+                    }
+                    _ => runs.push(vec![(SegmentValue::CenterOf(i), v)]),
+                }
+            }
+            for (r, run) in runs.iter().enumerate() {
+                let drawn = chart.draw_series(LineSeries::new(run.iter().cloned(), color.stroke_width(2)))?;
+                if r == 0 {
+                    drawn.label(name.as_str()).legend(move |(px, py)| {
+                        PathElement::new(vec![(px, py), (px + 20, py)], color.stroke_width(2))
+                    });
+                }
+            }
+            chart.draw_series(
+                points.iter().map(|&(i, v)| Circle::new((SegmentValue::CenterOf(i), v), 4, color.filled())),
+            )?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font((FONT, 14))
+            .draw()?;
+        Ok(())
+    }
+
+    /// The range of `values`, widened by 5 % of its span on each side (by
+    /// 0.5, or 10 % of the value, when all are equal).
+    fn padded(values: impl Iterator<Item = f64>) -> Option<Range<f64>> {
+        let (lo, hi) = values.fold(None, |acc: Option<(f64, f64)>, v| match acc {
+            None => Some((v, v)),
+            Some((lo, hi)) => Some((lo.min(v), hi.max(v))),
+        })?;
+        let span = hi - lo;
+        if span > 0.0 {
+            Some((lo - 0.05 * span)..(hi + 0.05 * span))
+        } else {
+            let d = if lo == 0.0 { 0.5 } else { (lo.abs() * 0.1).max(0.5).min(lo.abs()) };
+            Some((lo - d)..(hi + d))
+        }
+    }
+
+    /// Axis tick text: short, scientific for very small or large magnitudes.
+    fn tick(v: f64) -> String {
+        let a = v.abs();
+        if v == 0.0 {
+            "0".into()
+        } else if !(1e-3..1e5).contains(&a) {
+            format!("{v:.1e}")
+        } else {
+            let s = format!("{v:.4}");
+            s.trim_end_matches('0').trim_end_matches('.').to_owned()
+        }
+    }
 }

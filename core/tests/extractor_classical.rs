@@ -191,3 +191,49 @@ fn concat_is_cached_part_by_part() {
     assert_eq!(extracted, 0);
     assert!(again.equal(&fc));
 }
+
+/// A tapped extractor is cached tap by tap: after taps [stem, stage2] are
+/// extracted, [stage2] alone and [stage2, stem] read the cache; adding stage1
+/// extracts only stage1 (one pass); the untapped extractor and the tapped
+/// `head` (mean pooling) share one cache entry. The layout names each tap
+/// and its width.
+#[test]
+fn taps_are_cached_tap_by_tap() {
+    use furcate_core::progress::Silent;
+    use furcate_core::run::{features_for, Features};
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = png_dataset(dir.path());
+    let features = |taps: &str| {
+        let extractor = format!("type = \"efficientnet_lite0\"\nsize = 32\ndevice = \"cpu\"\n{taps}");
+        let cfg = run_config(&manifest, &extractor);
+        let data = furcate_core::data::Dataset::load(&cfg.config.data, &cfg.dir()).unwrap();
+        // Random weights, the same for every build.
+        tch::manual_seed(0);
+        let e = cfg.config.extractor.build(&cfg.build_context()).unwrap();
+        let Features { features, layout, stats } = features_for(&cfg, e.as_ref(), &data, &mut Silent).unwrap();
+        (features, layout, stats.extracted)
+    };
+    let entries = || std::fs::read_dir(dir.path().join("features")).map(|d| d.count()).unwrap_or(0);
+    let (both, layout, extracted) = features("taps = [\"stem\", \"stage2\"]");
+    assert_eq!(extracted, 6);
+    assert_eq!(layout.taps, vec![("stem".to_string(), 32), ("stage2".to_string(), 24)]);
+    assert_eq!(both.size(), [6, 56]);
+    assert_eq!(entries(), 2);
+    let (stage2, _, extracted) = features("taps = [\"stage2\"]");
+    assert_eq!(extracted, 0);
+    assert!(stage2.equal(&both.narrow(1, 32, 24)));
+    let (swapped, _, extracted) = features("taps = [\"stage2\", \"stem\"]");
+    assert_eq!(extracted, 0);
+    assert!(swapped.equal(&Tensor::cat(&[both.narrow(1, 32, 24), both.narrow(1, 0, 32)], 1)));
+    let (three, _, extracted) = features("taps = [\"stem\", \"stage1\", \"stage2\"]");
+    assert_eq!((extracted, entries()), (6, 3));
+    assert!(three.narrow(1, 0, 32).equal(&both.narrow(1, 0, 32)));
+    let (plain, layout, _) = features("");
+    assert_eq!(layout.taps, vec![("head".to_string(), 1280)]);
+    let (head, _, extracted) = features("taps = [\"head\"]");
+    assert_eq!((extracted, entries()), (0, 4), "the untapped features are the head tap's entry");
+    assert!(head.equal(&plain));
+    let (std, _, _) = features("taps = [\"stem\"]\npool = \"mean_std\"");
+    assert_eq!(std.size(), [6, 64]);
+    assert!(std.narrow(1, 0, 32).allclose(&both.narrow(1, 0, 32), 1e-6, 1e-6, false));
+}

@@ -4,7 +4,8 @@
 
 mod extractor_common;
 
-use extractor_common::{cpu_config, python_with, read_tensors, rel_err, run_reference};
+use extractor_common::{assert_taps_match, cpu_config, python_with, read_tensors, rel_err, run_reference};
+use furcate_core::extractor::taps::Pool;
 use furcate_core::extractor::efficientnet_lite0::EfficientNetLite0;
 use furcate_core::extractor::frozen::BackboneConfig;
 use furcate_core::{BuildContext, FeatureExtractor};
@@ -63,6 +64,38 @@ fn parity_with_reference() {
     let err = rel_err(&net.extract(&io["images"]).unwrap(), &io["features"]);
     assert!(err <= 1e-4, "the cached weights file: relative error {err:e}");
     assert_eq!(net.weights_sha256(), Some(furcate_core::fsutil::sha256_file(&cached).unwrap()));
+}
+
+/// Every tap (stem, stage1 .. stage7, head), pooled by mean and standard
+/// deviation, equals the reference's activation there pooled the same way,
+/// to 1e-5 relative, at a side of 96 (static padding) and 100 (dynamic); the
+/// head tap's mean is the untapped features.
+#[test]
+fn taps_parity_with_reference() {
+    let Some(py) = python_with(&REFERENCE_MODULES) else { return };
+    let cases = [(96, "static224", true), (100, "dynamic", false)];
+    let specs: Vec<String> = cases.iter().map(|(s, p, _)| format!("{s}:{p}")).collect();
+    let mut args = vec!["2", "11"];
+    args.extend(specs.iter().map(String::as_str));
+    let dir = run_reference(&py, "lite0_reference.py", &args);
+    let weights = dir.path().join("weights.safetensors");
+    let names = ["stem", "stage1", "stage2", "stage3", "stage4", "stage5", "stage6", "stage7", "head"];
+    for (size, padding, channels_last) in cases {
+        let io = read_tensors(&dir.path().join(format!("io_{size}_{padding}.safetensors")));
+        let cfg = BackboneConfig {
+            channels_last,
+            taps: Some(names.iter().map(|n| n.to_string()).collect()),
+            pool: Pool::MeanStd,
+            ..cpu_config(Some(weights.clone()), size)
+        };
+        let net = EfficientNetLite0::new(&cfg, &BuildContext::default()).unwrap();
+        let all: Vec<usize> = (0..names.len()).collect();
+        let blocks = net.extract_taps(&io["images"], &all).unwrap();
+        assert_taps_match(&blocks, &io, &names, 1e-5, &format!("{size}x{size}, {padding}"));
+        assert!(rel_err(&blocks[8].narrow(1, 0, 1280), &io["features"]) <= 1e-5);
+        let shallow = net.extract_taps(&io["images"], &[2, 0]).unwrap();
+        assert!(rel_err(&shallow[0], &blocks[2]) <= 1e-6 && rel_err(&shallow[1], &blocks[0]) <= 1e-6);
+    }
 }
 
 /// A weights file without the classifier `_fc` still gives features (the

@@ -3,7 +3,8 @@
 
 mod extractor_common;
 
-use extractor_common::{cpu_config, python_with, read_tensors, rel_err, run_reference};
+use extractor_common::{assert_taps_match, cpu_config, python_with, read_tensors, rel_err, run_reference};
+use furcate_core::extractor::taps::Pool;
 use furcate_core::extractor::frozen::BackboneConfig;
 use furcate_core::extractor::resnet50::{ResNet50, ResNet50Config};
 use furcate_core::{BuildContext, Error, ExtractorConfig, FeatureExtractor};
@@ -35,6 +36,49 @@ fn parity_with_torchvision() {
         let sha = furcate_core::fsutil::sha256_file(&weights).unwrap();
         assert_eq!(net.weights_sha256(), Some(sha));
     }
+}
+
+/// Every tap, pooled by mean and standard deviation, equals torchvision's
+/// activation there (forward hooks) pooled the same way, to 1e-5 relative;
+/// `extract` is the taps side by side, a subset of taps comes from one
+/// shallower pass, and the last tap's mean is the untapped features.
+#[test]
+fn taps_parity_with_torchvision() {
+    let Some(py) = python_with(&["torch", "torchvision", "safetensors"]) else { return };
+    let dir = run_reference(&py, "resnet50_reference.py", &[&SIZE.to_string(), "2", "7"]);
+    let weights = dir.path().join("weights.safetensors");
+    let io = read_tensors(&dir.path().join("io.safetensors"));
+    let names = ["stem", "layer1", "layer2", "layer3", "layer4"];
+    for channels_last in [true, false] {
+        let cfg = BackboneConfig {
+            channels_last,
+            taps: Some(names.iter().map(|n| n.to_string()).collect()),
+            pool: Pool::MeanStd,
+            ..cpu_config(Some(weights.clone()), SIZE)
+        };
+        let net = ResNet50::new(&cfg, &BuildContext::default()).unwrap();
+        let all: Vec<usize> = (0..names.len()).collect();
+        let blocks = net.extract_taps(&io["images"], &all).unwrap();
+        assert_taps_match(&blocks, &io, &names, 1e-5, &format!("channels_last = {channels_last}"));
+        let whole = net.extract(&io["images"]).unwrap();
+        assert_eq!(whole.size(), [2, 2 * (64 + 256 + 512 + 1024 + 2048)]);
+        assert_eq!(net.output_dim(), whole.size()[1]);
+        assert!(rel_err(&whole, &Tensor::cat(&blocks, 1)) == 0.0);
+        let stem = net.extract_taps(&io["images"], &[0]).unwrap();
+        assert!(rel_err(&stem[0], &blocks[0]) <= 1e-6);
+        assert!(rel_err(&blocks[4].narrow(1, 0, 2048), &io["features"]) <= 1e-5);
+    }
+}
+
+/// Unknown tap names list the valid ones; taps with trainable stages are refused.
+#[test]
+fn bad_taps_are_errors() {
+    let cfg = BackboneConfig { taps: Some(vec!["layer9".into()]), ..cpu_config(None, SIZE) };
+    let msg = ResNet50::new(&cfg, &BuildContext::default()).unwrap_err().to_string();
+    assert!(msg.contains("layer9") && msg.contains("stem, layer1, layer2, layer3, layer4"), "{msg}");
+    let cfg = BackboneConfig { taps: Some(vec!["stem".into()]), trainable_stages: 1, ..cpu_config(None, SIZE) };
+    let msg = ResNet50::new(&cfg, &BuildContext::default()).unwrap_err().to_string();
+    assert!(msg.contains("taps") && msg.contains("trainable_stages"), "{msg}");
 }
 
 /// Without a weights file the network is randomly initialised but usable:

@@ -1,11 +1,17 @@
-//! The multi-head model: variable layout, config errors, and property tests
-//! that the per-head losses stay decoupled (issue 4).
+//! The multi-head model: variable layout, config errors, property tests
+//! that the per-head losses stay decoupled (issue 4), heads that read their
+//! own taps, and the choice of taps by validation.
 
 use std::collections::BTreeMap;
 
 use furcate_core::head::classification::ClassificationConfig;
 use furcate_core::head::regression::{RegressionConfig, RegressionLoss};
-use furcate_core::model::{Activation, MultiHeadModel, TrunkConfig};
+use furcate_core::config::LoadedConfig;
+use furcate_core::data::Dataset;
+use furcate_core::extractor::taps::TapLayout;
+use furcate_core::model::{Activation, MultiHeadModel, Routes, TrunkConfig};
+use furcate_core::progress::Silent;
+use furcate_core::run::choose::{choose, Problem};
 use furcate_core::{HeadConfig, HeadState, Targets};
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -465,4 +471,124 @@ fn activations_apply_as_named() {
     assert!((at(Activation::Tanh)[0] + 1f64.tanh()).abs() < 1e-12);
     // gelu(x) = x * Phi(x); Phi(2) = 0.97725.
     assert!((at(Activation::Gelu)[2] - 2.0 * 0.977_249_868).abs() < 1e-6);
+}
+
+// ---- Taps: heads that read their own feature columns ----------------------
+
+prop_compose! {
+    fn tapped_case()(case in case(), widths in vec(1i64..4, 2..=3))(
+        assign in vec(0..widths.len(), case.heads.len()),
+        features in vec(-2.0f64..2.0, case.n * widths.iter().sum::<i64>() as usize),
+        case in Just(case),
+        widths in Just(widths),
+    ) -> (Case, Vec<i64>, Vec<usize>) {
+        let mut case = case;
+        case.d = widths.iter().sum();
+        case.features = features;
+        (case, widths, assign)
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+
+    /// (6) Without a trunk, a head that reads one tap is independent of every
+    /// other tap in the strictest sense: its loss has no gradient on their
+    /// columns, and changing them leaves its output as it was.
+    #[test]
+    fn heads_reading_different_taps_are_independent((case, widths, assign) in tapped_case()) {
+        let layout = TapLayout::new(widths.iter().enumerate().map(|(i, w)| (format!("t{i}"), *w)).collect());
+        let routes = Routes { trunk: None, heads: assign.iter().map(|&a| Some(layout.columns(&[a]))).collect() };
+        tch::manual_seed(case.seed);
+        let mut vs = nn::VarStore::new(Device::Cpu);
+        let m = MultiHeadModel::routed(&vs.root(), case.d, None, &configs(&case), routes).unwrap();
+        vs.double();
+        prop_assert!(m.heads_are_separable());
+        let t = encode(&m, &case, &case.labels);
+        let x = features(&case).set_requires_grad(true);
+        let changed = features(&case).neg() * 3.0 + 1.0;
+        for (i, &tap) in assign.iter().enumerate() {
+            let mut g = x.grad();
+            if g.defined() {
+                let _ = g.zero_();
+            }
+            m.losses(&m.forward(&x, false), &t)[i].backward();
+            let g = x.grad();
+            let (start, len) = layout.columns(&[tap])[0];
+            // Other taps' columns of `changed`, this tap's of `x`.
+            let mixed = changed.copy();
+            mixed.narrow(1, start, len).copy_(&x.detach().narrow(1, start, len));
+            let before = m.forward(&x.detach(), false)[i].copy();
+            let after = m.forward(&mixed, false)[i].copy();
+            prop_assert_eq!(max_abs(&(before - after)), 0.0, "head {} saw another tap", i);
+            for other in (0..widths.len()).filter(|&o| o != tap) {
+                let (s, l) = layout.columns(&[other])[0];
+                prop_assert_eq!(max_abs(&g.narrow(1, s, l)), 0.0, "loss {} reaches tap {}", i, other);
+            }
+            // The model's own single-head forward agrees.
+            let own = m.forward_head(i, &x.detach(), false).unwrap();
+            prop_assert_eq!(max_abs(&(own - m.forward(&x.detach(), false)[i].copy())), 0.0);
+        }
+    }
+}
+
+/// `taps = "auto"` picks, among every single tap and contiguous run, the
+/// one tap that carries the label, by k-fold inside the training rows (no
+/// validation part) and on a validation part of 120 rows.
+#[test]
+fn auto_taps_pick_the_informative_tap() {
+    let n = 360usize;
+    let classes = 3;
+    tch::manual_seed(3);
+    let label: Vec<usize> = (0..n).map(|i| i % classes).collect();
+    let noise = |w: i64| Tensor::randn([n as i64, w], (Kind::Float, Device::Cpu));
+    let signal = noise(3) * 0.6
+        + Tensor::from_slice(&label.iter().flat_map(|&c| (0..3).map(move |j| (j == c) as i64 as f32 * 1.5)).collect::<Vec<_>>())
+            .view([n as i64, 3]);
+    let features = Tensor::cat(&[noise(24), signal, noise(24)], 1);
+    let layout = TapLayout::new(vec![("a".into(), 24), ("b".into(), 3), ("c".into(), 24)]);
+    let text = "[data]\nmanifest = \"unused.csv\"\n[extractor]\ntype = \"two_point\"\nsize = 32\n\
+                [[heads]]\ntype = \"classification\"\nname = \"phase\"\ntaps = \"auto\"\n\
+                [training]\noptimizer = \"lbfgs\"\nweight_decay = [1e-3, 1e-1]\nepochs = 200\n";
+    let cfg = LoadedConfig::from_str(text, std::path::Path::new("auto.toml")).unwrap();
+    let cells: Vec<Option<String>> = label.iter().map(|c| Some(format!("k{c}"))).collect();
+    let data = Dataset {
+        source: "auto.csv".into(),
+        files: (0..n).map(|i| format!("{i}.png").into()).collect(),
+        names: (0..n).map(|i| format!("{i}.png")).collect(),
+        columns: [("phase".to_string(), cells.clone())].into_iter().collect(),
+        origins: (0..n).map(|i| format!("line {}", i + 2)).collect(),
+    };
+    let refs: Vec<Option<&str>> = cells.iter().map(Option::as_deref).collect();
+    let states = vec![cfg.config.heads[0].fit(&refs).unwrap()];
+    let vs = nn::VarStore::new(Device::Cpu);
+    let probe =
+        MultiHeadModel::new(&vs.root(), 1, None, &[(cfg.config.heads[0].as_ref(), states[0].clone())]).unwrap();
+    let targets = vec![probe.heads()[0].encode(&refs).unwrap()];
+    let strata: Vec<String> = label.iter().map(|c| c.to_string()).collect();
+    for val_rows in [0usize, 120] {
+        let (val, train): (Vec<usize>, Vec<usize>) = (0..n).partition(|&i| i < val_rows);
+        let problem = Problem {
+            config: &cfg.config,
+            states: &states,
+            layout: &layout,
+            features: &features,
+            targets: &targets,
+            data: &data,
+            strata: &strata,
+            train: &train,
+            val: &val,
+            device: Device::Cpu,
+        };
+        let (choices, init) = choose(&problem, &mut Silent).unwrap();
+        let head = &choices.heads[0];
+        assert!(head.auto_taps);
+        assert_eq!(head.candidates.len(), 6 * 2, "6 runs of taps x 2 weight decays");
+        assert_eq!(head.taps.as_deref(), Some(&["b".to_string()][..]), "{val_rows} validation rows: {head:?}");
+        let scored = choices.scored_on.clone().unwrap();
+        assert!(scored.contains(if val_rows == 0 { "5-fold" } else { "validation part" }), "{scored}");
+        assert!(init.iter().any(|(name, _)| name == "heads.phase.out.weight"));
+        // The routes read exactly tap b's columns.
+        assert_eq!(choices.routes(false).unwrap().heads, vec![Some(vec![(24, 3)])]);
+    }
 }

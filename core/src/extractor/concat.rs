@@ -96,6 +96,13 @@ impl ExtractorConfig for ConcatConfig {
         Some(&self.extractors)
     }
 
+    fn validate(&self) -> Result<()> {
+        for (i, c) in self.extractors.iter().enumerate() {
+            c.validate().map_err(|e| Error::Invalid(format!("extractor `concat`, extractors[{i}]: {e}")))?;
+        }
+        Ok(())
+    }
+
     /// The parts' taps in order ([`super::taps::merge_tap_names`]: prefixed
     /// by the part's index when a name repeats).
     fn tap_names(&self) -> Vec<String> {

@@ -85,6 +85,10 @@ impl ExtractorConfig for EfficientNetLite0Config {
         self.0.trainable_stages
     }
 
+    fn validate(&self) -> Result<()> {
+        self.0.validate::<Lite0Net>()
+    }
+
     fn tap_names(&self) -> Vec<String> {
         self.0.tap_names::<Lite0Net>()
     }

@@ -102,6 +102,22 @@ pub struct BackboneConfig {
 }
 
 impl BackboneConfig {
+    /// Checks `taps` (known names, none twice, not with `trainable_stages`).
+    pub fn validate<N: Network>(&self) -> Result<()> {
+        let Some(names) = &self.taps else { return Ok(()) };
+        check_tap_names(N::NAME, names, N::TAPS)?;
+        if self.trainable_stages > 0 {
+            return Err(Error::Invalid(format!(
+                "extractor `{}`: taps cannot be combined with trainable_stages = {} (a tapped \
+                 network's features are pooled activations, not a boundary to fine-tune from); \
+                 remove one of them",
+                N::NAME,
+                self.trainable_stages
+            )));
+        }
+        Ok(())
+    }
+
     /// The tap names this table's features are made of: `taps`, or the
     /// network's last tap when `taps` is absent.
     pub fn tap_names<N: Network>(&self) -> Vec<String> {
@@ -390,22 +406,11 @@ impl<N: Network> Backbone<N> {
                 N::STAGES
             )));
         }
-        let taps = match &cfg.taps {
-            None => None,
-            Some(names) => {
-                check_tap_names(N::NAME, names, N::TAPS)?;
-                if cfg.trainable_stages > 0 {
-                    return Err(Error::Invalid(format!(
-                        "extractor `{}`: taps cannot be combined with trainable_stages = {} (a tapped \
-                         network's features are pooled activations, not a boundary to fine-tune from); \
-                         remove one of them",
-                        N::NAME,
-                        cfg.trainable_stages
-                    )));
-                }
-                Some(names.iter().map(|n| N::TAPS.iter().position(|t| t == n).unwrap_or(0)).collect())
-            }
-        };
+        cfg.validate::<N>()?;
+        let taps = cfg
+            .taps
+            .as_ref()
+            .map(|names| names.iter().map(|n| N::TAPS.iter().position(|t| t == n).unwrap_or(0)).collect());
         let (frozen, net) = Frozen::build(N::NAME, cfg, ctx, N::RULES, N::new)?;
         let mut backbone =
             Backbone { frozen, net, trainable: cfg.trainable_stages, boundary: None, taps, pool: cfg.pool };

@@ -236,6 +236,12 @@ pub trait ExtractorConfig: Debug + Send + Sync {
         0
     }
 
+    /// Checks the table's values that need no files (tap names, say), so a
+    /// configuration is rejected when it is read; the default accepts all.
+    fn validate(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// The names of the taps its features are made of, in feature order
     /// (see [`taps`]). The default is one tap named by the `type`.
     fn tap_names(&self) -> Vec<String> {

@@ -54,6 +54,10 @@ impl ExtractorConfig for ResNet50Config {
         self.0.trainable_stages
     }
 
+    fn validate(&self) -> Result<()> {
+        self.0.validate::<ResNet50Net>()
+    }
+
     fn tap_names(&self) -> Vec<String> {
         self.0.tap_names::<ResNet50Net>()
     }

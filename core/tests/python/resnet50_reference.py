@@ -10,7 +10,11 @@ Writes to OUT_DIR:
   io.safetensors       `images` [BATCH, 3, SIZE, SIZE] in [0, 1] and
                        `features` [BATCH, 2048]: the globally average-pooled
                        output of torchvision's resnet50 in eval mode on the
-                       ImageNet-normalised images.
+                       ImageNet-normalised images; and per tap (stem: the
+                       stem's ReLU, before the max-pool; layer1 .. layer4)
+                       `tap_NAME_mean` and `tap_NAME_std` [BATCH, C], its
+                       per-channel spatial mean and (population) standard
+                       deviation, taken with forward hooks.
 """
 import sys
 
@@ -35,6 +39,14 @@ images = torch.rand(batch, 3, size, size)
 mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 model.fc = torch.nn.Identity()
+taps = {}
+for name, module in [("stem", model.relu), ("layer1", model.layer1), ("layer2", model.layer2),
+                     ("layer3", model.layer3), ("layer4", model.layer4)]:
+    module.register_forward_hook(lambda m, i, o, name=name: taps.__setitem__(name, o.clone()))
 with torch.inference_mode():
     features = model((images - mean) / std)
-save_file({"images": images.contiguous(), "features": features.contiguous()}, f"{out}/io.safetensors")
+tensors = {"images": images.contiguous(), "features": features.contiguous()}
+for name, a in taps.items():
+    tensors[f"tap_{name}_mean"] = a.mean((2, 3)).contiguous()
+    tensors[f"tap_{name}_std"] = a.std((2, 3), correction=0).contiguous()
+save_file(tensors, f"{out}/io.safetensors")
