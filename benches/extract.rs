@@ -85,5 +85,40 @@ fn extractors(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, extractors);
+/// The cost of taps: EfficientNet-Lite0 and ResNet50 at 128 px, batch 32, on
+/// the CPU, untapped (today's features) against every tap pooled in the same
+/// pass (target: at most 10 % more), and against the early taps only (the
+/// pass stops after the deepest tap asked for).
+fn taps(c: &mut Criterion) {
+    let all_lite0 = ["stem", "stage1", "stage2", "stage3", "stage4", "stage5", "stage6", "stage7", "head"];
+    let all_resnet = ["stem", "layer1", "layer2", "layer3", "layer4"];
+    let cases: [(&str, &str, Option<Vec<&str>>); 6] = [
+        ("efficientnet_lite0", "untapped", None),
+        ("efficientnet_lite0", "all_taps", Some(all_lite0.to_vec())),
+        ("efficientnet_lite0", "stem_to_stage3", Some(all_lite0[..4].to_vec())),
+        ("resnet50", "untapped", None),
+        ("resnet50", "all_taps", Some(all_resnet.to_vec())),
+        ("resnet50", "stem_to_layer2", Some(all_resnet[..3].to_vec())),
+    ];
+    let mut group = c.benchmark_group("taps/cpu");
+    group.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(5));
+    let batch = 32;
+    let images = Tensor::rand([batch, 3, 128, 128], (Kind::Float, Device::Cpu));
+    group.throughput(Throughput::Elements(batch as u64));
+    for (net_name, label, taps) in cases {
+        let cfg = BackboneConfig {
+            size: 128,
+            device: DeviceSpec::Cpu,
+            taps: taps.map(|t| t.iter().map(|s| s.to_string()).collect()),
+            ..Default::default()
+        };
+        let net = build(net_name, &cfg);
+        group.bench_with_input(BenchmarkId::new(net_name, label), &images, |b, images| {
+            b.iter_custom(|iters| time_forward(net.as_ref(), images, Device::Cpu, iters))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, extractors, taps);
 criterion_main!(benches);

@@ -92,5 +92,118 @@ fn bench_train(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_train);
+/// The demo's fit with `optimizer = "lbfgs"`: its three heads (configs/default.toml:
+/// morphology on stage2+stage3, volume-fraction class on the stem, the
+/// volume-fraction regression with a 64-unit hidden layer on the stem), on
+/// 3150 cached rows with the demo's tap widths (stem 32, stage1 16, stage2 24,
+/// stage3 40), weight decay chosen per head from the 6-value grid on 350
+/// validation rows, then the final solve: what `furcate train` does after
+/// the features are read. Target: under 5 s.
+fn bench_lbfgs(c: &mut Criterion) {
+    use furcate_core::data::{split, Dataset};
+    use furcate_core::extractor::taps::TapLayout;
+    use furcate_core::run::choose::{choose, Problem};
+    use furcate_core::run::build_model_routed;
+    use furcate_core::train::train_with;
+
+    let demo = include_str!("../configs/default.toml");
+    let cfg = LoadedConfig::from_str(demo, std::path::Path::new("configs/default.toml")).expect("demo parses");
+    let n = ROWS + 350;
+    tch::manual_seed(0);
+    let morph: Vec<usize> = (0..n as usize).map(|i| i % 7).collect();
+    let bin: Vec<usize> = (0..n as usize).map(|i| (i / 7) % 10).collect();
+    let columns: Vec<Vec<Option<String>>> = vec![
+        morph.iter().map(|m| Some(format!("m{m}"))).collect(),
+        bin.iter().map(|b| Some(format!("{:.2}", 0.05 * (*b as f64 + 1.0)))).collect(),
+        bin.iter().map(|b| Some(format!("{:.4}", 0.05 * (*b as f64 + 1.0)))).collect(),
+    ];
+    let layout = TapLayout::new(vec![("stem".into(), 32), ("stage1".into(), 16), ("stage2".into(), 24), ("stage3".into(), 40)]);
+    // Features that carry the labels, with noise: the bin in the stem, the morphology in stage2/3.
+    let onehot = |labels: &[usize], k: i64, w: i64| {
+        let idx = Tensor::from_slice(&labels.iter().map(|&l| l as i64).collect::<Vec<_>>());
+        let base = idx.one_hot(k).to_kind(Kind::Float).matmul(&Tensor::randn([k, w], (Kind::Float, Device::Cpu)));
+        base + Tensor::randn([n, w], (Kind::Float, Device::Cpu)) * 0.5
+    };
+    let features = Tensor::cat(
+        &[onehot(&bin, 10, 32), Tensor::randn([n, 16], (Kind::Float, Device::Cpu)), onehot(&morph, 7, 24), onehot(&morph, 7, 40)],
+        1,
+    );
+    let data = Dataset {
+        source: "bench.csv".into(),
+        files: (0..n).map(|i| format!("{i}.png").into()).collect(),
+        names: (0..n).map(|i| format!("{i}.png")).collect(),
+        columns: ["morphology", "volume_fraction_class", "volume_fraction"]
+            .iter()
+            .map(|s| s.to_string())
+            .zip(columns.iter().cloned())
+            .collect(),
+        origins: (0..n).map(|i| format!("line {}", i + 2)).collect(),
+    };
+    let strata: Vec<String> = (0..n as usize).map(|i| format!("{}|{}", morph[i], bin[i])).collect();
+    let parts = split::stratified(&strata, 350.0 / n as f64, 0.0, 0);
+    let (val, train): (Vec<usize>, Vec<usize>) = (0..n as usize).partition(|i| parts.test.contains(i));
+    let states: Vec<_> = cfg
+        .config
+        .heads
+        .iter()
+        .zip(&columns)
+        .map(|(h, col)| {
+            let labels: Vec<Option<&str>> = train.iter().map(|&i| col[i].as_deref()).collect();
+            h.fit(&labels).expect("fit")
+        })
+        .collect();
+    let (_, probe, _) = build_model(&cfg.config, &states, layout.dim(), Device::Cpu).expect("model");
+    let targets: Vec<_> = probe
+        .heads()
+        .iter()
+        .zip(&columns)
+        .map(|(h, col)| {
+            let labels: Vec<Option<&str>> = col.iter().map(|s| s.as_deref()).collect();
+            h.encode(&labels).expect("encode")
+        })
+        .collect();
+    let mut group = c.benchmark_group("lbfgs");
+    group.sample_size(10).measurement_time(Duration::from_secs(30));
+    group.throughput(Throughput::Elements(ROWS as u64));
+    group.bench_function("demo_3_heads_weight_decay_auto_3150_rows", |b| {
+        b.iter(|| {
+            let problem = Problem {
+                config: &cfg.config,
+                states: &states,
+                layout: &layout,
+                features: &features,
+                targets: &targets,
+                data: &data,
+                strata: &strata,
+                train: &train,
+                val: &val,
+                device: Device::Cpu,
+            };
+            let (choices, init) = choose(&problem, &mut Silent).expect("choose");
+            let routes = choices.routes(false).expect("routes");
+            let (vs, model, _) =
+                build_model_routed(&cfg.config, None, &states, layout.dim(), routes, Device::Cpu).expect("model");
+            tch::no_grad(|| {
+                for (name, value) in &init {
+                    if let Some(v) = vs.variables().get(name) {
+                        v.shallow_clone().copy_(value);
+                    }
+                }
+            });
+            let idx = Tensor::from_slice(&train.iter().map(|&i| i as i64).collect::<Vec<_>>());
+            let batch = Batch {
+                features: features.index_select(0, &idx),
+                targets: targets
+                    .iter()
+                    .map(|t| furcate_core::Targets { values: t.values.index_select(0, &idx), mask: t.mask.index_select(0, &idx) })
+                    .collect(),
+            };
+            train_with(&model, &vs, &batch, None, &cfg.config.training, &choices.decay(), &mut NoCheckpoints, &mut Silent)
+                .expect("train")
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_train, bench_lbfgs);
 criterion_main!(benches);

@@ -1080,13 +1080,14 @@ mod plot {
             root.draw(&Text::new("no finite values", (w as i32 / 2, h as i32 / 2), centred(16.0)))?;
             return Ok(());
         };
-        let n = categories.len() as i32;
+        // plotters' integer ranges hold both ends: `0..last` is `categories.len()` segments.
+        let last = (categories.len() as i32 - 1).max(0);
         let mut chart = ChartBuilder::on(root)
             .caption(title, (FONT, 20))
             .margin(15)
             .x_label_area_size(x_area)
             .y_label_area_size(70)
-            .build_cartesian_2d((0..n).into_segmented(), y)?;
+            .build_cartesian_2d((0..last).into_segmented(), y)?;
         let label = |v: &SegmentValue<i32>| match v {
             SegmentValue::CenterOf(i) => {
                 usize::try_from(*i).ok().and_then(|i| categories.get(i)).cloned().unwrap_or_default()

@@ -27,6 +27,8 @@ pub(super) struct HeadView<'a> {
 /// Everything the page shows.
 pub(super) struct Page<'a> {
     pub metrics: &'a Map<String, Value>,
+    /// The taps and weight decays the run chose (`metrics.json`'s `choices`).
+    pub choices: Option<&'a crate::run::choose::Choices>,
     pub total: Option<&'a Figure>,
     pub heads: &'a [HeadView<'a>],
     pub config: Option<&'a str>,
@@ -79,6 +81,9 @@ pub(super) fn render(page: &Page) -> String {
     }
     summary(&mut out, page.metrics);
     overview(&mut out, page.heads);
+    if let Some(c) = page.choices {
+        choices(&mut out, c);
+    }
     if let Some(fig) = page.total {
         out.push_str("<h2>Training</h2>\n");
         figure(&mut out, fig);
@@ -358,6 +363,52 @@ pub(super) fn number_text(x: f64) -> String {
 }
 
 /// Escapes text for HTML content and attribute values.
+/// Where each head branches off the network, its weight decay, and every
+/// candidate that was scored.
+fn choices(out: &mut String, c: &crate::run::choose::Choices) {
+    out.push_str("<h2>Taps and weight decay</h2>\n");
+    if let Some(layout) = &c.layout {
+        let taps: Vec<String> = layout.taps.iter().map(|(n, w)| format!("{} ({w})", esc(n))).collect();
+        let _ = writeln!(out, "<p>Features: {}.</p>", taps.join(", "));
+    }
+    if let Some(on) = &c.scored_on {
+        let _ = writeln!(out, "<p>Choices scored on the {}.</p>", esc(on));
+    }
+    out.push_str("<table>\n<tr><th>head</th><th>reads</th><th>chosen</th><th>weight decay</th></tr>\n");
+    for h in &c.heads {
+        let reads = match &h.taps {
+            Some(t) => t.join(" + "),
+            None if c.layout.is_some() => "the trunk (or every tap)".into(),
+            None => "every feature".into(),
+        };
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:e}</td></tr>",
+            esc(&h.head),
+            esc(&reads),
+            if h.auto_taps { "by validation" } else { "configured" },
+            h.weight_decay
+        );
+    }
+    out.push_str("</table>\n");
+    for h in c.heads.iter().filter(|h| !h.candidates.is_empty()) {
+        let _ = writeln!(out, "<details><summary>{}: {} candidates</summary>", esc(&h.head), h.candidates.len());
+        out.push_str("<table>\n<tr><th>taps</th><th>weight decay</th><th>score</th><th>loss</th></tr>\n");
+        for k in &h.candidates {
+            let _ = writeln!(
+                out,
+                "<tr><td>{}</td><td>{:e}</td><td>{} {:.6}</td><td>{:.6}</td></tr>",
+                esc(k.taps.as_deref().unwrap_or("as configured")),
+                k.weight_decay,
+                esc(&k.measure),
+                k.score,
+                k.loss
+            );
+        }
+        out.push_str("</table>\n</details>\n");
+    }
+}
+
 pub(super) fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {

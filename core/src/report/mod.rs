@@ -110,8 +110,11 @@ pub fn write_report(run_dir: &Path) -> Result<ReportFiles> {
         });
     }
 
+    let choices: Option<crate::run::choose::Choices> =
+        run.metrics.get("choices").and_then(|c| serde_json::from_value(c.clone()).ok());
     let page = html::render(&html::Page {
         metrics: &run.metrics,
+        choices: choices.as_ref(),
         total: total.as_ref(),
         heads: &heads,
         config: run.config.as_deref(),

@@ -204,6 +204,8 @@ pub struct RunSummary {
     pub outcome: TrainOutcome,
     /// Rows extracted now vs found in the feature cache.
     pub cache: crate::features::CacheStats,
+    /// The taps and weight decays chosen.
+    pub choices: choose::Choices,
 }
 
 /// The columns of the heads that stratify the split (the discrete ones).
@@ -582,7 +584,7 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
         std::fs::remove_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
     }
     std::fs::rename(&partial, &opts.out).map_err(|e| Error::io(&opts.out, e))?;
-    Ok(RunSummary { dir: opts.out.clone(), evaluation, outcome, cache })
+    Ok(RunSummary { dir: opts.out.clone(), evaluation, outcome, cache, choices })
 }
 
 fn data_sha256(data: &Dataset) -> Option<String> {
@@ -827,6 +829,28 @@ pub fn extract(
         meta.insert("weights_sha256".into(), sha);
     }
     Ok((data, features.to_kind(Kind::Float), meta))
+}
+
+/// Plain text lines saying which taps each head reads and its weight decay
+/// (with the number of candidates scored, when it was chosen).
+pub fn format_choices(choices: &choose::Choices) -> String {
+    let mut s = String::new();
+    for h in &choices.heads {
+        let reads = match &h.taps {
+            Some(t) => t.join("+"),
+            None => "trunk / all features".into(),
+        };
+        let how = if h.candidates.is_empty() {
+            String::new()
+        } else {
+            format!(" (chosen from {} candidates)", h.candidates.len())
+        };
+        let _ = writeln!(s, "head {:<22} reads {:<24} weight decay {:e}{how}", h.head, reads, h.weight_decay);
+    }
+    if let Some(on) = &choices.scored_on {
+        let _ = writeln!(s, "choices scored on the {on}");
+    }
+    s
 }
 
 /// A plain-text table of an evaluation, one line per head.

@@ -17,7 +17,7 @@
 //! as a failed trial: the line search shrinks the step by bisection.
 //!
 //! ```
-//! use furcate_core::train::{Convergence, Lbfgs, LbfgsConfig};
+//! use furcate_core::train::{Lbfgs, LbfgsConfig};
 //! use tch::{Kind, Tensor};
 //!
 //! // f(x) = sum((x - 3)^2), minimum at x = 3.
@@ -217,9 +217,10 @@ impl Lbfgs {
         }
         let mut evaluations = 0;
         if self.current.is_none() {
-            let loss = f()?;
+            let loss = f();
             evaluations += 1;
             self.evaluations += 1;
+            let loss = loss?;
             let grad = self.flat_grad();
             let grad_max = max_abs(&grad);
             if !loss.is_finite() {
