@@ -102,12 +102,13 @@ fn bench_train(c: &mut Criterion) {
 fn bench_lbfgs(c: &mut Criterion) {
     use furcate_core::data::{split, Dataset};
     use furcate_core::extractor::taps::TapLayout;
-    use furcate_core::run::choose::{choose, Problem};
     use furcate_core::run::build_model_routed;
+    use furcate_core::run::choose::{choose, Problem};
     use furcate_core::train::train_with;
 
     let demo = include_str!("../configs/default.toml");
-    let cfg = LoadedConfig::from_str(demo, std::path::Path::new("configs/default.toml")).expect("demo parses");
+    let cfg =
+        LoadedConfig::from_str(demo, std::path::Path::new("configs/default.toml")).expect("demo parses");
     let n = ROWS + 350;
     tch::manual_seed(0);
     let morph: Vec<usize> = (0..n as usize).map(|i| i % 7).collect();
@@ -117,15 +118,26 @@ fn bench_lbfgs(c: &mut Criterion) {
         bin.iter().map(|b| Some(format!("{:.2}", 0.05 * (*b as f64 + 1.0)))).collect(),
         bin.iter().map(|b| Some(format!("{:.4}", 0.05 * (*b as f64 + 1.0)))).collect(),
     ];
-    let layout = TapLayout::new(vec![("stem".into(), 32), ("stage1".into(), 16), ("stage2".into(), 24), ("stage3".into(), 40)]);
+    let layout = TapLayout::new(vec![
+        ("stem".into(), 32),
+        ("stage1".into(), 16),
+        ("stage2".into(), 24),
+        ("stage3".into(), 40),
+    ]);
     // Features that carry the labels, with noise: the bin in the stem, the morphology in stage2/3.
     let onehot = |labels: &[usize], k: i64, w: i64| {
         let idx = Tensor::from_slice(&labels.iter().map(|&l| l as i64).collect::<Vec<_>>());
-        let base = idx.one_hot(k).to_kind(Kind::Float).matmul(&Tensor::randn([k, w], (Kind::Float, Device::Cpu)));
+        let base =
+            idx.one_hot(k).to_kind(Kind::Float).matmul(&Tensor::randn([k, w], (Kind::Float, Device::Cpu)));
         base + Tensor::randn([n, w], (Kind::Float, Device::Cpu)) * 0.5
     };
     let features = Tensor::cat(
-        &[onehot(&bin, 10, 32), Tensor::randn([n, 16], (Kind::Float, Device::Cpu)), onehot(&morph, 7, 24), onehot(&morph, 7, 40)],
+        &[
+            onehot(&bin, 10, 32),
+            Tensor::randn([n, 16], (Kind::Float, Device::Cpu)),
+            onehot(&morph, 7, 24),
+            onehot(&morph, 7, 40),
+        ],
         1,
     );
     let data = Dataset {
@@ -182,7 +194,8 @@ fn bench_lbfgs(c: &mut Criterion) {
             let (choices, init) = choose(&problem, &mut Silent).expect("choose");
             let routes = choices.routes(false).expect("routes");
             let (vs, model, _) =
-                build_model_routed(&cfg.config, None, &states, layout.dim(), routes, Device::Cpu).expect("model");
+                build_model_routed(&cfg.config, None, &states, layout.dim(), routes, Device::Cpu)
+                    .expect("model");
             tch::no_grad(|| {
                 for (name, value) in &init {
                     if let Some(v) = vs.variables().get(name) {
@@ -195,11 +208,23 @@ fn bench_lbfgs(c: &mut Criterion) {
                 features: features.index_select(0, &idx),
                 targets: targets
                     .iter()
-                    .map(|t| furcate_core::Targets { values: t.values.index_select(0, &idx), mask: t.mask.index_select(0, &idx) })
+                    .map(|t| furcate_core::Targets {
+                        values: t.values.index_select(0, &idx),
+                        mask: t.mask.index_select(0, &idx),
+                    })
                     .collect(),
             };
-            train_with(&model, &vs, &batch, None, &cfg.config.training, &choices.decay(), &mut NoCheckpoints, &mut Silent)
-                .expect("train")
+            train_with(
+                &model,
+                &vs,
+                &batch,
+                None,
+                &cfg.config.training,
+                &choices.decay(),
+                &mut NoCheckpoints,
+                &mut Silent,
+            )
+            .expect("train")
         })
     });
     group.finish();

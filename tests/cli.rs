@@ -257,7 +257,11 @@ fn config_errors_point_at_the_toml_line() {
         text0.replace("type = \"efficientnet_lite0\"", "type = \"two_point\"\ntaps = [\"stem\"]"),
         &["line 5", "unknown field `taps`"],
     );
-    check("decay", text0.replace("epochs = 2", "epochs = 2\nweight_decay = \"big\""), &["line 22", "weight_decay", "auto"]);
+    check(
+        "decay",
+        text0.replace("epochs = 2", "epochs = 2\nweight_decay = \"big\""),
+        &["line 22", "weight_decay", "auto"],
+    );
     check(
         "lbfgs_batch",
         text0.replace("epochs = 2", "epochs = 2\noptimizer = \"lbfgs\"\nbatch_size = 8"),
@@ -378,5 +382,41 @@ fn learned_weights_and_consistency() {
         "names",
         "[[consistency]]\nvalue = \"volume_fraction\"\nclass = \"morphology\"",
         &["run.toml", "not all numbers", "centres"],
+    );
+}
+
+/// L-BFGS trains every kind of model: here a trunk reading one tap, learned
+/// loss weights, and a head from the `furcate-heads` crate (gaussian) beside
+/// the built-in ones; the log-variances move, the trunk reads only its tap,
+/// and `eval` scores the saved run as training did.
+#[test]
+fn lbfgs_with_trunk_learned_weights_and_a_heads_crate_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dataset(dir.path());
+    let cfg =
+        config(dir.path(), &manifest, "epochs = 30\noptimizer = \"lbfgs\"\nloss_weighting = \"uncertainty\"");
+    let base = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("size = 32", "size = 32\ntaps = [\"stem\", \"stage1\"]\n\n[trunk]\nhidden = [8]\ntaps = [\"stem\"]")
+        .replace(
+            "[training]",
+            "[[heads]]\ntype = \"gaussian\"\nname = \"fraction_gaussian\"\ncolumn = \"volume_fraction\"\n\n[training]",
+        );
+    std::fs::write(&cfg, &base).unwrap();
+    let out = dir.path().join("run");
+    let o = run(&["train", s(&cfg), "--out", s(&out), "--no-report"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(m["choices"]["trunk_taps"], serde_json::json!(["stem"]));
+    let weights = m["loss_weights"].as_object().unwrap();
+    assert!(weights.values().any(|w| (w.as_f64().unwrap() - 1.0).abs() > 1e-3), "weights never moved: {m}");
+    assert!(m["heads"]["fraction_gaussian"]["metrics"]["mae"].is_number(), "{m}");
+    let o = run(&["eval", s(&out), "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let eval: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        eval["heads"][2]["score"]["metrics"]["mae"],
+        m["heads"]["fraction_gaussian"]["metrics"]["mae"]
     );
 }

@@ -247,3 +247,48 @@ fn plugin_failures_are_clear_errors() {
     );
     check("unknown_field", &["libone.so"], "focal", "gama = 3.0", &["gama", "line 12"]);
 }
+
+/// L-BFGS solves a plugin head as it solves a built-in one: the plugin head
+/// reads its own tap (`taps` is the host's key, never handed to the plugin),
+/// its weight decay is chosen from a list, the history has one row per
+/// iteration, and `eval` rebuilds the same model (taps included) from the
+/// checkpoint.
+#[test]
+fn plugin_head_solved_by_lbfgs_on_its_own_tap() {
+    let (example, _) = plugins();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dataset(dir.path());
+    let lib = dir.path().join("libfocal.so");
+    link(example, &lib);
+    let cfg = config(dir.path(), &manifest, &["libfocal.so"], "focal", "gamma = 1.5\ntaps = [\"stage1\"]");
+    let body = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("size = 32", "size = 32\ntaps = [\"stem\", \"stage1\"]")
+        .replace("learning_rate = 0.01", "optimizer = \"lbfgs\"\nweight_decay = [1e-4, 1e-2]");
+    std::fs::write(&cfg, body).unwrap();
+    let out = dir.path().join("run");
+    let o = run(&["train", s(&cfg), "--out", s(&out), "--no-report"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("reads stage1"), "{}", text(&o));
+    let metrics: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+    let choice = &metrics["choices"]["heads"][0];
+    assert_eq!(choice["head"], "morphology");
+    assert_eq!(choice["taps"], serde_json::json!(["stage1"]));
+    assert_eq!(choice["candidates"].as_array().unwrap().len(), 2);
+    let wd = choice["weight_decay"].as_f64().unwrap();
+    assert!(wd == 1e-4 || wd == 1e-2, "{wd}");
+    assert_eq!(metrics["optimizer"], "lbfgs");
+    assert_eq!(metrics["standardise_features"], true);
+    let history = std::fs::read_to_string(out.join("history.csv")).unwrap();
+    let rows = history.lines().count() - 1;
+    assert!((1..=40).contains(&rows), "{rows} iterations");
+    let o = run(&["eval", s(&out), "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let eval: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(eval["heads"][0]["score"]["error_rate"], metrics["heads"]["morphology"]["error_rate"]);
+    assert_eq!(
+        eval["heads"][1]["score"]["metrics"]["mae"],
+        metrics["heads"]["volume_fraction"]["metrics"]["mae"]
+    );
+}

@@ -489,7 +489,8 @@ impl LoadedConfig {
             return Err(self.error_at("history_size", "training.lbfgs.history_size must be at least 1"));
         }
         c.extractor.validate().map_err(|e| {
-            let needle = if section_has(&self.text, "[extractor]", "taps") { "taps" } else { "trainable_stages" };
+            let needle =
+                if section_has(&self.text, "[extractor]", "taps") { "taps" } else { "trainable_stages" };
             self.error_at_key(needle, 0, e)
         })?;
         self.check_taps()?;

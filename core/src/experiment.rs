@@ -990,6 +990,7 @@ mod plot {
 
     use plotters::coord::ranged1d::SegmentValue;
     use plotters::prelude::*;
+    use plotters::style::text_anchor::{HPos, Pos, VPos};
     use plotters::style::FontTransform;
 
     type DrawResult<T> = std::result::Result<T, Box<dyn StdError>>;
@@ -1068,7 +1069,7 @@ mod plot {
         x_area: u32,
     ) -> DrawResult<()> {
         let values = || series.iter().flat_map(|s| s.1.iter().flatten().copied()).filter(|v| v.is_finite());
-        let Some(y) = padded(values()) else {
+        let Some(y_range) = padded(values()) else {
             let (w, h) = root.dim_in_pixel();
             let centred = |size: f64| {
                 TextStyle::from((FONT, size).into_font()).pos(plotters::style::text_anchor::Pos::new(
@@ -1087,17 +1088,14 @@ mod plot {
             .margin(15)
             .x_label_area_size(x_area)
             .y_label_area_size(70)
-            .build_cartesian_2d((0..last).into_segmented(), y)?;
+            .build_cartesian_2d((0..last).into_segmented(), y_range.clone())?;
+        // Labels that do not fit side by side are drawn upright below the
+        // axis (plotters misplaces rotated tick labels), reading upwards.
         let label = |v: &SegmentValue<i32>| match v {
-            SegmentValue::CenterOf(i) => {
+            SegmentValue::CenterOf(i) if !upright => {
                 usize::try_from(*i).ok().and_then(|i| categories.get(i)).cloned().unwrap_or_default()
             }
             _ => String::new(),
-        };
-        let label_style = if upright {
-            TextStyle::from((FONT, 14).into_font().transform(FontTransform::Rotate90))
-        } else {
-            TextStyle::from((FONT, 14).into_font())
         };
         chart
             .configure_mesh()
@@ -1105,10 +1103,18 @@ mod plot {
             .y_desc(y_desc)
             .x_labels(categories.len() + 1)
             .x_label_formatter(&label)
-            .x_label_style(label_style)
+            .x_label_style((FONT, 14))
             .y_label_formatter(&|v| tick(*v))
             .light_line_style(WHITE.mix(0.0))
             .draw()?;
+        if upright {
+            let style = TextStyle::from((FONT, 14).into_font().transform(FontTransform::Rotate270))
+                .pos(Pos::new(HPos::Right, VPos::Center));
+            for (i, c) in categories.iter().enumerate() {
+                let (x, y) = chart.backend_coord(&(SegmentValue::CenterOf(i as i32), y_range.start));
+                root.draw(&Text::new(c.as_str(), (x, y + 10), style.clone()))?;
+            }
+        }
         for (k, (name, ys)) in series.iter().enumerate() {
             let color = PALETTE[k % PALETTE.len()];
             let points: Vec<(i32, f64)> = ys

@@ -5,9 +5,9 @@
 mod extractor_common;
 
 use extractor_common::{assert_taps_match, cpu_config, python_with, read_tensors, rel_err, run_reference};
-use furcate_core::extractor::taps::Pool;
 use furcate_core::extractor::efficientnet_lite0::EfficientNetLite0;
 use furcate_core::extractor::frozen::BackboneConfig;
+use furcate_core::extractor::taps::Pool;
 use furcate_core::{BuildContext, FeatureExtractor};
 use tch::{Device, Kind, Tensor};
 

@@ -4,9 +4,9 @@
 mod extractor_common;
 
 use extractor_common::{assert_taps_match, cpu_config, python_with, read_tensors, rel_err, run_reference};
-use furcate_core::extractor::taps::Pool;
 use furcate_core::extractor::frozen::BackboneConfig;
 use furcate_core::extractor::resnet50::{ResNet50, ResNet50Config};
+use furcate_core::extractor::taps::Pool;
 use furcate_core::{BuildContext, Error, ExtractorConfig, FeatureExtractor};
 use tch::{Device, Kind, Tensor};
 
@@ -76,7 +76,8 @@ fn bad_taps_are_errors() {
     let cfg = BackboneConfig { taps: Some(vec!["layer9".into()]), ..cpu_config(None, SIZE) };
     let msg = ResNet50::new(&cfg, &BuildContext::default()).unwrap_err().to_string();
     assert!(msg.contains("layer9") && msg.contains("stem, layer1, layer2, layer3, layer4"), "{msg}");
-    let cfg = BackboneConfig { taps: Some(vec!["stem".into()]), trainable_stages: 1, ..cpu_config(None, SIZE) };
+    let cfg =
+        BackboneConfig { taps: Some(vec!["stem".into()]), trainable_stages: 1, ..cpu_config(None, SIZE) };
     let msg = ResNet50::new(&cfg, &BuildContext::default()).unwrap_err().to_string();
     assert!(msg.contains("taps") && msg.contains("trainable_stages"), "{msg}");
 }

@@ -4,11 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use furcate_core::head::classification::ClassificationConfig;
-use furcate_core::head::regression::{RegressionConfig, RegressionLoss};
 use furcate_core::config::LoadedConfig;
 use furcate_core::data::Dataset;
 use furcate_core::extractor::taps::TapLayout;
+use furcate_core::head::classification::ClassificationConfig;
+use furcate_core::head::regression::{RegressionConfig, RegressionLoss};
 use furcate_core::model::{Activation, MultiHeadModel, Routes, TrunkConfig};
 use furcate_core::progress::Silent;
 use furcate_core::run::choose::{choose, Problem};
@@ -543,8 +543,13 @@ fn auto_taps_pick_the_informative_tap() {
     let label: Vec<usize> = (0..n).map(|i| i % classes).collect();
     let noise = |w: i64| Tensor::randn([n as i64, w], (Kind::Float, Device::Cpu));
     let signal = noise(3) * 0.6
-        + Tensor::from_slice(&label.iter().flat_map(|&c| (0..3).map(move |j| (j == c) as i64 as f32 * 1.5)).collect::<Vec<_>>())
-            .view([n as i64, 3]);
+        + Tensor::from_slice(
+            &label
+                .iter()
+                .flat_map(|&c| (0..3).map(move |j| (j == c) as i64 as f32 * 1.5))
+                .collect::<Vec<_>>(),
+        )
+        .view([n as i64, 3]);
     let features = Tensor::cat(&[noise(24), signal, noise(24)], 1);
     let layout = TapLayout::new(vec![("a".into(), 24), ("b".into(), 3), ("c".into(), 24)]);
     let text = "[data]\nmanifest = \"unused.csv\"\n[extractor]\ntype = \"two_point\"\nsize = 32\n\
@@ -563,7 +568,8 @@ fn auto_taps_pick_the_informative_tap() {
     let states = vec![cfg.config.heads[0].fit(&refs).unwrap()];
     let vs = nn::VarStore::new(Device::Cpu);
     let probe =
-        MultiHeadModel::new(&vs.root(), 1, None, &[(cfg.config.heads[0].as_ref(), states[0].clone())]).unwrap();
+        MultiHeadModel::new(&vs.root(), 1, None, &[(cfg.config.heads[0].as_ref(), states[0].clone())])
+            .unwrap();
     let targets = vec![probe.heads()[0].encode(&refs).unwrap()];
     let strata: Vec<String> = label.iter().map(|c| c.to_string()).collect();
     for val_rows in [0usize, 120] {
@@ -584,7 +590,11 @@ fn auto_taps_pick_the_informative_tap() {
         let head = &choices.heads[0];
         assert!(head.auto_taps);
         assert_eq!(head.candidates.len(), 6 * 2, "6 runs of taps x 2 weight decays");
-        assert_eq!(head.taps.as_deref(), Some(&["b".to_string()][..]), "{val_rows} validation rows: {head:?}");
+        assert_eq!(
+            head.taps.as_deref(),
+            Some(&["b".to_string()][..]),
+            "{val_rows} validation rows: {head:?}"
+        );
         let scored = choices.scored_on.clone().unwrap();
         assert!(scored.contains(if val_rows == 0 { "5-fold" } else { "validation part" }), "{scored}");
         assert!(init.iter().any(|(name, _)| name == "heads.phase.out.weight"));

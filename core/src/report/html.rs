@@ -392,7 +392,8 @@ fn choices(out: &mut String, c: &crate::run::choose::Choices) {
     }
     out.push_str("</table>\n");
     for h in c.heads.iter().filter(|h| !h.candidates.is_empty()) {
-        let _ = writeln!(out, "<details><summary>{}: {} candidates</summary>", esc(&h.head), h.candidates.len());
+        let _ =
+            writeln!(out, "<details><summary>{}: {} candidates</summary>", esc(&h.head), h.candidates.len());
         out.push_str("<table>\n<tr><th>taps</th><th>weight decay</th><th>score</th><th>loss</th></tr>\n");
         for k in &h.candidates {
             let _ = writeln!(

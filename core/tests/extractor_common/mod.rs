@@ -67,7 +67,13 @@ pub fn cpu_config(weights: Option<PathBuf>, size: i64) -> BackboneConfig {
 /// Asserts that `ours` (one `[N, 2C]` block per tap, `pool = "mean_std"`)
 /// matches the reference's `tap_<name>_mean` and `tap_<name>_std` to `tol`
 /// relative ([`rel_err`]), tap by tap.
-pub fn assert_taps_match(ours: &[Tensor], io: &HashMap<String, Tensor>, names: &[&str], tol: f64, what: &str) {
+pub fn assert_taps_match(
+    ours: &[Tensor],
+    io: &HashMap<String, Tensor>,
+    names: &[&str],
+    tol: f64,
+    what: &str,
+) {
     assert_eq!(ours.len(), names.len(), "{what}: one block per tap");
     for (block, name) in ours.iter().zip(names) {
         let (mean, std) = (&io[&format!("tap_{name}_mean")], &io[&format!("tap_{name}_std")]);
@@ -76,6 +82,9 @@ pub fn assert_taps_match(ours: &[Tensor], io: &HashMap<String, Tensor>, names: &
         let err_mean = rel_err(&block.narrow(1, 0, c), mean);
         let err_std = rel_err(&block.narrow(1, c, c), std);
         eprintln!("{what}: tap {name}: mean {err_mean:e}, std {err_std:e}");
-        assert!(err_mean <= tol && err_std <= tol, "{what}: tap {name}: mean {err_mean:e}, std {err_std:e} > {tol:e}");
+        assert!(
+            err_mean <= tol && err_std <= tol,
+            "{what}: tap {name}: mean {err_mean:e}, std {err_std:e} > {tol:e}"
+        );
     }
 }
