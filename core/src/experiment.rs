@@ -1072,10 +1072,7 @@ mod plot {
         let Some(y_range) = padded(values()) else {
             let (w, h) = root.dim_in_pixel();
             let centred = |size: f64| {
-                TextStyle::from((FONT, size).into_font()).pos(plotters::style::text_anchor::Pos::new(
-                    plotters::style::text_anchor::HPos::Center,
-                    plotters::style::text_anchor::VPos::Center,
-                ))
+                TextStyle::from((FONT, size).into_font()).pos(Pos::new(HPos::Center, VPos::Center))
             };
             root.draw(&Text::new(title, (w as i32 / 2, 22), centred(20.0)))?;
             root.draw(&Text::new("no finite values", (w as i32 / 2, h as i32 / 2), centred(16.0)))?;
