@@ -7,7 +7,7 @@ use std::error::Error as StdError;
 use std::ops::Range;
 use std::sync::Once;
 
-use plotters::coord::ranged1d::{AsRangedCoord, Ranged, ValueFormatter};
+use plotters::coord::ranged1d::{AsRangedCoord, Ranged, SegmentValue, ValueFormatter};
 use plotters::coord::{CoordTranslate, Shift};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -389,4 +389,124 @@ pub(crate) fn xy_png(
         }
         legend(&mut chart, SeriesLabelPosition::UpperLeft)
     })
+}
+
+/// Labelled series of one value (or none: a gap) per category, as lines
+/// with markers; the x axis is the categories in order, labelled with
+/// them (turned upright when they do not fit side by side).
+pub(crate) fn categories_png(
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    categories: &[String],
+    series: &[(String, Vec<Option<f64>>)],
+) -> DrawResult<Vec<u8>> {
+    ensure_font();
+    let n = categories.len().max(1);
+    let label_font = (FONT, 14).into_font();
+    let label_w = categories
+        .iter()
+        .map(|c| label_font.box_size(c).map(|b| b.0))
+        .try_fold(0, |m, w| w.map(|w| m.max(w)))?;
+    let width = (160 + n as u32 * (label_w + 24)).clamp(800, 1600);
+    let slot = (width - 130) / n as u32;
+    let upright = label_w + 8 > slot;
+    let x_area = if upright { label_w + 40 } else { 45 };
+    let height = 440 + x_area;
+    render(width, height, |root| {
+        draw_categories(root, title, x_desc, y_desc, categories, series, upright, x_area)
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn draw_categories(
+    root: &Area,
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    categories: &[String],
+    series: &[(String, Vec<Option<f64>>)],
+    upright: bool,
+    x_area: u32,
+) -> DrawResult<()> {
+    let values = || series.iter().flat_map(|s| s.1.iter().flatten().copied()).filter(|v| v.is_finite());
+    let Some(y_range) = padded(values(), 0.05) else {
+        let (w, h) = root.dim_in_pixel();
+        let centred =
+            |size: f64| TextStyle::from((FONT, size).into_font()).pos(Pos::new(HPos::Center, VPos::Center));
+        root.draw(&Text::new(title, (w as i32 / 2, 22), centred(20.0)))?;
+        root.draw(&Text::new("no finite values", (w as i32 / 2, h as i32 / 2), centred(16.0)))?;
+        return Ok(());
+    };
+    // plotters' integer ranges hold both ends: `0..last` is `categories.len()` segments.
+    let last = (categories.len() as i32 - 1).max(0);
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, (FONT, 20))
+        .margin(15)
+        .x_label_area_size(x_area)
+        .y_label_area_size(70)
+        .build_cartesian_2d((0..last).into_segmented(), y_range.clone())?;
+    // Labels that do not fit side by side are drawn upright below the
+    // axis (plotters misplaces rotated tick labels), reading upwards.
+    let label = |v: &SegmentValue<i32>| match v {
+        SegmentValue::CenterOf(i) if !upright => {
+            usize::try_from(*i).ok().and_then(|i| categories.get(i)).cloned().unwrap_or_default()
+        }
+        _ => String::new(),
+    };
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .x_labels(categories.len() + 1)
+        .x_label_formatter(&label)
+        .x_label_style((FONT, 14))
+        .y_label_formatter(&|v| tick(*v))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()?;
+    if upright {
+        let style = TextStyle::from((FONT, 14).into_font().transform(FontTransform::Rotate270))
+            .pos(Pos::new(HPos::Right, VPos::Center));
+        for (i, c) in categories.iter().enumerate() {
+            let (x, y) = chart.backend_coord(&(SegmentValue::CenterOf(i as i32), y_range.start));
+            root.draw(&Text::new(c.as_str(), (x, y + 10), style.clone()))?;
+        }
+    }
+    for (k, (name, ys)) in series.iter().enumerate() {
+        let color = PALETTE[k % PALETTE.len()];
+        let points: Vec<(i32, f64)> = ys
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| v.filter(|v| v.is_finite()).map(|v| (i as i32, v)))
+            .collect();
+        // Runs of neighbouring categories with a value; a missing one leaves a gap.
+        let mut runs: Vec<Vec<(SegmentValue<i32>, f64)>> = Vec::new();
+        for &(i, v) in &points {
+            match runs.last_mut() {
+                Some(run) if matches!(run.last(), Some((SegmentValue::CenterOf(j), _)) if *j + 1 == i) => {
+                    run.push((SegmentValue::CenterOf(i), v))
+                }
+                _ => runs.push(vec![(SegmentValue::CenterOf(i), v)]),
+            }
+        }
+        for (r, run) in runs.iter().enumerate() {
+            let drawn = chart.draw_series(LineSeries::new(run.iter().cloned(), color.stroke_width(2)))?;
+            if r == 0 {
+                drawn.label(name.as_str()).legend(move |(px, py)| {
+                    PathElement::new(vec![(px, py), (px + 20, py)], color.stroke_width(2))
+                });
+            }
+        }
+        chart.draw_series(
+            points.iter().map(|&(i, v)| Circle::new((SegmentValue::CenterOf(i), v), 4, color.filled())),
+        )?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font((FONT, 14))
+        .draw()?;
+    Ok(())
 }
