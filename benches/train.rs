@@ -93,10 +93,10 @@ fn bench_train(c: &mut Criterion) {
 }
 
 /// The demo's fit with `optimizer = "lbfgs"`: its three heads (configs/default.toml:
-/// morphology on stage2+stage3, volume-fraction class on the stem, the
+/// morphology on stage2..stage4, volume-fraction class on the stem, the
 /// volume-fraction regression with a 64-unit hidden layer on the stem), on
 /// 3150 cached rows with the demo's tap widths (stem 32, stage1 16, stage2 24,
-/// stage3 40), weight decay chosen per head from the 6-value grid on 350
+/// stage3 40, stage4 80), weight decay chosen per head from the 6-value grid on 350
 /// validation rows, then the final solve: what `furcate train` does after
 /// the features are read. Target: under 5 s.
 fn bench_lbfgs(c: &mut Criterion) {
@@ -123,6 +123,7 @@ fn bench_lbfgs(c: &mut Criterion) {
         ("stage1".into(), 16),
         ("stage2".into(), 24),
         ("stage3".into(), 40),
+        ("stage4".into(), 80),
     ]);
     // Features that carry the labels, with noise: the bin in the stem, the morphology in stage2/3.
     let onehot = |labels: &[usize], k: i64, w: i64| {
@@ -137,6 +138,7 @@ fn bench_lbfgs(c: &mut Criterion) {
             Tensor::randn([n, 16], (Kind::Float, Device::Cpu)),
             onehot(&morph, 7, 24),
             onehot(&morph, 7, 40),
+            onehot(&morph, 7, 80),
         ],
         1,
     );
