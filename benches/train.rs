@@ -103,7 +103,7 @@ fn bench_lbfgs(c: &mut Criterion) {
     use furcate_core::data::{split, Dataset};
     use furcate_core::extractor::taps::TapLayout;
     use furcate_core::run::build_model_routed;
-    use furcate_core::run::choose::{choose, Problem};
+    use furcate_core::run::choose::{apply_init, choose, Problem};
     use furcate_core::train::train_with;
 
     let demo = include_str!("../configs/default.toml");
@@ -198,13 +198,7 @@ fn bench_lbfgs(c: &mut Criterion) {
             let (vs, model, _) =
                 build_model_routed(&cfg.config, None, &states, layout.dim(), routes, Device::Cpu)
                     .expect("model");
-            tch::no_grad(|| {
-                for (name, value) in &init {
-                    if let Some(v) = vs.variables().get(name) {
-                        v.shallow_clone().copy_(value);
-                    }
-                }
-            });
+            apply_init(&vs, &init);
             let idx = Tensor::from_slice(&train.iter().map(|&i| i as i64).collect::<Vec<_>>());
             let batch = Batch {
                 features: features.index_select(0, &idx),

@@ -279,6 +279,21 @@ fn snapshot(warm: &[Option<nn::VarStore>], prefixes: &[String]) -> Vec<(String, 
 /// the training rows, so the final solve starts at its optimum.
 pub type Chosen = (Choices, Vec<(String, Tensor)>);
 
+/// Starts the model in `vs` from the chosen candidates' variables (`Chosen`'s
+/// second part): each variable of that name and shape takes its value.
+pub fn apply_init(vs: &nn::VarStore, init: &[(String, Tensor)]) {
+    tch::no_grad(|| {
+        let vars = vs.variables();
+        for (name, value) in init {
+            if let Some(mut v) = vars.get(name).map(Tensor::shallow_clone) {
+                if v.size() == value.size() {
+                    v.copy_(&value.to_device(v.device()));
+                }
+            }
+        }
+    });
+}
+
 /// Makes the run's choices (see the module docs). Without a choice to make
 /// (no `"auto"` taps, one weight decay) it only resolves the taps.
 pub fn choose(problem: &Problem, progress: &mut dyn Progress) -> Result<Chosen> {

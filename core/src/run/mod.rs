@@ -514,17 +514,8 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
     let (vs, model, mut final_scaler) =
         build_model_routed(c, Some(extractor.as_ref()), &states, in_dim, routes, device)?;
     drop(extractor);
-    tch::no_grad(|| {
-        final_scaler.copy_from(&scaler);
-        let vars = vs.variables();
-        for (name, value) in &init {
-            if let Some(mut v) = vars.get(name).map(Tensor::shallow_clone) {
-                if v.size() == value.size() {
-                    v.copy_(&value.to_device(v.device()));
-                }
-            }
-        }
-    });
+    tch::no_grad(|| final_scaler.copy_from(&scaler));
+    choose::apply_init(&vs, &init);
     let rows = |idx: &[usize]| scaler.apply(&select(idx));
     let train_batch = Batch { features: rows(&parts.train), targets: encode(&model, c, &train_set, device)? };
     let val_batch = Batch { features: rows(&parts.val), targets: encode(&model, c, &val_set, device)? };
