@@ -40,28 +40,17 @@ fn write_history(dir: &Path, heads: &[&str], epochs: usize, with_val: bool) -> R
     Ok(())
 }
 
+/// A classification head's metrics as the head writes them (the typed
+/// `ClassificationMetrics`), for the labels behind `matrix` (rows = true).
 fn classification_metrics(classes: &[&str], matrix: &[Vec<u64>]) -> Value {
-    let n: u64 = matrix.iter().flatten().sum();
-    let right: u64 = (0..classes.len()).map(|i| matrix[i][i]).sum();
-    let accuracy = right as f64 / n as f64;
-    let per_class: serde_json::Map<String, Value> = classes
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let support: u64 = matrix[i].iter().sum();
-            let recall = matrix[i][i] as f64 / support as f64;
-            (c.to_string(), json!({"precision": 0.875, "recall": recall, "f1": 0.8125, "support": support}))
-        })
-        .collect();
-    json!({
-        "accuracy": accuracy,
-        "error_rate": 1.0 - accuracy,
-        "classes": classes,
-        "confusion_matrix": matrix,
-        "per_class": per_class,
-        "macro_f1": 0.8125,
-        "n": n,
-    })
+    let mut pairs = Vec::new();
+    for (t, row) in matrix.iter().enumerate() {
+        for (p, &count) in row.iter().enumerate() {
+            pairs.extend(std::iter::repeat_n((classes[t], classes[p]), count as usize));
+        }
+    }
+    let names: Vec<String> = classes.iter().map(|c| c.to_string()).collect();
+    serde_json::to_value(furcate_core::metrics::classification(&names, &pairs)).unwrap()
 }
 
 /// A run folder: `morphology` (classification, 3 classes) and `fraction` (regression).
@@ -132,6 +121,10 @@ fn check_plots_inlined(plots: &[PathBuf], html: &str) -> Result<()> {
     Ok(())
 }
 
+fn heads_per_class(metrics: &Value, head: &str) -> Vec<Value> {
+    metrics["heads"][head]["metrics"]["per_class"].as_array().unwrap().clone()
+}
+
 fn pct(v: &Value) -> String {
     format!("{:.4} %", v.as_f64().unwrap() * 100.0)
 }
@@ -166,6 +159,17 @@ fn report_of_a_classification_and_a_regression_head() -> Result<()> {
     for name in ["morphology", "fraction", "columnar", "equiaxed", "lamellar", "resnet50"] {
         assert!(html.contains(name), "{name} missing");
     }
+    // Every section: per-class table (one row per class, with its recall),
+    // confusion matrix, parity plot with MAE and R².
+    assert_eq!(html.matches("<h3>Per class</h3>").count(), 1, "per-class table missing");
+    for c in heads_per_class(&metrics, "morphology") {
+        let p = c["precision"].as_f64().unwrap();
+        let p = if p.fract() == 0.0 { format!("{p:.0}") } else { format!("{p:.4}") };
+        let row = format!("<tr><td>{}</td><td class=\"num\">{p}</td>", c["class"].as_str().unwrap());
+        assert!(html.contains(&row), "per-class row of {c} missing");
+    }
+    assert!(html.contains("morphology: confusion matrix"));
+    assert!(html.contains("fraction: predicted vs true (test, MAE 0.005, R² "), "{html}");
     let heads = &metrics["heads"];
     assert!(html.contains(&pct(&heads["morphology"]["metrics"]["accuracy"])));
     assert!(html.contains(&pct(&heads["morphology"]["error_rate"])));

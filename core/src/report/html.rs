@@ -6,6 +6,8 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde_json::{Map, Value};
 
+use crate::metrics::ClassMetrics;
+
 /// A plot written under `plots/`, shown inline.
 pub(super) struct Figure {
     pub title: String,
@@ -57,9 +59,6 @@ const KNOWN: [(&str, &str); 8] = [
     ("max_error", "max error"),
     ("n", "n"),
 ];
-
-/// Per-class statistics shown first, in this order.
-const PER_CLASS: [&str; 4] = ["precision", "recall", "f1", "support"];
 
 /// What a null `weights_sha256` means.
 const NO_WEIGHTS: &str = "none (no weights file: randomly initialised)";
@@ -234,8 +233,18 @@ fn head_section(out: &mut String, head: &HeadView) {
                 }
             }
             out.push_str("</table>\n");
-            if let Some(per_class) = m.get("per_class").and_then(Value::as_object) {
-                per_class_table(out, per_class, m.get("classes").and_then(Value::as_array));
+            if let Some(per_class) = m.get("per_class").filter(|v| !v.is_null()) {
+                // The same type the heads write (`metrics::ClassMetrics`), read back typed.
+                match serde_json::from_value::<Vec<ClassMetrics>>(per_class.clone()) {
+                    Ok(rows) => per_class_table(out, &rows),
+                    Err(e) => {
+                        let _ = writeln!(
+                            out,
+                            "<p class=\"note\">per_class of this head could not be read: {}</p>",
+                            esc(&e.to_string())
+                        );
+                    }
+                }
             }
         }
         None => out.push_str("<p>No metrics for this head in metrics.json.</p>\n"),
@@ -250,37 +259,23 @@ fn head_id(head: &HeadView) -> String {
     head.name.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
-fn per_class_table(out: &mut String, per_class: &Map<String, Value>, classes: Option<&Vec<Value>>) {
-    let mut names: Vec<&str> =
-        classes.map(|c| c.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
-    names.retain(|n| per_class.contains_key(*n));
-    for key in per_class.keys() {
-        if !names.contains(&key.as_str()) {
-            names.push(key);
-        }
-    }
-    let mut columns: Vec<&str> =
-        PER_CLASS.into_iter().filter(|c| per_class.values().any(|s| s.get(*c).is_some())).collect();
-    for stats in per_class.values().filter_map(Value::as_object) {
-        for key in stats.keys() {
-            if !columns.contains(&key.as_str()) {
-                columns.push(key);
-            }
-        }
-    }
-    out.push_str("<table>\n<tr><th>class</th>");
-    for c in &columns {
-        let _ = write!(out, "<th>{}</th>", esc(c));
-    }
-    out.push_str("</tr>\n");
-    for name in names {
-        let stats = per_class.get(name).and_then(Value::as_object);
-        let _ = write!(out, "<tr><td>{}</td>", esc(name));
-        for c in &columns {
-            let text = stats.and_then(|s| s.get(*c)).map_or_else(String::new, |v| value_text(c, v));
-            let _ = write!(out, "<td class=\"num\">{}</td>", esc(&text));
-        }
-        out.push_str("</tr>\n");
+/// Precision, recall, F1 and support of each class, in the head's class order.
+fn per_class_table(out: &mut String, rows: &[ClassMetrics]) {
+    out.push_str(
+        "<h3>Per class</h3>\n<table class=\"per-class\">\n<tr><th>class</th><th>precision</th><th>recall</th>\
+         <th>F1</th><th>support</th></tr>\n",
+    );
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+             <td class=\"num\">{}</td></tr>",
+            esc(&r.class),
+            number_text(r.precision),
+            number_text(r.recall),
+            number_text(r.f1),
+            r.support
+        );
     }
     out.push_str("</table>\n");
 }

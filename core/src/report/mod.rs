@@ -65,7 +65,8 @@ pub fn write_report(run_dir: &Path) -> Result<ReportFiles> {
     if let Some(h) = &run.history {
         match h.column("train_total") {
             Some(train) => {
-                let draw = |t: &str| plots::loss_png(t, &h.epochs, train, h.column("val_total"), best_epoch);
+                let draw =
+                    |t: &str| plots::loss_png(t, &h.epochs, train, h.column("val_total"), best_epoch, true);
                 total = Some(emit("loss", "total", "total loss per epoch".into(), &draw)?);
             }
             None => notes.push("history.csv has no train_total column: no total loss curve.".into()),
@@ -82,7 +83,7 @@ pub fn write_report(run_dir: &Path) -> Result<ReportFiles> {
         if let Some(h) = &run.history {
             if let Some(train) = h.column(&format!("train_{name}")) {
                 let val = h.column(&format!("val_{name}"));
-                let draw = |t: &str| plots::loss_png(t, &h.epochs, train, val, best_epoch);
+                let draw = |t: &str| plots::loss_png(t, &h.epochs, train, val, best_epoch, false);
                 figures.push(emit("loss", &name, format!("{name}: loss per epoch"), &draw)?);
             }
         }
@@ -92,11 +93,15 @@ pub fn write_report(run_dir: &Path) -> Result<ReportFiles> {
         }
         // Regression heads always get the plot (saying so when no test row is numeric);
         // heads of other kinds only when predictions.csv has numeric pairs for them.
-        let pairs = run.predictions.as_ref().and_then(|p| p.test_pairs(&name));
+        let (split_label, pairs) = match run.predictions.as_ref().and_then(|p| p.scored_pairs(&name)) {
+            Some((label, pairs)) => (label, Some(pairs)),
+            None => ("test", None),
+        };
         let known = matches!(kind, Some("classification") | Some("regression"));
         if kind == Some("regression") || (!known && pairs.as_ref().is_some_and(|p| !p.is_empty())) {
             let pairs = pairs.unwrap_or_default();
-            let title = format!("{name}: predicted vs true, test split ({} rows)", pairs.len());
+            let scores = plots::parity_scores(&crate::metrics::regression(&pairs, None));
+            let title = format!("{name}: predicted vs true ({split_label}, {scores})");
             let draw = |t: &str| plots::pred_vs_true_png(t, &pairs);
             figures.push(emit("pred_vs_true", &name, title, &draw)?);
         }
@@ -270,22 +275,31 @@ impl Predictions {
         Ok(Predictions { header, rows })
     }
 
-    /// `(true, predicted)` of the test rows where both cells are finite numbers;
-    /// `None` when the file has no `<head>_true` / `<head>_pred` columns.
-    fn test_pairs(&self, head: &str) -> Option<Vec<(f64, f64)>> {
+    /// `(true, predicted)` of the scored rows where both cells are finite
+    /// numbers, with what they are: the test rows (`split` = `test`), or,
+    /// when there are none, the out-of-fold rows of a cross-validated run
+    /// (`split` = [`crate::run::folds::OUT_OF_FOLD`]). `None` when the file
+    /// has no `<head>_true` / `<head>_pred` columns.
+    fn scored_pairs(&self, head: &str) -> Option<(&'static str, Vec<(f64, f64)>)> {
         let col = |name: String| self.header.iter().position(|h| *h == name);
         let split = col("split".into())?;
         let truth = col(format!("{head}_true"))?;
         let pred = col(format!("{head}_pred"))?;
         let cell = |r: &csv::StringRecord, i: usize| r.get(i).and_then(|c| c.trim().parse::<f64>().ok());
-        Some(
+        let of = |part: &str| -> Vec<(f64, f64)> {
             self.rows
                 .iter()
-                .filter(|r| r.get(split).map(str::trim) == Some("test"))
+                .filter(|r| r.get(split).map(str::trim) == Some(part))
                 .filter_map(|r| Some((cell(r, truth)?, cell(r, pred)?)))
                 .filter(|(t, p)| t.is_finite() && p.is_finite())
-                .collect(),
-        )
+                .collect()
+        };
+        let test = of("test");
+        let has = |part: &str| self.rows.iter().any(|r| r.get(split).map(str::trim) == Some(part));
+        if !has("test") && has(crate::run::folds::OUT_OF_FOLD) {
+            return Some(("out of fold", of(crate::run::folds::OUT_OF_FOLD)));
+        }
+        Some(("test", test))
     }
 }
 

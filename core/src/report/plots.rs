@@ -22,6 +22,10 @@ const FONT: &str = "sans-serif";
 const TRAIN: RGBColor = RGBColor(31, 119, 180);
 const VAL: RGBColor = RGBColor(255, 127, 14);
 const GRID: RGBColor = RGBColor(150, 150, 150);
+/// Tick labels, in pixels: readable at 100 % zoom.
+const LABEL_SIZE: u32 = 16;
+/// Axis titles, in pixels.
+const DESC_SIZE: u32 = 18;
 
 static REGISTER_FONT: Once = Once::new();
 
@@ -85,13 +89,15 @@ impl Series {
 }
 
 /// Train (and validation) loss against epoch; log-y when all values are
-/// positive and span more than a factor of 100. A dashed grey line marks `best_epoch`.
+/// positive and either `log` is set (the total loss) or they span more than
+/// a factor of 100. A dashed grey line marks `best_epoch`.
 pub(super) fn loss_png(
     title: &str,
     epochs: &[f64],
     train: &[f64],
     val: Option<&[f64]>,
     best_epoch: Option<f64>,
+    log: bool,
 ) -> DrawResult<Vec<u8>> {
     let mut series = vec![Series::new("train", TRAIN, epochs, train)];
     if let Some(val) = val {
@@ -104,8 +110,15 @@ pub(super) fn loss_png(
         let (Some(x), Some((lo, hi))) = (padded(xs, 0.0), min_max(ys.iter().copied())) else {
             return message(root, title, "no finite loss values");
         };
-        // plotters labels too few ticks on a log axis spanning less than two decades.
-        if lo > 0.0 && hi / lo > 100.0 {
+        if lo > 0.0 && (log || hi / lo > 100.0) {
+            // plotters labels too few ticks on a log axis spanning less than
+            // two decades: widen a short range to two decades around its middle.
+            let (lo, hi) = if hi / lo < 100.0 {
+                let mid = (lo * hi).sqrt();
+                ((mid / 10.0).min(lo), (mid * 10.0).max(hi))
+            } else {
+                (lo, hi)
+            };
             let y = (lo / 1.25)..(hi * 1.25);
             line_chart(root, title, x, (y.clone().log_scale(), "loss (log scale)"), y, &series, best_epoch)
         } else {
@@ -136,6 +149,8 @@ where
         .y_label_formatter(&|v| tick(*v))
         .x_label_formatter(&|v| tick(*v))
         .light_line_style(WHITE.mix(0.0))
+        .label_style((FONT, LABEL_SIZE))
+        .axis_desc_style((FONT, DESC_SIZE))
         .draw()?;
     if let Some(best) = best_epoch.filter(|b| (x.start..=x.end).contains(b)) {
         let style = ShapeStyle::from(&GRID).stroke_width(1);
@@ -221,9 +236,11 @@ pub(super) fn confusion_png(title: &str, classes: &[String], counts: &[Vec<f64>]
     })
 }
 
-/// Predicted against true values with the line y = x; a note instead of
-/// points when there are none.
+/// Predicted against true values with the line y = x, their MAE and R² in
+/// the legend; a note instead of points when there are none.
 pub(super) fn pred_vs_true_png(title: &str, pairs: &[(f64, f64)]) -> DrawResult<Vec<u8>> {
+    let scores = crate::metrics::regression(pairs, None);
+    let label = format!("{} rows: {}", pairs.len(), parity_scores(&scores));
     render(640, 600, |root| {
         let Some(range) = padded(pairs.iter().flat_map(|&(t, p)| [t, p]), 0.05) else {
             return message(root, title, "no test rows with numeric true and predicted values");
@@ -236,6 +253,8 @@ pub(super) fn pred_vs_true_png(title: &str, pairs: &[(f64, f64)]) -> DrawResult<
             .x_label_formatter(&|v| tick(*v))
             .y_label_formatter(&|v| tick(*v))
             .light_line_style(WHITE.mix(0.0))
+            .label_style((FONT, LABEL_SIZE))
+            .axis_desc_style((FONT, DESC_SIZE))
             .draw()?;
         let diagonal = GRID.stroke_width(1);
         chart
@@ -244,16 +263,22 @@ pub(super) fn pred_vs_true_png(title: &str, pairs: &[(f64, f64)]) -> DrawResult<
             .legend(move |(px, py)| PathElement::new(vec![(px, py), (px + 20, py)], diagonal));
         chart
             .draw_series(pairs.iter().map(|&p| Circle::new(p, 3, TRAIN.mix(0.6).filled())))?
-            .label(format!("test rows ({})", pairs.len()))
+            .label(label.as_str())
             .legend(|(px, py)| Circle::new((px + 10, py), 3, TRAIN.filled()));
         legend(&mut chart, SeriesLabelPosition::UpperLeft)
     })
 }
 
+/// `MAE x, R² y` of a parity plot (`n/a` where undefined).
+pub(super) fn parity_scores(m: &crate::metrics::RegressionMetrics) -> String {
+    let f = |v: Option<f64>| v.map_or_else(|| "n/a".to_string(), tick);
+    format!("MAE {}, R² {}", f(m.mae), f(m.r2))
+}
+
 /// A chart with the report's caption, margins and axis label areas.
 fn chart_builder<'a, 'b>(root: &'a Area<'b>, title: &str) -> ChartBuilder<'a, 'b, BitMapBackend<'b>> {
     let mut builder = ChartBuilder::on(root);
-    builder.caption(title, (FONT, 20)).margin(15).x_label_area_size(45).y_label_area_size(70);
+    builder.caption(title, (FONT, 20)).margin(15).x_label_area_size(55).y_label_area_size(85);
     builder
 }
 
@@ -374,6 +399,8 @@ pub(crate) fn xy_png(
             .x_label_formatter(&|v| tick(*v))
             .y_label_formatter(&|v| tick(*v))
             .light_line_style(WHITE.mix(0.0))
+            .label_style((FONT, LABEL_SIZE))
+            .axis_desc_style((FONT, DESC_SIZE))
             .draw()?;
         for (i, (label, points)) in series.iter().enumerate() {
             let color = PALETTE[i % PALETTE.len()];
@@ -461,8 +488,10 @@ fn draw_categories(
         .x_labels(categories.len() + 1)
         .x_label_formatter(&label)
         .x_label_style((FONT, 14))
+        .y_label_style((FONT, LABEL_SIZE))
         .y_label_formatter(&|v| tick(*v))
         .light_line_style(WHITE.mix(0.0))
+        .axis_desc_style((FONT, DESC_SIZE))
         .draw()?;
     if upright {
         let style = TextStyle::from((FONT, 14).into_font().transform(FontTransform::Rotate270))

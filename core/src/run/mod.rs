@@ -9,6 +9,7 @@
 pub mod checkpoint;
 pub mod choose;
 pub mod features;
+pub mod folds;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
