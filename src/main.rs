@@ -21,6 +21,10 @@ struct Cli {
     /// No progress bars, only results and errors.
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// CPU threads for libtorch and furcate's own parallel work (default:
+    /// `FURCATE_THREADS`, else the cores this process may use).
+    #[arg(long, global = true, value_name = "N")]
+    threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -46,8 +50,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    passive_openmp();
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    if let Err(e) = furcate_core::runtime::set_threads(cli.threads) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Info(args) => cmd::info::run(&args),
         Command::Demo(args) => cmd::demo::run(&args, cli.quiet),
@@ -81,6 +90,30 @@ fn message(e: &anyhow::Error) -> String {
     text
 }
 
+/// OpenMP threads that wait by spinning make several furcate processes on
+/// shared cores crawl (16x slower under load). libgomp reads
+/// `OMP_WAIT_POLICY` when it is loaded, before `main`: when it is not set,
+/// set it to `PASSIVE` and start this program again with it.
+fn passive_openmp() {
+    use std::os::unix::process::CommandExt as _;
+    if std::env::var_os("OMP_WAIT_POLICY").is_some() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else { return };
+    let err = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env("OMP_WAIT_POLICY", "PASSIVE")
+        .exec();
+    // exec only returns on failure: carry on with the default policy.
+    tracing::debug!("could not restart with OMP_WAIT_POLICY=PASSIVE: {err}");
+}
+
+/// Whether stderr gets ANSI colour: only on a terminal, and not with `NO_COLOR` set.
+fn colour() -> bool {
+    use std::io::IsTerminal as _;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 fn init_logging(verbose: u8) {
     let level = match verbose {
         0 => "warn",
@@ -90,5 +123,10 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("FURCATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(colour())
+        .with_target(false)
+        .init();
 }

@@ -276,9 +276,10 @@ pub struct TrainingConfig {
     /// Fraction of the samples held out for testing.
     #[serde(default = "default_test_fraction")]
     pub test_fraction: f64,
-    /// Fraction of the remaining samples used for validation (early stopping, best epoch).
-    #[serde(default)]
-    pub validation_fraction: f64,
+    /// Fraction of the remaining samples used for validation (early stopping,
+    /// best epoch, choices). Absent: see [`TrainingConfig::validation_fraction_for`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_fraction: Option<f64>,
     /// Seed of the split, the initialisation and the batch order.
     #[serde(default)]
     pub seed: u64,
@@ -318,7 +319,72 @@ fn default_checkpoint_every() -> usize {
     64
 }
 
+/// Below this many rows left after the test part, the default validation part is empty.
+pub const MIN_ROWS_FOR_VALIDATION: usize = 50;
+
+/// The default validation fraction, where a validation part is made.
+pub const DEFAULT_VALIDATION_FRACTION: f64 = 0.1;
+
 impl TrainingConfig {
+    /// The validation fraction for a training part of `rows` rows (the rows
+    /// left after the test part), and why, when it is the default.
+    ///
+    /// `validation_fraction` when it is set. Otherwise
+    /// [`DEFAULT_VALIDATION_FRACTION`] when there are at least
+    /// [`MIN_ROWS_FOR_VALIDATION`] rows (Adam and AdamW: the best epoch and
+    /// early stopping need it), else 0. With `lbfgs` (no early stopping; the
+    /// weight decay is chosen by k-fold inside the training part when the
+    /// validation part would be small) the default is
+    /// [`DEFAULT_VALIDATION_FRACTION`] only when that makes at least
+    /// [`crate::run::choose::MIN_VALIDATION_ROWS`] rows, else 0, so that no
+    /// row is kept from the fit for nothing.
+    ///
+    /// ```
+    /// use furcate_core::config::TrainingConfig;
+    ///
+    /// let adam = TrainingConfig::default();
+    /// assert_eq!(adam.validation_fraction_for(90).0, 0.1);
+    /// assert_eq!(adam.validation_fraction_for(30).0, 0.0);
+    /// let lbfgs: TrainingConfig = toml::from_str("optimizer = \"lbfgs\"").unwrap();
+    /// assert_eq!(lbfgs.validation_fraction_for(90).0, 0.0);
+    /// assert_eq!(lbfgs.validation_fraction_for(3150).0, 0.1);
+    /// ```
+    pub fn validation_fraction_for(&self, rows: usize) -> (f64, Option<String>) {
+        if let Some(v) = self.validation_fraction {
+            return (v, None);
+        }
+        let min_val = crate::run::choose::MIN_VALIDATION_ROWS;
+        if self.optimizer == OptimizerKind::Lbfgs {
+            let n = (DEFAULT_VALIDATION_FRACTION * rows as f64).round() as usize;
+            if n >= min_val {
+                let why = format!(
+                    "validation part: {DEFAULT_VALIDATION_FRACTION} of the {rows} training rows (the default; \
+                     set training.validation_fraction to change it)"
+                );
+                (DEFAULT_VALIDATION_FRACTION, Some(why))
+            } else {
+                let why = format!(
+                    "no validation part: with lbfgs and {rows} training rows, 10 % would be fewer than \
+                     {min_val} rows, so choices are scored by k-fold inside the training part and every \
+                     row is fitted (the default; set training.validation_fraction to change it)"
+                );
+                (0.0, Some(why))
+            }
+        } else if rows >= MIN_ROWS_FOR_VALIDATION {
+            let why = format!(
+                "validation part: {DEFAULT_VALIDATION_FRACTION} of the {rows} training rows (the default; \
+                 set training.validation_fraction to change it)"
+            );
+            (DEFAULT_VALIDATION_FRACTION, Some(why))
+        } else {
+            let why = format!(
+                "no validation part: only {rows} training rows (fewer than {MIN_ROWS_FOR_VALIDATION}; \
+                 the default; set training.validation_fraction to change it)"
+            );
+            (0.0, Some(why))
+        }
+    }
+
     /// Whether features are standardised: `standardise_features`, by default
     /// on with `lbfgs` and off otherwise.
     pub fn standardise(&self) -> bool {
@@ -447,7 +513,7 @@ impl LoadedConfig {
         if !(t.test_fraction > 0.0 && t.test_fraction < 1.0) {
             return Err(self.error_at("test_fraction", "training.test_fraction must be in (0, 1)"));
         }
-        if !(0.0..1.0).contains(&t.validation_fraction) {
+        if t.validation_fraction.is_some_and(|v| !(0.0..1.0).contains(&v)) {
             return Err(
                 self.error_at("validation_fraction", "training.validation_fraction must be in [0, 1)")
             );
@@ -458,7 +524,7 @@ impl LoadedConfig {
         if t.epochs == 0 {
             return Err(self.error_at("epochs", "training.epochs must be at least 1"));
         }
-        if t.patience.is_some() && t.validation_fraction == 0.0 {
+        if t.patience.is_some() && t.validation_fraction == Some(0.0) {
             return Err(self.error_at(
                 "patience",
                 "training.patience needs a validation part: set training.validation_fraction",

@@ -224,3 +224,29 @@ mod nvml {
         }
     }
 }
+
+/// Sets the CPU threads of libtorch (intra-op `n`, inter-op 1) and of
+/// rayon's global pool (image decoding, the synthetic generator) to `n`,
+/// else to `FURCATE_THREADS`, else to the cores this process may use
+/// (`std::thread::available_parallelism`, which honours CPU affinity and
+/// cgroup quotas, so several processes pinned to shared cores do not each
+/// start one thread per core of the machine). Call it once, before any
+/// parallel work; returns the count.
+pub fn set_threads(n: Option<usize>) -> Result<usize> {
+    let from_env = match std::env::var("FURCATE_THREADS") {
+        Ok(v) => Some(v.trim().parse::<usize>().map_err(|_| {
+            Error::Invalid(format!("FURCATE_THREADS = {v:?}: expected a whole number of threads, at least 1"))
+        })?),
+        Err(_) => None,
+    };
+    let n = n.or(from_env).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if n == 0 {
+        return Err(Error::Invalid("--threads 0: use at least 1 thread".into()));
+    }
+    let n_i32 = i32::try_from(n).unwrap_or(i32::MAX);
+    tch::set_num_threads(n_i32);
+    tch::set_num_interop_threads(1);
+    // Fails only when the global pool already exists; it then keeps its size.
+    let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+    Ok(n)
+}

@@ -25,6 +25,9 @@ pub struct Args {
     /// Skip the plots and report.html.
     #[arg(long)]
     pub no_report: bool,
+    /// Print one JSON document (scores, choices, warnings, the run folder) instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Runs `furcate train`.
@@ -35,9 +38,30 @@ pub fn run(args: &Args, quiet: bool) -> Result<()> {
         .clone()
         .unwrap_or_else(|| PathBuf::from("runs").join(args.config.file_stem().unwrap_or_default()));
     let opts = TrainOptions { out, resume: args.resume, force: args.force, report: !args.no_report };
-    let summary = run::train_run(&cfg, &opts, &mut Bars::new(quiet))?;
-    print_summary(&summary);
+    let summary = run::train_run(&cfg, &opts, &mut Bars::new(quiet || args.json))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary_json(&summary))?);
+    } else {
+        print_summary(&summary);
+    }
     Ok(())
+}
+
+/// The document `furcate train --json` prints, from the run's typed results.
+pub fn summary_json(summary: &run::RunSummary) -> serde_json::Value {
+    let o = &summary.outcome;
+    serde_json::json!({
+        "run_folder": summary.dir,
+        "epochs_run": o.epochs_run,
+        "best_epoch": o.best_epoch,
+        "stopped_early": o.stopped_early,
+        "features_extracted": summary.cache.extracted,
+        "features_from_cache": summary.cache.hits,
+        "evaluation": summary.evaluation,
+        "choices": summary.choices,
+        "warnings": summary.warnings,
+        "notes": summary.notes,
+    })
 }
 
 /// Prints the results table of a finished run.
@@ -51,6 +75,9 @@ pub fn print_summary(summary: &run::RunSummary) {
         summary.cache.extracted,
         summary.cache.hits
     );
+    for n in &summary.notes {
+        println!("{n}");
+    }
     print!("{}", run::format_choices(&summary.choices));
     print!("{}", run::format_table(&summary.evaluation));
     let report = summary.dir.join("report.html");

@@ -238,6 +238,13 @@ impl PropertyHead for ClassificationHead {
         })
     }
 
+    /// The softmax over the classes.
+    fn probabilities(&self, output: &Tensor) -> Option<Vec<Vec<f64>>> {
+        let probs = output.detach().to_device(Device::Cpu).to_kind(Kind::Double).softmax(-1, Kind::Double);
+        let k = self.classes.len();
+        Some(to_vec_f64(&probs.reshape([-1])).chunks(k.max(1)).map(<[f64]>::to_vec).collect())
+    }
+
     /// The most probable class and its softmax probability.
     fn decode(&self, output: &Tensor) -> Vec<Prediction> {
         let probs = output.detach().to_device(Device::Cpu).to_kind(Kind::Double).softmax(-1, Kind::Double);

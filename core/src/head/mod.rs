@@ -176,6 +176,15 @@ pub trait PropertyHead: Send {
         None
     }
 
+    /// Every class's probability, in [`classes`](Self::classes) order, for
+    /// heads that can tell them (`None`, the default: not available).
+    ///
+    /// # Shapes
+    /// `output`: `[N, K]` -> `N` rows of one probability per class.
+    fn probabilities(&self, _output: &Tensor) -> Option<Vec<Vec<f64>>> {
+        None
+    }
+
     /// The loss over the rows whose mask is set; zero (still attached to the
     /// graph) when no row has a label.
     ///

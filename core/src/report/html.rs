@@ -105,6 +105,12 @@ pub(super) fn render(page: &Page) -> String {
 fn summary(out: &mut String, m: &Map<String, Value>) {
     out.push_str("<h2>Summary</h2>\n<table>\n");
     let extractor_type = m.get("extractor").and_then(|e| e.get("type"));
+    let covered: Option<Vec<String>> =
+        m.get("exact_match_heads").and_then(|v| serde_json::from_value(v.clone()).ok());
+    let exact_label = match covered {
+        Some(heads) if !heads.is_empty() => format!("exact-match rate ({} all right)", heads.join(" + ")),
+        _ => "exact-match rate (every head with a verdict right)".to_string(),
+    };
     let rows: [(&str, &str, Option<&Value>); 9] = [
         ("furcate version", "furcate_version", m.get("furcate_version")),
         ("extractor", "type", extractor_type),
@@ -118,7 +124,7 @@ fn summary(out: &mut String, m: &Map<String, Value>) {
             "cumulative_error",
             m.get("cumulative_error"),
         ),
-        ("exact-match rate (every head right)", "exact_match_rate", m.get("exact_match_rate")),
+        (exact_label.as_str(), "exact_match_rate", m.get("exact_match_rate")),
     ];
     for (label, key, value) in rows {
         if let Some(v) = value {
@@ -129,7 +135,15 @@ fn summary(out: &mut String, m: &Map<String, Value>) {
         let listed = rows.iter().any(|r| r.1 == key)
             || matches!(
                 key.as_str(),
-                "heads" | "extractor" | "weights_sha256" | "loss_weights" | "consistency"
+                "heads"
+                    | "extractor"
+                    | "weights_sha256"
+                    | "loss_weights"
+                    | "consistency"
+                    | "exact_match_heads"
+                    | "warnings"
+                    | "notes"
+                    | "cross_validation"
             );
         if !listed {
             row(out, key, key, v);

@@ -61,6 +61,11 @@ pub fn write_report(run_dir: &Path) -> Result<ReportFiles> {
 
     let best_epoch = number(run.metrics.get("best_epoch"));
     let mut notes = run.notes.clone();
+    for key in ["warnings", "notes"] {
+        let lines: Vec<String> =
+            run.metrics.get(key).and_then(|v| serde_json::from_value(v.clone()).ok()).unwrap_or_default();
+        notes.extend(lines);
+    }
     let mut total = None;
     if let Some(h) = &run.history {
         match h.column("train_total") {

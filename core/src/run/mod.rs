@@ -10,6 +10,8 @@ pub mod checkpoint;
 pub mod choose;
 pub mod features;
 pub mod folds;
+pub mod output;
+pub mod warnings;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -63,6 +65,9 @@ pub struct Evaluation {
     pub cumulative_error: Option<f64>,
     /// Fraction of samples that every head with a verdict got right.
     pub exact_match_rate: Option<f64>,
+    /// The heads [`exact_match_rate`](Self::exact_match_rate) covers: discrete
+    /// heads, and value heads with a `tolerance` (the others give no verdict).
+    pub exact_match_heads: Vec<String>,
     /// Agreement of value heads with the heads predicting their bins.
     pub consistency: Vec<Consistency>,
     /// Rows scored.
@@ -207,6 +212,10 @@ pub struct RunSummary {
     pub cache: crate::features::CacheStats,
     /// The taps and weight decays chosen.
     pub choices: choose::Choices,
+    /// Warnings about the data and split (also logged and in `metrics.json`).
+    pub warnings: Vec<String>,
+    /// Notes on the settings (validation part, early stopping; in `metrics.json`).
+    pub notes: Vec<String>,
 }
 
 /// The columns of the heads that stratify the split (the discrete ones).
@@ -428,8 +437,10 @@ pub fn evaluate(
         }
     }
     let exact_match_rate = (judged > 0).then(|| right as f64 / judged as f64);
+    let exact_match_heads =
+        heads.iter().filter(|h| h.score.correct.iter().any(Option::is_some)).map(|h| h.name.clone()).collect();
     let consistency = consistency(config, model, predictions, data)?;
-    Ok(Evaluation { heads, cumulative_error, exact_match_rate, consistency, n: data.len() })
+    Ok(Evaluation { heads, cumulative_error, exact_match_rate, exact_match_heads, consistency, n: data.len() })
 }
 
 fn partial_dir(out: &Path) -> PathBuf {
@@ -456,7 +467,14 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
     let Features { features, layout, stats: cache } = features_for(cfg, extractor.as_ref(), &data, progress)?;
     let t = &c.training;
     let strata = strata(c, &data)?;
-    let parts = split::stratified(&strata, t.test_fraction, t.validation_fraction, t.seed);
+    let rest = data.len() - split::stratified(&strata, t.test_fraction, 0.0, t.seed).test.len();
+    let (validation_fraction, why_val) = t.validation_fraction_for(rest);
+    let parts = split::stratified(&strata, t.test_fraction, validation_fraction, t.seed);
+    let warnings = warnings::split_warnings(c, &data, &parts)?;
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    let notes = vec![warnings::early_stopping_note(c, parts.val.len(), why_val.as_deref())];
     let (train_set, val_set, test_set) =
         (data.subset(&parts.train), data.subset(&parts.val), data.subset(&parts.test));
     let states = c
@@ -555,8 +573,10 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
     checkpoint::save(&partial.join("checkpoint"), &vs, &state)?;
     let _ = std::fs::remove_file(partial.join("checkpoint").join("resume.safetensors"));
     fsutil::write_atomic(&partial.join("config.toml"), state.config.as_bytes())?;
-    let metrics =
+    let mut metrics =
         metrics_json(c, &model, &evaluation, &outcome, weights_sha256.as_deref(), &parts, Some(&choices))?;
+    metrics["warnings"] = json!(warnings);
+    metrics["notes"] = json!(notes);
     fsutil::write_atomic(
         &partial.join("metrics.json"),
         &serde_json::to_vec_pretty(&metrics).map_err(|e| Error::Invalid(e.to_string()))?,
@@ -576,7 +596,7 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
         std::fs::remove_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
     }
     std::fs::rename(&partial, &opts.out).map_err(|e| Error::io(&opts.out, e))?;
-    Ok(RunSummary { dir: opts.out.clone(), evaluation, outcome, cache, choices })
+    Ok(RunSummary { dir: opts.out.clone(), evaluation, outcome, cache, choices, warnings, notes })
 }
 
 fn data_sha256(data: &Dataset) -> Option<String> {
@@ -617,6 +637,7 @@ pub fn metrics_json(
         "n_test": parts.test.len(),
         "cumulative_error": eval.cumulative_error,
         "exact_match_rate": eval.exact_match_rate,
+        "exact_match_heads": eval.exact_match_heads,
         "loss_weighting": config.training.loss_weighting,
         "loss_weights": model
             .head_names()
@@ -657,43 +678,15 @@ pub fn history_csv(heads: &[String], history: &[EpochRecord]) -> String {
 }
 
 /// `predictions.csv`: `file,split`, then per head the true label (when the
-/// data has the column) and the prediction's cells.
+/// data has the column) and the prediction's cells (see
+/// [`output::predictions_csv_with`]).
 pub fn predictions_csv(
     config: &RunConfig,
     data: &Dataset,
     split_name: &str,
     predictions: &[Vec<Prediction>],
 ) -> Result<String> {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    let mut header = vec!["file".to_string(), "split".to_string()];
-    let labelled: Vec<bool> = config.heads.iter().map(|h| data.columns.contains_key(h.column())).collect();
-    for ((h, preds), has) in config.heads.iter().zip(predictions).zip(&labelled) {
-        if *has {
-            header.push(format!("{}_true", h.name()));
-        }
-        if let Some(p) = preds.first() {
-            header.extend(p.cells().into_iter().map(|(suffix, _)| {
-                if suffix.is_empty() {
-                    format!("{}_pred", h.name())
-                } else {
-                    format!("{}{suffix}", h.name())
-                }
-            }));
-        }
-    }
-    w.write_record(&header).map_err(|e| Error::Invalid(e.to_string()))?;
-    for i in 0..data.len() {
-        let mut row = vec![data.names[i].clone(), split_name.to_string()];
-        for ((h, preds), has) in config.heads.iter().zip(predictions).zip(&labelled) {
-            if *has {
-                row.push(data.columns[h.column()][i].clone().unwrap_or_default());
-            }
-            row.extend(preds[i].cells().into_iter().map(|(_, v)| v));
-        }
-        w.write_record(&row).map_err(|e| Error::Invalid(e.to_string()))?;
-    }
-    let bytes = w.into_inner().map_err(|e| Error::Invalid(e.to_string()))?;
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
+    output::predictions_csv_with(config, data, &vec![split_name.to_string(); data.len()], predictions, &[])
 }
 
 /// A saved run, loaded for scoring or prediction.
@@ -800,10 +793,20 @@ impl SavedRun {
 
     /// Predictions for unlabelled images, as CSV text (one row per image).
     pub fn predict(&self, paths: &[PathBuf], progress: &mut dyn Progress) -> Result<String> {
+        let (set, table) = self.predict_table(paths, progress)?;
+        predictions_csv(&self.config.config, &set, "predict", &table.predictions)
+    }
+
+    /// Predictions for unlabelled images with every class's probability,
+    /// and the images (files, and the images inside folders).
+    pub fn predict_table(
+        &self,
+        paths: &[PathBuf],
+        progress: &mut dyn Progress,
+    ) -> Result<(Dataset, output::PredictionTable)> {
         let set = Dataset::from_paths(paths)?;
         let features = self.features(&set, progress)?;
-        let predictions = predict_features(&self.model, &features);
-        predictions_csv(&self.config.config, &set, "predict", &predictions)
+        Ok((set, output::PredictionTable::predict(&self.model, &features)))
     }
 }
 
@@ -845,6 +848,20 @@ pub fn format_choices(choices: &choose::Choices) -> String {
     s
 }
 
+/// What an exact match means for `eval`: which heads must all be right, and
+/// which heads it leaves out (value heads without a `tolerance`).
+pub fn exact_match_label(eval: &Evaluation) -> String {
+    let covered = &eval.exact_match_heads;
+    let left: Vec<&str> =
+        eval.heads.iter().map(|h| h.name.as_str()).filter(|n| !covered.iter().any(|c| c == n)).collect();
+    let mut s = format!("exact match ({} right", covered.join(" + "));
+    if !left.is_empty() {
+        let _ = write!(s, "; not counted, no tolerance: {}", left.join(", "));
+    }
+    s.push(')');
+    s
+}
+
 /// A plain-text table of an evaluation, one line per head.
 pub fn format_table(eval: &Evaluation) -> String {
     let mut s = format!("{:<24} {:<16} {:>12}  {}\n", "head", "type", "error rate", "other metrics");
@@ -882,7 +899,7 @@ pub fn format_table(eval: &Evaluation) -> String {
         let _ = writeln!(s, "cumulative error: {:.4} %", c * 100.0);
     }
     if let Some(x) = eval.exact_match_rate {
-        let _ = writeln!(s, "exact match (all heads right): {:.4} %", x * 100.0);
+        let _ = writeln!(s, "{}: {:.4} %", exact_match_label(eval), x * 100.0);
     }
     for c in &eval.consistency {
         let rounded = c.rounded_error.map(|e| format!(", rounded value's error {:.4} %", e * 100.0));

@@ -1,0 +1,156 @@
+//! Predictions as other tools read them: `predictions.csv` (optionally with
+//! every class's probability, or with the fold of an out-of-fold
+//! prediction) and the rows `furcate predict --json` prints.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use tch::{Device, Tensor};
+
+use crate::config::RunConfig;
+use crate::data::Dataset;
+use crate::head::Prediction;
+use crate::model::MultiHeadModel;
+use crate::{Error, Result};
+
+/// A column added after the prediction columns of `predictions.csv`.
+#[derive(Debug, Clone)]
+pub struct ExtraColumn {
+    /// Its header.
+    pub name: String,
+    /// One cell per row.
+    pub cells: Vec<String>,
+}
+
+/// Every head's predictions for a set of images, with each class's
+/// probability where the head gives them.
+#[derive(Debug, Clone)]
+pub struct PredictionTable {
+    /// Head names, in model order.
+    pub heads: Vec<String>,
+    /// Per head, one prediction per image.
+    pub predictions: Vec<Vec<Prediction>>,
+    /// Per head: its classes and, per image, one probability per class
+    /// (`None`: a value head, or a head that does not tell them).
+    pub probabilities: Vec<Option<(Vec<String>, Vec<Vec<f64>>)>>,
+}
+
+impl PredictionTable {
+    /// Runs `model` on `features` (already standardised) in evaluation mode.
+    ///
+    /// # Shapes
+    /// `features`: `[N, D]`.
+    pub fn predict(model: &MultiHeadModel, features: &Tensor) -> PredictionTable {
+        tch::no_grad(|| {
+            let outputs = model.forward_eval(features);
+            let mut predictions = Vec::new();
+            let mut probabilities = Vec::new();
+            for (h, o) in model.heads().iter().zip(&outputs) {
+                let o = o.to_device(Device::Cpu);
+                predictions.push(h.decode(&o));
+                probabilities.push(h.classes().zip(h.probabilities(&o)).map(|(c, p)| (c.to_vec(), p)));
+            }
+            PredictionTable { heads: model.head_names(), predictions, probabilities }
+        })
+    }
+
+    /// The `<head>_p_<class>` columns of every head that gives probabilities.
+    pub fn probability_columns(&self) -> Vec<ExtraColumn> {
+        let mut out = Vec::new();
+        for (head, probs) in self.heads.iter().zip(&self.probabilities) {
+            let Some((classes, rows)) = probs else { continue };
+            for (k, class) in classes.iter().enumerate() {
+                out.push(ExtraColumn {
+                    name: format!("{head}_p_{class}"),
+                    cells: rows.iter().map(|r| r.get(k).map(|p| format!("{p:.6}")).unwrap_or_default()).collect(),
+                });
+            }
+        }
+        out
+    }
+
+    /// One row per image of `data`, for `--json`.
+    pub fn rows(&self, data: &Dataset) -> Vec<PredictedImage> {
+        (0..data.len())
+            .map(|i| PredictedImage {
+                file: data.names[i].clone(),
+                heads: self
+                    .heads
+                    .iter()
+                    .enumerate()
+                    .map(|(h, name)| {
+                        let probabilities = self.probabilities[h].as_ref().map(|(classes, rows)| {
+                            classes.iter().cloned().zip(rows[i].iter().copied()).collect()
+                        });
+                        (name.clone(), HeadPrediction { prediction: self.predictions[h][i].clone(), probabilities })
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+}
+
+/// One image's predictions (`furcate predict --json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct PredictedImage {
+    /// The image, as given.
+    pub file: String,
+    /// Per head name, its prediction.
+    pub heads: BTreeMap<String, HeadPrediction>,
+}
+
+/// One head's prediction for one image.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeadPrediction {
+    /// `label` and `probability`, or `value` (and `std`).
+    #[serde(flatten)]
+    pub prediction: Prediction,
+    /// Every class's probability, where the head gives them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probabilities: Option<BTreeMap<String, f64>>,
+}
+
+/// `predictions.csv`: `file,split`, then per head the true label (when the
+/// data has the column) and the prediction's cells, then `extra` columns.
+/// `split` holds one cell per row of `data`.
+pub fn predictions_csv_with(
+    config: &RunConfig,
+    data: &Dataset,
+    split: &[String],
+    predictions: &[Vec<Prediction>],
+    extra: &[ExtraColumn],
+) -> Result<String> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut header = vec!["file".to_string(), "split".to_string()];
+    let labelled: Vec<bool> = config.heads.iter().map(|h| data.columns.contains_key(h.column())).collect();
+    for ((h, preds), has) in config.heads.iter().zip(predictions).zip(&labelled) {
+        if *has {
+            header.push(format!("{}_true", h.name()));
+        }
+        if let Some(p) = preds.first() {
+            header.extend(p.cells().into_iter().map(|(suffix, _)| {
+                if suffix.is_empty() {
+                    format!("{}_pred", h.name())
+                } else {
+                    format!("{}{suffix}", h.name())
+                }
+            }));
+        }
+    }
+    header.extend(extra.iter().map(|c| c.name.clone()));
+    let err = |e: csv::Error| Error::Invalid(e.to_string());
+    w.write_record(&header).map_err(err)?;
+    for i in 0..data.len() {
+        let mut row = vec![data.names[i].clone(), split.get(i).cloned().unwrap_or_default()];
+        for ((h, preds), has) in config.heads.iter().zip(predictions).zip(&labelled) {
+            if *has {
+                row.push(data.columns[h.column()][i].clone().unwrap_or_default());
+            }
+            row.extend(preds[i].cells().into_iter().map(|(_, v)| v));
+        }
+        row.extend(extra.iter().map(|c| c.cells.get(i).cloned().unwrap_or_default()));
+        w.write_record(&row).map_err(err)?;
+    }
+    let bytes = w.into_inner().map_err(|e| Error::Invalid(e.to_string()))?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
