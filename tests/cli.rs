@@ -420,3 +420,117 @@ fn lbfgs_with_trunk_learned_weights_and_a_heads_crate_head() {
         m["heads"]["fraction_gaussian"]["metrics"]["mae"]
     );
 }
+
+/// A config of `heads` (TOML `[[heads]]` tables) on `manifest`, with `training`.
+fn config_with_heads(dir: &Path, manifest: &Path, heads: &str, training: &str) -> PathBuf {
+    let text = format!(
+        "[data]\nmanifest = \"{}\"\nfeature_cache = \"features\"\n\n[extractor]\ntype = \"efficientnet_lite0\"\n\
+         weights = \"cache:efficientnet_lite0.safetensors\"\nsize = 32\n\n{heads}\n[training]\n{training}\n",
+        manifest.display()
+    );
+    let path = dir.join("heads.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+const THREE_HEADS: &str = "[[heads]]\ntype = \"classification\"\nname = \"morphology\"\n\n[[heads]]\n\
+type = \"classification\"\nname = \"volume_fraction_class\"\n\n[[heads]]\ntype = \"regression\"\n\
+name = \"volume_fraction\"\n";
+
+/// Small data sets say so: a test part under 10 images, a class with one
+/// training image, one class only; early stopping's state is printed; the
+/// exact-match line names the heads it covers; `--json` prints one document.
+#[test]
+fn small_data_warns_and_says_what_the_numbers_cover() {
+    let dir = tempfile::tempdir().unwrap();
+    // One morphology, 2 fractions x 2 images: each stratum gives 1 test and 1 training image.
+    let manifest = make_dataset(dir.path(), 1, 2);
+    let cfg = config_with_heads(dir.path(), &manifest, THREE_HEADS, "epochs = 5\ntest_fraction = 0.25");
+    let out = dir.path().join("tiny");
+    let o = furcate().args(["--quiet", "train", s(&cfg), "--out", s(&out)]).env("NO_COLOR", "1").output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!stderr.contains('\u{1b}'), "ANSI codes with NO_COLOR: {stderr}");
+    for w in [
+        "the test part has only 2 images",
+        "head `morphology`: the training rows hold one class only",
+        "head `volume_fraction_class`: class `0.10` has 1 training image",
+    ] {
+        assert!(stderr.contains(w), "`{w}` not in {stderr}");
+    }
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("early stopping: off, there is no validation part"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "exact match (morphology + volume_fraction_class right; not counted, no tolerance: volume_fraction)"
+        ),
+        "{stdout}"
+    );
+    let metrics: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics["exact_match_heads"], serde_json::json!(["morphology", "volume_fraction_class"]));
+    assert!(metrics["warnings"].as_array().unwrap().len() >= 3);
+    let report = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(report.contains("the test part has only 2 images"));
+
+    // With a tolerance the value head counts; --json is one document on stdout.
+    let heads = THREE_HEADS.replace("name = \"volume_fraction\"\n", "name = \"volume_fraction\"\ntolerance = 0.5\n");
+    let cfg = config_with_heads(dir.path(), &manifest, &heads, "epochs = 5\ntest_fraction = 0.25");
+    let out = dir.path().join("tiny_json");
+    let o = run(&["train", s(&cfg), "--out", s(&out), "--json", "--no-report"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stdout is one JSON document");
+    assert_eq!(
+        doc["evaluation"]["exact_match_heads"],
+        serde_json::json!(["morphology", "volume_fraction_class", "volume_fraction"])
+    );
+    assert_eq!(doc["run_folder"].as_str().unwrap(), s(&out));
+
+    // predict --probabilities: one column per class, summing to 1; --json parses.
+    let images = manifest.parent().unwrap().join("images");
+    let o = run(&["predict", s(&out), s(&images), "--probabilities"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let mut r = csv::Reader::from_reader(o.stdout.as_slice());
+    let header: Vec<String> = r.headers().unwrap().iter().map(str::to_string).collect();
+    let p_cols: Vec<usize> =
+        (0..header.len()).filter(|&i| header[i].starts_with("volume_fraction_class_p_")).collect();
+    assert_eq!(p_cols.len(), 2, "{header:?}");
+    for row in r.records() {
+        let row = row.unwrap();
+        let sum: f64 = p_cols.iter().map(|&i| row[i].parse::<f64>().unwrap()).sum();
+        assert!((sum - 1.0).abs() < 1e-4, "{row:?}");
+    }
+    let o = run(&["predict", s(&out), s(&images), "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stdout is one JSON document");
+    assert_eq!(rows.as_array().unwrap().len(), 4);
+    let p = &rows[0]["heads"]["volume_fraction_class"]["probabilities"];
+    assert_eq!(p.as_object().unwrap().len(), 2);
+    assert!(rows[0]["heads"]["volume_fraction"]["value"].is_number());
+}
+
+/// The default validation part: 10 % of a training part of 50 rows or more
+/// with Adam; none with lbfgs below 100 validation rows.
+#[test]
+fn default_validation_part_follows_the_optimizer() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = make_dataset(dir.path(), 3, 12); // 72 images, 54 after the test part
+    let cfg = config(dir.path(), &manifest, "epochs = 5");
+    let out = dir.path().join("adam");
+    let o = run(&["train", s(&cfg), "--out", s(&out), "--no-report"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("validation part: 0.1 of the 54 training rows"), "{}", text(&o));
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(m["n_val"], 6);
+    let cfg = config(dir.path(), &manifest, "epochs = 5\noptimizer = \"lbfgs\"");
+    let out = dir.path().join("lbfgs");
+    let o = run(&["train", s(&cfg), "--out", s(&out), "--no-report"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("early stopping: off with lbfgs"), "{}", text(&o));
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(m["n_val"], 0);
+    // An explicit 0 is kept, and patience with it is refused at its line.
+    let cfg = config(dir.path(), &manifest, "epochs = 5\nvalidation_fraction = 0.0\npatience = 3");
+    let o = run(&["train", s(&cfg), "--out", s(&dir.path().join("bad"))]);
+    assert!(!o.status.success() && text(&o).contains("patience needs a validation part"), "{}", text(&o));
+}
