@@ -534,3 +534,91 @@ fn default_validation_part_follows_the_optimizer() {
     let o = run(&["train", s(&cfg), "--out", s(&dir.path().join("bad"))]);
     assert!(!o.status.success() && text(&o).contains("patience needs a validation part"), "{}", text(&o));
 }
+
+/// `--folds 3`: stratified folds, out-of-fold predictions of every image
+/// exactly once, folds.csv and metrics.json's mean ± std agree, the same
+/// seed gives the same folds and predictions, the final model predicts.
+#[test]
+fn cross_validation_scores_every_image_out_of_fold() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dataset(dir.path()); // 3 morphologies x 2 fractions x 6 images
+    let cfg = config(dir.path(), &manifest, "epochs = 20");
+    let out = dir.path().join("cv");
+    let o = run(&["train", s(&cfg), "--out", s(&out), "--folds", "3"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("cross-validation, 3 folds (mean ± std over folds)"), "{}", text(&o));
+    assert!(text(&o).contains("trained on all the labelled images"), "{}", text(&o));
+
+    let mut r = csv::Reader::from_path(out.join("predictions.csv")).unwrap();
+    let header: Vec<String> = r.headers().unwrap().iter().map(str::to_string).collect();
+    let col = |n: &str| header.iter().position(|h| h == n).unwrap();
+    let (file, split, fold, morph) = (col("file"), col("split"), col("fold"), col("morphology_true"));
+    let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
+    let mut files: Vec<String> = rows.iter().map(|r| r[file].to_string()).collect();
+    files.sort();
+    let mut expected: Vec<String> = csv::Reader::from_path(&manifest)
+        .unwrap()
+        .records()
+        .map(|r| r.unwrap()[0].to_string())
+        .collect();
+    expected.sort();
+    assert_eq!(files, expected, "every image exactly once");
+    assert!(rows.iter().all(|r| &r[split] == "out_of_fold"));
+    // Stratified: each fold holds 12 images, 4 of each morphology.
+    for k in 1..=3 {
+        let in_fold: Vec<&csv::StringRecord> = rows.iter().filter(|r| r[fold] == *k.to_string()).collect();
+        assert_eq!(in_fold.len(), 12, "fold {k}");
+        let mut per: std::collections::BTreeMap<&str, usize> = Default::default();
+        for r in &in_fold {
+            *per.entry(&r[morph]).or_default() += 1;
+        }
+        assert!(per.values().all(|n| *n == 4), "fold {k}: {per:?}");
+    }
+
+    // folds.csv: a row per fold and head, then mean and std; metrics.json agrees.
+    let metrics: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+    let cv = &metrics["cross_validation"];
+    assert_eq!(cv["k"], 3);
+    let mut r = csv::Reader::from_path(out.join("folds.csv")).unwrap();
+    let header: Vec<String> = r.headers().unwrap().iter().map(str::to_string).collect();
+    let err = header.iter().position(|h| h == "error_rate").unwrap();
+    let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 3 * 2 + 2 * 2);
+    let fold_errors: Vec<f64> = rows
+        .iter()
+        .filter(|r| &r[1] == "morphology" && r[0].parse::<usize>().is_ok())
+        .map(|r| r[err].parse().unwrap())
+        .collect();
+    assert_eq!(fold_errors.len(), 3);
+    let mean = fold_errors.iter().sum::<f64>() / 3.0;
+    let cv_mean = cv["heads"]["morphology"]["error_rate"]["mean"].as_f64().unwrap();
+    assert!((mean - cv_mean).abs() < 1e-6, "{mean} vs {cv_mean}");
+    assert!(cv["heads"]["volume_fraction"]["mae"]["std"].as_f64().unwrap() >= 0.0);
+    // Pooled out-of-fold scores cover every image.
+    assert_eq!(metrics["heads"]["morphology"]["metrics"]["n"], 36);
+    let report = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(report.contains("Cross-validation (3 folds)") && report.contains("error rate of each fold"));
+    assert!(report.contains("predicted vs true (out of fold"), "parity plot of the out-of-fold predictions");
+
+    // The same seed: the same folds and predictions.
+    let again = dir.path().join("cv2");
+    let o = run(&["train", s(&cfg), "--out", s(&again), "--folds", "3", "--no-report", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["cross_validation"]["fold_of"], cv["fold_of"]);
+    for f in ["predictions.csv", "folds.csv"] {
+        assert_eq!(std::fs::read(out.join(f)).unwrap(), std::fs::read(again.join(f)).unwrap(), "{f} differs");
+    }
+    // The final model predicts; eval without --data explains there is no test part.
+    let images = manifest.parent().unwrap().join("images");
+    let o = run(&["predict", s(&out), s(&images)]);
+    assert!(o.status.success() && o.stdout.split(|b| *b == b'\n').count() > 36, "{}", text(&o));
+    let o = run(&["eval", s(&out)]);
+    assert!(!o.status.success() && text(&o).contains("cross-validated"), "{}", text(&o));
+    assert!(run(&["eval", s(&out), "--data", s(&manifest)]).status.success());
+    // folds = 1 is refused at its line.
+    let bad = config(dir.path(), &manifest, "epochs = 2\nfolds = 1");
+    let o = run(&["train", s(&bad), "--out", s(&dir.path().join("bad"))]);
+    assert!(!o.status.success() && text(&o).contains("line 22") && text(&o).contains("folds"), "{}", text(&o));
+}

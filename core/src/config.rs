@@ -280,6 +280,11 @@ pub struct TrainingConfig {
     /// best epoch, choices). Absent: see [`TrainingConfig::validation_fraction_for`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation_fraction: Option<f64>,
+    /// Cross-validate in this many stratified folds before training the
+    /// final model on all the labelled images (see [`crate::run::folds`]);
+    /// absent: one train / test split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folds: Option<usize>,
     /// Seed of the split, the initialisation and the batch order.
     #[serde(default)]
     pub seed: u64,
@@ -520,6 +525,9 @@ impl LoadedConfig {
         }
         if !(t.learning_rate > 0.0 && t.learning_rate.is_finite()) {
             return Err(self.error_at("learning_rate", "training.learning_rate must be positive"));
+        }
+        if t.folds.is_some_and(|k| k < 2) {
+            return Err(self.error_at_key("folds", 0, "training.folds must be at least 2"));
         }
         if t.epochs == 0 {
             return Err(self.error_at("epochs", "training.epochs must be at least 1"));

@@ -25,6 +25,10 @@ pub struct Args {
     /// Skip the plots and report.html.
     #[arg(long)]
     pub no_report: bool,
+    /// Cross-validate in K stratified folds, then train the saved model on
+    /// every labelled image (sets `[training] folds`).
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(2..))]
+    pub folds: Option<u32>,
     /// Print one JSON document (scores, choices, warnings, the run folder) instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -32,7 +36,10 @@ pub struct Args {
 
 /// Runs `furcate train`.
 pub fn run(args: &Args, quiet: bool) -> Result<()> {
-    let cfg = LoadedConfig::from_file(&args.config)?;
+    let mut cfg = LoadedConfig::from_file(&args.config)?;
+    if let Some(k) = args.folds {
+        cfg.config.training.folds = Some(k as usize);
+    }
     let out = args
         .out
         .clone()
@@ -59,6 +66,7 @@ pub fn summary_json(summary: &run::RunSummary) -> serde_json::Value {
         "features_from_cache": summary.cache.hits,
         "evaluation": summary.evaluation,
         "choices": summary.choices,
+        "cross_validation": summary.cross_validation,
         "warnings": summary.warnings,
         "notes": summary.notes,
     })
@@ -79,6 +87,10 @@ pub fn print_summary(summary: &run::RunSummary) {
         println!("{n}");
     }
     print!("{}", run::format_choices(&summary.choices));
+    if let Some(cv) = &summary.cross_validation {
+        print!("{}", cv.format_table());
+        println!("pooled out-of-fold scores:");
+    }
     print!("{}", run::format_table(&summary.evaluation));
     let report = summary.dir.join("report.html");
     if report.exists() {

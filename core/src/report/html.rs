@@ -31,6 +31,8 @@ pub(super) struct Page<'a> {
     pub metrics: &'a Map<String, Value>,
     /// The taps and weight decays the run chose (`metrics.json`'s `choices`).
     pub choices: Option<&'a crate::run::choose::Choices>,
+    /// The cross-validation (`metrics.json`'s `cross_validation`) and its plots.
+    pub cross_validation: Option<(&'a crate::run::folds::CvSummary, &'a [Figure])>,
     pub total: Option<&'a Figure>,
     pub heads: &'a [HeadView<'a>],
     pub config: Option<&'a str>,
@@ -80,6 +82,9 @@ pub(super) fn render(page: &Page) -> String {
     }
     summary(&mut out, page.metrics);
     overview(&mut out, page.heads);
+    if let Some((cv, figures)) = page.cross_validation {
+        cross_validation(&mut out, cv, figures);
+    }
     if let Some(c) = page.choices {
         choices(&mut out, c);
     }
@@ -144,6 +149,7 @@ fn summary(out: &mut String, m: &Map<String, Value>) {
                     | "warnings"
                     | "notes"
                     | "cross_validation"
+                    | "choices"
             );
         if !listed {
             row(out, key, key, v);
@@ -368,6 +374,40 @@ pub(super) fn number_text(x: f64) -> String {
         format!("{x:.4}")
     } else {
         format!("{x:.4e}")
+    }
+}
+
+/// The per-fold spread: per head and metric, the mean ± std over folds and
+/// every fold's value.
+fn cross_validation(out: &mut String, cv: &crate::run::folds::CvSummary, figures: &[Figure]) {
+    let _ = writeln!(out, "<h2>Cross-validation ({} folds)</h2>\n<p>{}</p>", cv.k, esc(&cv.final_model));
+    out.push_str("<table class=\"folds\">\n<tr><th>head</th><th>metric</th><th>mean ± std</th>");
+    for f in &cv.folds {
+        let _ = write!(out, "<th>fold {} ({} images)</th>", f.fold, f.n_test);
+    }
+    out.push_str("</tr>\n");
+    for head in &cv.head_order {
+        let Some(metrics) = cv.heads.get(head) else { continue };
+        for (metric, ms) in metrics {
+            let text = |v: f64| value_text(metric, &Value::from(v));
+            let _ = write!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td class=\"num\">{} ± {}</td>",
+                esc(head),
+                esc(metric),
+                esc(&text(ms.mean)),
+                esc(&text(ms.std))
+            );
+            for f in &cv.folds {
+                let v = f.heads.get(head).and_then(|m| m.get(metric)).map_or_else(String::new, |v| text(*v));
+                let _ = write!(out, "<td class=\"num\">{}</td>", esc(&v));
+            }
+            out.push_str("</tr>\n");
+        }
+    }
+    out.push_str("</table>\n");
+    for fig in figures {
+        figure(out, fig);
     }
 }
 

@@ -122,9 +122,37 @@ pub fn write_report(run_dir: &Path) -> Result<ReportFiles> {
 
     let choices: Option<crate::run::choose::Choices> =
         run.metrics.get("choices").and_then(|c| serde_json::from_value(c.clone()).ok());
+    let cv: Option<crate::run::folds::CvSummary> = match run.metrics.get("cross_validation") {
+        Some(v) if !v.is_null() => Some(serde_json::from_value(v.clone()).map_err(|e| {
+            Error::data(&run.metrics_path, format!("cross_validation: {e}"))
+        })?),
+        _ => None,
+    };
+    let mut cv_figures = Vec::new();
+    if let Some(cv) = &cv {
+        let folds: Vec<String> = cv.folds.iter().map(|f| format!("fold {}", f.fold)).collect();
+        for (metric, label) in [("error_rate", "error rate"), ("mae", "MAE")] {
+            let series: Vec<(String, Vec<Option<f64>>)> = cv
+                .head_order
+                .iter()
+                .filter(|h| cv.heads.get(*h).is_some_and(|m| m.contains_key(metric)))
+                .map(|h| {
+                    let values = cv.folds.iter().map(|f| f.heads.get(h).and_then(|m| m.get(metric)).copied());
+                    (h.clone(), values.collect())
+                })
+                .collect();
+            if series.is_empty() {
+                continue;
+            }
+            let title = format!("{label} of each fold");
+            let draw = |t: &str| plots::categories_png(t, "fold", label, &folds, &series);
+            cv_figures.push(emit("folds", metric, title, &draw)?);
+        }
+    }
     let page = html::render(&html::Page {
         metrics: &run.metrics,
         choices: choices.as_ref(),
+        cross_validation: cv.as_ref().map(|cv| (cv, cv_figures.as_slice())),
         total: total.as_ref(),
         heads: &heads,
         config: run.config.as_deref(),

@@ -1,4 +1,343 @@
-//! Stratified k-fold cross-validation of a run (`[training] folds = K`).
+//! Stratified k-fold cross-validation of a run (`[training] folds = K`, or
+//! `furcate train --folds K`).
+//!
+//! The images are dealt to K folds, stratified on the discrete heads'
+//! labels ([`split::folds`], deterministic for `training.seed`). Each fold
+//! is predicted by a model trained exactly as a run trains (its own
+//! validation part, choices and weight decay) on the other K - 1 folds; the
+//! feature cache makes this cost only training. The run folder then holds:
+//!
+//! - `folds.csv`: per fold and head, every scalar metric (then the mean and
+//!   the sample standard deviation over the folds);
+//! - `metrics.json`: `cross_validation` ([`CvSummary`]: per head and
+//!   metric the mean and standard deviation over folds, and every fold's
+//!   scores); its `heads` are the scores of the pooled out-of-fold
+//!   predictions (one confusion matrix over every image);
+//! - `predictions.csv`: the out-of-fold prediction of every labelled image
+//!   (`split` = [`OUT_OF_FOLD`], and its `fold`).
+//!
+//! The checkpoint is a final model trained on every labelled image (less
+//! its validation part, when it has one), so `predict` uses all the data.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+use tch::Tensor;
+
+use crate::config::{LoadedConfig, RunConfig};
+use crate::data::{split, Dataset};
+use crate::extractor::taps::TapLayout;
+use crate::extractor::FeatureExtractor;
+use crate::head::Prediction;
+use crate::model::MultiHeadModel;
+use crate::progress::Progress;
+use crate::{Error, Result};
+
+use super::output::{predictions_csv_with, ExtraColumn};
+use super::{evaluate, fit_rows, predict_features, select_rows, validation_split, Evaluation, FitData};
 
 /// The `split` value of an out-of-fold prediction in `predictions.csv`.
 pub const OUT_OF_FOLD: &str = "out_of_fold";
+
+/// The per-fold table in the run folder.
+pub const FOLDS_CSV: &str = "folds.csv";
+
+/// A mean and sample standard deviation over folds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MeanStd {
+    /// The mean.
+    pub mean: f64,
+    /// The sample standard deviation (0 for one value).
+    pub std: f64,
+}
+
+impl MeanStd {
+    /// Of the finite `values`; `None` when there are none.
+    pub fn of(values: &[f64]) -> Option<MeanStd> {
+        crate::experiment::mean_std(values).map(|(mean, std)| MeanStd { mean, std })
+    }
+}
+
+/// One fold's scores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FoldResult {
+    /// 1-based.
+    pub fold: usize,
+    /// Images the fold's model trained on.
+    pub n_train: usize,
+    /// Its validation images.
+    pub n_val: usize,
+    /// Images of the fold (scored).
+    pub n_test: usize,
+    /// The fold model's best epoch.
+    pub best_epoch: usize,
+    /// Per head, every scalar metric on the fold (`error_rate`, `mae`, ...).
+    pub heads: BTreeMap<String, BTreeMap<String, f64>>,
+    /// Sum of the discrete heads' error rates.
+    pub cumulative_error: Option<f64>,
+    /// Exact-match rate on the fold.
+    pub exact_match_rate: Option<f64>,
+}
+
+/// `metrics.json`'s `cross_validation`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CvSummary {
+    /// K.
+    pub k: usize,
+    /// The seed the folds were dealt with.
+    pub seed: u64,
+    /// Heads in model order.
+    pub head_order: Vec<String>,
+    /// Per head and metric: mean and standard deviation over the folds.
+    pub heads: BTreeMap<String, BTreeMap<String, MeanStd>>,
+    /// Of the cumulative error.
+    pub cumulative_error: Option<MeanStd>,
+    /// Of the exact-match rate.
+    pub exact_match_rate: Option<MeanStd>,
+    /// Every fold.
+    pub folds: Vec<FoldResult>,
+    /// The fold (1-based) of every image, in data order.
+    pub fold_of: Vec<usize>,
+    /// What the checkpoint was trained on.
+    pub final_model: String,
+}
+
+/// A finished cross-validation, before the final model.
+#[derive(Debug)]
+pub struct CrossValidation {
+    /// The summary for `metrics.json`.
+    pub summary: CvSummary,
+    /// Per head, the out-of-fold prediction of every image (data order).
+    pub predictions: Vec<Vec<Prediction>>,
+    /// Warnings (a fold with a class missing from its training part, ...).
+    pub warnings: Vec<String>,
+}
+
+/// Every scalar metric of each head of `eval` (the error rate included).
+fn scalars(eval: &Evaluation) -> BTreeMap<String, BTreeMap<String, f64>> {
+    eval.heads
+        .iter()
+        .map(|h| {
+            let mut m: BTreeMap<String, f64> =
+                h.score.metrics.iter().filter_map(|(k, v)| Some((k.clone(), v.as_f64()?))).collect();
+            if let Some(e) = h.score.error_rate {
+                m.insert("error_rate".into(), e);
+            }
+            (h.name.clone(), m)
+        })
+        .collect()
+}
+
+/// Cross-validates `cfg` on every row of `data` in `k` stratified folds
+/// (see the module docs). `features` are the rows' raw features.
+#[allow(clippy::too_many_arguments)]
+pub fn cross_validate(
+    cfg: &LoadedConfig,
+    extractor: &dyn FeatureExtractor,
+    data: &Dataset,
+    features: &Tensor,
+    layout: &TapLayout,
+    strata: &[String],
+    k: usize,
+    progress: &mut dyn Progress,
+) -> Result<CrossValidation> {
+    let c = &cfg.config;
+    let t = &c.training;
+    if k > data.len() {
+        return Err(cfg.error_at_key(
+            "folds",
+            0,
+            format!("training.folds = {k}: the data has only {} images", data.len()),
+        ));
+    }
+    let folds = split::folds(strata, k, t.seed);
+    let mut fold_of = vec![0usize; data.len()];
+    for (f, rows) in folds.iter().enumerate() {
+        for &r in rows {
+            fold_of[r] = f + 1;
+        }
+        tracing::info!(
+            "fold {}/{k}: {} images ({})",
+            f + 1,
+            rows.len(),
+            rows.iter().map(|&r| data.names[r].as_str()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    let mut predictions: Vec<Vec<Option<Prediction>>> = vec![vec![None; data.len()]; c.heads.len()];
+    let mut results = Vec::new();
+    let mut warnings = Vec::new();
+    for (f, held) in folds.iter().enumerate() {
+        let rest: Vec<usize> = (0..data.len()).filter(|i| fold_of[*i] != f + 1).collect();
+        let sub = data.subset(&rest);
+        let sub_features = select_rows(features, &rest);
+        let sub_strata: Vec<String> = rest.iter().map(|&i| strata[i].clone()).collect();
+        let all: Vec<usize> = (0..rest.len()).collect();
+        let (train, val, _) = validation_split(t, &sub_strata, &all);
+        let parts = split::Split { train, val, test: Vec::new() };
+        for w in super::warnings::split_warnings(c, &sub, &parts)? {
+            let w = format!("fold {}: {w}", f + 1);
+            if !warnings.contains(&w) {
+                warnings.push(w);
+            }
+        }
+        let rows = FitData { data: &sub, features: &sub_features, layout, strata: &sub_strata };
+        let fitted = fit_rows(cfg, extractor, &rows, &parts, &mut crate::train::NoCheckpoints, progress)
+            .map_err(|e| Error::Training(format!("fold {}/{k}: {e}", f + 1)))?;
+        let held_set = data.subset(held);
+        let preds = predict_features(&fitted.model, &fitted.rows(features, held));
+        let eval = evaluate(c, &fitted.model, &preds, &held_set)?;
+        for (h, p) in preds.into_iter().enumerate() {
+            for (j, p) in p.into_iter().enumerate() {
+                predictions[h][held[j]] = Some(p);
+            }
+        }
+        results.push(FoldResult {
+            fold: f + 1,
+            n_train: parts.train.len(),
+            n_val: parts.val.len(),
+            n_test: held.len(),
+            best_epoch: fitted.outcome.best_epoch,
+            heads: scalars(&eval),
+            cumulative_error: eval.cumulative_error,
+            exact_match_rate: eval.exact_match_rate,
+        });
+    }
+    let predictions = predictions
+        .into_iter()
+        .map(|p| p.into_iter().collect::<Option<Vec<_>>>())
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| Error::Invalid("cross-validation left an image without a prediction".into()))?;
+    let head_order: Vec<String> = c.heads.iter().map(|h| h.name().to_string()).collect();
+    let mut heads = BTreeMap::new();
+    for name in &head_order {
+        let mut metrics: Vec<String> = Vec::new();
+        for r in &results {
+            for m in r.heads.get(name).into_iter().flat_map(|m| m.keys()) {
+                if !metrics.contains(m) {
+                    metrics.push(m.clone());
+                }
+            }
+        }
+        let per: BTreeMap<String, MeanStd> = metrics
+            .into_iter()
+            .filter_map(|m| {
+                let v: Vec<f64> = results.iter().filter_map(|r| r.heads.get(name)?.get(&m).copied()).collect();
+                MeanStd::of(&v).map(|s| (m, s))
+            })
+            .collect();
+        heads.insert(name.clone(), per);
+    }
+    let over = |f: &dyn Fn(&FoldResult) -> Option<f64>| MeanStd::of(&results.iter().filter_map(f).collect::<Vec<_>>());
+    let summary = CvSummary {
+        k,
+        seed: t.seed,
+        head_order,
+        heads,
+        cumulative_error: over(&|r| r.cumulative_error),
+        exact_match_rate: over(&|r| r.exact_match_rate),
+        folds: results,
+        fold_of,
+        final_model: String::new(),
+    };
+    Ok(CrossValidation { summary, predictions, warnings })
+}
+
+impl CrossValidation {
+    /// Records (and returns) what the final model was trained on.
+    pub fn final_model_note(&mut self, n_train: usize, n_val: usize) -> String {
+        let val = if n_val > 0 { format!(", validating on {n_val} more") } else { String::new() };
+        self.summary.final_model = format!(
+            "cross-validated in {} folds; the scores are out-of-fold; the saved model (checkpoint/, used by \
+             eval and predict) was trained on all the labelled images: {n_train} training images{val}",
+            self.summary.k
+        );
+        self.summary.final_model.clone()
+    }
+
+    /// Scores of the pooled out-of-fold predictions against `data`'s labels,
+    /// with the heads of `model` (the final model, which knows every class).
+    pub fn pooled(&self, config: &RunConfig, model: &MultiHeadModel, data: &Dataset) -> Result<Evaluation> {
+        evaluate(config, model, &self.predictions, data)
+    }
+
+    /// `predictions.csv`: every image's out-of-fold prediction and its fold.
+    pub fn predictions_csv(&self, config: &RunConfig, data: &Dataset) -> Result<String> {
+        let split = vec![OUT_OF_FOLD.to_string(); data.len()];
+        let fold = ExtraColumn {
+            name: "fold".into(),
+            cells: self.summary.fold_of.iter().map(ToString::to_string).collect(),
+        };
+        predictions_csv_with(config, data, &split, &self.predictions, &[fold])
+    }
+}
+
+impl CvSummary {
+    /// The metric columns of `folds.csv` and the printed table: `error_rate`
+    /// first, then the others by name.
+    fn metric_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for m in self.heads.values().flat_map(|m| m.keys()) {
+            if !names.contains(m) {
+                names.push(m.clone());
+            }
+        }
+        names.sort_by_key(|n| (n != "error_rate", n.clone()));
+        names
+    }
+
+    /// `folds.csv`: `fold,head,n_train,n_val,n_test,<metric>...`, one row
+    /// per fold and head, then rows `mean` and `std` per head.
+    pub fn folds_csv(&self) -> Result<String> {
+        let metrics = self.metric_names();
+        let mut w = csv::Writer::from_writer(Vec::new());
+        let err = |e: csv::Error| Error::Invalid(e.to_string());
+        let mut header: Vec<String> = ["fold", "head", "n_train", "n_val", "n_test"].map(String::from).to_vec();
+        header.extend(metrics.iter().cloned());
+        w.write_record(&header).map_err(err)?;
+        let num = |v: Option<f64>| v.map(|v| format!("{v:.6}")).unwrap_or_default();
+        for f in &self.folds {
+            for head in &self.head_order {
+                let m = f.heads.get(head);
+                let mut row =
+                    vec![f.fold.to_string(), head.clone(), f.n_train.to_string(), f.n_val.to_string(), f.n_test.to_string()];
+                row.extend(metrics.iter().map(|k| num(m.and_then(|m| m.get(k)).copied())));
+                w.write_record(&row).map_err(err)?;
+            }
+        }
+        for (label, pick) in [("mean", (|s: &MeanStd| s.mean) as fn(&MeanStd) -> f64), ("std", |s: &MeanStd| s.std)] {
+            for head in &self.head_order {
+                let m = self.heads.get(head);
+                let mut row = vec![label.to_string(), head.clone(), String::new(), String::new(), String::new()];
+                row.extend(metrics.iter().map(|k| num(m.and_then(|m| m.get(k)).map(pick))));
+                w.write_record(&row).map_err(err)?;
+            }
+        }
+        let bytes = w.into_inner().map_err(|e| Error::Invalid(e.to_string()))?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// The printed table: per head, the headline metrics as mean ± std over the folds.
+    pub fn format_table(&self) -> String {
+        let mut s = format!("cross-validation, {} folds (mean ± std over folds):\n", self.k);
+        for head in &self.head_order {
+            let Some(m) = self.heads.get(head) else { continue };
+            let shown: Vec<String> = ["error_rate", "mae", "rmse", "r2", "macro_f1"]
+                .iter()
+                .filter_map(|k| {
+                    let v = m.get(*k)?;
+                    Some(if *k == "error_rate" {
+                        format!("error rate {:.4} ± {:.4} %", 100.0 * v.mean, 100.0 * v.std)
+                    } else {
+                        format!("{k} {:.4} ± {:.4}", v.mean, v.std)
+                    })
+                })
+                .collect();
+            let _ = writeln!(s, "  {head:<24} {}", shown.join(", "));
+        }
+        if let Some(c) = self.cumulative_error {
+            let _ = writeln!(s, "  cumulative error {:.4} ± {:.4} %", 100.0 * c.mean, 100.0 * c.std);
+        }
+        s
+    }
+}

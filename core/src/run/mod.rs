@@ -216,6 +216,8 @@ pub struct RunSummary {
     pub warnings: Vec<String>,
     /// Notes on the settings (validation part, early stopping; in `metrics.json`).
     pub notes: Vec<String>,
+    /// The cross-validation, with `training.folds` (`metrics.json`'s `cross_validation`).
+    pub cross_validation: Option<folds::CvSummary>,
 }
 
 /// The columns of the heads that stratify the split (the discrete ones).
@@ -448,7 +450,131 @@ fn partial_dir(out: &Path) -> PathBuf {
     out.with_file_name(format!(".{name}.partial"))
 }
 
-/// Trains the run `cfg` describes and writes its run folder.
+/// A model fitted on some rows of a data set ([`fit_rows`]).
+pub(crate) struct Fitted {
+    pub(crate) vs: nn::VarStore,
+    pub(crate) model: MultiHeadModel,
+    pub(crate) scaler: FeatureScaler,
+    pub(crate) states: Vec<HeadState>,
+    pub(crate) choices: choose::Choices,
+    pub(crate) outcome: TrainOutcome,
+}
+
+impl Fitted {
+    /// Standardised features of the rows `idx` of `features`.
+    pub(crate) fn rows(&self, features: &Tensor, idx: &[usize]) -> Tensor {
+        self.scaler.apply(&select_rows(features, idx))
+    }
+}
+
+/// Rows `idx` of `features`.
+pub(crate) fn select_rows(features: &Tensor, idx: &[usize]) -> Tensor {
+    let idx = Tensor::from_slice(&idx.iter().map(|&i| i as i64).collect::<Vec<_>>());
+    features.index_select(0, &idx.to_device(features.device()))
+}
+
+/// What [`fit_rows`] fits on: the rows of a data set with their features.
+pub(crate) struct FitData<'a> {
+    pub(crate) data: &'a Dataset,
+    pub(crate) features: &'a Tensor,
+    pub(crate) layout: &'a crate::extractor::taps::TapLayout,
+    pub(crate) strata: &'a [String],
+}
+
+/// Fits head states on the training rows of `parts`, makes the run's
+/// choices, builds the model and trains it on `parts.train` (validating on
+/// `parts.val`). Every row of `rows.data` is encoded first, so a label a
+/// head cannot use is an error naming its line before training.
+pub(crate) fn fit_rows(
+    cfg: &LoadedConfig,
+    extractor: &dyn FeatureExtractor,
+    rows: &FitData,
+    parts: &split::Split,
+    snapshots: &mut dyn train::Checkpointer,
+    progress: &mut dyn Progress,
+) -> Result<Fitted> {
+    let c = &cfg.config;
+    let t = &c.training;
+    let (data, features) = (rows.data, rows.features);
+    let (train_set, val_set) = (data.subset(&parts.train), data.subset(&parts.val));
+    let states = c
+        .heads
+        .iter()
+        .map(|h| {
+            let labels = train_set.labels(h.column())?;
+            h.fit(&labels).map_err(|e| train_set.label_error(h.column(), e))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let device = t.device.resolve()?;
+    let in_dim = features.size()[1];
+    // A first build checks the heads and encodes the labels; the model that
+    // trains is built once the choices (taps, weight decay) are made.
+    let (_, probe, mut scaler) = build_model_for(c, Some(extractor), &states, in_dim, device)?;
+    consistency_pairs(c, &probe).map_err(|e| cfg.error_at("[[consistency]]", e.to_string()))?;
+    if probe.tail().is_some() && t.batch_size == 0 {
+        tracing::warn!(
+            "extractor.trainable_stages > 0 with training.batch_size = 0: every step runs the trainable \
+             stages on all {} training images at once; set training.batch_size (e.g. 32) to bound memory",
+            parts.train.len()
+        );
+    }
+    if t.standardise() {
+        scaler.fit(&select_rows(features, &parts.train));
+    }
+    let all_targets = encode(&probe, c, data, device)?;
+    let scaled = scaler.apply(features);
+    let (choices, init) = choose::choose(
+        &choose::Problem {
+            config: c,
+            states: &states,
+            layout: rows.layout,
+            features: &scaled,
+            targets: &all_targets,
+            data,
+            strata: rows.strata,
+            train: &parts.train,
+            val: &parts.val,
+            device,
+        },
+        progress,
+    )
+    .map_err(|e| match e {
+        Error::Invalid(m) => cfg.error_at_key("taps", 0, m),
+        other => other,
+    })?;
+    drop((all_targets, scaled));
+    tch::manual_seed(t.seed as i64);
+    let routes = choices.routes(c.trunk.is_some())?;
+    let (vs, model, mut final_scaler) = build_model_routed(c, Some(extractor), &states, in_dim, routes, device)?;
+    tch::no_grad(|| final_scaler.copy_from(&scaler));
+    choose::apply_init(&vs, &init);
+    let batch = |idx: &[usize], set: &Dataset| -> Result<Batch> {
+        Ok(Batch { features: scaler.apply(&select_rows(features, idx)), targets: encode(&model, c, set, device)? })
+    };
+    let train_batch = batch(&parts.train, &train_set)?;
+    let val_batch = batch(&parts.val, &val_set)?;
+    let val = (!val_batch.is_empty()).then_some(&val_batch);
+    let outcome = train::train_with(&model, &vs, &train_batch, val, t, &choices.decay(), snapshots, progress)?;
+    Ok(Fitted { vs, model, scaler: final_scaler, states, choices, outcome })
+}
+
+/// The validation part of the rows `rows` (indices into the whole set),
+/// by `training.validation_fraction` or its default for that many rows,
+/// stratified; returns (training rows, validation rows, why the default).
+pub(crate) fn validation_split(
+    t: &crate::config::TrainingConfig,
+    strata: &[String],
+    rows: &[usize],
+) -> (Vec<usize>, Vec<usize>, Option<String>) {
+    let (fraction, why) = t.validation_fraction_for(rows.len());
+    let sub: Vec<String> = rows.iter().map(|&i| strata[i].clone()).collect();
+    let inner = split::stratified(&sub, 0.0, fraction, t.seed);
+    let map = |v: &[usize]| v.iter().map(|&i| rows[i]).collect::<Vec<_>>();
+    (map(&inner.train), map(&inner.val), why)
+}
+
+/// Trains the run `cfg` describes and writes its run folder. With
+/// `training.folds`, cross-validates first ([`folds`]).
 pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Progress) -> Result<RunSummary> {
     let c = &cfg.config;
     if opts.out.exists() && !opts.force {
@@ -467,78 +593,35 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
     let Features { features, layout, stats: cache } = features_for(cfg, extractor.as_ref(), &data, progress)?;
     let t = &c.training;
     let strata = strata(c, &data)?;
-    let rest = data.len() - split::stratified(&strata, t.test_fraction, 0.0, t.seed).test.len();
-    let (validation_fraction, why_val) = t.validation_fraction_for(rest);
-    let parts = split::stratified(&strata, t.test_fraction, validation_fraction, t.seed);
-    let warnings = warnings::split_warnings(c, &data, &parts)?;
+    let mut cv = match t.folds {
+        Some(k) => Some(folds::cross_validate(cfg, extractor.as_ref(), &data, &features, &layout, &strata, k, progress)?),
+        None => None,
+    };
+    let (parts, why_val) = match &cv {
+        // The final model: every labelled image (less the validation part, if any).
+        Some(_) => {
+            let all: Vec<usize> = (0..data.len()).collect();
+            let (train, val, why) = validation_split(t, &strata, &all);
+            (split::Split { train, val, test: Vec::new() }, why)
+        }
+        None => {
+            let rest = data.len() - split::stratified(&strata, t.test_fraction, 0.0, t.seed).test.len();
+            let (validation_fraction, why) = t.validation_fraction_for(rest);
+            (split::stratified(&strata, t.test_fraction, validation_fraction, t.seed), why)
+        }
+    };
+    let mut warnings = warnings::split_warnings(c, &data, &parts)?;
+    if let Some(cv) = &cv {
+        warnings.extend(cv.warnings.iter().cloned());
+    }
     for w in &warnings {
         tracing::warn!("{w}");
     }
-    let notes = vec![warnings::early_stopping_note(c, parts.val.len(), why_val.as_deref())];
-    let (train_set, val_set, test_set) =
-        (data.subset(&parts.train), data.subset(&parts.val), data.subset(&parts.test));
-    let states = c
-        .heads
-        .iter()
-        .map(|h| {
-            let labels = train_set.labels(h.column())?;
-            h.fit(&labels).map_err(|e| train_set.label_error(h.column(), e))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let device = t.device.resolve()?;
-    let in_dim = features.size()[1];
-    // A first build checks the heads and encodes the labels; the model that
-    // trains is built once the choices (taps, weight decay) are made.
-    let (_, probe, mut scaler) = build_model_for(c, Some(extractor.as_ref()), &states, in_dim, device)?;
-    consistency_pairs(c, &probe).map_err(|e| cfg.error_at("[[consistency]]", e.to_string()))?;
-    if probe.tail().is_some() && t.batch_size == 0 {
-        tracing::warn!(
-            "extractor.trainable_stages > 0 with training.batch_size = 0: every step runs the trainable \
-             stages on all {} training images at once; set training.batch_size (e.g. 32) to bound memory",
-            parts.train.len()
-        );
+    let mut notes = vec![warnings::early_stopping_note(c, parts.val.len(), why_val.as_deref())];
+    if let Some(cv) = &mut cv {
+        notes.push(cv.final_model_note(parts.train.len(), parts.val.len()));
     }
-    let select = |idx: &[usize]| {
-        let idx = Tensor::from_slice(&idx.iter().map(|&i| i as i64).collect::<Vec<_>>());
-        features.index_select(0, &idx)
-    };
-    if t.standardise() {
-        scaler.fit(&select(&parts.train));
-    }
-    encode(&probe, c, &test_set, device)?; // label errors in the test part surface before training
-    let all_targets = encode(&probe, c, &data, device)?;
-    let scaled = scaler.apply(&features);
-    let (choices, init) = choose::choose(
-        &choose::Problem {
-            config: c,
-            states: &states,
-            layout: &layout,
-            features: &scaled,
-            targets: &all_targets,
-            data: &data,
-            strata: &strata,
-            train: &parts.train,
-            val: &parts.val,
-            device,
-        },
-        progress,
-    )
-    .map_err(|e| match e {
-        Error::Invalid(m) => cfg.error_at_key("taps", 0, m),
-        other => other,
-    })?;
-    drop(all_targets);
-    tch::manual_seed(t.seed as i64);
-    let routes = choices.routes(c.trunk.is_some())?;
-    let (vs, model, mut final_scaler) =
-        build_model_routed(c, Some(extractor.as_ref()), &states, in_dim, routes, device)?;
-    drop(extractor);
-    tch::no_grad(|| final_scaler.copy_from(&scaler));
-    choose::apply_init(&vs, &init);
-    let rows = |idx: &[usize]| scaler.apply(&select(idx));
-    let train_batch = Batch { features: rows(&parts.train), targets: encode(&model, c, &train_set, device)? };
-    let val_batch = Batch { features: rows(&parts.val), targets: encode(&model, c, &val_set, device)? };
-    let test_features = rows(&parts.test);
+    let test_set = data.subset(&parts.test);
 
     let partial = partial_dir(&opts.out);
     let mut snapshots = checkpoint::ResumeFiles::new(&partial.join("checkpoint"));
@@ -550,17 +633,26 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
         std::fs::remove_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
     }
     std::fs::create_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
-    let val = (!val_batch.is_empty()).then_some(&val_batch);
-    let outcome =
-        train::train_with(&model, &vs, &train_batch, val, t, &choices.decay(), &mut snapshots, progress)?;
+    let rows = FitData { data: &data, features: &features, layout: &layout, strata: &strata };
+    let fitted = fit_rows(cfg, extractor.as_ref(), &rows, &parts, &mut snapshots, progress)?;
+    drop(extractor);
+    let Fitted { vs, model, states, choices, outcome, .. } = &fitted;
+    let in_dim = features.size()[1];
 
-    let predictions = predict_features(&model, &test_features);
-    let evaluation = evaluate(c, &model, &predictions, &test_set)?;
+    let (evaluation, predictions_text) = match &cv {
+        Some(cv) => (cv.pooled(c, model, &data)?, cv.predictions_csv(c, &data)?),
+        None => {
+            let predictions = predict_features(model, &fitted.rows(&features, &parts.test));
+            let evaluation = evaluate(c, model, &predictions, &test_set)?;
+            let text = predictions_csv(c, &test_set, "test", &predictions)?;
+            (evaluation, text)
+        }
+    };
     let state = CheckpointState {
         furcate_version: crate::VERSION.to_string(),
         config: cfg.to_toml()?,
         config_dir: std::path::absolute(cfg.dir()).unwrap_or_else(|_| cfg.dir()),
-        heads: c.heads.iter().map(|h| h.name().to_string()).zip(states).collect(),
+        heads: c.heads.iter().map(|h| h.name().to_string()).zip(states.iter().cloned()).collect(),
         in_dim,
         weights_sha256: weights_sha256.clone(),
         split: parts.clone(),
@@ -570,13 +662,18 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
         plugins: cfg.plugins.records(),
         choices: Some(choices.clone()),
     };
-    checkpoint::save(&partial.join("checkpoint"), &vs, &state)?;
+    checkpoint::save(&partial.join("checkpoint"), vs, &state)?;
     let _ = std::fs::remove_file(partial.join("checkpoint").join("resume.safetensors"));
     fsutil::write_atomic(&partial.join("config.toml"), state.config.as_bytes())?;
     let mut metrics =
-        metrics_json(c, &model, &evaluation, &outcome, weights_sha256.as_deref(), &parts, Some(&choices))?;
+        metrics_json(c, model, &evaluation, outcome, weights_sha256.as_deref(), &parts, Some(choices))?;
     metrics["warnings"] = json!(warnings);
     metrics["notes"] = json!(notes);
+    if let Some(cv) = &cv {
+        metrics["n_out_of_fold"] = json!(data.len());
+        metrics["cross_validation"] = serde_json::to_value(&cv.summary).map_err(|e| Error::Invalid(e.to_string()))?;
+        fsutil::write_atomic(&partial.join(folds::FOLDS_CSV), cv.summary.folds_csv()?.as_bytes())?;
+    }
     fsutil::write_atomic(
         &partial.join("metrics.json"),
         &serde_json::to_vec_pretty(&metrics).map_err(|e| Error::Invalid(e.to_string()))?,
@@ -585,10 +682,7 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
         &partial.join("history.csv"),
         history_csv(&model.head_names(), &outcome.history).as_bytes(),
     )?;
-    fsutil::write_atomic(
-        &partial.join("predictions.csv"),
-        predictions_csv(c, &test_set, "test", &predictions)?.as_bytes(),
-    )?;
+    fsutil::write_atomic(&partial.join("predictions.csv"), predictions_text.as_bytes())?;
     if opts.report {
         crate::report::write_report(&partial)?;
     }
@@ -596,7 +690,18 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
         std::fs::remove_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
     }
     std::fs::rename(&partial, &opts.out).map_err(|e| Error::io(&opts.out, e))?;
-    Ok(RunSummary { dir: opts.out.clone(), evaluation, outcome, cache, choices, warnings, notes })
+    let Fitted { outcome, choices, .. } = fitted;
+    let cross_validation = cv.map(|cv| cv.summary);
+    Ok(RunSummary {
+        dir: opts.out.clone(),
+        evaluation,
+        outcome,
+        cache,
+        choices,
+        warnings,
+        notes,
+        cross_validation,
+    })
 }
 
 fn data_sha256(data: &Dataset) -> Option<String> {
@@ -777,6 +882,14 @@ impl SavedRun {
                     return Err(Error::data(
                         &all.source,
                         "the data changed since training, so its test split no longer exists; pass --data",
+                    ));
+                }
+                if self.state.split.test.is_empty() {
+                    return Err(Error::data(
+                        self.dir.join("metrics.json"),
+                        "the run has no test part (it was cross-validated and its model trained on every \
+                         labelled image): its out-of-fold scores are in metrics.json (cross_validation) and \
+                         folds.csv; pass --data to score other labelled images",
                     ));
                 }
                 all.subset(&self.state.split.test)
