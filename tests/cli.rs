@@ -447,7 +447,11 @@ fn small_data_warns_and_says_what_the_numbers_cover() {
     let manifest = make_dataset(dir.path(), 1, 2);
     let cfg = config_with_heads(dir.path(), &manifest, THREE_HEADS, "epochs = 5\ntest_fraction = 0.25");
     let out = dir.path().join("tiny");
-    let o = furcate().args(["--quiet", "train", s(&cfg), "--out", s(&out)]).env("NO_COLOR", "1").output().unwrap();
+    let o = furcate()
+        .args(["--quiet", "train", s(&cfg), "--out", s(&out)])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", text(&o));
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(!stderr.contains('\u{1b}'), "ANSI codes with NO_COLOR: {stderr}");
@@ -474,7 +478,8 @@ fn small_data_warns_and_says_what_the_numbers_cover() {
     assert!(report.contains("the test part has only 2 images"));
 
     // With a tolerance the value head counts; --json is one document on stdout.
-    let heads = THREE_HEADS.replace("name = \"volume_fraction\"\n", "name = \"volume_fraction\"\ntolerance = 0.5\n");
+    let heads =
+        THREE_HEADS.replace("name = \"volume_fraction\"\n", "name = \"volume_fraction\"\ntolerance = 0.5\n");
     let cfg = config_with_heads(dir.path(), &manifest, &heads, "epochs = 5\ntest_fraction = 0.25");
     let out = dir.path().join("tiny_json");
     let o = run(&["train", s(&cfg), "--out", s(&out), "--json", "--no-report"]);
@@ -520,14 +525,16 @@ fn default_validation_part_follows_the_optimizer() {
     let o = run(&["train", s(&cfg), "--out", s(&out), "--no-report"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("validation part: 0.1 of the 54 training rows"), "{}", text(&o));
-    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
     assert_eq!(m["n_val"], 6);
     let cfg = config(dir.path(), &manifest, "epochs = 5\noptimizer = \"lbfgs\"");
     let out = dir.path().join("lbfgs");
     let o = run(&["train", s(&cfg), "--out", s(&out), "--no-report"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("early stopping: off with lbfgs"), "{}", text(&o));
-    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
     assert_eq!(m["n_val"], 0);
     // An explicit 0 is kept, and patience with it is refused at its line.
     let cfg = config(dir.path(), &manifest, "epochs = 5\nvalidation_fraction = 0.0\npatience = 3");
@@ -556,11 +563,8 @@ fn cross_validation_scores_every_image_out_of_fold() {
     let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
     let mut files: Vec<String> = rows.iter().map(|r| r[file].to_string()).collect();
     files.sort();
-    let mut expected: Vec<String> = csv::Reader::from_path(&manifest)
-        .unwrap()
-        .records()
-        .map(|r| r.unwrap()[0].to_string())
-        .collect();
+    let mut expected: Vec<String> =
+        csv::Reader::from_path(&manifest).unwrap().records().map(|r| r.unwrap()[0].to_string()).collect();
     expected.sort();
     assert_eq!(files, expected, "every image exactly once");
     assert!(rows.iter().all(|r| &r[split] == "out_of_fold"));
@@ -620,5 +624,9 @@ fn cross_validation_scores_every_image_out_of_fold() {
     // folds = 1 is refused at its line.
     let bad = config(dir.path(), &manifest, "epochs = 2\nfolds = 1");
     let o = run(&["train", s(&bad), "--out", s(&dir.path().join("bad"))]);
-    assert!(!o.status.success() && text(&o).contains("line 22") && text(&o).contains("folds"), "{}", text(&o));
+    assert!(
+        !o.status.success() && text(&o).contains("line 22") && text(&o).contains("folds"),
+        "{}",
+        text(&o)
+    );
 }

@@ -288,3 +288,44 @@ fn the_bifurcation_evidence_sweeps_every_single_tap() {
         assert!(p.config.contains("optimizer = \"lbfgs\"") && p.config.contains("weight_decay = \"auto\""));
     }
 }
+
+/// `sweep.folds`: a point per folds value; a cross-validated group's table
+/// gives the mean ± std over its folds.
+#[test]
+fn folds_sweep_tables_the_fold_mean_and_std() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = make_dataset(dir.path(), 2, 6);
+    let base = format!(
+        "[data]\nmanifest = \"{}\"\nfeature_cache = \"features\"\n\n[extractor]\ntype = \"two_point\"\n\
+         size = 32\nthreshold = 0.5\nwindow = 4\nstride = 2\n\n[[heads]]\ntype = \"classification\"\n\
+         name = \"volume_fraction_class\"\n\n[[heads]]\ntype = \"regression\"\nname = \"volume_fraction\"\n\n\
+         [training]\nepochs = 5\n",
+        manifest.display()
+    );
+    std::fs::write(dir.path().join("base.toml"), base).unwrap();
+    let exp = dir.path().join("exp.toml");
+    std::fs::write(
+        &exp,
+        "base = \"base.toml\"\nout = \"sweep\"\n\n[sweep]\ntest_fractions = [0.25]\nfolds = [0, 3]\n",
+    )
+    .unwrap();
+    let o = run(&["--quiet", "experiment", exp.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let sweep = dir.path().join("sweep");
+    let md = std::fs::read_to_string(sweep.join("results.md")).unwrap();
+    assert!(md.contains("| 3 folds"), "{md}");
+    assert!(md.contains("mean ± std over the 3 folds of every seed"), "{md}");
+    assert!(md.contains("mean ± std over seeds"), "the one-split group: {md}");
+    let csv = std::fs::read_to_string(sweep.join("results.csv")).unwrap();
+    assert!(csv.lines().next().unwrap().contains(",folds,"), "{csv}");
+    let cv_point = std::fs::read_dir(&sweep)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains("_folds3_"))
+        .expect("a cross-validated point");
+    assert!(cv_point.join("folds.csv").is_file());
+    // folds = 1 is refused, naming the sweep.
+    std::fs::write(&exp, "base = \"base.toml\"\n[sweep]\nfolds = [1]\n").unwrap();
+    let o = run(&["--quiet", "experiment", exp.to_str().unwrap()]);
+    assert!(!o.status.success() && text(&o).contains("sweep.folds"), "{}", text(&o));
+}

@@ -33,6 +33,12 @@
 //! section of `results.md`. Without `sweep.taps` points are labelled `base`
 //! and named as before.
 //!
+//! **Folds.** `sweep.folds = [0, 5]` runs each point as one split (`0`) and
+//! as 5-fold cross-validation ([`crate::run::folds`]); points are named
+//! `..._folds5_...` and grouped by their folds, and a cross-validated
+//! group's tables give the mean ± std over the folds of every seed (its
+//! heads' scores in `results.csv` are the pooled out-of-fold ones).
+//!
 //! Every point trains through [`crate::run::train_run`]; features come from
 //! the feature cache, so each extractor extracts once for the whole sweep.
 //! A point whose run folder exists is read back instead of retrained (the
@@ -92,6 +98,11 @@ pub struct Sweep {
     /// Lists of tap names: at each, every kept head reads these taps.
     #[serde(default)]
     pub taps: Vec<Vec<String>>,
+    /// `training.folds` values: K-fold cross-validation at each (`0`: one
+    /// train / test split). The tables then give the mean ± std over the
+    /// folds (of every seed).
+    #[serde(default)]
+    pub folds: Vec<usize>,
 }
 
 /// [`Point::taps`] of a sweep without `taps`: the heads read what the base config says.
@@ -115,6 +126,8 @@ pub struct Point {
     pub test_fraction: f64,
     /// Seed.
     pub seed: u64,
+    /// Folds of its cross-validation (0: none).
+    pub folds: usize,
     /// The point's run configuration as TOML.
     pub config: String,
 }
@@ -123,11 +136,12 @@ impl Point {
     /// The group a point's seeds are averaged in: extractor, heads, trunk,
     /// and the taps when the sweep has them.
     pub fn group(&self) -> String {
-        if self.has_taps() {
-            format!("{} | taps {}", self.context(), self.taps)
-        } else {
-            self.context()
+        let mut g =
+            if self.has_taps() { format!("{} | taps {}", self.context(), self.taps) } else { self.context() };
+        if self.folds > 0 {
+            let _ = write!(g, " | {} folds", self.folds);
         }
+        g
     }
 
     /// The group without its taps: extractor, heads, trunk (the points of a
@@ -206,6 +220,8 @@ pub struct PointResult {
     pub wall_s: f64,
     /// Feature cache use, when the point was trained now (`None`: read back).
     pub cache: Option<CacheStats>,
+    /// With cross-validation: per fold, its heads' scores and cumulative error.
+    pub folds: Vec<(Vec<HeadResult>, Option<f64>)>,
 }
 
 /// What [`Experiment::run`] wrote.
@@ -401,6 +417,12 @@ fn points(path: &Path, cfg: &ExperimentConfig, base: &toml::Table) -> Result<Vec
     let taps: Vec<Option<&Vec<String>>> =
         if s.taps.is_empty() { vec![None] } else { s.taps.iter().map(Some).collect() };
     let tfs = if s.test_fractions.is_empty() { vec![base_tf] } else { s.test_fractions.clone() };
+    let base_folds =
+        training.and_then(|t| t.get("folds")).and_then(toml::Value::as_integer).unwrap_or(0) as usize;
+    let fold_values = if s.folds.is_empty() { vec![base_folds] } else { s.folds.clone() };
+    if let Some(k) = s.folds.iter().find(|k| **k == 1) {
+        return Err(Error::config(path, format!("sweep.folds = {k}: use 0 (one split) or at least 2 folds")));
+    }
     let seeds = if s.seeds.is_empty() { vec![base_seed] } else { s.seeds.clone() };
     let mut out = Vec::new();
     for (ext, ext_label) in extractors.iter().zip(&extractor_labels) {
@@ -408,66 +430,80 @@ fn points(path: &Path, cfg: &ExperimentConfig, base: &toml::Table) -> Result<Vec
             for trunk in &trunks {
                 for tap in &taps {
                     for &tf in &tfs {
-                        for &seed in &seeds {
-                            let mut c = base.clone();
-                            if let Some(e) = ext {
-                                c.insert("extractor".into(), toml::Value::Table((*e).clone()));
-                            }
-                            let mut kept: Vec<toml::Table> = match heads {
-                                Some(names) => names
-                                    .iter()
-                                    .filter_map(|n| base_heads.iter().find(|h| head_name(h) == *n).cloned())
-                                    .collect(),
-                                None => base_heads.clone(),
-                            };
-                            if let Some(t) = tap {
-                                for h in &mut kept {
-                                    let names = t.iter().map(|n| toml::Value::String(n.clone())).collect();
-                                    h.insert("taps".into(), toml::Value::Array(names));
+                        for &folds in &fold_values {
+                            for &seed in &seeds {
+                                let mut c = base.clone();
+                                if let Some(e) = ext {
+                                    c.insert("extractor".into(), toml::Value::Table((*e).clone()));
                                 }
-                            }
-                            let head_label = kept.iter().map(head_name).collect::<Vec<_>>().join("+");
-                            keep_consistency_of(&mut c, &kept);
-                            c.insert(
-                                "heads".into(),
-                                toml::Value::Array(kept.into_iter().map(toml::Value::Table).collect()),
-                            );
-                            set_trunk(&mut c, *trunk);
-                            let trunk_label = match c
-                                .get("trunk")
-                                .and_then(|t| t.get("hidden"))
-                                .and_then(toml::Value::as_array)
-                            {
-                                Some(h) if !h.is_empty() => {
-                                    h.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("x")
+                                let mut kept: Vec<toml::Table> = match heads {
+                                    Some(names) => names
+                                        .iter()
+                                        .filter_map(|n| {
+                                            base_heads.iter().find(|h| head_name(h) == *n).cloned()
+                                        })
+                                        .collect(),
+                                    None => base_heads.clone(),
+                                };
+                                if let Some(t) = tap {
+                                    for h in &mut kept {
+                                        let names =
+                                            t.iter().map(|n| toml::Value::String(n.clone())).collect();
+                                        h.insert("taps".into(), toml::Value::Array(names));
+                                    }
                                 }
-                                _ => "none".into(),
-                            };
-                            let t =
-                                c.entry("training").or_insert_with(|| toml::Value::Table(toml::Table::new()));
-                            if let Some(t) = t.as_table_mut() {
-                                t.insert("test_fraction".into(), tf.into());
-                                t.insert("seed".into(), (seed as i64).into());
-                            }
-                            let taps_label = tap.map_or_else(|| BASE_TAPS.to_string(), |t| t.join("+"));
-                            let taps_part =
-                                if tap.is_some() { format!("_taps-{taps_label}") } else { String::new() };
-                            let name = format!(
-                                "{ext_label}_{head_label}_trunk-{trunk_label}{taps_part}_test{}_seed{seed}",
+                                let head_label = kept.iter().map(head_name).collect::<Vec<_>>().join("+");
+                                keep_consistency_of(&mut c, &kept);
+                                c.insert(
+                                    "heads".into(),
+                                    toml::Value::Array(kept.into_iter().map(toml::Value::Table).collect()),
+                                );
+                                set_trunk(&mut c, *trunk);
+                                let trunk_label = match c
+                                    .get("trunk")
+                                    .and_then(|t| t.get("hidden"))
+                                    .and_then(toml::Value::as_array)
+                                {
+                                    Some(h) if !h.is_empty() => {
+                                        h.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("x")
+                                    }
+                                    _ => "none".into(),
+                                };
+                                let t = c
+                                    .entry("training")
+                                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                                if let Some(t) = t.as_table_mut() {
+                                    t.insert("test_fraction".into(), tf.into());
+                                    t.insert("seed".into(), (seed as i64).into());
+                                    if folds > 0 {
+                                        t.insert("folds".into(), (folds as i64).into());
+                                    } else {
+                                        t.remove("folds");
+                                    }
+                                }
+                                let taps_label = tap.map_or_else(|| BASE_TAPS.to_string(), |t| t.join("+"));
+                                let taps_part =
+                                    if tap.is_some() { format!("_taps-{taps_label}") } else { String::new() };
+                                let folds_part =
+                                    if s.folds.is_empty() { String::new() } else { format!("_folds{folds}") };
+                                let name = format!(
+                                "{ext_label}_{head_label}_trunk-{trunk_label}{taps_part}_test{}{folds_part}_seed{seed}",
                                 fraction(tf)
                             );
-                            let config =
-                                toml::to_string(&c).map_err(|e| Error::config(path, e.to_string()))?;
-                            out.push(Point {
-                                name,
-                                extractor: ext_label.clone(),
-                                heads: head_label,
-                                trunk: trunk_label,
-                                taps: taps_label,
-                                test_fraction: tf,
-                                seed,
-                                config,
-                            });
+                                let config =
+                                    toml::to_string(&c).map_err(|e| Error::config(path, e.to_string()))?;
+                                out.push(Point {
+                                    name,
+                                    extractor: ext_label.clone(),
+                                    heads: head_label,
+                                    trunk: trunk_label,
+                                    taps: taps_label,
+                                    test_fraction: tf,
+                                    seed,
+                                    folds,
+                                    config,
+                                });
+                            }
                         }
                     }
                 }
@@ -535,8 +571,40 @@ fn read_point(p: &Point, dir: &Path) -> Result<PointResult> {
             });
         }
     }
+    let cv: Option<crate::run::folds::CvSummary> = match m.get("cross_validation") {
+        Some(v) if !v.is_null() => Some(
+            serde_json::from_value(v.clone())
+                .map_err(|e| Error::data(&path, format!("cross_validation: {e}")))?,
+        ),
+        _ => None,
+    };
+    let folds = cv
+        .map(|cv| {
+            cv.folds
+                .iter()
+                .map(|f| {
+                    let heads = heads
+                        .iter()
+                        .map(|h| {
+                            let get = |k: &str| f.heads.get(&h.name).and_then(|m| m.get(k)).copied();
+                            HeadResult {
+                                name: h.name.clone(),
+                                kind: h.kind.clone(),
+                                error_rate: get("error_rate"),
+                                mae: get("mae"),
+                                rounded_error: None,
+                                coverage_90: get("coverage_90"),
+                            }
+                        })
+                        .collect();
+                    (heads, f.cumulative_error)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     Ok(PointResult {
         point: p.clone(),
+        folds,
         heads,
         best_epoch: count("best_epoch"),
         epochs_run: count("epochs_run"),
@@ -653,6 +721,10 @@ pub fn results_csv(results: &[PointResult]) -> Result<String> {
     if taps {
         header.insert(4, "taps".into());
     }
+    let folds = results.iter().any(|r| r.point.folds > 0);
+    if folds {
+        header.push("folds".into());
+    }
     for (name, measures) in &heads {
         header.extend(measures.iter().map(|m| m.column(name)));
     }
@@ -674,6 +746,9 @@ pub fn results_csv(results: &[PointResult]) -> Result<String> {
         if taps {
             row.insert(4, p.taps.clone());
         }
+        if folds {
+            row.push(p.folds.to_string());
+        }
         for (name, measures) in &heads {
             let h = r.heads.iter().find(|h| h.name == *name);
             row.extend(measures.iter().map(|m| cell(h.and_then(|h| m.of(h)))));
@@ -688,6 +763,26 @@ pub fn results_csv(results: &[PointResult]) -> Result<String> {
     }
     let bytes = w.into_inner().map_err(|e| Error::Invalid(e.to_string()))?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// A measure's values over `points`: each fold's (`of_fold`) for a
+/// cross-validated point that has them, else the point's own (`of_point`);
+/// NaN where there is none.
+fn values(
+    points: &[&PointResult],
+    of_point: &dyn Fn(&PointResult) -> Option<f64>,
+    of_fold: &dyn Fn(&(Vec<HeadResult>, Option<f64>)) -> Option<f64>,
+) -> Vec<f64> {
+    let mut out = Vec::new();
+    for p in points {
+        let folds: Vec<f64> = p.folds.iter().filter_map(of_fold).collect();
+        if folds.is_empty() {
+            out.push(of_point(p).unwrap_or(f64::NAN));
+        } else {
+            out.extend(folds);
+        }
+    }
+    out
 }
 
 /// Mean and sample standard deviation of the finite values (`None` when there are none).
@@ -743,8 +838,13 @@ pub fn results_markdown(results: &[PointResult]) -> String {
             columns.iter().filter(|(name, _)| first.heads.iter().any(|h| h.name == *name)).collect();
         let discrete = heads.iter().filter(|(_, m)| m.contains(&Measure::Error)).count();
         let seeds = rows.iter().map(|r| r.1.len()).max().unwrap_or(0);
+        let over = if first.folds.is_empty() {
+            "seeds".to_string()
+        } else {
+            format!("the {} folds of every seed (cross-validation)", first.point.folds)
+        };
         let _ =
-            writeln!(s, "### {group}\n\n{seeds} seed(s) per split; error rate as mean ± std over seeds.\n");
+            writeln!(s, "### {group}\n\n{seeds} seed(s) per split; error rate as mean ± std over {over}.\n");
         let mut header = vec!["test-train split".to_string()];
         if taps {
             header.push("taps".into());
@@ -768,12 +868,13 @@ pub fn results_markdown(results: &[PointResult]) -> String {
             };
             for (name, measures) in &heads {
                 for m in measures {
-                    let v = over(&|p| p.heads.iter().find(|x| x.name == *name).and_then(|x| m.of(x)));
+                    let of = |hs: &[HeadResult]| hs.iter().find(|x| x.name == *name).and_then(|x| m.of(x));
+                    let v = mean_std(&values(points, &|p| of(&p.heads), &|f| of(&f.0)));
                     row.push(m.text(v));
                 }
             }
             if discrete > 1 {
-                row.push(percent(over(&|p| p.cumulative_error)));
+                row.push(percent(mean_std(&values(points, &|p| p.cumulative_error, &|f| f.1))));
             }
             let epochs = over(&|p| Some(p.best_epoch as f64)).map(|(m, _)| format!("{m:.0}"));
             row.push(epochs.unwrap_or_else(|| "-".into()));

@@ -123,9 +123,10 @@ pub fn write_report(run_dir: &Path) -> Result<ReportFiles> {
     let choices: Option<crate::run::choose::Choices> =
         run.metrics.get("choices").and_then(|c| serde_json::from_value(c.clone()).ok());
     let cv: Option<crate::run::folds::CvSummary> = match run.metrics.get("cross_validation") {
-        Some(v) if !v.is_null() => Some(serde_json::from_value(v.clone()).map_err(|e| {
-            Error::data(&run.metrics_path, format!("cross_validation: {e}"))
-        })?),
+        Some(v) if !v.is_null() => Some(
+            serde_json::from_value(v.clone())
+                .map_err(|e| Error::data(&run.metrics_path, format!("cross_validation: {e}")))?,
+        ),
         _ => None,
     };
     let mut cv_figures = Vec::new();

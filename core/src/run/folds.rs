@@ -222,13 +222,16 @@ pub fn cross_validate(
         let per: BTreeMap<String, MeanStd> = metrics
             .into_iter()
             .filter_map(|m| {
-                let v: Vec<f64> = results.iter().filter_map(|r| r.heads.get(name)?.get(&m).copied()).collect();
+                let v: Vec<f64> =
+                    results.iter().filter_map(|r| r.heads.get(name)?.get(&m).copied()).collect();
                 MeanStd::of(&v).map(|s| (m, s))
             })
             .collect();
         heads.insert(name.clone(), per);
     }
-    let over = |f: &dyn Fn(&FoldResult) -> Option<f64>| MeanStd::of(&results.iter().filter_map(f).collect::<Vec<_>>());
+    let over = |f: &dyn Fn(&FoldResult) -> Option<f64>| {
+        MeanStd::of(&results.iter().filter_map(f).collect::<Vec<_>>())
+    };
     let summary = CvSummary {
         k,
         seed: t.seed,
@@ -292,23 +295,32 @@ impl CvSummary {
         let metrics = self.metric_names();
         let mut w = csv::Writer::from_writer(Vec::new());
         let err = |e: csv::Error| Error::Invalid(e.to_string());
-        let mut header: Vec<String> = ["fold", "head", "n_train", "n_val", "n_test"].map(String::from).to_vec();
+        let mut header: Vec<String> =
+            ["fold", "head", "n_train", "n_val", "n_test"].map(String::from).to_vec();
         header.extend(metrics.iter().cloned());
         w.write_record(&header).map_err(err)?;
         let num = |v: Option<f64>| v.map(|v| format!("{v:.6}")).unwrap_or_default();
         for f in &self.folds {
             for head in &self.head_order {
                 let m = f.heads.get(head);
-                let mut row =
-                    vec![f.fold.to_string(), head.clone(), f.n_train.to_string(), f.n_val.to_string(), f.n_test.to_string()];
+                let mut row = vec![
+                    f.fold.to_string(),
+                    head.clone(),
+                    f.n_train.to_string(),
+                    f.n_val.to_string(),
+                    f.n_test.to_string(),
+                ];
                 row.extend(metrics.iter().map(|k| num(m.and_then(|m| m.get(k)).copied())));
                 w.write_record(&row).map_err(err)?;
             }
         }
-        for (label, pick) in [("mean", (|s: &MeanStd| s.mean) as fn(&MeanStd) -> f64), ("std", |s: &MeanStd| s.std)] {
+        for (label, pick) in
+            [("mean", (|s: &MeanStd| s.mean) as fn(&MeanStd) -> f64), ("std", |s: &MeanStd| s.std)]
+        {
             for head in &self.head_order {
                 let m = self.heads.get(head);
-                let mut row = vec![label.to_string(), head.clone(), String::new(), String::new(), String::new()];
+                let mut row =
+                    vec![label.to_string(), head.clone(), String::new(), String::new(), String::new()];
                 row.extend(metrics.iter().map(|k| num(m.and_then(|m| m.get(k)).map(pick))));
                 w.write_record(&row).map_err(err)?;
             }

@@ -439,10 +439,20 @@ pub fn evaluate(
         }
     }
     let exact_match_rate = (judged > 0).then(|| right as f64 / judged as f64);
-    let exact_match_heads =
-        heads.iter().filter(|h| h.score.correct.iter().any(Option::is_some)).map(|h| h.name.clone()).collect();
+    let exact_match_heads = heads
+        .iter()
+        .filter(|h| h.score.correct.iter().any(Option::is_some))
+        .map(|h| h.name.clone())
+        .collect();
     let consistency = consistency(config, model, predictions, data)?;
-    Ok(Evaluation { heads, cumulative_error, exact_match_rate, exact_match_heads, consistency, n: data.len() })
+    Ok(Evaluation {
+        heads,
+        cumulative_error,
+        exact_match_rate,
+        exact_match_heads,
+        consistency,
+        n: data.len(),
+    })
 }
 
 fn partial_dir(out: &Path) -> PathBuf {
@@ -545,16 +555,21 @@ pub(crate) fn fit_rows(
     drop((all_targets, scaled));
     tch::manual_seed(t.seed as i64);
     let routes = choices.routes(c.trunk.is_some())?;
-    let (vs, model, mut final_scaler) = build_model_routed(c, Some(extractor), &states, in_dim, routes, device)?;
+    let (vs, model, mut final_scaler) =
+        build_model_routed(c, Some(extractor), &states, in_dim, routes, device)?;
     tch::no_grad(|| final_scaler.copy_from(&scaler));
     choose::apply_init(&vs, &init);
     let batch = |idx: &[usize], set: &Dataset| -> Result<Batch> {
-        Ok(Batch { features: scaler.apply(&select_rows(features, idx)), targets: encode(&model, c, set, device)? })
+        Ok(Batch {
+            features: scaler.apply(&select_rows(features, idx)),
+            targets: encode(&model, c, set, device)?,
+        })
     };
     let train_batch = batch(&parts.train, &train_set)?;
     let val_batch = batch(&parts.val, &val_set)?;
     let val = (!val_batch.is_empty()).then_some(&val_batch);
-    let outcome = train::train_with(&model, &vs, &train_batch, val, t, &choices.decay(), snapshots, progress)?;
+    let outcome =
+        train::train_with(&model, &vs, &train_batch, val, t, &choices.decay(), snapshots, progress)?;
     Ok(Fitted { vs, model, scaler: final_scaler, states, choices, outcome })
 }
 
@@ -594,7 +609,16 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
     let t = &c.training;
     let strata = strata(c, &data)?;
     let mut cv = match t.folds {
-        Some(k) => Some(folds::cross_validate(cfg, extractor.as_ref(), &data, &features, &layout, &strata, k, progress)?),
+        Some(k) => Some(folds::cross_validate(
+            cfg,
+            extractor.as_ref(),
+            &data,
+            &features,
+            &layout,
+            &strata,
+            k,
+            progress,
+        )?),
         None => None,
     };
     let (parts, why_val) = match &cv {
@@ -671,7 +695,8 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
     metrics["notes"] = json!(notes);
     if let Some(cv) = &cv {
         metrics["n_out_of_fold"] = json!(data.len());
-        metrics["cross_validation"] = serde_json::to_value(&cv.summary).map_err(|e| Error::Invalid(e.to_string()))?;
+        metrics["cross_validation"] =
+            serde_json::to_value(&cv.summary).map_err(|e| Error::Invalid(e.to_string()))?;
         fsutil::write_atomic(&partial.join(folds::FOLDS_CSV), cv.summary.folds_csv()?.as_bytes())?;
     }
     fsutil::write_atomic(

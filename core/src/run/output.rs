@@ -62,7 +62,10 @@ impl PredictionTable {
             for (k, class) in classes.iter().enumerate() {
                 out.push(ExtraColumn {
                     name: format!("{head}_p_{class}"),
-                    cells: rows.iter().map(|r| r.get(k).map(|p| format!("{p:.6}")).unwrap_or_default()).collect(),
+                    cells: rows
+                        .iter()
+                        .map(|r| r.get(k).map(|p| format!("{p:.6}")).unwrap_or_default())
+                        .collect(),
                 });
             }
         }
@@ -82,7 +85,10 @@ impl PredictionTable {
                         let probabilities = self.probabilities[h].as_ref().map(|(classes, rows)| {
                             classes.iter().cloned().zip(rows[i].iter().copied()).collect()
                         });
-                        (name.clone(), HeadPrediction { prediction: self.predictions[h][i].clone(), probabilities })
+                        (
+                            name.clone(),
+                            HeadPrediction { prediction: self.predictions[h][i].clone(), probabilities },
+                        )
                     })
                     .collect(),
             })
