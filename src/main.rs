@@ -35,6 +35,8 @@ enum Command {
     Info(cmd::info::Args),
     /// Generate the synthetic data set if missing, train configs/default.toml, print the results.
     Demo(cmd::demo::Args),
+    /// Check a config and its data without training: images, labels, duplicates, weights, cache size.
+    Check(cmd::check::Args),
     /// Train the heads a config declares, evaluate them, and write a run folder.
     Train(cmd::train::Args),
     /// Score a trained run on its test part or on other labelled data.
@@ -60,6 +62,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Info(args) => cmd::info::run(&args),
         Command::Demo(args) => cmd::demo::run(&args, cli.quiet),
+        Command::Check(args) => cmd::check::run(&args),
         Command::Train(args) => cmd::train::run(&args, cli.quiet),
         Command::Eval(args) => cmd::eval::run(&args, cli.quiet),
         Command::Predict(args) => cmd::predict::run(&args, cli.quiet),

@@ -630,3 +630,115 @@ fn cross_validation_scores_every_image_out_of_fold() {
         text(&o)
     );
 }
+
+/// `furcate check`: exit 0 with a summary when training would start;
+/// duplicates named by both lines; every config problem at once with its
+/// line; unreadable images and unusable labels make it fail.
+#[test]
+fn check_validates_config_and_data_without_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dataset(dir.path());
+    let cfg = config(dir.path(), &manifest, "epochs = 2");
+    let o = run(&["check", s(&cfg), "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON document");
+    assert_eq!(r["ok"], true);
+    assert_eq!(r["images"], 36);
+    assert_eq!(r["image_kinds"], serde_json::json!([{"width": 32, "height": 32, "bit_depth": 8, "channels": 1, "count": 36}]));
+    let morph = &r["heads"][0];
+    assert_eq!(morph["head"], "morphology");
+    let classes = morph["classes"].as_array().unwrap();
+    assert_eq!(classes.len(), 3);
+    for c in classes {
+        let total = c["train"].as_u64().unwrap() + c["val"].as_u64().unwrap() + c["test"].as_u64().unwrap();
+        assert_eq!(total, 12, "{c}");
+        assert!(c["test"].as_u64().unwrap() > 0);
+    }
+    let range = r["heads"][1]["range"].as_array().unwrap();
+    assert!(range[0].as_f64().unwrap() < range[1].as_f64().unwrap());
+    assert_eq!(r["extractor"]["weights_sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(r["extractor"]["cache_bytes"], 36 * 1280 * 4);
+    assert!(!dir.path().join("runs").exists(), "check trained nothing");
+    let o = run(&["check", s(&cfg)]);
+    assert!(o.status.success() && text(&o).contains("ok: training would start"), "{}", text(&o));
+
+    // The same file twice and the same pixels under another name: both lines named.
+    let base = std::fs::read_to_string(&manifest).unwrap();
+    let lines: Vec<&str> = base.lines().collect();
+    let first_file = lines[1].split(',').next().unwrap();
+    let images = manifest.parent().unwrap();
+    std::fs::copy(images.join(first_file), images.join("images/copy.png")).unwrap();
+    let dup = format!("{base}{}\n{}\n", lines[1], lines[2].replacen(lines[2].split(',').next().unwrap(), "images/copy.png", 1));
+    let dup_manifest = images.join("dup.csv");
+    std::fs::write(&dup_manifest, &dup).unwrap();
+    let cfg_dup = config(dir.path(), &dup_manifest, "epochs = 2");
+    let o = run(&["check", s(&cfg_dup), "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let dups = r["duplicates"].as_array().unwrap();
+    let find = |kind: &str| dups.iter().find(|d| d["kind"] == kind).unwrap_or_else(|| panic!("{kind}: {dups:?}"));
+    assert!(find("same file")["first"].as_str().unwrap().starts_with("line 2 "));
+    assert!(find("same file")["second"].as_str().unwrap().starts_with("line 38 "));
+    assert!(find("same pixels")["second"].as_str().unwrap().contains("copy.png"));
+
+    // Two config problems at once, each with its line.
+    let bad = config(dir.path(), &manifest, "epochs = 0\nlearning_rate = -1.0");
+    let o = run(&["check", s(&bad)]);
+    assert!(!o.status.success(), "{}", text(&o));
+    for e in ["2 problems", "line 22: training.learning_rate", "line 21: training.epochs"] {
+        assert!(text(&o).contains(e), "`{e}` not in {}", text(&o));
+    }
+    // A corrupt image and an unusable label fail, naming the line.
+    let corrupt = images.join("images/corrupt.png");
+    std::fs::write(&corrupt, b"\x89PNG\r\n\x1a\nnope").unwrap();
+    let header: Vec<&str> = lines[0].split(',').collect();
+    let vf = header.iter().position(|h| *h == "volume_fraction").unwrap();
+    let mut cells: Vec<String> = lines[3].split(',').map(str::to_string).collect();
+    cells[vf] = "lots".into();
+    let mut l: Vec<String> = lines.iter().map(|s| s.to_string()).collect();
+    l[1] = l[1].replacen(first_file, "images/corrupt.png", 1);
+    l[3] = cells.join(",");
+    let bad_manifest = images.join("bad.csv");
+    std::fs::write(&bad_manifest, l.join("\n") + "\n").unwrap();
+    let cfg_bad = config(dir.path(), &bad_manifest, "epochs = 2");
+    let o = run(&["check", s(&cfg_bad), "--json"]);
+    assert!(!o.status.success());
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["ok"], false);
+    let errors = r["errors"].to_string();
+    assert!(errors.contains("line 2") && errors.contains("corrupt.png"), "{errors}");
+    assert!(errors.contains("line 4") && errors.contains("lots"), "{errors}");
+}
+
+/// `furcate extract` on a config without heads writes the manifest's labels
+/// beside the features; `--images` extracts a folder without `[data]`.
+#[test]
+fn extract_without_heads_carries_the_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dataset(dir.path());
+    let cfg = dir.path().join("extract.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[data]\nmanifest = \"{}\"\nfeature_cache = \"features\"\n\n[extractor]\ntype = \"two_point\"\nsize = 32\n",
+            manifest.display()
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("f.safetensors");
+    let o = run(&["extract", s(&cfg), "--out", s(&out), "--csv"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let mut r = csv::Reader::from_path(out.with_extension("csv")).unwrap();
+    let header: Vec<String> = r.headers().unwrap().iter().map(str::to_string).collect();
+    assert_eq!(header[0], "file");
+    assert!(header.contains(&"morphology".to_string()) && header.contains(&"volume_fraction".to_string()));
+    assert!(header.iter().any(|h| h == "f0"));
+    assert_eq!(r.records().count(), 36);
+    let no_data = dir.path().join("nodata.toml");
+    std::fs::write(&no_data, "[extractor]\ntype = \"two_point\"\nsize = 32\n").unwrap();
+    let images = manifest.parent().unwrap().join("images");
+    let out2 = dir.path().join("g.safetensors");
+    let o = run(&["extract", s(&no_data), "--images", s(&images), "--out", s(&out2)]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(furcate_core::features::load_features(&out2).unwrap().features.size()[0], 36);
+}

@@ -43,7 +43,8 @@ pub struct RunConfig {
     /// `[[heads]]` may use; see [`crate::plugin`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plugins: Vec<PathBuf>,
-    /// Where the labelled images are.
+    /// Where the labelled images are (`furcate extract --images` needs none).
+    #[serde(default)]
     pub data: DataConfig,
     /// The frozen feature extractor.
     pub extractor: Box<dyn ExtractorConfig>,
@@ -51,12 +52,15 @@ pub struct RunConfig {
     /// heads fully independent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trunk: Option<TrunkConfig>,
-    /// One head per property.
-    #[serde(deserialize_with = "crate::plugin::deserialize_heads")]
+    /// One head per property (`furcate extract` needs none).
+    #[serde(default, deserialize_with = "crate::plugin::deserialize_heads")]
     pub heads: Vec<Box<dyn HeadConfig>>,
     /// Optimiser, epochs, split.
     #[serde(default)]
     pub training: TrainingConfig,
+    /// CPU threads (`[runtime] threads`).
+    #[serde(default, skip_serializing_if = "crate::runtime::RuntimeConfig::is_default")]
+    pub runtime: crate::runtime::RuntimeConfig,
     /// Pairs of a value head and a binned-class head whose agreement the
     /// evaluation reports; empty: every value head is paired with every class
     /// head whose class names are all numbers.
@@ -135,6 +139,12 @@ pub struct DataConfig {
     /// Where extracted features are cached (default: `<furcate cache>/features`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feature_cache: Option<PathBuf>,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("every data field has a default")
+    }
 }
 
 fn default_image_column() -> String {
@@ -426,6 +436,23 @@ impl LoadedConfig {
     /// Parses and checks configuration text; `path` names it in errors and
     /// anchors its relative paths.
     pub fn from_str(text: &str, path: &Path) -> Result<Self> {
+        let loaded = Self::parse(text, path)?;
+        loaded.check()?;
+        Ok(loaded)
+    }
+
+    /// Reads a configuration for feature extraction only (`furcate
+    /// extract`): `[[heads]]` may be left out, and so may `[data]` when
+    /// `with_data` is false (the images are given otherwise).
+    pub fn for_extraction(path: &Path, with_data: bool) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let loaded = Self::parse(&text, path)?;
+        combine(&loaded.path, loaded.problems_with(false, with_data))?;
+        Ok(loaded)
+    }
+
+    /// Parses configuration text without checking it.
+    fn parse(text: &str, path: &Path) -> Result<Self> {
         let prepared = plugin::prepare(text, path)?;
         let config: RunConfig = plugin::with_plugins(&prepared, || toml::from_str(text)).map_err(|e| {
             let mut message = toml_message(&e);
@@ -434,10 +461,7 @@ impl LoadedConfig {
             }
             Error::config(path, message)
         })?;
-        let loaded =
-            LoadedConfig { config, path: path.to_path_buf(), text: text.to_string(), plugins: prepared.set };
-        loaded.check()?;
-        Ok(loaded)
+        Ok(LoadedConfig { config, path: path.to_path_buf(), text: text.to_string(), plugins: prepared.set })
     }
 
     /// The folder relative paths are taken from.
@@ -490,15 +514,29 @@ impl LoadedConfig {
         }
     }
 
+    /// All of [`LoadedConfig::problems`] as one error.
     fn check(&self) -> Result<()> {
+        combine(&self.path, self.problems())
+    }
+
+    /// Every problem of the configuration (empty when it is valid), each
+    /// naming its line where one is known.
+    pub fn problems(&self) -> Vec<Error> {
+        self.problems_with(true, true)
+    }
+
+    /// [`LoadedConfig::problems`], leaving out a missing `[[heads]]` unless
+    /// `heads`, and a missing `[data]` source unless `data`.
+    fn problems_with(&self, heads: bool, data: bool) -> Vec<Error> {
+        let mut errors = Vec::new();
         let c = &self.config;
-        if c.heads.is_empty() {
-            return Err(Error::config(&self.path, "no [[heads]]: declare at least one head"));
+        if heads && c.heads.is_empty() {
+            errors.push(Error::config(&self.path, "no [[heads]]: declare at least one head"));
         }
         let mut names = BTreeSet::new();
         for h in &c.heads {
             if !names.insert(h.name()) {
-                return Err(self.error_at_nth(
+                errors.push(self.error_at_nth(
                     &format!("\"{}\"", h.name()),
                     1,
                     format!("duplicate head name `{}`: head names must be unique", h.name()),
@@ -506,51 +544,51 @@ impl LoadedConfig {
             }
         }
         match (&c.data.manifest, &c.data.folders) {
-            (None, None) => {
-                return Err(self.error_at("[data]", "[data] needs `manifest` (a CSV) or `folders`"))
+            (None, None) if data => {
+                errors.push(self.error_at("[data]", "[data] needs `manifest` (a CSV) or `folders`"))
             }
             (Some(_), Some(_)) => {
-                return Err(self.error_at("[data]", "[data] takes `manifest` or `folders`, not both"))
+                errors.push(self.error_at("[data]", "[data] takes `manifest` or `folders`, not both"))
             }
             _ => {}
         }
         let t = &c.training;
         if !(t.test_fraction > 0.0 && t.test_fraction < 1.0) {
-            return Err(self.error_at("test_fraction", "training.test_fraction must be in (0, 1)"));
+            errors.push(self.error_at("test_fraction", "training.test_fraction must be in (0, 1)"));
         }
         if t.validation_fraction.is_some_and(|v| !(0.0..1.0).contains(&v)) {
-            return Err(
+            errors.push(
                 self.error_at("validation_fraction", "training.validation_fraction must be in [0, 1)")
             );
         }
         if !(t.learning_rate > 0.0 && t.learning_rate.is_finite()) {
-            return Err(self.error_at("learning_rate", "training.learning_rate must be positive"));
+            errors.push(self.error_at("learning_rate", "training.learning_rate must be positive"));
         }
         if t.folds.is_some_and(|k| k < 2) {
-            return Err(self.error_at_key("folds", 0, "training.folds must be at least 2"));
+            errors.push(self.error_at_key("folds", 0, "training.folds must be at least 2"));
         }
         if t.epochs == 0 {
-            return Err(self.error_at("epochs", "training.epochs must be at least 1"));
+            errors.push(self.error_at("epochs", "training.epochs must be at least 1"));
         }
         if t.patience.is_some() && t.validation_fraction == Some(0.0) {
-            return Err(self.error_at(
+            errors.push(self.error_at(
                 "patience",
                 "training.patience needs a validation part: set training.validation_fraction",
             ));
         }
         for (i, v) in t.weight_decay.values().iter().enumerate() {
             if !(v.is_finite() && *v >= 0.0) {
-                return Err(self.error_at(
+                errors.push(self.error_at(
                     "weight_decay",
                     format!("training.weight_decay[{i}] = {v}: every value must be finite and >= 0"),
                 ));
             }
         }
         if matches!(&t.weight_decay, WeightDecay::Grid(g) if g.is_empty()) {
-            return Err(self.error_at("weight_decay", "training.weight_decay = []: list at least one value"));
+            errors.push(self.error_at("weight_decay", "training.weight_decay = []: list at least one value"));
         }
         if t.optimizer == OptimizerKind::Lbfgs && t.batch_size > 0 {
-            return Err(self.error_at(
+            errors.push(self.error_at(
                 "batch_size",
                 format!(
                     "training.batch_size = {}: optimizer = \"lbfgs\" is full-batch; remove batch_size \
@@ -560,16 +598,21 @@ impl LoadedConfig {
             ));
         }
         if t.lbfgs.history_size == 0 {
-            return Err(self.error_at("history_size", "training.lbfgs.history_size must be at least 1"));
+            errors.push(self.error_at("history_size", "training.lbfgs.history_size must be at least 1"));
         }
         c.extractor.validate().map_err(|e| {
             let needle =
                 if section_has(&self.text, "[extractor]", "taps") { "taps" } else { "trainable_stages" };
             self.error_at_key(needle, 0, e)
-        })?;
-        self.check_taps()?;
+        })
+        .err()
+        .into_iter()
+        .for_each(|e| errors.push(e));
+        if let Err(e) = self.check_taps() {
+            errors.push(e);
+        }
         if t.standardise() && c.extractor.trainable_stages() > 0 {
-            return Err(self.error_at(
+            errors.push(self.error_at(
                 "standardise_features",
                 format!(
                     "training.standardise_features cannot be used with extractor.trainable_stages = {}: \
@@ -578,10 +621,13 @@ impl LoadedConfig {
                 ),
             ));
         }
-        if c.extractor.input_size() < 32 {
-            return Err(self.error_at("size", "extractor.size must be at least 32"));
+        if c.runtime.threads == Some(0) {
+            errors.push(self.error_at_key("threads", 0, "runtime.threads must be at least 1"));
         }
-        Ok(())
+        if c.extractor.input_size() < 32 {
+            errors.push(self.error_at("size", "extractor.size must be at least 32"));
+        }
+        errors
     }
 }
 
@@ -628,6 +674,21 @@ impl LoadedConfig {
         }
         Ok(())
     }
+}
+
+/// No error for no `errors`, the error for one, one error listing them for more.
+fn combine(path: &Path, mut errors: Vec<Error>) -> Result<()> {
+    if errors.len() <= 1 {
+        return errors.pop().map_or(Ok(()), Err);
+    }
+    let lines: Vec<String> = errors
+        .iter()
+        .map(|e| match e {
+            Error::Config { message, .. } => message.clone(),
+            other => other.to_string(),
+        })
+        .collect();
+    Err(Error::config(path, format!("{} problems:\n  {}", lines.len(), lines.join("\n  "))))
 }
 
 /// Whether the table `header` of `text` has a line starting with `key`.

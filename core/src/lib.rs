@@ -9,6 +9,7 @@
 //! ([`extractor::ExtractorConfig`], [`head::HeadConfig`]).
 #![deny(missing_docs)]
 
+pub mod check;
 pub mod config;
 pub mod data;
 pub mod error;

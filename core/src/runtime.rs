@@ -225,13 +225,41 @@ mod nvml {
     }
 }
 
+/// `[runtime]` of a run configuration.
+///
+/// ```toml
+/// [runtime]
+/// threads = 4     # CPU threads for libtorch and furcate's own parallel work
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// CPU threads (default: `--threads`, `FURCATE_THREADS`, else the cores
+    /// this process may use). `--threads` and `FURCATE_THREADS` win over it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
+}
+
+impl RuntimeConfig {
+    /// Whether nothing is set (the table is then left out of resolved configs).
+    pub fn is_default(&self) -> bool {
+        self == &RuntimeConfig::default()
+    }
+}
+
+/// Threads set by `--threads` or `FURCATE_THREADS` (they win over a config's).
+static EXPLICIT_THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+static INTEROP: std::sync::Once = std::sync::Once::new();
+
 /// Sets the CPU threads of libtorch (intra-op `n`, inter-op 1) and of
 /// rayon's global pool (image decoding, the synthetic generator) to `n`,
 /// else to `FURCATE_THREADS`, else to the cores this process may use
 /// (`std::thread::available_parallelism`, which honours CPU affinity and
 /// cgroup quotas, so several processes pinned to shared cores do not each
 /// start one thread per core of the machine). Call it once, before any
-/// parallel work; returns the count.
+/// parallel work; returns the count. A count given here or by
+/// `FURCATE_THREADS` wins over a config's `[runtime] threads`
+/// ([`apply_config_threads`]).
 pub fn set_threads(n: Option<usize>) -> Result<usize> {
     let from_env = match std::env::var("FURCATE_THREADS") {
         Ok(v) => Some(v.trim().parse::<usize>().map_err(|_| {
@@ -239,14 +267,35 @@ pub fn set_threads(n: Option<usize>) -> Result<usize> {
         })?),
         Err(_) => None,
     };
-    let n = n.or(from_env).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    if n == 0 {
+    let explicit = n.or(from_env);
+    if explicit == Some(0) {
         return Err(Error::Invalid("--threads 0: use at least 1 thread".into()));
     }
-    let n_i32 = i32::try_from(n).unwrap_or(i32::MAX);
-    tch::set_num_threads(n_i32);
-    tch::set_num_interop_threads(1);
-    // Fails only when the global pool already exists; it then keeps its size.
-    let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+    if let Some(n) = explicit {
+        let _ = EXPLICIT_THREADS.set(n);
+    }
+    let n = explicit.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    apply(n, explicit.is_some());
     Ok(n)
+}
+
+/// Applies a config's `[runtime] threads`, unless `--threads` or
+/// `FURCATE_THREADS` set the count. rayon's pool takes it when it is not
+/// running yet (it starts at the first parallel work).
+pub fn apply_config_threads(runtime: &RuntimeConfig) {
+    if EXPLICIT_THREADS.get().is_none() {
+        if let Some(n) = runtime.threads.filter(|n| *n > 0) {
+            apply(n, true);
+        }
+    }
+}
+
+fn apply(n: usize, rayon_too: bool) {
+    tch::set_num_threads(i32::try_from(n).unwrap_or(i32::MAX));
+    // libtorch refuses a second inter-op setting: once per process.
+    INTEROP.call_once(|| tch::set_num_interop_threads(1));
+    if rayon_too {
+        // Fails only when the global pool already exists; it then keeps its size.
+        let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+    }
 }

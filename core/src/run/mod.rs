@@ -221,7 +221,7 @@ pub struct RunSummary {
 }
 
 /// The columns of the heads that stratify the split (the discrete ones).
-fn strata(config: &RunConfig, data: &Dataset) -> Result<Vec<String>> {
+pub(crate) fn strata(config: &RunConfig, data: &Dataset) -> Result<Vec<String>> {
     let mut cols = Vec::new();
     for h in &config.heads {
         if h.stratify() {
@@ -234,7 +234,7 @@ fn strata(config: &RunConfig, data: &Dataset) -> Result<Vec<String>> {
 }
 
 /// Checks that every head's column is in the data, naming the head's TOML line if not.
-fn check_columns(cfg: &LoadedConfig, data: &Dataset) -> Result<()> {
+pub(crate) fn check_columns(cfg: &LoadedConfig, data: &Dataset) -> Result<()> {
     for h in &cfg.config.heads {
         if !data.columns.contains_key(h.column()) {
             return Err(cfg.error_at(
@@ -387,7 +387,7 @@ pub fn build_model_routed(
 }
 
 /// Encodes every head's labels for the rows of `data`.
-fn encode(
+pub(crate) fn encode(
     model: &MultiHeadModel,
     config: &RunConfig,
     data: &Dataset,
@@ -601,6 +601,7 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
             ),
         ));
     }
+    crate::runtime::apply_config_threads(&c.runtime);
     let data = Dataset::load(&c.data, &cfg.dir())?;
     check_columns(cfg, &data)?;
     let extractor = c.extractor.build(&cfg.build_context())?;
@@ -854,6 +855,7 @@ impl SavedRun {
         let config = LoadedConfig::from_str(&state.config, &state.config_dir.join("config.toml"))
             .map_err(|e| Error::data(&state_file, format!("its config: {e}")))?;
         crate::plugin::verify_loaded(&state.plugins, &config.plugins, &state_file)?;
+        crate::runtime::apply_config_threads(&config.config.runtime);
         let states: Vec<HeadState> = state.heads.iter().map(|(_, s)| s.clone()).collect();
         // A fine-tuned run's tail is built from the extractor, then gets its
         // trained values from the checkpoint like every other variable.
@@ -954,14 +956,26 @@ pub fn extract(
     progress: &mut dyn Progress,
 ) -> Result<(Dataset, Tensor, HashMap<String, String>)> {
     let data = Dataset::load(&cfg.config.data, &cfg.dir())?;
+    let (features, meta) = extract_from(cfg, &data, progress)?;
+    Ok((data, features, meta))
+}
+
+/// Extracts the features of the images of `data` with `cfg`'s extractor,
+/// through the feature cache; returns them with the metadata of a features file.
+pub fn extract_from(
+    cfg: &LoadedConfig,
+    data: &Dataset,
+    progress: &mut dyn Progress,
+) -> Result<(Tensor, HashMap<String, String>)> {
+    crate::runtime::apply_config_threads(&cfg.config.runtime);
     let extractor = cfg.config.extractor.build(&cfg.build_context())?;
-    let features = features_for(cfg, extractor.as_ref(), &data, progress)?.features;
+    let features = features_for(cfg, extractor.as_ref(), data, progress)?.features;
     let mut meta = HashMap::new();
     meta.insert("extractor".into(), serde_json::to_string(&cfg.config.extractor).unwrap_or_default());
     if let Some(sha) = extractor.weights_sha256() {
         meta.insert("weights_sha256".into(), sha);
     }
-    Ok((data, features.to_kind(Kind::Float), meta))
+    Ok((features.to_kind(Kind::Float), meta))
 }
 
 /// Plain text lines saying which taps each head reads and its weight decay

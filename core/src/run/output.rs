@@ -160,3 +160,32 @@ pub fn predictions_csv_with(
     let bytes = w.into_inner().map_err(|e| Error::Invalid(e.to_string()))?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
+
+/// The CSV of `furcate extract --csv`: `file`, the data's label columns
+/// (a manifest's columns besides the image column, in its order of names),
+/// then `f0,f1,...`.
+///
+/// # Shapes
+/// `features`: `[N, D]`, one row per image of `data`.
+pub fn features_csv(data: &Dataset, features: &Tensor) -> Result<String> {
+    let (n, d) = (features.size()[0], features.size()[1]);
+    if n as usize != data.len() {
+        return Err(Error::Invalid(format!("{n} feature rows for {} images", data.len())));
+    }
+    let values = Vec::<f32>::try_from(features.to_kind(tch::Kind::Float).reshape([-1]))
+        .map_err(|e| Error::Torch(e.to_string()))?;
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let err = |e: csv::Error| Error::Invalid(e.to_string());
+    let mut header = vec!["file".to_string()];
+    header.extend(data.columns.keys().cloned());
+    header.extend((0..d).map(|j| format!("f{j}")));
+    w.write_record(&header).map_err(err)?;
+    for (i, name) in data.names.iter().enumerate() {
+        let mut row = vec![name.clone()];
+        row.extend(data.columns.values().map(|c| c[i].clone().unwrap_or_default()));
+        row.extend(values[i * d as usize..(i + 1) * d as usize].iter().map(|v| v.to_string()));
+        w.write_record(&row).map_err(err)?;
+    }
+    let bytes = w.into_inner().map_err(|e| Error::Invalid(e.to_string()))?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
