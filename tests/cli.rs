@@ -720,7 +720,7 @@ fn extract_without_heads_carries_the_labels() {
     std::fs::write(
         &cfg,
         format!(
-            "[data]\nmanifest = \"{}\"\nfeature_cache = \"features\"\n\n[extractor]\ntype = \"two_point\"\nsize = 32\n",
+            "[data]\nmanifest = \"{}\"\nfeature_cache = \"features\"\n\n[extractor]\ntype = \"two_point\"\nsize = 32\nwindow = 4\n",
             manifest.display()
         ),
     )
@@ -735,7 +735,7 @@ fn extract_without_heads_carries_the_labels() {
     assert!(header.iter().any(|h| h == "f0"));
     assert_eq!(r.records().count(), 36);
     let no_data = dir.path().join("nodata.toml");
-    std::fs::write(&no_data, "[extractor]\ntype = \"two_point\"\nsize = 32\n").unwrap();
+    std::fs::write(&no_data, "[extractor]\ntype = \"two_point\"\nsize = 32\nwindow = 4\n").unwrap();
     let images = manifest.parent().unwrap().join("images");
     let out2 = dir.path().join("g.safetensors");
     let o = run(&["extract", s(&no_data), "--images", s(&images), "--out", s(&out2)]);
