@@ -644,7 +644,10 @@ fn check_validates_config_and_data_without_training() {
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON document");
     assert_eq!(r["ok"], true);
     assert_eq!(r["images"], 36);
-    assert_eq!(r["image_kinds"], serde_json::json!([{"width": 32, "height": 32, "bit_depth": 8, "channels": 1, "count": 36}]));
+    assert_eq!(
+        r["image_kinds"],
+        serde_json::json!([{"width": 32, "height": 32, "bit_depth": 8, "channels": 1, "count": 36}])
+    );
     let morph = &r["heads"][0];
     assert_eq!(morph["head"], "morphology");
     let classes = morph["classes"].as_array().unwrap();
@@ -668,7 +671,11 @@ fn check_validates_config_and_data_without_training() {
     let first_file = lines[1].split(',').next().unwrap();
     let images = manifest.parent().unwrap();
     std::fs::copy(images.join(first_file), images.join("images/copy.png")).unwrap();
-    let dup = format!("{base}{}\n{}\n", lines[1], lines[2].replacen(lines[2].split(',').next().unwrap(), "images/copy.png", 1));
+    let dup = format!(
+        "{base}{}\n{}\n",
+        lines[1],
+        lines[2].replacen(lines[2].split(',').next().unwrap(), "images/copy.png", 1)
+    );
     let dup_manifest = images.join("dup.csv");
     std::fs::write(&dup_manifest, &dup).unwrap();
     let cfg_dup = config(dir.path(), &dup_manifest, "epochs = 2");
@@ -676,7 +683,8 @@ fn check_validates_config_and_data_without_training() {
     assert!(o.status.success(), "{}", text(&o));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let dups = r["duplicates"].as_array().unwrap();
-    let find = |kind: &str| dups.iter().find(|d| d["kind"] == kind).unwrap_or_else(|| panic!("{kind}: {dups:?}"));
+    let find =
+        |kind: &str| dups.iter().find(|d| d["kind"] == kind).unwrap_or_else(|| panic!("{kind}: {dups:?}"));
     assert!(find("same file")["first"].as_str().unwrap().starts_with("line 2 "));
     assert!(find("same file")["second"].as_str().unwrap().starts_with("line 38 "));
     assert!(find("same pixels")["second"].as_str().unwrap().contains("copy.png"));

@@ -222,7 +222,9 @@ fn images(data: &Dataset, r: &mut CheckReport) {
             Ok((kind, pixels)) => {
                 *kinds.entry(ImageKind { count: 0, ..kind.clone() }).or_default() += 1;
                 if let Some(&j) = seen_pixels.get(pixels.as_str()) {
-                    if std::fs::canonicalize(&data.files[i]).ok() != std::fs::canonicalize(&data.files[j]).ok() {
+                    if std::fs::canonicalize(&data.files[i]).ok()
+                        != std::fs::canonicalize(&data.files[j]).ok()
+                    {
                         r.duplicates.push(Duplicate {
                             kind: "same pixels".into(),
                             first: row(data, j),
@@ -241,9 +243,11 @@ fn images(data: &Dataset, r: &mut CheckReport) {
     for (i, f) in data.files.iter().enumerate() {
         let key = std::fs::canonicalize(f).unwrap_or_else(|_| f.clone());
         match seen_files.get(&key) {
-            Some(&j) => {
-                r.duplicates.push(Duplicate { kind: "same file".into(), first: row(data, j), second: row(data, i) })
-            }
+            Some(&j) => r.duplicates.push(Duplicate {
+                kind: "same file".into(),
+                first: row(data, j),
+                second: row(data, i),
+            }),
             None => {
                 seen_files.insert(key, i);
             }
@@ -316,9 +320,17 @@ impl CheckReport {
         use std::fmt::Write as _;
         let mut s = format!("config: {}\nimages: {}\n", self.config.display(), self.images);
         if !self.image_kinds.is_empty() {
-            let _ = writeln!(s, "{:>8} {:>8} {:>10} {:>9} {:>8}", "width", "height", "bit depth", "channels", "images");
+            let _ = writeln!(
+                s,
+                "{:>8} {:>8} {:>10} {:>9} {:>8}",
+                "width", "height", "bit depth", "channels", "images"
+            );
             for k in &self.image_kinds {
-                let _ = writeln!(s, "{:>8} {:>8} {:>10} {:>9} {:>8}", k.width, k.height, k.bit_depth, k.channels, k.count);
+                let _ = writeln!(
+                    s,
+                    "{:>8} {:>8} {:>10} {:>9} {:>8}",
+                    k.width, k.height, k.bit_depth, k.channels, k.count
+                );
             }
         }
         for h in &self.heads {
@@ -350,7 +362,11 @@ impl CheckReport {
         for e in &self.errors {
             let _ = writeln!(s, "error: {e}");
         }
-        let _ = writeln!(s, "{}", if self.ok { "ok: training would start" } else { "not ok: training would not start" });
+        let _ = writeln!(
+            s,
+            "{}",
+            if self.ok { "ok: training would start" } else { "not ok: training would not start" }
+        );
         s
     }
 }

@@ -557,9 +557,8 @@ impl LoadedConfig {
             errors.push(self.error_at("test_fraction", "training.test_fraction must be in (0, 1)"));
         }
         if t.validation_fraction.is_some_and(|v| !(0.0..1.0).contains(&v)) {
-            errors.push(
-                self.error_at("validation_fraction", "training.validation_fraction must be in [0, 1)")
-            );
+            errors
+                .push(self.error_at("validation_fraction", "training.validation_fraction must be in [0, 1)"));
         }
         if !(t.learning_rate > 0.0 && t.learning_rate.is_finite()) {
             errors.push(self.error_at("learning_rate", "training.learning_rate must be positive"));
@@ -600,14 +599,16 @@ impl LoadedConfig {
         if t.lbfgs.history_size == 0 {
             errors.push(self.error_at("history_size", "training.lbfgs.history_size must be at least 1"));
         }
-        c.extractor.validate().map_err(|e| {
-            let needle =
-                if section_has(&self.text, "[extractor]", "taps") { "taps" } else { "trainable_stages" };
-            self.error_at_key(needle, 0, e)
-        })
-        .err()
-        .into_iter()
-        .for_each(|e| errors.push(e));
+        c.extractor
+            .validate()
+            .map_err(|e| {
+                let needle =
+                    if section_has(&self.text, "[extractor]", "taps") { "taps" } else { "trainable_stages" };
+                self.error_at_key(needle, 0, e)
+            })
+            .err()
+            .into_iter()
+            .for_each(|e| errors.push(e));
         if let Err(e) = self.check_taps() {
             errors.push(e);
         }
