@@ -221,8 +221,11 @@ pub struct PointResult {
     /// Feature cache use, when the point was trained now (`None`: read back).
     pub cache: Option<CacheStats>,
     /// With cross-validation: per fold, its heads' scores and cumulative error.
-    pub folds: Vec<(Vec<HeadResult>, Option<f64>)>,
+    pub folds: Vec<FoldScores>,
 }
+
+/// One fold's heads' scores and cumulative error.
+pub type FoldScores = (Vec<HeadResult>, Option<f64>);
 
 /// What [`Experiment::run`] wrote.
 #[derive(Debug)]
@@ -771,7 +774,7 @@ pub fn results_csv(results: &[PointResult]) -> Result<String> {
 fn values(
     points: &[&PointResult],
     of_point: &dyn Fn(&PointResult) -> Option<f64>,
-    of_fold: &dyn Fn(&(Vec<HeadResult>, Option<f64>)) -> Option<f64>,
+    of_fold: &dyn Fn(&FoldScores) -> Option<f64>,
 ) -> Vec<f64> {
     let mut out = Vec::new();
     for p in points {

@@ -32,8 +32,11 @@ pub struct PredictionTable {
     pub predictions: Vec<Vec<Prediction>>,
     /// Per head: its classes and, per image, one probability per class
     /// (`None`: a value head, or a head that does not tell them).
-    pub probabilities: Vec<Option<(Vec<String>, Vec<Vec<f64>>)>>,
+    pub probabilities: Vec<Option<ClassProbabilities>>,
 }
+
+/// A head's classes and, per image, one probability per class.
+pub type ClassProbabilities = (Vec<String>, Vec<Vec<f64>>);
 
 impl PredictionTable {
     /// Runs `model` on `features` (already standardised) in evaluation mode.
