@@ -198,6 +198,8 @@ impl Problem<'_> {
         warm: &mut Vec<Option<nn::VarStore>>,
     ) -> Result<Vec<(f64, String, f64)>> {
         let mut sums = vec![(0.0, String::new(), 0.0); heads.len()];
+        let training =
+            &TrainingConfig { epochs: training.epochs.min(SELECTION_ITERATIONS), ..training.clone() };
         for (p, (fit, score)) in plan.iter().enumerate() {
             tch::manual_seed(training.seed as i64);
             let mut vs = nn::VarStore::new(self.device);
