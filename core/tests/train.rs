@@ -329,6 +329,40 @@ fn lbfgs_reaches_torchs_logistic_regression_optimum() {
     assert!(last.grad_max < 1e-4, "gradient {:e}", last.grad_max);
 }
 
+/// A badly scaled objective (one stiff coordinate at curvature 1e-6, many
+/// almost flat ones) whose gradient is small: the first, steepest-descent
+/// step changes the objective by less than `tolerance_change`, which must not
+/// count as convergence (a restart from a snapshot, or the final solve from
+/// the chosen candidate, starts that way); the curvature pair it makes
+/// scales the next step, which reaches the optimum.
+#[test]
+fn lbfgs_does_not_stop_after_its_short_first_step() {
+    let mut c = vec![1e-12f64; 1000];
+    c[0] = 1e-6;
+    let c = Tensor::from_slice(&c);
+    let x = Tensor::zeros([1000], (Kind::Double, Device::Cpu)).set_requires_grad(true);
+    let mut f = || -> furcate_core::Result<f64> {
+        zero_grads(&[&x]);
+        let loss = (&c * (&x - 1.0).square()).sum(Kind::Double) * 0.5;
+        loss.backward();
+        Ok(loss.double_value(&[]))
+    };
+    let mut opt = Lbfgs::new(vec![x.shallow_clone()], 1.0, LbfgsConfig::default());
+    let first = opt.iterate(&mut f).unwrap();
+    assert!(first.grad_max > 1e-7, "the start is not converged: {first:?}");
+    assert_eq!(first.converged, None, "{first:?}");
+    let mut last = first;
+    for _ in 0..50 {
+        last = opt.iterate(&mut f).unwrap();
+        if last.converged.is_some() {
+            break;
+        }
+    }
+    assert_eq!(last.converged, Some(Convergence::Gradient), "{last:?}");
+    let x0 = x.double_value(&[0]);
+    assert!((x0 - 1.0).abs() < 0.1, "the stiff coordinate is at {x0}");
+}
+
 #[test]
 fn lbfgs_solves_rosenbrock() {
     let xy = Tensor::from_slice(&[-1.2f64, 1.0]).set_requires_grad(true);
