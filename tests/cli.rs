@@ -465,12 +465,20 @@ fn large_12_bit_micrographs_with_a_data_bar_crop_tile_and_predict_porosity() {
     let images = dir.path().join("images");
     let train = common::large_micrographs(&images, 12, 384, 11);
     let manifest = dir.path().join("m.csv");
-    write_manifest(&manifest, "file,porosity", &train.iter().map(|(f, p)| format!("images/{f},{p}")).collect::<Vec<_>>());
+    write_manifest(
+        &manifest,
+        "file,porosity",
+        &train.iter().map(|(f, p)| format!("images/{f},{p}")).collect::<Vec<_>>(),
+    );
     let cfg = real_config(dir.path(), &manifest, "");
     let out = dir.path().join("run");
     let o = run(&["train", s(&cfg), "--out", s(&out), "--no-report"]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("data: 12 images -> 108 tiles; intensity auto (bit depths: 12-bit x 12)"), "{}", text(&o));
+    assert!(
+        text(&o).contains("data: 12 images -> 108 tiles; intensity auto (bit depths: 12-bit x 12)"),
+        "{}",
+        text(&o)
+    );
     let metrics: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
     assert_eq!(metrics["data"]["bit_depths"]["12-bit"], 12);
@@ -492,7 +500,8 @@ fn large_12_bit_micrographs_with_a_data_bar_crop_tile_and_predict_porosity() {
     // No tile of a test image was trained on: the split is by image.
     let state: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("checkpoint/state.json")).unwrap()).unwrap();
-    let test: Vec<u64> = state["split"]["test"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    let test: Vec<u64> =
+        state["split"]["test"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
     assert_eq!(test.len(), 3);
     assert!(state["split"]["train"].as_array().unwrap().iter().all(|v| !test.contains(&v.as_u64().unwrap())));
 
@@ -515,7 +524,11 @@ fn large_12_bit_micrographs_with_a_data_bar_crop_tile_and_predict_porosity() {
     let tiny = dir.path().join("tiny.png");
     image::GrayImage::from_pixel(8, 8, image::Luma([0])).save(&tiny).unwrap();
     let o = run(&["predict", s(&out), s(&tiny)]);
-    assert!(!o.status.success() && text(&o).contains("tiny.png") && text(&o).contains("8 x 8"), "{}", text(&o));
+    assert!(
+        !o.status.success() && text(&o).contains("tiny.png") && text(&o).contains("8 x 8"),
+        "{}",
+        text(&o)
+    );
     assert!(!text(&o).contains("panicked"), "{}", text(&o));
 }
 
@@ -538,7 +551,8 @@ fn real_micrograph_errors_name_the_file_or_line() {
     };
     // A crop larger than the image names the file and its size.
     let cfg = real_config(dir.path(), &manifest, "");
-    std::fs::write(&cfg, std::fs::read_to_string(&cfg).unwrap().replace("bottom = 32", "bottom = 300")).unwrap();
+    std::fs::write(&cfg, std::fs::read_to_string(&cfg).unwrap().replace("bottom = 32", "bottom = 300"))
+        .unwrap();
     check(&cfg, &[&set[0].0, "256 x 288"]);
     // A non-positive pixel size names the manifest line (the header is line 1).
     let mut bad = rows.clone();

@@ -221,13 +221,15 @@ fn twelve_bit_tiff_reads_like_the_eight_bit_image() {
     assert_eq!((depths.get("8-bit"), depths.get("12-bit")), (Some(&1), Some(&1)), "{depths:?}");
     assert!(plan.names[1].contains("#intbit_depth"), "{}", plan.names[1]);
     // Features too: two_point on both images, through the run's feature stage.
-    let text = "[data]\nmanifest = \"m.csv\"\nfeature_cache = \"features\"\n[extractor]\ntype = \"two_point\"\n\
+    let text =
+        "[data]\nmanifest = \"m.csv\"\nfeature_cache = \"features\"\n[extractor]\ntype = \"two_point\"\n\
                 size = 32\nwindow = 4\n[[heads]]\ntype = \"regression\"\nname = \"porosity\"\n";
     let cfg = LoadedConfig::from_str(text, &dir.path().join("run.toml")).unwrap();
     let extractor = cfg.config.extractor.build(&cfg.build_context()).unwrap();
-    let f = furcate_core::run::features_for(&cfg, extractor.as_ref(), &set, &mut furcate_core::progress::Silent)
-        .unwrap()
-        .features;
+    let f =
+        furcate_core::run::features_for(&cfg, extractor.as_ref(), &set, &mut furcate_core::progress::Silent)
+            .unwrap()
+            .features;
     let d = (f.get(0) - f.get(1)).abs().max().double_value(&[]);
     assert!(d < 0.02, "two_point features differ by {d}");
     assert!(bit_depth_for(4095.0) == 12 && bit_depth_for(4096.0) == 14);
@@ -248,7 +250,12 @@ fn tiff_tags_and_percentiles_set_the_range() {
     }
     let set = manifest(dir.path(), &["tagged.tif,0.5"], "file,porosity");
     let p = pixels(&data_config(""), &set, 64);
-    assert!((p[0][1000] - 1.0).abs() < 1e-6 && (p[0][500] - 0.5).abs() < 1e-6, "{} {}", p[0][1000], p[0][500]);
+    assert!(
+        (p[0][1000] - 1.0).abs() < 1e-6 && (p[0][500] - 0.5).abs() < 1e-6,
+        "{} {}",
+        p[0][1000],
+        p[0][500]
+    );
     // percentile: the 0.5 and 99.5 % of 0..=1000 stretch to 0 and 1, clipped.
     let p = pixels(&data_config("intensity = \"percentile\""), &set, 64);
     assert!(p[0].iter().all(|v| (0.0..=1.0).contains(v)));
@@ -287,7 +294,10 @@ fn tile_grid_is_centred_and_drops_partial_tiles() {
     let xs: Vec<u32> = t.grid(250, 100).unwrap().iter().map(|r| r.x).collect();
     assert_eq!(xs, [0, 50, 100, 150]);
     assert!(t.grid(99, 300).unwrap_err().contains("99 x 300"));
-    assert_eq!(Crop { bottom: 10, ..Crop::default() }.apply(50, 40).unwrap(), Rect { x: 0, y: 0, width: 50, height: 30 });
+    assert_eq!(
+        Crop { bottom: 10, ..Crop::default() }.apply(50, 40).unwrap(),
+        Rect { x: 0, y: 0, width: 50, height: 30 }
+    );
 }
 
 #[test]
@@ -309,7 +319,11 @@ fn split_by_image_never_by_tile() {
     assert_eq!((rows_set.len(), row_strata.len()), (150, 150));
     let test_images: std::collections::BTreeSet<usize> = parts.test.iter().copied().collect();
     for &r in row_parts.train.iter().chain(&row_parts.val) {
-        assert!(!test_images.contains(&plan.image[r]), "a tile of test image {} is trained on", plan.image[r]);
+        assert!(
+            !test_images.contains(&plan.image[r]),
+            "a tile of test image {} is trained on",
+            plan.image[r]
+        );
     }
     assert_eq!(row_parts.test.len(), parts.test.len() * 15, "every tile of a test image is tested");
     for &r in &row_parts.test {
@@ -386,7 +400,10 @@ fn tiles_aggregate_by_mean_value_and_mean_probability() {
     let Prediction::Value { value, std: None } = p else { panic!("{p:?}") };
     assert!((value - 0.5).abs() < 1e-12);
     let hand = ((0.09 + 0.01 + 0.16) / 3.0f64).sqrt();
-    assert_eq!(format!("{spread:?}"), format!("{:?}", furcate_core::run::aggregate::Spread::TileStd(mean_std(&[0.2, 0.4, 0.9]).1)));
+    assert_eq!(
+        format!("{spread:?}"),
+        format!("{:?}", furcate_core::run::aggregate::Spread::TileStd(mean_std(&[0.2, 0.4, 0.9]).1))
+    );
     assert!((mean_std(&[0.2, 0.4, 0.9]).1 - hand).abs() < 1e-12);
     // Classes: tile probabilities (a, b) = (0.9, 0.1), (0.3, 0.7), (0.4, 0.6):
     // mean (1.6 / 3, 1.4 / 3) -> a, although two of three tiles say b (a

@@ -204,8 +204,7 @@ pub struct TiffTags {
 impl TiffTags {
     /// Reads the tags of the first page when `bytes` is a TIFF file; `None` otherwise.
     pub fn read(bytes: &[u8]) -> Option<TiffTags> {
-        if !(bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") || bytes.starts_with(b"II+\0"))
-        {
+        if !(bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") || bytes.starts_with(b"II+\0")) {
             return None;
         }
         let mut d = tiff::decoder::Decoder::new(std::io::Cursor::new(bytes)).ok()?;
@@ -309,7 +308,12 @@ pub struct Resolved {
 }
 
 /// The mapping of one (cropped, full-resolution) image under `mode`.
-pub fn resolve(mode: Intensity, percentile: [f64; 2], img: &DynamicImage, tags: Option<&TiffTags>) -> Resolved {
+pub fn resolve(
+    mode: Intensity,
+    percentile: [f64; 2],
+    img: &DynamicImage,
+    tags: Option<&TiffTags>,
+) -> Resolved {
     let storage = Storage::of(img.color());
     let max = max_value(img);
     let tag_bits = tags.and_then(|t| t.bits_per_sample).filter(|b| (9..16).contains(b));
@@ -325,9 +329,7 @@ pub fn resolve(mode: Intensity, percentile: [f64; 2], img: &DynamicImage, tags: 
                 let lo = tags.and_then(|t| t.min_sample).unwrap_or(0.0);
                 (hi > lo).then_some((lo, hi))
             }
-            (Storage::U16, None) => {
-                bit_depth.filter(|&b| b < 16).map(|b| (0.0, ((1u32 << b) - 1) as f64))
-            }
+            (Storage::U16, None) => bit_depth.filter(|&b| b < 16).map(|b| (0.0, ((1u32 << b) - 1) as f64)),
             _ => None,
         },
         Intensity::Percentile => {

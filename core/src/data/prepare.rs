@@ -32,8 +32,8 @@ use serde::{Deserialize, Serialize};
 
 use super::image::{decode_image, fit_image, to_pixels, Pixels};
 use super::intensity::{self, Intensity, Storage, TiffTags};
-use super::tiles::Rect;
 use super::split::Split;
+use super::tiles::Rect;
 use super::Dataset;
 use crate::config::DataConfig;
 use crate::{fsutil, Error, Result};
@@ -152,7 +152,12 @@ impl RowPlan {
     /// The data set, strata and split of the images, made per row: each row
     /// has its image's labels and stratum, and goes to its image's part (the
     /// split is by image, never by tile).
-    pub fn expand(&self, images: &Dataset, strata: Vec<String>, parts: &Split) -> (Dataset, Vec<String>, Split) {
+    pub fn expand(
+        &self,
+        images: &Dataset,
+        strata: Vec<String>,
+        parts: &Split,
+    ) -> (Dataset, Vec<String>, Split) {
         if !self.tiled {
             return (images.clone(), strata, parts.clone());
         }
@@ -237,7 +242,11 @@ impl Preprocess<'_> {
                 if let Some(t) = tile {
                     parts.push(format!("tile{},{},{}", t.x, t.y, t.width));
                 }
-                plan.names.push(if parts.is_empty() { hash.clone() } else { format!("{hash}#{}", parts.join(";")) });
+                plan.names.push(if parts.is_empty() {
+                    hash.clone()
+                } else {
+                    format!("{hash}#{}", parts.join(";"))
+                });
                 plan.image.push(i);
                 plan.tile.push(tile);
             }
@@ -274,7 +283,8 @@ impl Preprocess<'_> {
         if (c.width, c.height) != (img.width(), img.height()) {
             img = img.crop_imm(c.x, c.y, c.width, c.height);
         }
-        let resolved = intensity::resolve(self.data.intensity, self.data.percentiles, &img, info.tags.as_ref());
+        let resolved =
+            intensity::resolve(self.data.intensity, self.data.percentiles, &img, info.tags.as_ref());
         if info.scale != 1.0 {
             let (w, h) = scaled(c, info.scale);
             img = img.resize_exact(w, h, FilterType::Triangle);

@@ -49,12 +49,7 @@ impl Crop {
                 self.top, self.bottom, self.left, self.right
             ));
         }
-        Ok(Rect {
-            x: self.left,
-            y: self.top,
-            width: width - across as u32,
-            height: height - down as u32,
-        })
+        Ok(Rect { x: self.left, y: self.top, width: width - across as u32, height: height - down as u32 })
     }
 }
 

@@ -158,7 +158,8 @@ pub fn aggregate_class<'a>(
     tiles: impl Iterator<Item = &'a Prediction>,
 ) -> (Prediction, Spread) {
     let mean = mean_probabilities(probs);
-    let (k, p) = mean.iter().enumerate().fold((0, f64::NEG_INFINITY), |b, (i, &p)| if p > b.1 { (i, p) } else { b });
+    let (k, p) =
+        mean.iter().enumerate().fold((0, f64::NEG_INFINITY), |b, (i, &p)| if p > b.1 { (i, p) } else { b });
     let label = classes.get(k).cloned().unwrap_or_default();
     let (mut n, mut agree) = (0usize, 0usize);
     for t in tiles {

@@ -447,7 +447,15 @@ pub fn evaluate(
     }
     let exact_match_rate = (judged > 0).then(|| right as f64 / judged as f64);
     let consistency = consistency(config, model, predictions, data)?;
-    Ok(Evaluation { heads, cumulative_error, exact_match_rate, consistency, n: data.len(), tiles: None, data: None })
+    Ok(Evaluation {
+        heads,
+        cumulative_error,
+        exact_match_rate,
+        consistency,
+        n: data.len(),
+        tiles: None,
+        data: None,
+    })
 }
 
 /// Per-image predictions of the rows `features` (laid out by `plan`, over
@@ -556,6 +564,7 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
             targets: &all_targets,
             data: &data,
             strata: &strata,
+            groups: plan.tiled.then_some(plan.image.as_slice()),
             train: &parts.train,
             val: &parts.val,
             device,
@@ -611,8 +620,15 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
     checkpoint::save(&partial.join("checkpoint"), &vs, &state)?;
     let _ = std::fs::remove_file(partial.join("checkpoint").join("resume.safetensors"));
     fsutil::write_atomic(&partial.join("config.toml"), state.config.as_bytes())?;
-    let mut metrics =
-        metrics_json(c, &model, &evaluation, &outcome, weights_sha256.as_deref(), &image_parts, Some(&choices))?;
+    let mut metrics = metrics_json(
+        c,
+        &model,
+        &evaluation,
+        &outcome,
+        weights_sha256.as_deref(),
+        &image_parts,
+        Some(&choices),
+    )?;
     metrics["data"] = serde_json::to_value(&summary).map_err(|e| Error::Invalid(e.to_string()))?;
     fsutil::write_atomic(
         &partial.join("metrics.json"),
