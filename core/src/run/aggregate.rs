@@ -180,6 +180,9 @@ fn one_hot(classes: &[String], p: &Prediction) -> Vec<f64> {
     v
 }
 
+/// A tiled run's per-image aggregates with the rows' own outputs.
+pub type Tiled = (Aggregated, RowOutputs);
+
 /// The tiled columns of a `predictions.csv`.
 #[derive(Debug, Clone, Copy)]
 pub struct TiledRows<'a> {

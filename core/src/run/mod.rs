@@ -465,7 +465,7 @@ pub fn predict_images(
     model: &MultiHeadModel,
     features: &Tensor,
     plan: &RowPlan,
-) -> (Vec<Vec<Prediction>>, Option<(aggregate::Aggregated, aggregate::RowOutputs)>) {
+) -> (Vec<Vec<Prediction>>, Option<aggregate::Tiled>) {
     if !plan.tiled {
         return (predict_features(model, features), None);
     }
@@ -482,7 +482,7 @@ fn score_images(
     features: &Tensor,
     data: &Dataset,
     plan: &RowPlan,
-) -> Result<(Evaluation, Vec<Vec<Prediction>>, Option<(aggregate::Aggregated, aggregate::RowOutputs)>)> {
+) -> Result<(Evaluation, Vec<Vec<Prediction>>, Option<aggregate::Tiled>)> {
     let (predictions, tiled) = predict_images(model, features, plan);
     let mut evaluation = evaluate(config, model, &predictions, data)?;
     if let Some((_, rows)) = &tiled {
