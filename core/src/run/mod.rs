@@ -71,7 +71,7 @@ pub struct Evaluation {
     /// Tiled runs: the same scores per tile (the scores above are per image).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tiles: Option<Box<Evaluation>>,
-    /// How the scored images were read (set by [`SavedRun::evaluate`]).
+    /// How the scored images were read (set by [`train_run`] and [`SavedRun::evaluate`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<DataSummary>,
 }
@@ -602,7 +602,9 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
     let outcome =
         train::train_with(&model, &vs, &train_batch, val, t, &choices.decay(), &mut snapshots, progress)?;
 
-    let (evaluation, predictions, tiled) = score_images(c, &model, &test_features, &test_images, &test_plan)?;
+    let (mut evaluation, predictions, tiled) =
+        score_images(c, &model, &test_features, &test_images, &test_plan)?;
+    evaluation.data = Some(test_plan.summary(c.data.intensity));
     let state = CheckpointState {
         furcate_version: crate::VERSION.to_string(),
         config: cfg.to_toml()?,
