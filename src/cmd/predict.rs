@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use furcate_core::fsutil;
-use furcate_core::run::SavedRun;
+use furcate_core::run::{PredictOptions, SavedRun};
 
 use super::progress::Bars;
 
@@ -19,12 +19,19 @@ pub struct Args {
     /// Write the CSV here instead of standard output.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Tiled runs: after each image's row, one row per tile.
+    #[arg(long)]
+    pub tiles: bool,
+    /// The images' micrometres per pixel (needed by a run with `data.pixel_size`).
+    #[arg(long)]
+    pub pixel_size: Option<f64>,
 }
 
 /// Runs `furcate predict`.
 pub fn run(args: &Args, quiet: bool) -> Result<()> {
     let saved = SavedRun::open(&args.run)?;
-    let csv = saved.predict(&args.images, &mut Bars::new(quiet))?;
+    let opts = PredictOptions { tiles: args.tiles, pixel_size: args.pixel_size };
+    let csv = saved.predict_with(&args.images, &opts, &mut Bars::new(quiet))?;
     match &args.out {
         Some(path) => {
             fsutil::write_atomic(path, csv.as_bytes())?;

@@ -51,6 +51,7 @@ pub fn print_summary(summary: &run::RunSummary) {
         summary.cache.extracted,
         summary.cache.hits
     );
+    println!("{}", summary.data);
     print!("{}", run::format_choices(&summary.choices));
     print!("{}", run::format_table(&summary.evaluation));
     let report = summary.dir.join("report.html");

@@ -176,6 +176,17 @@ pub trait PropertyHead: Send {
         None
     }
 
+    /// Each class's probability, for heads that predict classes and can say
+    /// (`None`: only the decoded class is known). Tiled runs average these
+    /// over an image's tiles.
+    ///
+    /// # Shapes
+    /// `output`: `[N, K]` -> `[N, classes]`, `f64`, CPU.
+    fn probabilities(&self, output: &Tensor) -> Option<Tensor> {
+        let _ = output;
+        None
+    }
+
     /// The loss over the rows whose mask is set; zero (still attached to the
     /// graph) when no row has a label.
     ///

@@ -6,6 +6,7 @@
 //! renamed at the very end, so a folder named like a run is always complete;
 //! the partial folder holds the resumable snapshot that `--resume` continues.
 
+pub mod aggregate;
 pub mod checkpoint;
 pub mod choose;
 pub mod features;
@@ -18,6 +19,7 @@ use serde_json::{json, Value};
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::config::{LoadedConfig, LossWeighting, RunConfig};
+use crate::data::prepare::{DataSummary, RowPlan};
 use crate::data::{split, Dataset};
 use crate::extractor::FeatureExtractor;
 use crate::head::{HeadConfig, HeadScore, HeadState, Prediction, Targets};
@@ -66,6 +68,21 @@ pub struct Evaluation {
     pub consistency: Vec<Consistency>,
     /// Rows scored.
     pub n: usize,
+    /// Tiled runs: the same scores per tile (the scores above are per image).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tiles: Option<Box<Evaluation>>,
+    /// How the scored images were read (set by [`train_run`] and [`SavedRun::evaluate`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<DataSummary>,
+}
+
+/// Options of [`SavedRun::predict_with`].
+#[derive(Debug, Clone, Default)]
+pub struct PredictOptions {
+    /// Also write each tile's row (tiled runs).
+    pub tiles: bool,
+    /// The images' micrometres per pixel, for a run with `data.pixel_size`.
+    pub pixel_size: Option<f64>,
 }
 
 /// How a value head's predictions, rounded to the nearest class centre, agree
@@ -206,6 +223,8 @@ pub struct RunSummary {
     pub cache: crate::features::CacheStats,
     /// The taps and weight decays chosen.
     pub choices: choose::Choices,
+    /// How the images were read.
+    pub data: DataSummary,
 }
 
 /// The columns of the heads that stratify the split (the discrete ones).
@@ -428,7 +447,49 @@ pub fn evaluate(
     }
     let exact_match_rate = (judged > 0).then(|| right as f64 / judged as f64);
     let consistency = consistency(config, model, predictions, data)?;
-    Ok(Evaluation { heads, cumulative_error, exact_match_rate, consistency, n: data.len() })
+    Ok(Evaluation {
+        heads,
+        cumulative_error,
+        exact_match_rate,
+        consistency,
+        n: data.len(),
+        tiles: None,
+        data: None,
+    })
+}
+
+/// Per-image predictions of the rows `features` (laid out by `plan`, over
+/// the images of `data`): the rows' own for a run without tiles, aggregated
+/// per image ([`aggregate`]) for a tiled one, with the rows' outputs.
+pub fn predict_images(
+    model: &MultiHeadModel,
+    features: &Tensor,
+    plan: &RowPlan,
+) -> (Vec<Vec<Prediction>>, Option<aggregate::Tiled>) {
+    if !plan.tiled {
+        return (predict_features(model, features), None);
+    }
+    let rows = aggregate::predict_rows(model, features);
+    let agg = aggregate::aggregate(model.heads(), &rows, &plan.groups());
+    (agg.predictions.clone(), Some((agg, rows)))
+}
+
+/// [`predict_images`] scored against the labels of `data`: per image, and
+/// (tiled) per tile in [`Evaluation::tiles`].
+fn score_images(
+    config: &RunConfig,
+    model: &MultiHeadModel,
+    features: &Tensor,
+    data: &Dataset,
+    plan: &RowPlan,
+) -> Result<(Evaluation, Vec<Vec<Prediction>>, Option<aggregate::Tiled>)> {
+    let (predictions, tiled) = predict_images(model, features, plan);
+    let mut evaluation = evaluate(config, model, &predictions, data)?;
+    if let Some((_, rows)) = &tiled {
+        let per_tile = evaluate(config, model, &rows.predictions, &data.subset(&plan.image))?;
+        evaluation.tiles = Some(Box::new(per_tile));
+    }
+    Ok((evaluation, predictions, tiled))
 }
 
 fn partial_dir(out: &Path) -> PathBuf {
@@ -448,14 +509,19 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
             ),
         ));
     }
-    let data = Dataset::load(&c.data, &cfg.dir())?;
-    check_columns(cfg, &data)?;
+    let images = Dataset::load(&c.data, &cfg.dir())?;
+    check_columns(cfg, &images)?;
     let extractor = c.extractor.build(&cfg.build_context())?;
     let weights_sha256 = extractor.weights_sha256();
-    let Features { features, layout, stats: cache } = features_for(cfg, extractor.as_ref(), &data, progress)?;
+    let Features { features, layout, stats: cache, plan, summary } =
+        features_for(cfg, extractor.as_ref(), &images, progress)?;
     let t = &c.training;
-    let strata = strata(c, &data)?;
-    let parts = split::stratified(&strata, t.test_fraction, t.validation_fraction, t.seed);
+    // The split is by image; with tiles, each image's rows (tiles) follow it.
+    let image_strata = strata(c, &images)?;
+    let image_parts = split::stratified(&image_strata, t.test_fraction, t.validation_fraction, t.seed);
+    let (test_plan, _) = plan.subset(&image_parts.test);
+    let test_images = images.subset(&image_parts.test);
+    let (data, strata, parts) = plan.expand(&images, image_strata, &image_parts);
     let (train_set, val_set, test_set) =
         (data.subset(&parts.train), data.subset(&parts.val), data.subset(&parts.test));
     let states = c
@@ -498,6 +564,7 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
             targets: &all_targets,
             data: &data,
             strata: &strata,
+            groups: plan.tiled.then_some(plan.image.as_slice()),
             train: &parts.train,
             val: &parts.val,
             device,
@@ -535,8 +602,9 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
     let outcome =
         train::train_with(&model, &vs, &train_batch, val, t, &choices.decay(), &mut snapshots, progress)?;
 
-    let predictions = predict_features(&model, &test_features);
-    let evaluation = evaluate(c, &model, &predictions, &test_set)?;
+    let (mut evaluation, predictions, tiled) =
+        score_images(c, &model, &test_features, &test_images, &test_plan)?;
+    evaluation.data = Some(test_plan.summary(c.data.intensity));
     let state = CheckpointState {
         furcate_version: crate::VERSION.to_string(),
         config: cfg.to_toml()?,
@@ -544,7 +612,7 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
         heads: c.heads.iter().map(|h| h.name().to_string()).zip(states).collect(),
         in_dim,
         weights_sha256: weights_sha256.clone(),
-        split: parts.clone(),
+        split: image_parts.clone(),
         data_sha256: data_sha256(&data),
         best_epoch: outcome.best_epoch,
         epochs_run: outcome.epochs_run,
@@ -554,8 +622,16 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
     checkpoint::save(&partial.join("checkpoint"), &vs, &state)?;
     let _ = std::fs::remove_file(partial.join("checkpoint").join("resume.safetensors"));
     fsutil::write_atomic(&partial.join("config.toml"), state.config.as_bytes())?;
-    let metrics =
-        metrics_json(c, &model, &evaluation, &outcome, weights_sha256.as_deref(), &parts, Some(&choices))?;
+    let mut metrics = metrics_json(
+        c,
+        &model,
+        &evaluation,
+        &outcome,
+        weights_sha256.as_deref(),
+        &image_parts,
+        Some(&choices),
+    )?;
+    metrics["data"] = serde_json::to_value(&summary).map_err(|e| Error::Invalid(e.to_string()))?;
     fsutil::write_atomic(
         &partial.join("metrics.json"),
         &serde_json::to_vec_pretty(&metrics).map_err(|e| Error::Invalid(e.to_string()))?,
@@ -566,7 +642,14 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
     )?;
     fsutil::write_atomic(
         &partial.join("predictions.csv"),
-        predictions_csv(c, &test_set, "test", &predictions)?.as_bytes(),
+        aggregate::predictions_table(
+            c,
+            &test_images,
+            "test",
+            &predictions,
+            tiled.as_ref().map(|(a, _)| aggregate::TiledRows { aggregated: a, tiles: None }),
+        )?
+        .as_bytes(),
     )?;
     if opts.report {
         crate::report::write_report(&partial)?;
@@ -575,7 +658,7 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
         std::fs::remove_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
     }
     std::fs::rename(&partial, &opts.out).map_err(|e| Error::io(&opts.out, e))?;
-    Ok(RunSummary { dir: opts.out.clone(), evaluation, outcome, cache, choices })
+    Ok(RunSummary { dir: opts.out.clone(), evaluation, outcome, cache, choices, data: summary })
 }
 
 fn data_sha256(data: &Dataset) -> Option<String> {
@@ -593,16 +676,17 @@ pub fn metrics_json(
     choices: Option<&choose::Choices>,
 ) -> Result<Value> {
     let mut heads = serde_json::Map::new();
-    for (h, cfg) in eval.heads.iter().zip(&config.heads) {
-        heads.insert(
-            h.name.clone(),
-            json!({
-                "type": h.kind,
-                "column": cfg.column(),
-                "error_rate": h.score.error_rate,
-                "metrics": h.score.metrics,
-            }),
-        );
+    for (i, (h, cfg)) in eval.heads.iter().zip(&config.heads).enumerate() {
+        let mut head = json!({
+            "type": h.kind,
+            "column": cfg.column(),
+            "error_rate": h.score.error_rate,
+            "metrics": h.score.metrics,
+        });
+        if let Some(t) = eval.tiles.as_ref().and_then(|t| t.heads.get(i)) {
+            head["tiles"] = json!({ "error_rate": t.score.error_rate, "metrics": t.score.metrics, "n": eval.tiles.as_ref().map(|t| t.n) });
+        }
+        heads.insert(h.name.clone(), head);
     }
     Ok(json!({
         "furcate_version": crate::VERSION,
@@ -663,36 +747,7 @@ pub fn predictions_csv(
     split_name: &str,
     predictions: &[Vec<Prediction>],
 ) -> Result<String> {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    let mut header = vec!["file".to_string(), "split".to_string()];
-    let labelled: Vec<bool> = config.heads.iter().map(|h| data.columns.contains_key(h.column())).collect();
-    for ((h, preds), has) in config.heads.iter().zip(predictions).zip(&labelled) {
-        if *has {
-            header.push(format!("{}_true", h.name()));
-        }
-        if let Some(p) = preds.first() {
-            header.extend(p.cells().into_iter().map(|(suffix, _)| {
-                if suffix.is_empty() {
-                    format!("{}_pred", h.name())
-                } else {
-                    format!("{}{suffix}", h.name())
-                }
-            }));
-        }
-    }
-    w.write_record(&header).map_err(|e| Error::Invalid(e.to_string()))?;
-    for i in 0..data.len() {
-        let mut row = vec![data.names[i].clone(), split_name.to_string()];
-        for ((h, preds), has) in config.heads.iter().zip(predictions).zip(&labelled) {
-            if *has {
-                row.push(data.columns[h.column()][i].clone().unwrap_or_default());
-            }
-            row.extend(preds[i].cells().into_iter().map(|(_, v)| v));
-        }
-        w.write_record(&row).map_err(|e| Error::Invalid(e.to_string()))?;
-    }
-    let bytes = w.into_inner().map_err(|e| Error::Invalid(e.to_string()))?;
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
+    aggregate::predictions_table(config, data, split_name, predictions, None)
 }
 
 /// A saved run, loaded for scoring or prediction.
@@ -756,8 +811,15 @@ impl SavedRun {
     }
 
     /// Features for `data` with the run's extractor (through the cache),
-    /// refusing a weights file that differs from the one the run was trained on.
+    /// refusing a weights file that differs from the one the run was trained
+    /// on; standardised as at training. A tiled run tiles `data` the same way
+    /// (see [`SavedRun::rows`]).
     pub fn features(&self, data: &Dataset, progress: &mut dyn Progress) -> Result<Tensor> {
+        Ok(self.rows(data, progress)?.features)
+    }
+
+    /// [`SavedRun::features`] with the rows' plan (image and tile of each row).
+    pub fn rows(&self, data: &Dataset, progress: &mut dyn Progress) -> Result<Features> {
         let extractor = self.config.config.extractor.build(&self.config.build_context())?;
         if extractor.weights_sha256() != self.state.weights_sha256 {
             return Err(Error::weights(
@@ -769,7 +831,9 @@ impl SavedRun {
                 ),
             ));
         }
-        Ok(self.scaler.apply(&features_for(&self.config, extractor.as_ref(), data, progress)?.features))
+        let mut f = features_for(&self.config, extractor.as_ref(), data, progress)?;
+        f.features = self.scaler.apply(&f.features);
+        Ok(f)
     }
 
     /// Scores the run on its own test part, or on the labelled manifest `data`.
@@ -792,17 +856,42 @@ impl SavedRun {
         // Labels the run cannot score (a class it never saw, a non-number) are
         // errors naming the manifest line, as they are at training.
         encode(&self.model, c, &set, Device::Cpu)?;
-        let features = self.features(&set, progress)?;
-        let predictions = predict_features(&self.model, &features);
-        evaluate(c, &self.model, &predictions, &set)
+        let rows = self.rows(&set, progress)?;
+        let mut evaluation = score_images(c, &self.model, &rows.features, &set, &rows.plan)?.0;
+        evaluation.data = Some(rows.summary);
+        Ok(evaluation)
     }
 
     /// Predictions for unlabelled images, as CSV text (one row per image).
     pub fn predict(&self, paths: &[PathBuf], progress: &mut dyn Progress) -> Result<String> {
-        let set = Dataset::from_paths(paths)?;
-        let features = self.features(&set, progress)?;
-        let predictions = predict_features(&self.model, &features);
-        predictions_csv(&self.config.config, &set, "predict", &predictions)
+        self.predict_with(paths, &PredictOptions::default(), progress)
+    }
+
+    /// Predictions for unlabelled images, as CSV text: one row per image (a
+    /// tiled run aggregates its tiles, [`aggregate`]), and with
+    /// [`PredictOptions::tiles`] each tile's row after its image's.
+    pub fn predict_with(
+        &self,
+        paths: &[PathBuf],
+        opts: &PredictOptions,
+        progress: &mut dyn Progress,
+    ) -> Result<String> {
+        let mut set = Dataset::from_paths(paths)?;
+        let c = &self.config.config;
+        if let Some(px) = opts.pixel_size {
+            set.columns.insert(c.data.pixel_size_column.clone(), vec![Some(px.to_string()); set.len()]);
+        } else if let Some(target) = c.data.pixel_size {
+            return Err(Error::Invalid(format!(
+                "this run works at data.pixel_size = {target} micrometres per pixel; give the images' own                  pixel size (predict --pixel-size)"
+            )));
+        }
+        let rows = self.rows(&set, progress)?;
+        let (predictions, tiled) = predict_images(&self.model, &rows.features, &rows.plan);
+        let tiled = tiled.as_ref().map(|(a, r)| aggregate::TiledRows {
+            aggregated: a,
+            tiles: opts.tiles.then_some((&rows.plan, r.predictions.as_slice())),
+        });
+        aggregate::predictions_table(c, &set, "predict", &predictions, tiled)
     }
 }
 
@@ -811,9 +900,16 @@ pub fn extract(
     cfg: &LoadedConfig,
     progress: &mut dyn Progress,
 ) -> Result<(Dataset, Tensor, HashMap<String, String>)> {
-    let data = Dataset::load(&cfg.config.data, &cfg.dir())?;
+    let images = Dataset::load(&cfg.config.data, &cfg.dir())?;
     let extractor = cfg.config.extractor.build(&cfg.build_context())?;
-    let features = features_for(cfg, extractor.as_ref(), &data, progress)?.features;
+    let Features { features, plan, .. } = features_for(cfg, extractor.as_ref(), &images, progress)?;
+    // Tiled: one row per tile, named `<image>#<tile>`.
+    let mut data = images.subset(&plan.image);
+    if plan.tiled {
+        for (r, name) in data.names.iter_mut().enumerate() {
+            name.push_str(&format!("#{}", plan.tile_label(r)));
+        }
+    }
     let mut meta = HashMap::new();
     meta.insert("extractor".into(), serde_json::to_string(&cfg.config.extractor).unwrap_or_default());
     if let Some(sha) = extractor.weights_sha256() {
@@ -895,5 +991,11 @@ pub fn format_table(eval: &Evaluation) -> String {
         );
     }
     let _ = writeln!(s, "scored rows: {}", eval.n);
+    if let Some(d) = &eval.data {
+        let _ = writeln!(s, "{d}");
+    }
+    if let Some(t) = &eval.tiles {
+        let _ = write!(s, "per tile (the scores above are per image):\n{}", format_table(t));
+    }
     s
 }
