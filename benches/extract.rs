@@ -5,6 +5,10 @@
 //! ResNet50 at 224 with batch 256 in bf16), with a device synchronise before
 //! the clock stops. The weights are random: speed does not depend on them.
 //!
+//! `tiles/cpu`: a 2048 x 1536 16-bit (12-bit data) micrograph cut into 48
+//! tiles of 256 px (`[data] tile`), each resized to 128 px: decoding and
+//! tiling alone, and with EfficientNet-Lite0's forward pass, per tile.
+//!
 //! ```sh
 //! cargo bench --bench extract                 # everything
 //! cargo bench --bench extract -- resnet50/cpu # one group
@@ -120,5 +124,41 @@ fn taps(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, extractors, taps);
+/// Real micrographs: decode + crop + intensity + tile one 2048 x 1536 16-bit
+/// image (48 tiles of 256 px, resized to 128), then Lite0 on the tiles.
+fn tiles(c: &mut Criterion) {
+    use furcate_core::config::DataConfig;
+    use furcate_core::data::prepare::Preprocess;
+    use furcate_core::data::{image::stack, Dataset};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("sem.tif");
+    image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::from_fn(2048, 1536, |x, y| {
+        let v = ((x as f64 / 9.0).sin() * (y as f64 / 13.0).cos() * 0.5 + 0.5) * 4095.0;
+        image::Luma([v as u16])
+    })
+    .save(&path)
+    .expect("write the TIFF");
+    let data = Dataset::from_paths(&[path]).expect("dataset");
+    let cfg: DataConfig = toml::from_str("manifest = \"m.csv\"\ntile = { size = 256 }").expect("config");
+    let pre = Preprocess { data: &cfg, size: 128 };
+    let plan = pre.plan(&data).expect("plan");
+    let rows: Vec<usize> = (0..plan.names.len()).collect();
+    let net = build("efficientnet_lite0", &BackboneConfig { size: 128, ..Default::default() });
+    let mut group = c.benchmark_group("tiles/cpu");
+    group.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(5));
+    group.throughput(Throughput::Elements(rows.len() as u64));
+    group.bench_function("decode_tile_2048x1536_16bit", |b| {
+        b.iter(|| black_box(pre.load_rows(&data, &plan, &rows).expect("tiles")))
+    });
+    group.bench_function("decode_tile_extract_lite0_128px", |b| {
+        b.iter(|| {
+            let images = stack(&pre.load_rows(&data, &plan, &rows).expect("tiles"), 128);
+            black_box(net.extract_all(&images, &mut |_| {}).expect("extract"))
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, extractors, taps, tiles);
 criterion_main!(benches);

@@ -189,6 +189,7 @@ fn bench_lbfgs(c: &mut Criterion) {
                 targets: &targets,
                 data: &data,
                 strata: &strata,
+                groups: None,
                 train: &train,
                 val: &val,
                 device: Device::Cpu,

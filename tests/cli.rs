@@ -433,6 +433,40 @@ fn config_with_heads(dir: &Path, manifest: &Path, heads: &str, training: &str) -
     path
 }
 
+/// The run config of the real-micrograph tests: crop the data bar, tile,
+/// two_point features, a porosity regression solved by L-BFGS.
+fn real_config(dir: &Path, manifest: &Path, data: &str) -> PathBuf {
+    let text = format!(
+        r#"[data]
+manifest = "{}"
+feature_cache = "features"
+crop = {{ bottom = {} }}
+tile = {{ size = 128, stride = 128 }}
+{data}
+
+[extractor]
+type = "two_point"
+size = 64
+window = 8
+
+[[heads]]
+type = "regression"
+name = "porosity"
+
+[training]
+optimizer = "lbfgs"
+epochs = 300
+test_fraction = 0.25
+seed = 1
+"#,
+        manifest.display(),
+        common::DATA_BAR
+    );
+    let path = dir.join("real.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 const THREE_HEADS: &str = "[[heads]]\ntype = \"classification\"\nname = \"morphology\"\n\n[[heads]]\n\
 type = \"classification\"\nname = \"volume_fraction_class\"\n\n[[heads]]\ntype = \"regression\"\n\
 name = \"volume_fraction\"\n";
@@ -749,4 +783,119 @@ fn extract_without_heads_carries_the_labels() {
     let o = run(&["extract", s(&no_data), "--images", s(&images), "--out", s(&out2)]);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(furcate_core::features::load_features(&out2).unwrap().features.size()[0], 36);
+}
+
+fn write_manifest(path: &Path, header: &str, rows: &[String]) {
+    std::fs::write(path, format!("{header}\n{}\n", rows.join("\n"))).unwrap();
+}
+
+#[test]
+fn large_12_bit_micrographs_with_a_data_bar_crop_tile_and_predict_porosity() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    let train = common::large_micrographs(&images, 12, 384, 11);
+    let manifest = dir.path().join("m.csv");
+    write_manifest(
+        &manifest,
+        "file,porosity",
+        &train.iter().map(|(f, p)| format!("images/{f},{p}")).collect::<Vec<_>>(),
+    );
+    let cfg = real_config(dir.path(), &manifest, "");
+    let out = dir.path().join("run");
+    let o = run(&["train", s(&cfg), "--out", s(&out), "--no-report"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("data: 12 images -> 108 tiles; intensity auto (bit depths: 12-bit x 12)"),
+        "{}",
+        text(&o)
+    );
+    let metrics: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics["data"]["bit_depths"]["12-bit"], 12);
+    assert_eq!(metrics["data"]["tiles"], 108);
+    assert_eq!(metrics["n_test"], 3, "scores are per image");
+    assert!(metrics["heads"]["porosity"]["tiles"]["metrics"]["mae"].is_number(), "{metrics}");
+    assert!(metrics["heads"]["porosity"]["metrics"]["mae"].as_f64().unwrap() < 0.02, "{metrics}");
+    // predictions.csv: one row per test image, with its tile count and spread.
+    let csv = std::fs::read_to_string(out.join("predictions.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "file,split,tiles,porosity_true,porosity_pred,porosity_tile_std");
+    assert_eq!(lines.len(), 4, "{csv}");
+    for l in &lines[1..] {
+        let cells: Vec<&str> = l.split(',').collect();
+        assert_eq!(cells[2], "9");
+        let (truth, pred): (f64, f64) = (cells[3].parse().unwrap(), cells[4].parse().unwrap());
+        assert!((truth - pred).abs() < 0.02, "{l}");
+    }
+    // No tile of a test image was trained on: the split is by image.
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("checkpoint/state.json")).unwrap()).unwrap();
+    let test: Vec<u64> =
+        state["split"]["test"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    assert_eq!(test.len(), 3);
+    assert!(state["split"]["train"].as_array().unwrap().iter().all(|v| !test.contains(&v.as_u64().unwrap())));
+
+    // A new large micrograph: predict tiles it the way the run was trained.
+    let new = common::large_micrographs(&dir.path().join("new"), 1, 384, 99);
+    let path = dir.path().join("new").join(&new[0].0);
+    let o = run(&["predict", s(&out), s(&path), "--tiles"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out_csv = String::from_utf8_lossy(&o.stdout).into_owned();
+    let lines: Vec<&str> = out_csv.lines().collect();
+    assert_eq!(lines[0], "file,split,tiles,tile,porosity_pred,porosity_tile_std");
+    assert_eq!(lines.len(), 1 + 1 + 9, "{out_csv}");
+    let image_row: Vec<&str> = lines[1].split(',').collect();
+    assert_eq!((image_row[2], image_row[3]), ("9", "all"));
+    let pred: f64 = image_row[4].parse().unwrap();
+    assert!((pred - new[0].1).abs() < 0.02, "predicted {pred}, truth {}", new[0].1);
+    assert!(lines[2].contains(",x0_y0,"), "{}", lines[2]);
+
+    // Too small for the extractor: refused, naming the file and its size.
+    let tiny = dir.path().join("tiny.png");
+    image::GrayImage::from_pixel(8, 8, image::Luma([0])).save(&tiny).unwrap();
+    let o = run(&["predict", s(&out), s(&tiny)]);
+    assert!(
+        !o.status.success() && text(&o).contains("tiny.png") && text(&o).contains("8 x 8"),
+        "{}",
+        text(&o)
+    );
+    assert!(!text(&o).contains("panicked"), "{}", text(&o));
+}
+
+#[test]
+fn real_micrograph_errors_name_the_file_or_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    let set = common::large_micrographs(&images, 4, 256, 5);
+    let rows: Vec<String> = set.iter().map(|(f, p)| format!("images/{f},{p},0.5")).collect();
+    let manifest = dir.path().join("m.csv");
+    write_manifest(&manifest, "file,porosity,pixel_size", &rows);
+    let check = |cfg: &Path, needles: &[&str]| {
+        let o = run(&["train", s(cfg), "--out", s(&dir.path().join("run")), "--no-report"]);
+        let t = text(&o);
+        assert!(!o.status.success(), "{t}");
+        assert!(!t.contains("panicked"), "{t}");
+        for n in needles {
+            assert!(t.contains(n), "`{n}` not in: {t}");
+        }
+    };
+    // A crop larger than the image names the file and its size.
+    let cfg = real_config(dir.path(), &manifest, "");
+    std::fs::write(&cfg, std::fs::read_to_string(&cfg).unwrap().replace("bottom = 32", "bottom = 300"))
+        .unwrap();
+    check(&cfg, &[&set[0].0, "256 x 288"]);
+    // A non-positive pixel size names the manifest line (the header is line 1).
+    let mut bad = rows.clone();
+    bad[1] = bad[1].replace(",0.5", ",-1");
+    write_manifest(&manifest, "file,porosity,pixel_size", &bad);
+    check(&real_config(dir.path(), &manifest, "pixel_size = 0.5"), &["line 3", &set[1].0, "pixel_size"]);
+    // 12-bit data read with full_range: a warning names the file.
+    write_manifest(&manifest, "file,porosity,pixel_size", &rows);
+    let cfg = real_config(dir.path(), &manifest, "intensity = \"full_range\"");
+    let o = run(&["extract", s(&cfg), "--out", s(&dir.path().join("f.safetensors"))]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("less than 1/16") && text(&o).contains(&set[0].0), "{}", text(&o));
+    // An unknown intensity mode is a config error naming the line.
+    let cfg = real_config(dir.path(), &manifest, "intensity = \"twelve\"");
+    check(&cfg, &["intensity", "bit_depth"]);
 }

@@ -27,6 +27,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::intensity::Intensity;
+use crate::data::tiles::{Crop, TileConfig};
 use crate::extractor::taps::TapSelection;
 use crate::extractor::{BuildContext, ExtractorConfig};
 use crate::head::HeadConfig;
@@ -139,6 +141,45 @@ pub struct DataConfig {
     /// Where extracted features are cached (default: `<furcate cache>/features`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feature_cache: Option<PathBuf>,
+    /// How raw grey values become `[0, 1]` ([`crate::data::intensity`]; default `auto`).
+    #[serde(default, skip_serializing_if = "Intensity::is_auto")]
+    pub intensity: Intensity,
+    /// The percentiles (in %) `intensity = "percentile"` stretches to 0 and 1.
+    #[serde(default = "default_percentiles", skip_serializing_if = "is_default_percentiles")]
+    pub percentiles: [f64; 2],
+    /// Pixels removed from each side of every image first (a data bar), [`crate::data::tiles`].
+    #[serde(default, skip_serializing_if = "Crop::is_none")]
+    pub crop: Crop,
+    /// Cut every image into tiles at native resolution ([`crate::data::tiles`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tile: Option<TileConfig>,
+    /// The scale to work at, micrometres per pixel: every image is resampled
+    /// from its own `pixel_size_column` value to it before tiling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pixel_size: Option<f64>,
+    /// The manifest column holding each image's micrometres per pixel.
+    #[serde(default = "default_pixel_size_column", skip_serializing_if = "is_default_pixel_size_column")]
+    pub pixel_size_column: String,
+    /// Smallest side (after crop and rescale) an image may have; default: a
+    /// quarter of the extractor's input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_size: Option<u32>,
+}
+
+fn default_percentiles() -> [f64; 2] {
+    [0.5, 99.5]
+}
+
+fn is_default_percentiles(p: &[f64; 2]) -> bool {
+    *p == default_percentiles()
+}
+
+fn default_pixel_size_column() -> String {
+    "pixel_size".into()
+}
+
+fn is_default_pixel_size_column(c: &str) -> bool {
+    c == default_pixel_size_column()
 }
 
 impl Default for DataConfig {
@@ -552,6 +593,9 @@ impl LoadedConfig {
             }
             _ => {}
         }
+        if let Err((key, m)) = c.data.validate() {
+            errors.push(self.error_at_key(key, 0, m));
+        }
         let t = &c.training;
         if !(t.test_fraction > 0.0 && t.test_fraction < 1.0) {
             errors.push(self.error_at("test_fraction", "training.test_fraction must be in (0, 1)"));
@@ -565,6 +609,14 @@ impl LoadedConfig {
         }
         if t.folds.is_some_and(|k| k < 2) {
             errors.push(self.error_at_key("folds", 0, "training.folds must be at least 2"));
+        }
+        if t.folds.is_some() && c.data.tile.is_some() {
+            errors.push(self.error_at_key(
+                "folds",
+                0,
+                "training.folds with data.tile is not supported yet (the folds would have to keep each \
+                 image's tiles together); leave out one of them",
+            ));
         }
         if t.epochs == 0 {
             errors.push(self.error_at("epochs", "training.epochs must be at least 1"));

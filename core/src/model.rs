@@ -529,13 +529,24 @@ impl MultiHeadModel {
     /// # Shapes
     /// `features`: `[N, D]` -> `[N, K_i]`.
     pub fn forward_head(&self, i: usize, features: &Tensor, train: bool) -> Option<Tensor> {
-        if !self.heads_are_separable() {
+        let input = self.head_input(i, features)?;
+        Some(self.heads[i].forward(&input, train))
+    }
+
+    /// The columns of `features` head `i` reads, contiguous, for a model
+    /// whose heads are separable; `None` otherwise (or for an `i` out of
+    /// range). A solver that evaluates one head many times gathers its input
+    /// once and calls the head's own `forward` on it.
+    ///
+    /// # Shapes
+    /// `features`: `[N, D]` -> `[N, D_i]`.
+    pub fn head_input(&self, i: usize, features: &Tensor) -> Option<Tensor> {
+        if !self.heads_are_separable() || i >= self.heads.len() {
             return None;
         }
-        let head = self.heads.get(i)?;
         Some(match self.routes.head(i) {
-            Some(r) => head.forward(&select_columns(features, r), train),
-            None => head.forward(features, train),
+            Some(r) => select_columns(features, r).contiguous(),
+            None => features.shallow_clone(),
         })
     }
 

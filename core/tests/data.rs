@@ -143,3 +143,283 @@ proptest! {
         prop_assert_eq!(split::stratified(&labels, test, val, seed), s);
     }
 }
+
+// ---- real micrographs: intensity, crop, tiles, pixel size ----
+
+use furcate_core::config::{DataConfig, LoadedConfig};
+use furcate_core::data::intensity::{bit_depth_for, Intensity};
+use furcate_core::data::prepare::Preprocess;
+use furcate_core::data::tiles::{Crop, Rect, TileConfig};
+use furcate_core::run::aggregate::{aggregate_class, aggregate_value, mean_std};
+use furcate_core::Prediction;
+
+/// A smooth two-phase-ish grey pattern, 0..=255.
+fn pattern(x: u32, y: u32) -> u8 {
+    let v = ((x as f64 / 5.0).sin() * (y as f64 / 7.0).cos() * 0.5 + 0.5) * 255.0;
+    v.round() as u8
+}
+
+fn write_u16_tiff(path: &Path, w: u32, h: u32, f: impl Fn(u32, u32) -> u16) {
+    image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::from_fn(w, h, |x, y| image::Luma([f(x, y)]))
+        .save(path)
+        .unwrap();
+}
+
+fn data_config(extra: &str) -> DataConfig {
+    toml::from_str(&format!("manifest = \"m.csv\"\n{extra}")).unwrap()
+}
+
+/// A manifest of `files` with a `porosity` column and the given extra columns.
+fn manifest(dir: &Path, rows: &[&str], header: &str) -> Dataset {
+    let m = dir.join("m.csv");
+    std::fs::write(&m, format!("{header}\n{}\n", rows.join("\n"))).unwrap();
+    Dataset::from_manifest(&m, "file").unwrap()
+}
+
+fn pixels(cfg: &DataConfig, set: &Dataset, size: usize) -> Vec<Vec<f32>> {
+    let pre = Preprocess { data: cfg, size };
+    let plan = pre.plan(set).unwrap();
+    let rows: Vec<usize> = (0..plan.names.len()).collect();
+    pre.load_rows(set, &plan, &rows).unwrap().into_iter().map(|p| p.data).collect()
+}
+
+#[test]
+fn eight_bit_images_read_as_before_under_auto_with_unchanged_cache_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("a.png");
+    write_gray_png(&png, 40, 30, pattern);
+    let set = manifest(dir.path(), &["a.png,0.5"], "file,porosity");
+    let cfg = data_config("");
+    let new = pixels(&cfg, &set, 16);
+    assert_eq!(new[0], load::load(&png, 16, Fit::Resize).unwrap().data, "8-bit pixels must not change");
+    let plan = Preprocess { data: &cfg, size: 16 }.plan(&set).unwrap();
+    let sha = furcate_core::fsutil::sha256_bytes(&std::fs::read(&png).unwrap());
+    assert_eq!(plan.names, vec![sha], "the cache row of an 8-bit image is its file hash, as before");
+    assert_eq!(plan.summary(cfg.intensity).bit_depths.get("8-bit"), Some(&1));
+    // The resolved config of a run without the new keys is unchanged.
+    let text = toml::to_string(&cfg).unwrap();
+    for key in ["intensity", "percentiles", "crop", "tile", "pixel_size", "min_size"] {
+        assert!(!text.contains(key), "{key} serialised at its default: {text}");
+    }
+}
+
+#[test]
+fn twelve_bit_tiff_reads_like_the_eight_bit_image() {
+    let dir = tempfile::tempdir().unwrap();
+    write_gray_png(&dir.path().join("a.png"), 64, 64, pattern);
+    // The same image as 12-bit data in a 16-bit TIFF (max 4095).
+    let twelve = |x, y| (pattern(x, y) as f64 * 4095.0 / 255.0).round() as u16;
+    write_u16_tiff(&dir.path().join("a.tif"), 64, 64, twelve);
+    let set = manifest(dir.path(), &["a.png,0.5", "a.tif,0.5"], "file,porosity");
+    let auto = pixels(&data_config(""), &set, 32);
+    let diff = auto[0].iter().zip(&auto[1]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(diff <= 1.0 / 255.0, "12-bit vs 8-bit differ by {diff}");
+    let full = pixels(&data_config("intensity = \"full_range\""), &set, 32);
+    assert!(full[1].iter().all(|&v| v <= 4095.0 / 65535.0 + 1e-6), "full_range divides by 65535");
+    let plan = Preprocess { data: &data_config(""), size: 32 }.plan(&set).unwrap();
+    let depths = plan.summary(Intensity::Auto).bit_depths;
+    assert_eq!((depths.get("8-bit"), depths.get("12-bit")), (Some(&1), Some(&1)), "{depths:?}");
+    assert!(plan.names[1].contains("#intbit_depth"), "{}", plan.names[1]);
+    // Features too: two_point on both images, through the run's feature stage.
+    let text =
+        "[data]\nmanifest = \"m.csv\"\nfeature_cache = \"features\"\n[extractor]\ntype = \"two_point\"\n\
+                size = 32\nwindow = 4\n[[heads]]\ntype = \"regression\"\nname = \"porosity\"\n";
+    let cfg = LoadedConfig::from_str(text, &dir.path().join("run.toml")).unwrap();
+    let extractor = cfg.config.extractor.build(&cfg.build_context()).unwrap();
+    let f =
+        furcate_core::run::features_for(&cfg, extractor.as_ref(), &set, &mut furcate_core::progress::Silent)
+            .unwrap()
+            .features;
+    let d = (f.get(0) - f.get(1)).abs().max().double_value(&[]);
+    assert!(d < 0.02, "two_point features differ by {d}");
+    assert!(bit_depth_for(4095.0) == 12 && bit_depth_for(4096.0) == 14);
+}
+
+#[test]
+fn tiff_tags_and_percentiles_set_the_range() {
+    let dir = tempfile::tempdir().unwrap();
+    // SMaxSampleValue = 1000: 1000 reads as white.
+    let path = dir.path().join("tagged.tif");
+    {
+        use tiff::encoder::{colortype, TiffEncoder};
+        let data: Vec<u16> = (0..64u32 * 64).map(|i| (i % 1001) as u16).collect();
+        let mut enc = TiffEncoder::new(std::fs::File::create(&path).unwrap()).unwrap();
+        let mut img = enc.new_image::<colortype::Gray16>(64, 64).unwrap();
+        img.encoder().write_tag(tiff::tags::Tag::SMaxSampleValue, 1000u16).unwrap();
+        img.write_data(&data).unwrap();
+    }
+    let set = manifest(dir.path(), &["tagged.tif,0.5"], "file,porosity");
+    let p = pixels(&data_config(""), &set, 64);
+    assert!(
+        (p[0][1000] - 1.0).abs() < 1e-6 && (p[0][500] - 0.5).abs() < 1e-6,
+        "{} {}",
+        p[0][1000],
+        p[0][500]
+    );
+    // percentile: the 0.5 and 99.5 % of 0..=1000 stretch to 0 and 1, clipped.
+    let p = pixels(&data_config("intensity = \"percentile\""), &set, 64);
+    assert!(p[0].iter().all(|v| (0.0..=1.0).contains(v)));
+    assert_eq!(p[0][0], 0.0);
+    assert_eq!(p[0][1000], 1.0);
+    // [low, high]: fixed raw values.
+    let p = pixels(&data_config("intensity = [0, 500]"), &set, 64);
+    assert_eq!((p[0][250], p[0][800]), (0.5, 1.0));
+}
+
+#[test]
+fn crop_removes_the_data_bar_first() {
+    let dir = tempfile::tempdir().unwrap();
+    // 32 x 40: the bottom 8 rows are a white data bar over a black image.
+    write_gray_png(&dir.path().join("bar.png"), 32, 40, |_, y| if y >= 32 { 255 } else { 0 });
+    let set = manifest(dir.path(), &["bar.png,0"], "file,porosity");
+    let p = pixels(&data_config("crop = { bottom = 8 }"), &set, 32);
+    assert!(p[0].iter().all(|&v| v == 0.0), "the data bar survived the crop");
+    let err = Preprocess { data: &data_config("crop = { top = 20, bottom = 20 }"), size: 32 }
+        .plan(&set)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bar.png") && err.contains("32 x 40"), "{err}");
+}
+
+#[test]
+fn tile_grid_is_centred_and_drops_partial_tiles() {
+    let t = TileConfig { size: 100, stride: None };
+    // 250 x 100: two whole tiles, 50 px left over split 25 / 25.
+    assert_eq!(
+        t.grid(250, 100).unwrap(),
+        vec![Rect { x: 25, y: 0, width: 100, height: 100 }, Rect { x: 125, y: 0, width: 100, height: 100 }]
+    );
+    // Overlapping: stride 50 over 250 -> x = 0, 50, 100, 150.
+    let t = TileConfig { size: 100, stride: Some(50) };
+    let xs: Vec<u32> = t.grid(250, 100).unwrap().iter().map(|r| r.x).collect();
+    assert_eq!(xs, [0, 50, 100, 150]);
+    assert!(t.grid(99, 300).unwrap_err().contains("99 x 300"));
+    assert_eq!(
+        Crop { bottom: 10, ..Crop::default() }.apply(50, 40).unwrap(),
+        Rect { x: 0, y: 0, width: 50, height: 30 }
+    );
+}
+
+#[test]
+fn split_by_image_never_by_tile() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rows = Vec::new();
+    for i in 0..10 {
+        write_gray_png(&dir.path().join(format!("{i}.png")), 96, 64, |x, y| pattern(x + i, y));
+        rows.push(format!("{i}.png,{}", if i % 2 == 0 { "a" } else { "b" }));
+    }
+    let rows: Vec<&str> = rows.iter().map(String::as_str).collect();
+    let set = manifest(dir.path(), &rows, "file,class");
+    let cfg = data_config("tile = { size = 32, stride = 16 }");
+    let plan = Preprocess { data: &cfg, size: 32 }.plan(&set).unwrap();
+    assert_eq!(plan.names.len(), 10 * 5 * 3, "5 x 3 overlapping tiles per image");
+    let strata: Vec<String> = set.labels("class").unwrap().iter().map(|c| c.unwrap().to_string()).collect();
+    let parts = split::stratified(&strata, 0.3, 0.2, 7);
+    let (rows_set, row_strata, row_parts) = plan.expand(&set, strata, &parts);
+    assert_eq!((rows_set.len(), row_strata.len()), (150, 150));
+    let test_images: std::collections::BTreeSet<usize> = parts.test.iter().copied().collect();
+    for &r in row_parts.train.iter().chain(&row_parts.val) {
+        assert!(
+            !test_images.contains(&plan.image[r]),
+            "a tile of test image {} is trained on",
+            plan.image[r]
+        );
+    }
+    assert_eq!(row_parts.test.len(), parts.test.len() * 15, "every tile of a test image is tested");
+    for &r in &row_parts.test {
+        assert_eq!(rows_set.names[r], set.names[plan.image[r]]);
+        assert_eq!(rows_set.labels("class").unwrap()[r], set.labels("class").unwrap()[plan.image[r]]);
+    }
+    // Every tile has its own cache row, named with its geometry.
+    let names: std::collections::BTreeSet<&String> = plan.names.iter().collect();
+    assert_eq!(names.len(), 150);
+    assert!(plan.names[1].ends_with("#tile16,0,32"), "{}", plan.names[1]);
+}
+
+#[test]
+fn pixel_size_resamples_and_bad_values_name_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    write_gray_png(&dir.path().join("fine.png"), 128, 128, pattern);
+    write_gray_png(&dir.path().join("coarse.png"), 64, 64, pattern);
+    let set = manifest(dir.path(), &["fine.png,0.25", "coarse.png,0.5"], "file,pixel_size");
+    // At 0.5 um/px both images are 64 x 64: 4 tiles of 32 each.
+    let cfg = data_config("pixel_size = 0.5\ntile = { size = 32 }");
+    let plan = Preprocess { data: &cfg, size: 32 }.plan(&set).unwrap();
+    assert_eq!(plan.groups().iter().map(Vec::len).collect::<Vec<_>>(), [4, 4]);
+    assert_eq!(plan.infos[0].scale, 0.5);
+    for (bad, what) in [("-1", "positive"), ("", "empty"), ("x", "positive")] {
+        let set = manifest(dir.path(), &["fine.png,0.25", &format!("coarse.png,{bad}")], "file,pixel_size");
+        let err = Preprocess { data: &cfg, size: 32 }.plan(&set).unwrap_err().to_string();
+        assert!(err.contains("line 3") && err.contains("coarse.png") && err.contains(what), "{err}");
+    }
+    let set = manifest(dir.path(), &["fine.png,0.25"], "file,other");
+    let err = Preprocess { data: &cfg, size: 32 }.plan(&set).unwrap_err().to_string();
+    assert!(err.contains("pixel_size"), "{err}");
+}
+
+#[test]
+fn too_small_images_are_refused_unless_min_size_allows() {
+    let dir = tempfile::tempdir().unwrap();
+    write_gray_png(&dir.path().join("tiny.png"), 8, 8, pattern);
+    let set = manifest(dir.path(), &["tiny.png,0"], "file,porosity");
+    let err = Preprocess { data: &data_config(""), size: 128 }.plan(&set).unwrap_err().to_string();
+    assert!(err.contains("tiny.png") && err.contains("8 x 8") && err.contains("min_size"), "{err}");
+    assert!(Preprocess { data: &data_config("min_size = 8"), size: 128 }.plan(&set).is_ok());
+    // 16-bit PNG reads like 16-bit TIFF.
+    image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::from_fn(32, 32, |x, _| image::Luma([x as u16 * 100]))
+        .save(dir.path().join("deep.png"))
+        .unwrap();
+    let set = manifest(dir.path(), &["deep.png,0"], "file,porosity");
+    let plan = Preprocess { data: &data_config(""), size: 32 }.plan(&set).unwrap();
+    assert_eq!(plan.infos[0].bit_depth, Some(12));
+    assert!((pixels(&data_config(""), &set, 32)[0][31] - 3100.0 / 4095.0).abs() < 1e-6);
+}
+
+#[test]
+fn multi_page_tiff_reads_the_first_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pages.tif");
+    {
+        use tiff::encoder::{colortype, TiffEncoder};
+        let mut enc = TiffEncoder::new(std::fs::File::create(&path).unwrap()).unwrap();
+        enc.write_image::<colortype::Gray8>(32, 32, &[0u8; 32 * 32]).unwrap();
+        enc.write_image::<colortype::Gray8>(32, 32, &[255u8; 32 * 32]).unwrap();
+    }
+    let set = manifest(dir.path(), &["pages.tif,0"], "file,porosity");
+    let plan = Preprocess { data: &data_config(""), size: 32 }.plan(&set).unwrap();
+    assert_eq!(plan.infos[0].tags.unwrap().pages, 2);
+    assert!(pixels(&data_config(""), &set, 32)[0].iter().all(|&v| v == 0.0));
+}
+
+#[test]
+fn tiles_aggregate_by_mean_value_and_mean_probability() {
+    // Values 0.2, 0.4, 0.9: mean 0.5, population std sqrt(((.3)² + (.1)² + (.4)²) / 3).
+    let tiles: Vec<Prediction> =
+        [0.2, 0.4, 0.9].iter().map(|&v| Prediction::Value { value: v, std: None }).collect();
+    let (p, spread) = aggregate_value(tiles.iter());
+    let Prediction::Value { value, std: None } = p else { panic!("{p:?}") };
+    assert!((value - 0.5).abs() < 1e-12);
+    let hand = ((0.09 + 0.01 + 0.16) / 3.0f64).sqrt();
+    assert_eq!(
+        format!("{spread:?}"),
+        format!("{:?}", furcate_core::run::aggregate::Spread::TileStd(mean_std(&[0.2, 0.4, 0.9]).1))
+    );
+    assert!((mean_std(&[0.2, 0.4, 0.9]).1 - hand).abs() < 1e-12);
+    // Classes: tile probabilities (a, b) = (0.9, 0.1), (0.3, 0.7), (0.4, 0.6):
+    // mean (1.6 / 3, 1.4 / 3) -> a, although two of three tiles say b (a
+    // majority vote would say b); agreement 1 / 3.
+    let classes = vec!["a".to_string(), "b".to_string()];
+    let probs = vec![vec![0.9, 0.1], vec![0.3, 0.7], vec![0.4, 0.6]];
+    let decoded: Vec<Prediction> = probs
+        .iter()
+        .map(|p| {
+            let (label, probability) = if p[0] > p[1] { ("a", p[0]) } else { ("b", p[1]) };
+            Prediction::Class { label: label.into(), probability }
+        })
+        .collect();
+    let (p, spread) = aggregate_class(&classes, &probs, decoded.iter());
+    let Prediction::Class { label, probability } = p else { panic!("{p:?}") };
+    assert_eq!(label, "a");
+    assert!((probability - 1.6 / 3.0).abs() < 1e-12, "{probability}");
+    assert_eq!(spread, furcate_core::run::aggregate::Spread::Agreement(1.0 / 3.0));
+}

@@ -210,7 +210,7 @@ fn taps_are_cached_tap_by_tap() {
         // Random weights, the same for every build.
         tch::manual_seed(0);
         let e = cfg.config.extractor.build(&cfg.build_context()).unwrap();
-        let Features { features, layout, stats } =
+        let Features { features, layout, stats, .. } =
             features_for(&cfg, e.as_ref(), &data, &mut Silent).unwrap();
         (features, layout, stats.extracted)
     };

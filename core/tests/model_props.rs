@@ -594,6 +594,7 @@ fn auto_taps_pick_the_informative_tap() {
             targets: &targets,
             data: &data,
             strata: &strata,
+            groups: None,
             train: &train,
             val: &val,
             device: Device::Cpu,

@@ -43,7 +43,16 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 
 /// A learnable toy problem: the class is the sign of feature 0, the amount is feature 1.
 fn problem(rows: i64, seed: i64) -> (TrainingConfig, Batch, Batch, nn::VarStore, MultiHeadModel) {
-    let cfg = LoadedConfig::from_str(CONFIG, std::path::Path::new("t.toml")).unwrap();
+    problem_of(CONFIG, rows, seed)
+}
+
+/// [`problem`] with the model `config` declares.
+fn problem_of(
+    config: &str,
+    rows: i64,
+    seed: i64,
+) -> (TrainingConfig, Batch, Batch, nn::VarStore, MultiHeadModel) {
+    let cfg = LoadedConfig::from_str(config, std::path::Path::new("t.toml")).unwrap();
     tch::manual_seed(seed);
     let features = Tensor::randn([rows, 6], (Kind::Float, Device::Cpu));
     let kinds: Vec<String> = Vec::<f32>::try_from(features.select(1, 0))
@@ -102,6 +111,48 @@ fn training_learns_and_is_deterministic() {
     let best = a.history[a.best_epoch - 1].val_total.unwrap();
     assert!((la.0 - best).abs() < 1e-5, "{} vs {best}", la.0);
     assert!(a.history.iter().all(|r| r.val_total.unwrap() >= best - 1e-12));
+}
+
+/// Separable heads are solved one by one, and only the heads still moving
+/// are evaluated again: the history must still be every head's loss at that
+/// iteration, as a full evaluation of the model gives it.
+#[test]
+fn lbfgs_history_of_separable_heads_is_the_models_losses() {
+    let _guard = serial();
+    let config = r#"
+[data]
+manifest = "unused.csv"
+[extractor]
+type = "efficientnet_lite0"
+[[heads]]
+type = "classification"
+name = "kind"
+[[heads]]
+type = "regression"
+name = "amount"
+hidden = [8]
+[training]
+optimizer = "lbfgs"
+weight_decay = 1e-3
+"#;
+    let (mut t, tr, va, vs, model) = problem_of(config, 96, 3);
+    assert!(model.heads_are_separable());
+    t.epochs = 40;
+    let out = train(&model, &vs, &tr, Some(&va), &t, &mut NoCheckpoints, &mut Silent).unwrap();
+    let last = out.history.last().unwrap();
+    let (train_total, train_losses) = evaluate_losses(&model, &tr);
+    let (val_total, val_losses) = evaluate_losses(&model, &va);
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-6 * (1.0 + b.abs());
+    assert!(close(last.train_total, train_total), "{} vs {train_total}", last.train_total);
+    assert!(close(last.val_total.unwrap(), val_total));
+    for (a, b) in
+        last.train.iter().zip(&train_losses).chain(last.val.as_ref().unwrap().iter().zip(&val_losses))
+    {
+        assert!(close(*a, *b), "{a} vs {b}");
+    }
+    // The losses fall, and every row has every head.
+    assert!(last.train_total < out.history[0].train_total);
+    assert!(out.history.iter().all(|r| r.train.len() == 2 && r.val.as_ref().is_some_and(|v| v.len() == 2)));
 }
 
 #[test]
@@ -276,6 +327,40 @@ fn lbfgs_reaches_torchs_logistic_regression_optimum() {
     // In f32 the line search cannot see loss changes below one ulp of the loss (~6e-8 here), so it
     // stalls near |g| ~ 1e-5 (torch.optim.LBFGS in f32 stalls at 6.5e-6 on this problem).
     assert!(last.grad_max < 1e-4, "gradient {:e}", last.grad_max);
+}
+
+/// A badly scaled objective (one stiff coordinate at curvature 1e-6, many
+/// almost flat ones) whose gradient is small: the first, steepest-descent
+/// step changes the objective by less than `tolerance_change`, which must not
+/// count as convergence (a restart from a snapshot, or the final solve from
+/// the chosen candidate, starts that way); the curvature pair it makes
+/// scales the next step, which reaches the optimum.
+#[test]
+fn lbfgs_does_not_stop_after_its_short_first_step() {
+    let mut c = vec![1e-12f64; 1000];
+    c[0] = 1e-6;
+    let c = Tensor::from_slice(&c);
+    let x = Tensor::zeros([1000], (Kind::Double, Device::Cpu)).set_requires_grad(true);
+    let mut f = || -> furcate_core::Result<f64> {
+        zero_grads(&[&x]);
+        let loss = (&c * (&x - 1.0).square()).sum(Kind::Double) * 0.5;
+        loss.backward();
+        Ok(loss.double_value(&[]))
+    };
+    let mut opt = Lbfgs::new(vec![x.shallow_clone()], 1.0, LbfgsConfig::default());
+    let first = opt.iterate(&mut f).unwrap();
+    assert!(first.grad_max > 1e-7, "the start is not converged: {first:?}");
+    assert_eq!(first.converged, None, "{first:?}");
+    let mut last = first;
+    for _ in 0..50 {
+        last = opt.iterate(&mut f).unwrap();
+        if last.converged.is_some() {
+            break;
+        }
+    }
+    assert_eq!(last.converged, Some(Convergence::Gradient), "{last:?}");
+    let x0 = x.double_value(&[0]);
+    assert!((x0 - 1.0).abs() < 0.1, "the stiff coordinate is at {x0}");
 }
 
 #[test]

@@ -35,7 +35,8 @@ pub fn run(args: &Args, quiet: bool) -> Result<()> {
     } else {
         Dataset::from_paths(&args.images)?
     };
-    let (feats, meta) = run::extract_from(&cfg, &data, &mut Bars::new(quiet))?;
+    // A tiled config gives one row per tile, named `<image>#<tile>`.
+    let (data, feats, meta) = run::extract_from(&cfg, &data, &mut Bars::new(quiet))?;
     features::save_features(&args.out, &feats, &data.names, &meta)?;
     let (n, d) = (feats.size()[0], feats.size()[1]);
     if args.csv {
@@ -43,6 +44,6 @@ pub fn run(args: &Args, quiet: bool) -> Result<()> {
         fsutil::write_atomic(&path, features_csv(&data, &feats)?.as_bytes())?;
         println!("wrote {}", path.display());
     }
-    println!("wrote {} ({n} images x {d} features)", args.out.display());
+    println!("wrote {} ({n} rows x {d} features)", args.out.display());
     Ok(())
 }

@@ -4,8 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use furcate_core::fsutil;
-use furcate_core::run::output::predictions_csv_with;
-use furcate_core::run::SavedRun;
+use furcate_core::run::{PredictOptions, SavedRun};
 
 use super::progress::Bars;
 
@@ -27,18 +26,24 @@ pub struct Args {
     /// prediction and class probabilities) instead of CSV.
     #[arg(long)]
     pub json: bool,
+    /// Tiled runs: after each image's row, one row per tile.
+    #[arg(long)]
+    pub tiles: bool,
+    /// The images' micrometres per pixel (needed by a run with `data.pixel_size`).
+    #[arg(long)]
+    pub pixel_size: Option<f64>,
 }
 
 /// Runs `furcate predict`.
 pub fn run(args: &Args, quiet: bool) -> Result<()> {
     let saved = SavedRun::open(&args.run)?;
-    let (set, table) = saved.predict_table(&args.images, &mut Bars::new(quiet || args.json))?;
+    let opts =
+        PredictOptions { tiles: args.tiles, pixel_size: args.pixel_size, probabilities: args.probabilities };
+    let predicted = saved.predict_table(&args.images, &opts, &mut Bars::new(quiet || args.json))?;
     let text = if args.json {
-        serde_json::to_string_pretty(&table.rows(&set))? + "\n"
+        serde_json::to_string_pretty(&predicted.table.rows(&predicted.images))? + "\n"
     } else {
-        let extra = if args.probabilities { table.probability_columns() } else { Vec::new() };
-        let split = vec!["predict".to_string(); set.len()];
-        predictions_csv_with(&saved.config.config, &set, &split, &table.predictions, &extra)?
+        predicted.csv
     };
     match &args.out {
         Some(path) => {

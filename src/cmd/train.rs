@@ -83,6 +83,7 @@ pub fn print_summary(summary: &run::RunSummary) {
         summary.cache.extracted,
         summary.cache.hits
     );
+    println!("{}", summary.data);
     for n in &summary.notes {
         println!("{n}");
     }

@@ -41,3 +41,44 @@ pub fn dataset(dir: &Path, morphologies: usize, per_class: usize) -> PathBuf {
     furcate_synth::write_dataset(&cfg, &out, false).unwrap();
     out.join(furcate_synth::MANIFEST_FILE)
 }
+
+/// Rows of the microscope's data bar [`large_micrographs`] burns in.
+pub const DATA_BAR: u32 = 32;
+
+/// `n` large two-phase micrographs (`side` px square, volume fractions
+/// spread over 0.15..0.5) saved under `dir` as 12-bit data in 16-bit TIFFs,
+/// each with a white data bar of [`DATA_BAR`] rows (with black "text") below
+/// the microstructure. Returns `(file name, true porosity)` per image.
+pub fn large_micrographs(dir: &Path, n: usize, side: usize, seed: u64) -> Vec<(String, f64)> {
+    let mut cfg = furcate_synth::SynthConfig {
+        size: side,
+        images_per_class: n.div_ceil(4),
+        volume_fractions: vec![0.15, 0.25, 0.35, 0.45],
+        jitter: 1.0,
+        seed,
+        ..Default::default()
+    };
+    cfg.morphologies.truncate(1);
+    let images = furcate_synth::generate(&cfg).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    images
+        .iter()
+        .take(n)
+        .enumerate()
+        .map(|(i, img)| {
+            let (w, h) = (side as u32, side as u32 + DATA_BAR);
+            let buf = image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::from_fn(w, h, |x, y| {
+                let v = if y < side as u32 {
+                    img.pixels[y as usize * side + x as usize] > 127
+                } else {
+                    // White bar with black glyph-like blocks.
+                    !((x / 6) % 3 == 0 && (y - side as u32) % 10 < 6)
+                };
+                image::Luma([if v { 4095 } else { 0 }])
+            });
+            let name = format!("micrograph_{seed}_{i}.tif");
+            buf.save(dir.join(&name)).unwrap();
+            (name, img.volume_fraction)
+        })
+        .collect()
+}

@@ -30,6 +30,12 @@ pub fn load(path: &Path, size: usize, fit: Fit) -> Result<Pixels> {
 
 /// Decodes image bytes (the format is guessed from the content); `path` names them in errors.
 pub fn decode(bytes: &[u8], path: &Path, size: usize, fit: Fit) -> Result<Pixels> {
+    Ok(to_pixels(&fit_image(decode_image(bytes, path)?, fit), size))
+}
+
+/// Decodes image bytes at their own size and type (the first page of a
+/// multi-page TIFF); `path` names them in errors.
+pub fn decode_image(bytes: &[u8], path: &Path) -> Result<DynamicImage> {
     let img = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| Error::data(path, format!("cannot read image: {e}")))?
@@ -38,21 +44,33 @@ pub fn decode(bytes: &[u8], path: &Path, size: usize, fit: Fit) -> Result<Pixels
     if img.width() == 0 || img.height() == 0 {
         return Err(Error::data(path, "the image is empty"));
     }
-    let img = match fit {
+    Ok(img)
+}
+
+/// The part of `img` that [`Fit`] keeps (all of it, or the centred square).
+pub fn fit_image(img: DynamicImage, fit: Fit) -> DynamicImage {
+    match fit {
         Fit::Resize => img,
         Fit::CenterCrop => {
             let side = img.width().min(img.height());
             img.crop_imm((img.width() - side) / 2, (img.height() - side) / 2, side, side)
         }
-    };
+    }
+}
+
+/// `img` resized to `size x size` (bilinear, aspect not kept) as planes in `[0, 1]`
+/// (each sample divided by its type's maximum).
+pub fn to_pixels(img: &DynamicImage, size: usize) -> Pixels {
     let gray = !img.color().has_color();
+    let resized;
     let img = if img.width() as usize == size && img.height() as usize == size {
         img
     } else {
-        img.resize_exact(size as u32, size as u32, FilterType::Triangle)
+        resized = img.resize_exact(size as u32, size as u32, FilterType::Triangle);
+        &resized
     };
-    let data = if gray { gray_plane(&img) } else { rgb_planes(&img, size) };
-    Ok(Pixels { channels: if gray { 1 } else { 3 }, size, data })
+    let data = if gray { gray_plane(img) } else { rgb_planes(img, size) };
+    Pixels { channels: if gray { 1 } else { 3 }, size, data }
 }
 
 fn gray_plane(img: &DynamicImage) -> Vec<f32> {

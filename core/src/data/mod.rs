@@ -1,8 +1,12 @@
 //! Labelled image sets: a manifest CSV or one folder per class, image
-//! decoding, and the train/validation/test split.
+//! decoding, the pipeline of real micrographs (intensity, crop, pixel size,
+//! tiles) and the train/validation/test split.
 
 pub mod image;
+pub mod intensity;
+pub mod prepare;
 pub mod split;
+pub mod tiles;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -238,16 +238,14 @@ impl PropertyHead for ClassificationHead {
         })
     }
 
-    /// The softmax over the classes.
-    fn probabilities(&self, output: &Tensor) -> Option<Vec<Vec<f64>>> {
-        let probs = output.detach().to_device(Device::Cpu).to_kind(Kind::Double).softmax(-1, Kind::Double);
-        let k = self.classes.len();
-        Some(to_vec_f64(&probs.reshape([-1])).chunks(k.max(1)).map(<[f64]>::to_vec).collect())
+    /// The softmax of the logits.
+    fn probabilities(&self, output: &Tensor) -> Option<Tensor> {
+        Some(output.detach().to_device(Device::Cpu).to_kind(Kind::Double).softmax(-1, Kind::Double))
     }
 
     /// The most probable class and its softmax probability.
     fn decode(&self, output: &Tensor) -> Vec<Prediction> {
-        let probs = output.detach().to_device(Device::Cpu).to_kind(Kind::Double).softmax(-1, Kind::Double);
+        let probs = self.probabilities(output).expect("a classification head has probabilities");
         let (best, arg) = probs.max_dim(-1, false);
         let arg = Vec::<i64>::try_from(&arg).unwrap_or_default();
         to_vec_f64(&best)

@@ -176,12 +176,14 @@ pub trait PropertyHead: Send {
         None
     }
 
-    /// Every class's probability, in [`classes`](Self::classes) order, for
-    /// heads that can tell them (`None`, the default: not available).
+    /// Each class's probability, for heads that predict classes and can say
+    /// (`None`: only the decoded class is known). Tiled runs average these
+    /// over an image's tiles.
     ///
     /// # Shapes
-    /// `output`: `[N, K]` -> `N` rows of one probability per class.
-    fn probabilities(&self, _output: &Tensor) -> Option<Vec<Vec<f64>>> {
+    /// `output`: `[N, K]` -> `[N, classes]`, `f64`, CPU.
+    fn probabilities(&self, output: &Tensor) -> Option<Tensor> {
+        let _ = output;
         None
     }
 
@@ -238,4 +240,12 @@ pub trait HeadConfig: Debug + Send + Sync {
 
     /// Builds the head under `path` for `in_dim` input features.
     fn build(&self, path: nn::Path, in_dim: i64, state: &HeadState) -> Result<Box<dyn PropertyHead>>;
+}
+
+/// The rows of a `[N, K]` probability tensor ([`PropertyHead::probabilities`]),
+/// one `Vec` of `K` probabilities per row.
+pub fn probability_rows(probabilities: &Tensor) -> Vec<Vec<f64>> {
+    let k = probabilities.size().get(1).copied().unwrap_or(0) as usize;
+    let flat = crate::model::to_vec_f64(&probabilities.contiguous().view([-1]));
+    flat.chunks(k.max(1)).map(<[f64]>::to_vec).collect()
 }

@@ -4,7 +4,8 @@
 //!
 //! Candidates are fitted on the training rows and scored on the validation
 //! rows; when there are fewer than [`MIN_VALIDATION_ROWS`] of those, by
-//! stratified [`FOLDS`]-fold cross-validation inside the training rows. A
+//! stratified [`FOLDS`]-fold cross-validation inside the training rows (folds
+//! of whole images when the rows are tiles, `[data] tile`). A
 //! head's score is its error rate (discrete heads), else its MAE (value
 //! heads), else its loss; ties go to the lower validation loss, then to the
 //! shallower, shorter candidate (the first in [`TapLayout::runs`] order) and
@@ -127,6 +128,9 @@ pub struct Problem<'a> {
     pub data: &'a Dataset,
     /// Strata of every row (for the folds).
     pub strata: &'a [String],
+    /// The image of every row when rows are tiles (`[data] tile`): the folds
+    /// then keep each image's tiles together. `None`: every row is an image.
+    pub groups: Option<&'a [usize]>,
     /// Training and validation rows.
     pub train: &'a [usize],
     /// Validation rows.
@@ -146,9 +150,7 @@ impl Problem<'_> {
                 format!("validation part ({} rows)", self.val.len()),
             );
         }
-        let k = FOLDS.min(self.train.len()).max(2);
-        let strata: Vec<String> = self.train.iter().map(|&i| self.strata[i].clone()).collect();
-        let folds = split::folds(&strata, k, self.config.training.seed);
+        let (k, folds) = self.folds();
         let plan = folds
             .iter()
             .map(|fold| {
@@ -165,6 +167,33 @@ impl Problem<'_> {
                 self.val.len()
             ),
         )
+    }
+
+    /// The folds' positions in `train`: stratified folds of the rows, or of
+    /// the images (`groups`), each image's rows in its image's fold.
+    fn folds(&self) -> (usize, Vec<Vec<usize>>) {
+        let seed = self.config.training.seed;
+        let Some(groups) = self.groups else {
+            let k = FOLDS.min(self.train.len()).max(2);
+            let strata: Vec<String> = self.train.iter().map(|&i| self.strata[i].clone()).collect();
+            return (k, split::folds(&strata, k, seed));
+        };
+        let mut images: Vec<usize> = self.train.iter().map(|&r| groups[r]).collect();
+        images.dedup();
+        let first: std::collections::BTreeMap<usize, usize> =
+            self.train.iter().rev().map(|&r| (groups[r], r)).collect();
+        let strata: Vec<String> = images.iter().map(|g| self.strata[first[g]].clone()).collect();
+        let k = FOLDS.min(images.len()).max(2);
+        let fold_of: std::collections::BTreeMap<usize, usize> = split::folds(&strata, k, seed)
+            .iter()
+            .enumerate()
+            .flat_map(|(f, fold)| fold.iter().map(|&j| (images[j], f)).collect::<Vec<_>>())
+            .collect();
+        let mut folds = vec![Vec::new(); k];
+        for (i, &r) in self.train.iter().enumerate() {
+            folds[fold_of[&groups[r]]].push(i);
+        }
+        (k, folds)
     }
 
     fn batch(&self, rows: &[usize]) -> Batch {
@@ -198,6 +227,8 @@ impl Problem<'_> {
         warm: &mut Vec<Option<nn::VarStore>>,
     ) -> Result<Vec<(f64, String, f64)>> {
         let mut sums = vec![(0.0, String::new(), 0.0); heads.len()];
+        let training =
+            &TrainingConfig { epochs: training.epochs.min(SELECTION_ITERATIONS), ..training.clone() };
         for (p, (fit, score)) in plan.iter().enumerate() {
             tch::manual_seed(training.seed as i64);
             let mut vs = nn::VarStore::new(self.device);

@@ -8,28 +8,33 @@
 //! over the images that miss any of its taps, stopped after the deepest
 //! missing tap.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use rayon::prelude::*;
 use tch::Tensor;
 
 use crate::config::{Fit, LoadedConfig};
+use crate::data::prepare::{DataSummary, Preprocess, RowPlan};
 use crate::data::{image, Dataset};
 use crate::extractor::taps::TapLayout;
 use crate::extractor::{ExtractorConfig, FeatureExtractor};
 use crate::features::{CacheStats, FeatureCache};
 use crate::progress::Progress;
-use crate::{fsutil, weights, Error, Result};
+use crate::{weights, Error, Result};
 
-/// The features of a data set: rows in data order, and the taps they are made of.
+/// The features of a data set: rows in data order (one per image, or one per
+/// tile with `[data] tile`), and the taps they are made of.
 #[derive(Debug)]
 pub struct Features {
-    /// `[N, D]` features, `f32`, CPU.
+    /// `[N, D]` features, `f32`, CPU: one row per row of `plan`.
     pub features: Tensor,
     /// The taps the `D` columns are made of.
     pub layout: TapLayout,
     /// Rows extracted now vs found in the cache.
     pub stats: CacheStats,
+    /// Which image (and tile) each row is.
+    pub plan: RowPlan,
+    /// How the images were read (intensity mode, bit depths, tiles).
+    pub summary: DataSummary,
 }
 
 /// Features of every image of `data` for `cfg`'s extractor, through the feature cache.
@@ -42,17 +47,14 @@ pub fn features_for(
     progress: &mut dyn Progress,
 ) -> Result<Features> {
     let c = &cfg.config;
-    let hashes: Vec<String> = data
-        .files
-        .par_iter()
-        .map(|f| std::fs::read(f).map(|b| fsutil::sha256_bytes(&b)).map_err(|e| Error::io(f, e)))
-        .collect::<Result<_>>()?;
+    let pre = Preprocess { data: &c.data, size: extractor.input_spec().size as usize };
+    let plan = pre.plan(data)?;
     let root = match &c.data.feature_cache {
         Some(p) if p.is_absolute() => p.clone(),
         Some(p) => cfg.dir().join(p),
         None => weights::cache_dir().join("features"),
     };
-    let source = FeatureSource { data, hashes: &hashes, root: &root, fit: c.data.fit };
+    let source = FeatureSource { data, pre: &pre, plan: &plan, root: &root, fit: c.data.fit };
     let (features, widths, extracted) = source.features(c.extractor.as_ref(), extractor, progress)?;
     let names = c.extractor.tap_names();
     if names.len() != widths.len() {
@@ -63,14 +65,16 @@ pub fn features_for(
         )));
     }
     let layout = TapLayout::new(names.into_iter().zip(widths).collect());
-    let stats = CacheStats { hits: hashes.len() - extracted, extracted };
-    Ok(Features { features, layout, stats })
+    let stats = CacheStats { hits: plan.names.len() - extracted, extracted };
+    let summary = plan.summary(c.data.intensity);
+    Ok(Features { features, layout, stats, plan, summary })
 }
 
 /// The images and cache [`features_for`] works from.
 struct FeatureSource<'a> {
     data: &'a Dataset,
-    hashes: &'a [String],
+    pre: &'a Preprocess<'a>,
+    plan: &'a RowPlan,
     root: &'a Path,
     fit: Fit,
 }
@@ -115,8 +119,9 @@ impl FeatureSource<'_> {
                 )
             })
             .collect();
+        let names = &self.plan.names;
         let mut known: Vec<_> = caches.iter().map(FeatureCache::known).collect();
-        let missing: Vec<Vec<usize>> = known.iter().map(|k| FeatureCache::missing(k, self.hashes)).collect();
+        let missing: Vec<Vec<usize>> = known.iter().map(|k| FeatureCache::missing(k, names)).collect();
         let mut union: Vec<usize> = missing.iter().flatten().copied().collect();
         union.sort_unstable();
         union.dedup();
@@ -130,16 +135,16 @@ impl FeatureSource<'_> {
                     .map(|i| union.binary_search(i).map(|p| p as i64).unwrap_or_default())
                     .collect();
                 let block = block.index_select(0, &Tensor::from_slice(&pick));
-                let names = missing[*t].iter().map(|&i| self.hashes[i].clone()).collect();
-                caches[*t].store(&mut known[*t], names, &block)?;
+                let rows = missing[*t].iter().map(|&i| names[i].clone()).collect();
+                caches[*t].store(&mut known[*t], rows, &block)?;
             }
         }
-        let blocks: Vec<Tensor> = known.iter().map(|k| FeatureCache::gather(k, self.hashes)).collect();
+        let blocks: Vec<Tensor> = known.iter().map(|k| FeatureCache::gather(k, names)).collect();
         let widths = blocks.iter().map(|b| b.size()[1]).collect();
         Ok((Tensor::cat(&blocks, 1), widths, union.len()))
     }
 
-    /// The taps `which` of the images `rows`, in batches, with progress.
+    /// The taps `which` of the rows `rows` (images or tiles), in batches, with progress.
     /// `whole`: the extractor has one tap, taken with its plain `extract`.
     fn extract(
         &self,
@@ -151,13 +156,13 @@ impl FeatureSource<'_> {
     ) -> Result<Vec<Tensor>> {
         progress.start("extracting features", rows.len() as u64);
         let size = extractor.input_spec().size as usize;
+        let pre = Preprocess { size, ..self.pre.clone() };
         let bs = extractor.batch_size().max(1);
         let chunk = (bs * 4).max(64);
         let mut parts: Vec<Vec<Tensor>> = which.iter().map(|_| Vec::new()).collect();
         let mut done = 0;
-        for part in rows.chunks(chunk) {
-            let files: Vec<PathBuf> = part.iter().map(|&i| self.data.files[i].clone()).collect();
-            let images = image::load_batch(&files, size, self.fit)?;
+        for part in self.chunks(rows, chunk) {
+            let images = image::stack(&pre.load_rows(self.data, self.plan, part)?, size);
             if whole {
                 parts[0].push(extractor.extract_all(&images, &mut |_| {})?);
             } else {
@@ -178,5 +183,21 @@ impl FeatureSource<'_> {
         }
         progress.finish();
         Ok(parts.iter().map(|p| Tensor::cat(p, 0)).collect())
+    }
+
+    /// `rows` cut into runs of at least `chunk` rows that end at an image's
+    /// last row, so each image is decoded once.
+    fn chunks<'r>(&self, rows: &'r [usize], chunk: usize) -> Vec<&'r [usize]> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        for i in 1..=rows.len() {
+            let done = i == rows.len()
+                || (i - start >= chunk && self.plan.image[rows[i]] != self.plan.image[rows[i - 1]]);
+            if done {
+                out.push(&rows[start..i]);
+                start = i;
+            }
+        }
+        out
     }
 }

@@ -6,6 +6,7 @@
 //! renamed at the very end, so a folder named like a run is always complete;
 //! the partial folder holds the resumable snapshot that `--resume` continues.
 
+pub mod aggregate;
 pub mod checkpoint;
 pub mod choose;
 pub mod features;
@@ -21,6 +22,7 @@ use serde_json::{json, Value};
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::config::{LoadedConfig, LossWeighting, RunConfig};
+use crate::data::prepare::{DataSummary, RowPlan};
 use crate::data::{split, Dataset};
 use crate::extractor::FeatureExtractor;
 use crate::head::{HeadConfig, HeadScore, HeadState, Prediction, Targets};
@@ -72,6 +74,34 @@ pub struct Evaluation {
     pub consistency: Vec<Consistency>,
     /// Rows scored.
     pub n: usize,
+    /// Tiled runs: the same scores per tile (the scores above are per image).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tiles: Option<Box<Evaluation>>,
+    /// How the scored images were read (set by [`train_run`] and [`SavedRun::evaluate`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<DataSummary>,
+}
+
+/// Options of [`SavedRun::predict_with`].
+#[derive(Debug, Clone, Default)]
+pub struct PredictOptions {
+    /// Also write each tile's row (tiled runs).
+    pub tiles: bool,
+    /// The images' micrometres per pixel, for a run with `data.pixel_size`.
+    pub pixel_size: Option<f64>,
+    /// Add every class's probability as columns `<head>_p_<class>` to the CSV.
+    pub probabilities: bool,
+}
+
+/// What [`SavedRun::predict_table`] returns.
+#[derive(Debug, Clone)]
+pub struct Predicted {
+    /// The images predicted (files, and the images inside folders).
+    pub images: Dataset,
+    /// One prediction (and class probabilities) per image.
+    pub table: output::PredictionTable,
+    /// The CSV text, as `predictions.csv` writes it.
+    pub csv: String,
 }
 
 /// How a value head's predictions, rounded to the nearest class centre, agree
@@ -218,6 +248,8 @@ pub struct RunSummary {
     pub notes: Vec<String>,
     /// The cross-validation, with `training.folds` (`metrics.json`'s `cross_validation`).
     pub cross_validation: Option<folds::CvSummary>,
+    /// How the images were read.
+    pub data: DataSummary,
 }
 
 /// The columns of the heads that stratify the split (the discrete ones).
@@ -452,7 +484,43 @@ pub fn evaluate(
         exact_match_heads,
         consistency,
         n: data.len(),
+        tiles: None,
+        data: None,
     })
+}
+
+/// Per-image predictions of the rows `features` (laid out by `plan`, over
+/// the images of `data`): the rows' own for a run without tiles, aggregated
+/// per image ([`aggregate`]) for a tiled one, with the rows' outputs.
+pub fn predict_images(
+    model: &MultiHeadModel,
+    features: &Tensor,
+    plan: &RowPlan,
+) -> (Vec<Vec<Prediction>>, Option<aggregate::Tiled>) {
+    if !plan.tiled {
+        return (predict_features(model, features), None);
+    }
+    let rows = aggregate::predict_rows(model, features);
+    let agg = aggregate::aggregate(model.heads(), &rows, &plan.groups());
+    (agg.predictions.clone(), Some((agg, rows)))
+}
+
+/// [`predict_images`] scored against the labels of `data`: per image, and
+/// (tiled) per tile in [`Evaluation::tiles`].
+fn score_images(
+    config: &RunConfig,
+    model: &MultiHeadModel,
+    features: &Tensor,
+    data: &Dataset,
+    plan: &RowPlan,
+) -> Result<(Evaluation, Vec<Vec<Prediction>>, Option<aggregate::Tiled>)> {
+    let (predictions, tiled) = predict_images(model, features, plan);
+    let mut evaluation = evaluate(config, model, &predictions, data)?;
+    if let Some((_, rows)) = &tiled {
+        let per_tile = evaluate(config, model, &rows.predictions, &data.subset(&plan.image))?;
+        evaluation.tiles = Some(Box::new(per_tile));
+    }
+    Ok((evaluation, predictions, tiled))
 }
 
 fn partial_dir(out: &Path) -> PathBuf {
@@ -489,6 +557,8 @@ pub(crate) struct FitData<'a> {
     pub(crate) features: &'a Tensor,
     pub(crate) layout: &'a crate::extractor::taps::TapLayout,
     pub(crate) strata: &'a [String],
+    /// The image of each row, when rows are tiles (k-fold keeps an image's tiles together).
+    pub(crate) groups: Option<&'a [usize]>,
 }
 
 /// Fits head states on the training rows of `parts`, makes the run's
@@ -542,6 +612,7 @@ pub(crate) fn fit_rows(
             targets: &all_targets,
             data,
             strata: rows.strata,
+            groups: rows.groups,
             train: &parts.train,
             val: &parts.val,
             device,
@@ -602,51 +673,56 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
         ));
     }
     crate::runtime::apply_config_threads(&c.runtime);
-    let data = Dataset::load(&c.data, &cfg.dir())?;
-    check_columns(cfg, &data)?;
+    let images = Dataset::load(&c.data, &cfg.dir())?;
+    check_columns(cfg, &images)?;
     let extractor = c.extractor.build(&cfg.build_context())?;
     let weights_sha256 = extractor.weights_sha256();
-    let Features { features, layout, stats: cache } = features_for(cfg, extractor.as_ref(), &data, progress)?;
+    let Features { features, layout, stats: cache, plan, summary } =
+        features_for(cfg, extractor.as_ref(), &images, progress)?;
     let t = &c.training;
-    let strata = strata(c, &data)?;
+    // The split is by image; with tiles, each image's rows (tiles) follow it.
+    let image_strata = strata(c, &images)?;
     let mut cv = match t.folds {
         Some(k) => Some(folds::cross_validate(
             cfg,
             extractor.as_ref(),
-            &data,
+            &images,
             &features,
             &layout,
-            &strata,
+            &image_strata,
             k,
             progress,
         )?),
         None => None,
     };
-    let (parts, why_val) = match &cv {
+    let (image_parts, why_val) = match &cv {
         // The final model: every labelled image (less the validation part, if any).
         Some(_) => {
-            let all: Vec<usize> = (0..data.len()).collect();
-            let (train, val, why) = validation_split(t, &strata, &all);
+            let all: Vec<usize> = (0..images.len()).collect();
+            let (train, val, why) = validation_split(t, &image_strata, &all);
             (split::Split { train, val, test: Vec::new() }, why)
         }
         None => {
-            let rest = data.len() - split::stratified(&strata, t.test_fraction, 0.0, t.seed).test.len();
+            let rest =
+                images.len() - split::stratified(&image_strata, t.test_fraction, 0.0, t.seed).test.len();
             let (validation_fraction, why) = t.validation_fraction_for(rest);
-            (split::stratified(&strata, t.test_fraction, validation_fraction, t.seed), why)
+            (split::stratified(&image_strata, t.test_fraction, validation_fraction, t.seed), why)
         }
     };
-    let mut warnings = warnings::split_warnings(c, &data, &parts)?;
+    let mut warnings = warnings::split_warnings(c, &images, &image_parts)?;
     if let Some(cv) = &cv {
         warnings.extend(cv.warnings.iter().cloned());
     }
     for w in &warnings {
         tracing::warn!("{w}");
     }
-    let mut notes = vec![warnings::early_stopping_note(c, parts.val.len(), why_val.as_deref())];
+    let mut notes = vec![warnings::early_stopping_note(c, image_parts.val.len(), why_val.as_deref())];
     if let Some(cv) = &mut cv {
-        notes.push(cv.final_model_note(parts.train.len(), parts.val.len()));
+        notes.push(cv.final_model_note(image_parts.train.len(), image_parts.val.len()));
     }
-    let test_set = data.subset(&parts.test);
+    let (test_plan, _) = plan.subset(&image_parts.test);
+    let test_images = images.subset(&image_parts.test);
+    let (data, strata, parts) = plan.expand(&images, image_strata, &image_parts);
 
     let partial = partial_dir(&opts.out);
     let mut snapshots = checkpoint::ResumeFiles::new(&partial.join("checkpoint"));
@@ -658,7 +734,13 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
         std::fs::remove_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
     }
     std::fs::create_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
-    let rows = FitData { data: &data, features: &features, layout: &layout, strata: &strata };
+    let rows = FitData {
+        data: &data,
+        features: &features,
+        layout: &layout,
+        strata: &strata,
+        groups: plan.tiled.then_some(plan.image.as_slice()),
+    };
     let fitted = fit_rows(cfg, extractor.as_ref(), &rows, &parts, &mut snapshots, progress)?;
     drop(extractor);
     let Fitted { vs, model, states, choices, outcome, .. } = &fitted;
@@ -667,9 +749,18 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
     let (evaluation, predictions_text) = match &cv {
         Some(cv) => (cv.pooled(c, model, &data)?, cv.predictions_csv(c, &data)?),
         None => {
-            let predictions = predict_features(model, &fitted.rows(&features, &parts.test));
-            let evaluation = evaluate(c, model, &predictions, &test_set)?;
-            let text = predictions_csv(c, &test_set, "test", &predictions)?;
+            let test_features = fitted.rows(&features, &parts.test);
+            let (mut evaluation, predictions, tiled) =
+                score_images(c, model, &test_features, &test_images, &test_plan)?;
+            evaluation.data = Some(test_plan.summary(c.data.intensity));
+            let text = aggregate::predictions_table(
+                c,
+                &test_images,
+                &vec!["test".to_string(); test_images.len()],
+                &predictions,
+                tiled.as_ref().map(|(a, _)| aggregate::TiledRows { aggregated: a, tiles: None }),
+                &[],
+            )?;
             (evaluation, text)
         }
     };
@@ -680,7 +771,7 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
         heads: c.heads.iter().map(|h| h.name().to_string()).zip(states.iter().cloned()).collect(),
         in_dim,
         weights_sha256: weights_sha256.clone(),
-        split: parts.clone(),
+        split: image_parts.clone(),
         data_sha256: data_sha256(&data),
         best_epoch: outcome.best_epoch,
         epochs_run: outcome.epochs_run,
@@ -691,7 +782,8 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
     let _ = std::fs::remove_file(partial.join("checkpoint").join("resume.safetensors"));
     fsutil::write_atomic(&partial.join("config.toml"), state.config.as_bytes())?;
     let mut metrics =
-        metrics_json(c, model, &evaluation, outcome, weights_sha256.as_deref(), &parts, Some(choices))?;
+        metrics_json(c, model, &evaluation, outcome, weights_sha256.as_deref(), &image_parts, Some(choices))?;
+    metrics["data"] = serde_json::to_value(&summary).map_err(|e| Error::Invalid(e.to_string()))?;
     metrics["warnings"] = json!(warnings);
     metrics["notes"] = json!(notes);
     if let Some(cv) = &cv {
@@ -727,6 +819,7 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
         warnings,
         notes,
         cross_validation,
+        data: summary,
     })
 }
 
@@ -745,16 +838,17 @@ pub fn metrics_json(
     choices: Option<&choose::Choices>,
 ) -> Result<Value> {
     let mut heads = serde_json::Map::new();
-    for (h, cfg) in eval.heads.iter().zip(&config.heads) {
-        heads.insert(
-            h.name.clone(),
-            json!({
-                "type": h.kind,
-                "column": cfg.column(),
-                "error_rate": h.score.error_rate,
-                "metrics": h.score.metrics,
-            }),
-        );
+    for (i, (h, cfg)) in eval.heads.iter().zip(&config.heads).enumerate() {
+        let mut head = json!({
+            "type": h.kind,
+            "column": cfg.column(),
+            "error_rate": h.score.error_rate,
+            "metrics": h.score.metrics,
+        });
+        if let Some(t) = eval.tiles.as_ref().and_then(|t| t.heads.get(i)) {
+            head["tiles"] = json!({ "error_rate": t.score.error_rate, "metrics": t.score.metrics, "n": eval.tiles.as_ref().map(|t| t.n) });
+        }
+        heads.insert(h.name.clone(), head);
     }
     Ok(json!({
         "furcate_version": crate::VERSION,
@@ -817,7 +911,14 @@ pub fn predictions_csv(
     split_name: &str,
     predictions: &[Vec<Prediction>],
 ) -> Result<String> {
-    output::predictions_csv_with(config, data, &vec![split_name.to_string(); data.len()], predictions, &[])
+    aggregate::predictions_table(
+        config,
+        data,
+        &vec![split_name.to_string(); data.len()],
+        predictions,
+        None,
+        &[],
+    )
 }
 
 /// A saved run, loaded for scoring or prediction.
@@ -882,8 +983,15 @@ impl SavedRun {
     }
 
     /// Features for `data` with the run's extractor (through the cache),
-    /// refusing a weights file that differs from the one the run was trained on.
+    /// refusing a weights file that differs from the one the run was trained
+    /// on; standardised as at training. A tiled run tiles `data` the same way
+    /// (see [`SavedRun::rows`]).
     pub fn features(&self, data: &Dataset, progress: &mut dyn Progress) -> Result<Tensor> {
+        Ok(self.rows(data, progress)?.features)
+    }
+
+    /// [`SavedRun::features`] with the rows' plan (image and tile of each row).
+    pub fn rows(&self, data: &Dataset, progress: &mut dyn Progress) -> Result<Features> {
         let extractor = self.config.config.extractor.build(&self.config.build_context())?;
         if extractor.weights_sha256() != self.state.weights_sha256 {
             return Err(Error::weights(
@@ -895,7 +1003,9 @@ impl SavedRun {
                 ),
             ));
         }
-        Ok(self.scaler.apply(&features_for(&self.config, extractor.as_ref(), data, progress)?.features))
+        let mut f = features_for(&self.config, extractor.as_ref(), data, progress)?;
+        f.features = self.scaler.apply(&f.features);
+        Ok(f)
     }
 
     /// Scores the run on its own test part, or on the labelled manifest `data`.
@@ -926,27 +1036,61 @@ impl SavedRun {
         // Labels the run cannot score (a class it never saw, a non-number) are
         // errors naming the manifest line, as they are at training.
         encode(&self.model, c, &set, Device::Cpu)?;
-        let features = self.features(&set, progress)?;
-        let predictions = predict_features(&self.model, &features);
-        evaluate(c, &self.model, &predictions, &set)
+        let rows = self.rows(&set, progress)?;
+        let mut evaluation = score_images(c, &self.model, &rows.features, &set, &rows.plan)?.0;
+        evaluation.data = Some(rows.summary);
+        Ok(evaluation)
     }
 
     /// Predictions for unlabelled images, as CSV text (one row per image).
     pub fn predict(&self, paths: &[PathBuf], progress: &mut dyn Progress) -> Result<String> {
-        let (set, table) = self.predict_table(paths, progress)?;
-        predictions_csv(&self.config.config, &set, "predict", &table.predictions)
+        Ok(self.predict_table(paths, &PredictOptions::default(), progress)?.csv)
     }
 
-    /// Predictions for unlabelled images with every class's probability,
-    /// and the images (files, and the images inside folders).
+    /// Predictions for unlabelled images: one row per image (a tiled run
+    /// aggregates its tiles, [`aggregate`]: value heads by the mean, class
+    /// heads by the mean probability), every class's probability, and the
+    /// CSV text (with [`PredictOptions::tiles`] each tile's row after its
+    /// image's; with [`PredictOptions::probabilities`] the `<head>_p_<class>`
+    /// columns).
     pub fn predict_table(
         &self,
         paths: &[PathBuf],
+        opts: &PredictOptions,
         progress: &mut dyn Progress,
-    ) -> Result<(Dataset, output::PredictionTable)> {
-        let set = Dataset::from_paths(paths)?;
-        let features = self.features(&set, progress)?;
-        Ok((set, output::PredictionTable::predict(&self.model, &features)))
+    ) -> Result<Predicted> {
+        let mut set = Dataset::from_paths(paths)?;
+        let c = &self.config.config;
+        if let Some(px) = opts.pixel_size {
+            set.columns.insert(c.data.pixel_size_column.clone(), vec![Some(px.to_string()); set.len()]);
+        } else if let Some(target) = c.data.pixel_size {
+            return Err(Error::Invalid(format!(
+                "this run works at data.pixel_size = {target} micrometres per pixel; give the images' own \
+                 pixel size (predict --pixel-size)"
+            )));
+        }
+        let rows = self.rows(&set, progress)?;
+        let (predictions, tiled) = predict_images(&self.model, &rows.features, &rows.plan);
+        let table = match &tiled {
+            None => output::PredictionTable::predict(&self.model, &rows.features),
+            Some((_, r)) => {
+                output::PredictionTable::per_image(&self.model, &predictions, r, &rows.plan.groups())
+            }
+        };
+        let extra = if opts.probabilities { table.probability_columns() } else { Vec::new() };
+        let tiled_rows = tiled.as_ref().map(|(a, r)| aggregate::TiledRows {
+            aggregated: a,
+            tiles: opts.tiles.then_some((&rows.plan, r.predictions.as_slice())),
+        });
+        let csv = aggregate::predictions_table(
+            c,
+            &set,
+            &vec!["predict".to_string(); set.len()],
+            &predictions,
+            tiled_rows,
+            &extra,
+        )?;
+        Ok(Predicted { images: set, table, csv })
     }
 }
 
@@ -955,27 +1099,34 @@ pub fn extract(
     cfg: &LoadedConfig,
     progress: &mut dyn Progress,
 ) -> Result<(Dataset, Tensor, HashMap<String, String>)> {
-    let data = Dataset::load(&cfg.config.data, &cfg.dir())?;
-    let (features, meta) = extract_from(cfg, &data, progress)?;
-    Ok((data, features, meta))
+    let images = Dataset::load(&cfg.config.data, &cfg.dir())?;
+    extract_from(cfg, &images, progress)
 }
 
-/// Extracts the features of the images of `data` with `cfg`'s extractor,
-/// through the feature cache; returns them with the metadata of a features file.
+/// Extracts the features of the images of `images` with `cfg`'s extractor,
+/// through the feature cache; returns the rows (one per image, or per tile
+/// named `<image>#<tile>` for a tiled config) with their features and the
+/// metadata of a features file.
 pub fn extract_from(
     cfg: &LoadedConfig,
-    data: &Dataset,
+    images: &Dataset,
     progress: &mut dyn Progress,
-) -> Result<(Tensor, HashMap<String, String>)> {
+) -> Result<(Dataset, Tensor, HashMap<String, String>)> {
     crate::runtime::apply_config_threads(&cfg.config.runtime);
     let extractor = cfg.config.extractor.build(&cfg.build_context())?;
-    let features = features_for(cfg, extractor.as_ref(), data, progress)?.features;
+    let Features { features, plan, .. } = features_for(cfg, extractor.as_ref(), images, progress)?;
+    let mut data = images.subset(&plan.image);
+    if plan.tiled {
+        for (r, name) in data.names.iter_mut().enumerate() {
+            name.push_str(&format!("#{}", plan.tile_label(r)));
+        }
+    }
     let mut meta = HashMap::new();
     meta.insert("extractor".into(), serde_json::to_string(&cfg.config.extractor).unwrap_or_default());
     if let Some(sha) = extractor.weights_sha256() {
         meta.insert("weights_sha256".into(), sha);
     }
-    Ok((features.to_kind(Kind::Float), meta))
+    Ok((data, features.to_kind(Kind::Float), meta))
 }
 
 /// Plain text lines saying which taps each head reads and its weight decay
@@ -1065,5 +1216,11 @@ pub fn format_table(eval: &Evaluation) -> String {
         );
     }
     let _ = writeln!(s, "scored rows: {}", eval.n);
+    if let Some(d) = &eval.data {
+        let _ = writeln!(s, "{d}");
+    }
+    if let Some(t) = &eval.tiles {
+        let _ = write!(s, "per tile (the scores above are per image):\n{}", format_table(t));
+    }
     s
 }

@@ -51,10 +51,42 @@ impl PredictionTable {
             for (h, o) in model.heads().iter().zip(&outputs) {
                 let o = o.to_device(Device::Cpu);
                 predictions.push(h.decode(&o));
-                probabilities.push(h.classes().zip(h.probabilities(&o)).map(|(c, p)| (c.to_vec(), p)));
+                probabilities.push(
+                    h.classes()
+                        .zip(h.probabilities(&o))
+                        .map(|(c, p)| (c.to_vec(), crate::head::probability_rows(&p))),
+                );
             }
             PredictionTable { heads: model.head_names(), predictions, probabilities }
         })
+    }
+
+    /// The table of a tiled run: `predictions` per image (already
+    /// aggregated), and each class head's probabilities averaged over the
+    /// rows (tiles) of each image, `groups[i]` being image `i`'s rows.
+    pub fn per_image(
+        model: &MultiHeadModel,
+        predictions: &[Vec<Prediction>],
+        rows: &super::aggregate::RowOutputs,
+        groups: &[Vec<usize>],
+    ) -> PredictionTable {
+        let probabilities = model
+            .heads()
+            .iter()
+            .zip(&rows.probabilities)
+            .map(|(h, probs)| {
+                let (classes, probs) = (h.classes()?, probs.as_ref()?);
+                let per_image = groups
+                    .iter()
+                    .map(|g| {
+                        let tiles: Vec<Vec<f64>> = g.iter().map(|&r| probs[r].clone()).collect();
+                        super::aggregate::mean_probabilities(&tiles)
+                    })
+                    .collect();
+                Some((classes.to_vec(), per_image))
+            })
+            .collect();
+        PredictionTable { heads: model.head_names(), predictions: predictions.to_vec(), probabilities }
     }
 
     /// The `<head>_p_<class>` columns of every head that gives probabilities.
@@ -129,39 +161,7 @@ pub fn predictions_csv_with(
     predictions: &[Vec<Prediction>],
     extra: &[ExtraColumn],
 ) -> Result<String> {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    let mut header = vec!["file".to_string(), "split".to_string()];
-    let labelled: Vec<bool> = config.heads.iter().map(|h| data.columns.contains_key(h.column())).collect();
-    for ((h, preds), has) in config.heads.iter().zip(predictions).zip(&labelled) {
-        if *has {
-            header.push(format!("{}_true", h.name()));
-        }
-        if let Some(p) = preds.first() {
-            header.extend(p.cells().into_iter().map(|(suffix, _)| {
-                if suffix.is_empty() {
-                    format!("{}_pred", h.name())
-                } else {
-                    format!("{}{suffix}", h.name())
-                }
-            }));
-        }
-    }
-    header.extend(extra.iter().map(|c| c.name.clone()));
-    let err = |e: csv::Error| Error::Invalid(e.to_string());
-    w.write_record(&header).map_err(err)?;
-    for i in 0..data.len() {
-        let mut row = vec![data.names[i].clone(), split.get(i).cloned().unwrap_or_default()];
-        for ((h, preds), has) in config.heads.iter().zip(predictions).zip(&labelled) {
-            if *has {
-                row.push(data.columns[h.column()][i].clone().unwrap_or_default());
-            }
-            row.extend(preds[i].cells().into_iter().map(|(_, v)| v));
-        }
-        row.extend(extra.iter().map(|c| c.cells.get(i).cloned().unwrap_or_default()));
-        w.write_record(&row).map_err(err)?;
-    }
-    let bytes = w.into_inner().map_err(|e| Error::Invalid(e.to_string()))?;
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
+    super::aggregate::predictions_table(config, data, split, predictions, None, extra)
 }
 
 /// The CSV of `furcate extract --csv`: `file`, the data's label columns

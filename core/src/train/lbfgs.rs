@@ -250,14 +250,19 @@ impl Lbfgs {
         } else {
             self.lr
         };
-        self.fresh = false;
+        // The first direction after a (re)start is steepest descent, without
+        // the curvature scale the history gives later ones, and its step is
+        // deliberately short (1 / |g|_1): that it predicts or makes a small
+        // change says nothing about convergence on a badly scaled objective,
+        // so only the gradient test may end it.
+        let first_step = std::mem::replace(&mut self.fresh, false);
         let gtd = dot(&grad, &d);
         if !gtd.is_finite() {
             return Err(Error::Training(format!(
                 "the L-BFGS search direction is not finite (g·d = {gtd}); the curvature history is broken"
             )));
         }
-        if gtd > -self.config.tolerance_change {
+        if gtd > -self.config.tolerance_change && !first_step {
             return Ok(Iteration { loss, grad_max, evaluations, converged: Some(Convergence::LossChange) });
         }
 
@@ -289,6 +294,8 @@ impl Lbfgs {
         let new_max = max_abs(&ls.grad);
         let converged = if new_max <= self.config.tolerance_grad {
             Some(Convergence::Gradient)
+        } else if first_step {
+            None
         } else if max_abs(&step) <= self.config.tolerance_change {
             Some(Convergence::Step)
         } else if (ls.loss - loss).abs() < self.config.tolerance_change {

@@ -65,13 +65,21 @@ pub(super) fn train_lbfgs(
         vec![(None, (0..vars.len()).collect())]
     };
     let weights = model.loss_weights().to_vec();
+    // Each separable head's columns, gathered once (training and validation rows).
+    let inputs = |batch: &Batch| -> Vec<Option<Tensor>> {
+        groups.iter().map(|(h, _)| h.and_then(|h| model.head_input(h, &batch.features))).collect()
+    };
+    let train_inputs = inputs(data);
+    let val = val.filter(|v| !v.is_empty());
+    let val_inputs = val.map(inputs);
     let mut solvers: Vec<Lbfgs> = groups
         .iter()
         .map(|(_, v)| Lbfgs::new(v.iter().map(|&i| vars[i].1.shallow_clone()).collect(), 1.0, cfg.lbfgs))
         .collect();
     let mut objectives: Vec<Box<dyn FnMut() -> Result<f64> + '_>> = groups
         .iter()
-        .map(|(head, members)| {
+        .zip(&train_inputs)
+        .map(|((head, members), input)| {
             let own: Vec<Tensor> = members.iter().map(|&i| vars[i].1.shallow_clone()).collect();
             let penalty: Vec<(Tensor, f64)> = members
                 .iter()
@@ -88,14 +96,12 @@ pub(super) fn train_lbfgs(
                     }
                 }
                 // Dropout off: the line search needs a deterministic objective.
-                let mut total = match head {
-                    Some(h) => {
-                        let out = model
-                            .forward_head(h, &data.features, false)
-                            .ok_or_else(|| Error::Training("heads are not separable".into()))?;
+                let mut total = match (head, input) {
+                    (Some(h), Some(input)) => {
+                        let out = model.heads()[h].forward(input, false);
                         model.heads()[h].masked_loss(&out, &data.targets[h]) * weight
                     }
-                    None => {
+                    _ => {
                         let outputs = model.forward(&data.features, false);
                         model.total_loss(&model.losses(&outputs, &data.targets))
                     }
@@ -111,30 +117,56 @@ pub(super) fn train_lbfgs(
             }) as Box<dyn FnMut() -> Result<f64> + '_>
         })
         .collect();
+    // A separable head's losses change only while its solver runs: only
+    // those heads are evaluated again for the history.
+    let head_loss = |h: usize, input: &Tensor, batch: &Batch| -> f64 {
+        tch::no_grad(|| {
+            let out = model.heads()[h].forward(input, false);
+            model.heads()[h].masked_loss(&out, &batch.targets[h]).double_value(&[])
+        })
+    };
+    let separable = groups.iter().all(|(h, _)| h.is_some()) && train_inputs.iter().all(Option::is_some);
+    let (mut train_losses, mut val_losses) = if separable {
+        let (_, t) = evaluate_losses(model, data);
+        (t, val.map(|v| evaluate_losses(model, v).1))
+    } else {
+        (Vec::new(), None)
+    };
     let mut converged = vec![false; groups.len()];
     progress.start("solving (L-BFGS)", cfg.epochs as u64);
     progress.advance(start as u64, None);
     let mut stopped_early = false;
     for iteration in start + 1..=cfg.epochs {
         let mut objective_value = 0.0;
-        for ((solver, f), done) in solvers.iter_mut().zip(&mut objectives).zip(&mut converged) {
+        for (g, ((solver, f), done)) in
+            solvers.iter_mut().zip(&mut objectives).zip(&mut converged).enumerate()
+        {
             if *done {
                 continue;
             }
             let step = solver.iterate(f.as_mut())?;
             objective_value += step.loss;
             *done = step.converged.is_some();
-        }
-        let (train_total, train) = evaluate_losses(model, data);
-        check_finite(&names, &train, iteration)?;
-        let (val_total, val_losses) = match val.filter(|v| !v.is_empty()) {
-            Some(v) => {
-                let (t, l) = evaluate_losses(model, v);
-                (Some(t), Some(l))
+            if let (true, Some(h), Some(input)) = (separable, groups[g].0, &train_inputs[g]) {
+                train_losses[h] = head_loss(h, input, data);
+                if let (Some(v), Some(vl), Some(vi)) = (val, val_losses.as_mut(), &val_inputs) {
+                    if let Some(input) = &vi[g] {
+                        vl[h] = head_loss(h, input, v);
+                    }
+                }
             }
-            None => (None, None),
+        }
+        let weighted = |l: &[f64]| l.iter().zip(&weights).map(|(l, w)| l * w).sum::<f64>();
+        let (train_total, train, val_total, val_record) = if separable {
+            let vt = val_losses.as_deref().map(weighted);
+            (weighted(&train_losses), train_losses.clone(), vt, val_losses.clone())
+        } else {
+            let (t, l) = evaluate_losses(model, data);
+            let v = val.map(|v| evaluate_losses(model, v));
+            (t, l, v.as_ref().map(|v| v.0), v.map(|v| v.1))
         };
-        history.push(EpochRecord { epoch: iteration, train_total, train, val_total, val: val_losses });
+        check_finite(&names, &train, iteration)?;
+        history.push(EpochRecord { epoch: iteration, train_total, train, val_total, val: val_record });
         progress.advance(iteration as u64, Some(&format!("objective {objective_value:.6}")));
         let all_converged = converged.iter().all(|&c| c);
         let finished = all_converged || iteration == cfg.epochs;
