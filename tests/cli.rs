@@ -898,4 +898,9 @@ fn real_micrograph_errors_name_the_file_or_line() {
     // An unknown intensity mode is a config error naming the line.
     let cfg = real_config(dir.path(), &manifest, "intensity = \"twelve\"");
     check(&cfg, &["intensity", "bit_depth"]);
+    // Cross-validation of a tiled run is refused at the config, naming the key and its line.
+    let cfg = real_config(dir.path(), &manifest, "");
+    std::fs::write(&cfg, std::fs::read_to_string(&cfg).unwrap().replace("seed = 1", "seed = 1\nfolds = 3"))
+        .unwrap();
+    check(&cfg, &["folds", "tile", "line"]);
 }
