@@ -410,28 +410,25 @@ impl TrainingConfig {
             return (v, None);
         }
         let min_val = crate::run::choose::MIN_VALIDATION_ROWS;
-        if self.optimizer == OptimizerKind::Lbfgs {
-            let n = (DEFAULT_VALIDATION_FRACTION * rows as f64).round() as usize;
-            if n >= min_val {
-                let why = format!(
-                    "validation part: {DEFAULT_VALIDATION_FRACTION} of the {rows} training rows (the default; \
-                     set training.validation_fraction to change it)"
-                );
-                (DEFAULT_VALIDATION_FRACTION, Some(why))
-            } else {
-                let why = format!(
-                    "no validation part: with lbfgs and {rows} training rows, 10 % would be fewer than \
-                     {min_val} rows, so choices are scored by k-fold inside the training part and every \
-                     row is fitted (the default; set training.validation_fraction to change it)"
-                );
-                (0.0, Some(why))
-            }
-        } else if rows >= MIN_ROWS_FOR_VALIDATION {
+        let lbfgs = self.optimizer == OptimizerKind::Lbfgs;
+        let enough = if lbfgs {
+            (DEFAULT_VALIDATION_FRACTION * rows as f64).round() as usize >= min_val
+        } else {
+            rows >= MIN_ROWS_FOR_VALIDATION
+        };
+        if enough {
             let why = format!(
                 "validation part: {DEFAULT_VALIDATION_FRACTION} of the {rows} training rows (the default; \
                  set training.validation_fraction to change it)"
             );
             (DEFAULT_VALIDATION_FRACTION, Some(why))
+        } else if lbfgs {
+            let why = format!(
+                "no validation part: with lbfgs and {rows} training rows, 10 % would be fewer than \
+                 {min_val} rows, so choices are scored by k-fold inside the training part and every \
+                 row is fitted (the default; set training.validation_fraction to change it)"
+            );
+            (0.0, Some(why))
         } else {
             let why = format!(
                 "no validation part: only {rows} training rows (fewer than {MIN_ROWS_FOR_VALIDATION}; \

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use tch::{Device, Tensor};
+use tch::Tensor;
 
 use crate::config::RunConfig;
 use crate::data::Dataset;
@@ -44,21 +44,14 @@ impl PredictionTable {
     /// # Shapes
     /// `features`: `[N, D]`.
     pub fn predict(model: &MultiHeadModel, features: &Tensor) -> PredictionTable {
-        tch::no_grad(|| {
-            let outputs = model.forward_eval(features);
-            let mut predictions = Vec::new();
-            let mut probabilities = Vec::new();
-            for (h, o) in model.heads().iter().zip(&outputs) {
-                let o = o.to_device(Device::Cpu);
-                predictions.push(h.decode(&o));
-                probabilities.push(
-                    h.classes()
-                        .zip(h.probabilities(&o))
-                        .map(|(c, p)| (c.to_vec(), crate::head::probability_rows(&p))),
-                );
-            }
-            PredictionTable { heads: model.head_names(), predictions, probabilities }
-        })
+        let rows = super::aggregate::predict_rows(model, features);
+        let probabilities = model
+            .heads()
+            .iter()
+            .zip(rows.probabilities)
+            .map(|(h, p)| h.classes().zip(p).map(|(c, p)| (c.to_vec(), p)))
+            .collect();
+        PredictionTable { heads: model.head_names(), predictions: rows.predictions, probabilities }
     }
 
     /// The table of a tiled run: `predictions` per image (already
