@@ -89,14 +89,7 @@ fn train_eval_predict_extract() {
     assert!(history.starts_with("epoch,train_total,val_total,train_morphology,train_volume_fraction"));
 
     // eval on the test part reproduces the run's own scores.
-    let o = run(&["eval", s(&out), "--json"]);
-    assert!(o.status.success(), "{}", text(&o));
-    let eval: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(eval["heads"][0]["score"]["error_rate"], metrics["heads"]["morphology"]["error_rate"]);
-    assert_eq!(
-        eval["heads"][1]["score"]["metrics"]["mae"],
-        metrics["heads"]["volume_fraction"]["metrics"]["mae"]
-    );
+    common::assert_eval_reproduces(&out, &metrics);
 
     // predict: one row per image, a column per head.
     let images = manifest.parent().unwrap().join("images");

@@ -283,12 +283,5 @@ fn plugin_head_solved_by_lbfgs_on_its_own_tap() {
     let history = std::fs::read_to_string(out.join("history.csv")).unwrap();
     let rows = history.lines().count() - 1;
     assert!((1..=40).contains(&rows), "{rows} iterations");
-    let o = run(&["eval", s(&out), "--json"]);
-    assert!(o.status.success(), "{}", text(&o));
-    let eval: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(eval["heads"][0]["score"]["error_rate"], metrics["heads"]["morphology"]["error_rate"]);
-    assert_eq!(
-        eval["heads"][1]["score"]["metrics"]["mae"],
-        metrics["heads"]["volume_fraction"]["metrics"]["mae"]
-    );
+    common::assert_eval_reproduces(&out, &metrics);
 }

@@ -119,23 +119,12 @@ fn training_learns_and_is_deterministic() {
 #[test]
 fn lbfgs_history_of_separable_heads_is_the_models_losses() {
     let _guard = serial();
-    let config = r#"
-[data]
-manifest = "unused.csv"
-[extractor]
-type = "efficientnet_lite0"
-[[heads]]
-type = "classification"
-name = "kind"
-[[heads]]
-type = "regression"
-name = "amount"
-hidden = [8]
-[training]
-optimizer = "lbfgs"
-weight_decay = 1e-3
-"#;
-    let (mut t, tr, va, vs, model) = problem_of(config, 96, 3);
+    // CONFIG's heads without its trunk; the regression head gets a hidden layer.
+    let config = format!(
+        "{}hidden = [8]\n[training]\noptimizer = \"lbfgs\"\nweight_decay = 1e-3\n",
+        CONFIG.replace("[trunk]\nhidden = [8]\ndropout = 0.2\n", "")
+    );
+    let (mut t, tr, va, vs, model) = problem_of(&config, 96, 3);
     assert!(model.heads_are_separable());
     t.epochs = 40;
     let out = train(&model, &vs, &tr, Some(&va), &t, &mut NoCheckpoints, &mut Silent).unwrap();

@@ -82,3 +82,17 @@ pub fn large_micrographs(dir: &Path, n: usize, side: usize, seed: u64) -> Vec<(S
         })
         .collect()
 }
+
+/// `furcate eval RUN --json` on the run's own test part reproduces the
+/// scores in `metrics` (its `metrics.json`) for the heads `morphology`
+/// (first, error rate) and `volume_fraction` (second, MAE).
+pub fn assert_eval_reproduces(run_dir: &Path, metrics: &serde_json::Value) {
+    let o = run(&["eval", s(run_dir), "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let eval: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(eval["heads"][0]["score"]["error_rate"], metrics["heads"]["morphology"]["error_rate"]);
+    assert_eq!(
+        eval["heads"][1]["score"]["metrics"]["mae"],
+        metrics["heads"]["volume_fraction"]["metrics"]["mae"]
+    );
+}
