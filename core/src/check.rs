@@ -22,7 +22,8 @@ use tch::Device;
 use crate::config::LoadedConfig;
 use crate::data::{image, split, Dataset};
 use crate::head::cell;
-use crate::run::{build_model, check_columns, encode, strata};
+use crate::run::assemble::{build_model, encode};
+use crate::run::parts::{check_columns, strata};
 use crate::{fsutil, Result};
 
 /// What `furcate check` found.
@@ -150,7 +151,7 @@ fn check_loaded(cfg: &LoadedConfig, r: &mut CheckReport) -> Result<()> {
     let t = &c.training;
     let parts = if t.folds.is_some() {
         let all: Vec<usize> = (0..data.len()).collect();
-        let (train, val, _) = crate::run::validation_split(t, &strata, &all);
+        let (train, val, _) = crate::run::parts::validation_split(t, &strata, &all);
         split::Split { train, val, test: Vec::new() }
     } else {
         let rest = data.len() - split::stratified(&strata, t.test_fraction, 0.0, t.seed).test.len();

@@ -34,8 +34,11 @@ use crate::model::MultiHeadModel;
 use crate::progress::Progress;
 use crate::{Error, Result};
 
+use super::assemble::select_rows;
+use super::evaluate::{evaluate, predict_features, Evaluation};
+use super::fit::{fit_rows, FitData};
 use super::output::{predictions_csv_with, ExtraColumn};
-use super::{evaluate, fit_rows, predict_features, select_rows, validation_split, Evaluation, FitData};
+use super::parts::validation_split;
 
 /// The `split` value of an out-of-fold prediction in `predictions.csv`.
 pub const OUT_OF_FOLD: &str = "out_of_fold";
