@@ -49,7 +49,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::Deserialize;
-use serde_json::Value;
 
 use crate::config::LoadedConfig;
 use crate::features::CacheStats;
@@ -550,38 +549,25 @@ fn keep_consistency_of(config: &mut toml::Table, kept: &[toml::Table]) {
 
 /// Reads a finished point's run folder.
 fn read_point(p: &Point, dir: &Path) -> Result<PointResult> {
-    let path = dir.join("metrics.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let m: Value = serde_json::from_str(&text).map_err(|e| Error::config(&path, e.to_string()))?;
-    let count = |k: &str| m.get(k).and_then(Value::as_u64).unwrap_or(0) as usize;
-    let mut heads = Vec::new();
-    if let Some(hs) = m.get("heads").and_then(Value::as_object) {
-        for name in p.heads.split('+') {
-            let Some(h) = hs.get(name) else { continue };
-            let rounded = m
-                .get("consistency")
-                .and_then(Value::as_array)
-                .and_then(|pairs| pairs.iter().find(|c| c.get("value").and_then(Value::as_str) == Some(name)))
-                .and_then(|c| c.get("rounded_error"))
-                .and_then(Value::as_f64);
-            heads.push(HeadResult {
+    let m = run::RunResults::read(dir)?;
+    let heads: Vec<HeadResult> = p
+        .heads
+        .split('+')
+        .filter_map(|name| {
+            let h = m.heads.get(name)?;
+            Some(HeadResult {
                 name: name.to_string(),
-                kind: h.get("type").and_then(Value::as_str).unwrap_or("").to_string(),
-                error_rate: h.get("error_rate").and_then(Value::as_f64),
-                mae: h.get("metrics").and_then(|m| m.get("mae")).and_then(Value::as_f64),
-                rounded_error: rounded,
-                coverage_90: h.get("metrics").and_then(|m| m.get("coverage_90")).and_then(Value::as_f64),
-            });
-        }
-    }
-    let cv: Option<crate::run::folds::CvSummary> = match m.get("cross_validation") {
-        Some(v) if !v.is_null() => Some(
-            serde_json::from_value(v.clone())
-                .map_err(|e| Error::data(&path, format!("cross_validation: {e}")))?,
-        ),
-        _ => None,
-    };
-    let folds = cv
+                kind: h.kind.clone(),
+                error_rate: h.error_rate,
+                mae: h.metrics.mae(),
+                rounded_error: m.rounded_error(name),
+                coverage_90: h.metrics.interval.as_ref().and_then(|i| i.coverage_90),
+            })
+        })
+        .collect();
+    let folds = m
+        .cross_validation
+        .as_ref()
         .map(|cv| {
             cv.folds
                 .iter()
@@ -609,11 +595,11 @@ fn read_point(p: &Point, dir: &Path) -> Result<PointResult> {
         point: p.clone(),
         folds,
         heads,
-        best_epoch: count("best_epoch"),
-        epochs_run: count("epochs_run"),
-        cumulative_error: m.get("cumulative_error").and_then(Value::as_f64),
-        n_train: count("n_train"),
-        n_test: count("n_test"),
+        best_epoch: m.best_epoch,
+        epochs_run: m.epochs_run,
+        cumulative_error: m.cumulative_error,
+        n_train: m.n_train,
+        n_test: m.n_test,
         wall_s: f64::NAN,
         cache: None,
     })

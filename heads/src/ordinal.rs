@@ -43,7 +43,7 @@ use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Reduction, Tensor};
 
 use furcate_core::head::{cell, class_list};
-use furcate_core::metrics::to_map;
+use furcate_core::metrics::{BinMetrics, HeadMetrics};
 use furcate_core::model::to_vec_f64;
 
 use crate::one;
@@ -324,12 +324,12 @@ impl PropertyHead for OrdinalHead {
             }
         }
         let m = metrics::classification(&self.classes, &pairs);
-        let mut map = to_map(&m);
-        map.insert(
-            "mean_abs_bin_error".into(),
-            serde_json::json!((binned > 0).then(|| bin_error / binned as f64)),
-        );
-        map.insert("unknown_labels".into(), serde_json::json!(unknown));
-        Ok(HeadScore { error_rate: m.error_rate, correct, metrics: map })
+        let bins = BinMetrics {
+            mean_abs_bin_error: (binned > 0).then(|| bin_error / binned as f64),
+            unknown_labels: unknown as u64,
+        };
+        let error_rate = m.error_rate;
+        let metrics = HeadMetrics { classes: Some(m), bins: Some(bins), ..HeadMetrics::default() };
+        Ok(HeadScore { error_rate, correct, metrics })
     }
 }

@@ -138,10 +138,10 @@ fn score_reports_error_rate_and_mean_abs_bin_error() {
     let score = head.score(&predictions, &truth).unwrap();
     assert_eq!(score.correct, [Some(true), Some(false), None, Some(true), Some(false)]);
     assert!((score.error_rate.unwrap() - 0.5).abs() < 1e-12);
-    assert!((score.metrics["accuracy"].as_f64().unwrap() - 0.5).abs() < 1e-12);
+    assert!((score.metrics.classes.as_ref().unwrap().accuracy.unwrap() - 0.5).abs() < 1e-12);
     // Bins: |0-0|, |1-3|, |2-2| over the three known labels.
-    assert!((score.metrics["mean_abs_bin_error"].as_f64().unwrap() - 2.0 / 3.0).abs() < 1e-12);
-    assert_eq!(score.metrics["unknown_labels"], 1);
+    assert!((score.metrics.bins.as_ref().unwrap().mean_abs_bin_error.unwrap() - 2.0 / 3.0).abs() < 1e-12);
+    assert_eq!(score.metrics.bins.as_ref().unwrap().unknown_labels, 1);
     assert!(head.score(&predictions[..2], &truth).is_err());
 }
 

@@ -35,7 +35,7 @@ use super::{
     cell, class_list, encode_cells, HeadConfig, HeadScore, HeadState, Labels, Prediction, PropertyHead,
     Targets,
 };
-use crate::metrics::{self, to_map};
+use crate::metrics::{self, HeadMetrics};
 use crate::model::{to_vec_f64, Activation, Mlp};
 use crate::{Error, Result};
 
@@ -283,6 +283,10 @@ impl PropertyHead for ClassificationHead {
             pairs.push((truth, label.as_str()));
         }
         let m = metrics::classification(&self.classes, &pairs);
-        Ok(HeadScore { error_rate: m.error_rate, correct, metrics: to_map(&m) })
+        Ok(HeadScore {
+            error_rate: m.error_rate,
+            correct,
+            metrics: HeadMetrics { classes: Some(m), ..HeadMetrics::default() },
+        })
     }
 }

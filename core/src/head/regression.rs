@@ -47,7 +47,7 @@ use super::classification::one;
 use super::{
     cell, encode_cells, HeadConfig, HeadScore, HeadState, Labels, Prediction, PropertyHead, Targets,
 };
-use crate::metrics::{self, to_map};
+use crate::metrics::{self, HeadMetrics};
 use crate::model::{to_vec_f64, Activation, Mlp};
 use crate::{Error, Result};
 
@@ -326,6 +326,10 @@ impl PropertyHead for RegressionHead {
             pairs.push((truth, *value));
         }
         let m = metrics::regression(&pairs, self.tolerance);
-        Ok(HeadScore { error_rate: m.within_tolerance.map(|w| 1.0 - w), correct, metrics: to_map(&m) })
+        Ok(HeadScore {
+            error_rate: m.within_tolerance.map(|w| 1.0 - w),
+            correct,
+            metrics: HeadMetrics { values: Some(m), ..HeadMetrics::default() },
+        })
     }
 }

@@ -264,7 +264,7 @@ impl Problem<'_> {
             for (j, &h) in heads.iter().enumerate() {
                 let labels = subset.labels(self.config.heads[h].column())?;
                 let s = model.heads()[j].score(&predictions[j], &labels)?;
-                let (value, measure) = match (s.error_rate, s.metrics.get("mae").and_then(|v| v.as_f64())) {
+                let (value, measure) = match (s.error_rate, s.metrics.mae()) {
                     (Some(e), _) => (e, "error_rate"),
                     (None, Some(m)) => (m, "mae"),
                     (None, None) => (losses[j], "loss"),

@@ -8,7 +8,7 @@ use crate::{Error, Result};
 
 /// How a value head's predictions, rounded to the nearest class centre, agree
 /// with a class head's (see [`crate::config::ConsistencyPair`]).
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Consistency {
     /// The value head.
     pub value: String,

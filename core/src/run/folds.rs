@@ -122,8 +122,7 @@ fn scalars(eval: &Evaluation) -> BTreeMap<String, BTreeMap<String, f64>> {
     eval.heads
         .iter()
         .map(|h| {
-            let mut m: BTreeMap<String, f64> =
-                h.score.metrics.iter().filter_map(|(k, v)| Some((k.clone(), v.as_f64()?))).collect();
+            let mut m = h.score.metrics.numbers();
             if let Some(e) = h.score.error_rate {
                 m.insert("error_rate".into(), e);
             }

@@ -34,14 +34,13 @@ pub mod fit;
 pub mod folds;
 pub mod output;
 pub mod parts;
+pub mod results;
 pub mod saved;
 pub mod table;
 pub mod warnings;
 pub mod write;
 
 use std::path::PathBuf;
-
-use serde_json::json;
 
 use crate::config::LoadedConfig;
 use crate::data::prepare::DataSummary;
@@ -60,9 +59,10 @@ pub use consistency::Consistency;
 pub use evaluate::{evaluate, predict_features, predict_images, Evaluation, HeadSummary};
 pub use extract::{extract, extract_from};
 pub use features::{features_for, Features};
+pub use results::{HeadResult, RunFacts, RunResults, TileResult};
 pub use saved::{PredictOptions, Predicted, SavedRun};
 pub use table::{exact_match_label, format_choices, format_table};
-pub use write::{history_csv, metrics_json, predictions_csv};
+pub use write::{history_csv, predictions_csv};
 
 /// Options of [`train_run`].
 #[derive(Debug, Clone)]
@@ -84,6 +84,8 @@ pub struct RunSummary {
     pub dir: PathBuf,
     /// Test scores.
     pub evaluation: Evaluation,
+    /// What `metrics.json` holds.
+    pub results: RunResults,
     /// The training outcome.
     pub outcome: TrainOutcome,
     /// Rows extracted now vs found in the feature cache.
@@ -222,28 +224,31 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
     checkpoint::save(&partial.join("checkpoint"), vs, &state)?;
     let _ = std::fs::remove_file(partial.join("checkpoint").join("resume.safetensors"));
     fsutil::write_atomic(&partial.join("config.toml"), state.config.as_bytes())?;
-    let mut metrics =
-        metrics_json(c, model, &evaluation, outcome, weights_sha256.as_deref(), &image_parts, Some(choices))?;
-    metrics["data"] = serde_json::to_value(&summary).map_err(|e| Error::Invalid(e.to_string()))?;
-    metrics["warnings"] = json!(warnings);
-    metrics["notes"] = json!(notes);
+    let facts = RunFacts {
+        config: c,
+        model,
+        outcome,
+        weights_sha256: weights_sha256.as_deref(),
+        parts: &image_parts,
+        choices: Some(choices),
+    };
+    let mut results = RunResults::new(facts, &evaluation)?;
+    results.data = Some(summary.clone());
+    results.warnings = warnings.clone();
+    results.notes = notes.clone();
     if let Some(cv) = &cv {
-        metrics["n_out_of_fold"] = json!(data.len());
-        metrics["cross_validation"] =
-            serde_json::to_value(&cv.summary).map_err(|e| Error::Invalid(e.to_string()))?;
+        results.n_out_of_fold = Some(data.len());
+        results.cross_validation = Some(cv.summary.clone());
         fsutil::write_atomic(&partial.join(folds::FOLDS_CSV), cv.summary.folds_csv()?.as_bytes())?;
     }
-    fsutil::write_atomic(
-        &partial.join("metrics.json"),
-        &serde_json::to_vec_pretty(&metrics).map_err(|e| Error::Invalid(e.to_string()))?,
-    )?;
+    results.write(&partial)?;
     fsutil::write_atomic(
         &partial.join("history.csv"),
         history_csv(&model.head_names(), &outcome.history).as_bytes(),
     )?;
     fsutil::write_atomic(&partial.join("predictions.csv"), predictions_text.as_bytes())?;
     if opts.report {
-        crate::report::write_report(&partial)?;
+        crate::report::write_report_for(&partial, &results)?;
     }
     if opts.out.exists() {
         std::fs::remove_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
@@ -254,6 +259,7 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
     Ok(RunSummary {
         dir: opts.out.clone(),
         evaluation,
+        results,
         outcome,
         cache,
         choices,

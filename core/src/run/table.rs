@@ -1,6 +1,5 @@
 //! The plain-text summaries `furcate train` and `furcate eval` print.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::choose;
@@ -47,33 +46,9 @@ pub fn format_table(eval: &Evaluation) -> String {
     let mut s = format!("{:<24} {:<16} {:>12}  {}\n", "head", "type", "error rate", "other metrics");
     for h in &eval.heads {
         let err = h.score.error_rate.map(|e| format!("{:.4} %", e * 100.0)).unwrap_or_else(|| "-".into());
-        let mut other: BTreeMap<&str, String> = BTreeMap::new();
-        for (k, v) in &h.score.metrics {
-            if let Some(x) = v.as_f64() {
-                if [
-                    "mae",
-                    "rmse",
-                    "r2",
-                    "max_error",
-                    "macro_f1",
-                    "accuracy",
-                    "mean_abs_bin_error",
-                    "coverage_90",
-                ]
-                .contains(&k.as_str())
-                {
-                    other.insert(k, format!("{k} {x:.4}"));
-                }
-            }
-        }
-        let _ = writeln!(
-            s,
-            "{:<24} {:<16} {:>12}  {}",
-            h.name,
-            h.kind,
-            err,
-            other.into_values().collect::<Vec<_>>().join(", ")
-        );
+        let other: Vec<String> =
+            h.score.metrics.headline().into_iter().map(|(k, x)| format!("{k} {x:.4}")).collect();
+        let _ = writeln!(s, "{:<24} {:<16} {:>12}  {}", h.name, h.kind, err, other.join(", "));
     }
     if let Some(c) = eval.cumulative_error {
         let _ = writeln!(s, "cumulative error: {:.4} %", c * 100.0);
