@@ -45,6 +45,9 @@ pub struct TrainOptions {
     pub force: bool,
     /// Write plots and `report.html`.
     pub report: bool,
+    /// When another process is writing the same run folder, wait for it
+    /// instead of failing ([`output::claim_run_folder`]).
+    pub wait: bool,
 }
 
 /// One head's line of the results table.
@@ -663,15 +666,7 @@ pub(crate) fn validation_split(
 /// `training.folds`, cross-validates first ([`folds`]).
 pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Progress) -> Result<RunSummary> {
     let c = &cfg.config;
-    if opts.out.exists() && !opts.force {
-        return Err(Error::io(
-            &opts.out,
-            std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                "already exists (use --force to replace it)",
-            ),
-        ));
-    }
+    let _lock = output::claim_run_folder(&opts.out, opts.force, opts.wait)?;
     crate::runtime::apply_config_threads(&c.runtime);
     let images = Dataset::load(&c.data, &cfg.dir())?;
     check_columns(cfg, &images)?;
@@ -804,10 +799,7 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
     if opts.report {
         crate::report::write_report(&partial)?;
     }
-    if opts.out.exists() {
-        std::fs::remove_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
-    }
-    std::fs::rename(&partial, &opts.out).map_err(|e| Error::io(&opts.out, e))?;
+    output::publish_run_folder(&partial, &opts.out, opts.force)?;
     let Fitted { outcome, choices, .. } = fitted;
     let cross_validation = cv.map(|cv| cv.summary);
     Ok(RunSummary {
@@ -946,6 +938,7 @@ impl std::fmt::Debug for SavedRun {
 impl SavedRun {
     /// Loads the run folder `dir`.
     pub fn open(dir: &Path) -> Result<SavedRun> {
+        std::fs::metadata(dir).map_err(|e| Error::io(dir, e))?;
         let ckpt = dir.join("checkpoint");
         if !ckpt.join("state.json").exists() {
             return Err(Error::data(dir, "not a furcate run folder (no checkpoint/state.json)"));
@@ -1012,7 +1005,7 @@ impl SavedRun {
     pub fn evaluate(&self, data: Option<&Path>, progress: &mut dyn Progress) -> Result<Evaluation> {
         let c = &self.config.config;
         let set = match data {
-            Some(m) => Dataset::from_manifest(m, &c.data.image_column)?,
+            Some(m) => Dataset::from_manifest_with(m, &c.data.image_column, c.data.duplicates)?,
             None => {
                 let all = Dataset::load(&c.data, &self.config.dir())?;
                 if self.state.data_sha256.is_some() && data_sha256(&all) != self.state.data_sha256 {
