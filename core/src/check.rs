@@ -142,7 +142,11 @@ fn check_loaded(cfg: &LoadedConfig, r: &mut CheckReport) -> Result<()> {
     let listed = Dataset::load_listed(&c.data, &cfg.dir())?;
     let repeats = listed.repeated_files();
     for &(j, i) in &repeats {
-        r.duplicates.push(Duplicate { kind: "same file".into(), first: row(&listed, j), second: row(&listed, i) });
+        r.duplicates.push(Duplicate {
+            kind: "same file".into(),
+            first: row(&listed, j),
+            second: row(&listed, i),
+        });
     }
     // Training refuses repeated files (`duplicates = "error"`) or drops them;
     // either way the rest is checked on the rows it would train on.

@@ -28,8 +28,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::data::intensity::Intensity;
-use crate::data::Duplicates;
 use crate::data::tiles::{Crop, TileConfig};
+use crate::data::Duplicates;
 use crate::extractor::taps::TapSelection;
 use crate::extractor::{BuildContext, ExtractorConfig};
 use crate::head::HeadConfig;

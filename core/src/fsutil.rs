@@ -230,7 +230,10 @@ impl LockHolder {
             pid: std::process::id(),
             host: host_name(),
             since_unix: unix_now(),
-            command: std::env::args().collect::<Vec<_>>().join(" "),
+            command: std::env::args_os()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" "),
         }
     }
 
@@ -250,7 +253,8 @@ impl LockHolder {
 impl OutputLock {
     /// The lock file of `target`: `.NAME.lock` in the same folder.
     pub fn file_for(target: &Path) -> PathBuf {
-        let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+        let name =
+            target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
         parent_dir(target).join(format!(".{name}.lock"))
     }
 

@@ -122,7 +122,11 @@ fn weights_of_another_network() {
     assert!(names.len() > 100, "ResNet50 has {} variables", names.len());
     let listed = names[..5].join(", ");
     assert!(
-        message.contains(&format!("{} tensor(s) missing: {listed}, and {} more", names.len(), names.len() - 5)),
+        message.contains(&format!(
+            "{} tensor(s) missing: {listed}, and {} more",
+            names.len(),
+            names.len() - 5
+        )),
         "{message}"
     );
     assert!(!message.contains(&names[5]), "the sixth name is listed: {message}");

@@ -49,8 +49,13 @@ pub fn run(args: &Args, quiet: bool) -> Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("runs").join(args.config.file_stem().unwrap_or_default()));
-    let opts =
-        TrainOptions { out, resume: args.resume, force: args.force, report: !args.no_report, wait: args.wait };
+    let opts = TrainOptions {
+        out,
+        resume: args.resume,
+        force: args.force,
+        report: !args.no_report,
+        wait: args.wait,
+    };
     let summary = run::train_run(&cfg, &opts, &mut Bars::new(quiet || args.json))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary_json(&summary))?);

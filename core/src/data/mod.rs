@@ -174,7 +174,10 @@ impl Dataset {
         let described: Vec<String> = pairs
             .iter()
             .map(|&(j, i)| {
-                format!("{} ({}) lists the file of {} ({})", self.origins[i], self.names[i], self.origins[j], self.names[j])
+                format!(
+                    "{} ({}) lists the file of {} ({})",
+                    self.origins[i], self.names[i], self.origins[j], self.names[j]
+                )
             })
             .collect();
         match duplicates {

@@ -266,7 +266,11 @@ pub fn load_into(vs: &VarStore, path: &Path, rules: KeyRules<'_>) -> Result<Load
             parts.push(format!("{} tensor(s) missing: {}", missing.len(), abridged(&missing, ", ")));
         }
         if !wrong_shape.is_empty() {
-            parts.push(format!("{} with the wrong shape: {}", wrong_shape.len(), abridged(&wrong_shape, "; ")));
+            parts.push(format!(
+                "{} with the wrong shape: {}",
+                wrong_shape.len(),
+                abridged(&wrong_shape, "; ")
+            ));
         }
         if !wrong_dtype.is_empty() {
             parts.push(format!("{} not floating-point: {}", wrong_dtype.len(), abridged(&wrong_dtype, ", ")));

@@ -78,7 +78,10 @@ pub fn load_model(dir: &Path, vs: &mut nn::VarStore) -> Result<()> {
     if !missing.is_empty() {
         missing.sort();
         let listed = crate::error::abridged(&missing, ", ");
-        return Err(Error::data(&path, format!("{} missing or misshapen tensor(s): {listed}", missing.len())));
+        return Err(Error::data(
+            &path,
+            format!("{} missing or misshapen tensor(s): {listed}", missing.len()),
+        ));
     }
     Ok(())
 }

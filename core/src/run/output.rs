@@ -13,8 +13,8 @@ use tch::Tensor;
 
 use crate::config::RunConfig;
 use crate::data::Dataset;
-use crate::head::Prediction;
 use crate::fsutil::{self, OutputLock};
+use crate::head::Prediction;
 use crate::model::MultiHeadModel;
 use crate::{Error, Result};
 
