@@ -114,6 +114,24 @@ trunks = [[]]
     assert!(o.status.success(), "{again}");
     assert_eq!(again.matches("already done, read back").count(), 2, "{again}");
     assert_eq!(std::fs::read_to_string(sweep.join("results.md")).unwrap(), md);
+    // The sweep's and its runs' locks are gone with them.
+    let hidden = |d: &Path| {
+        std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect::<Vec<_>>()
+    };
+    assert!(hidden(&sweep).is_empty() && hidden(dir.path()).is_empty(), "{:?}", hidden(&sweep));
+
+    // A sweep on a folder another process holds fails at once, naming it.
+    let held = furcate_core::fsutil::OutputLock::acquire(&sweep, false).unwrap();
+    let o = run(&["--quiet", "experiment", exp_s]);
+    let busy = text(&o);
+    assert!(!o.status.success(), "{busy}");
+    assert!(busy.contains(&format!("pid {}", std::process::id())) && busy.contains("--wait"), "{busy}");
+    assert!(!busy.contains("read back"), "it went on: {busy}");
+    drop(held);
 }
 
 #[test]

@@ -177,6 +177,9 @@ pub struct ExperimentOptions {
     pub force: bool,
     /// Write each run's plots and `report.html` (slow; off by default).
     pub report: bool,
+    /// When another process is writing the output folder, wait for it
+    /// instead of failing ([`fsutil::OutputLock`]).
+    pub wait: bool,
 }
 
 /// One head's result at one point.
@@ -277,6 +280,7 @@ impl Experiment {
     ) -> Result<ExperimentSummary> {
         let start = Instant::now();
         let dir = opts.out.clone().unwrap_or_else(|| self.default_out());
+        let _lock = fsutil::OutputLock::acquire(&dir, opts.wait)?;
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let mut results = Vec::new();
         for (i, p) in self.points.iter().enumerate() {
@@ -288,8 +292,13 @@ impl Experiment {
                 (None, wall.unwrap_or(f64::NAN))
             } else {
                 let t0 = Instant::now();
-                let topts =
-                    TrainOptions { out: run_dir.clone(), resume: false, force: true, report: opts.report };
+                let topts = TrainOptions {
+                    out: run_dir.clone(),
+                    resume: false,
+                    force: true,
+                    report: opts.report,
+                    wait: opts.wait,
+                };
                 let summary = run::train_run(&cfg, &topts, progress)?;
                 let wall = t0.elapsed().as_secs_f64();
                 fsutil::write_atomic(&wall_file, format!("{wall:.3}\n").as_bytes())?;

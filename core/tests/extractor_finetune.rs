@@ -305,7 +305,7 @@ fn a_fine_tuned_run_is_saved_and_restored() {
 
     let cfg = run_config(dir.path(), 1);
     let out = dir.path().join("run");
-    let opts = TrainOptions { out: out.clone(), resume: false, force: false, report: false };
+    let opts = TrainOptions { out: out.clone(), resume: false, force: false, report: false, wait: false };
     let summary = run::train_run(&cfg, &opts, &mut Silent).unwrap();
     assert_eq!(summary.cache.extracted, 16);
 

@@ -75,6 +75,9 @@ pub struct TrainOptions {
     pub force: bool,
     /// Write plots and `report.html`.
     pub report: bool,
+    /// When another process is writing the same run folder, wait for it
+    /// instead of failing ([`output::claim_run_folder`]).
+    pub wait: bool,
 }
 
 /// The result of [`train_run`].
@@ -106,15 +109,7 @@ pub struct RunSummary {
 /// `training.folds`, cross-validates first ([`folds`]).
 pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Progress) -> Result<RunSummary> {
     let c = &cfg.config;
-    if opts.out.exists() && !opts.force {
-        return Err(Error::io(
-            &opts.out,
-            std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                "already exists (use --force to replace it)",
-            ),
-        ));
-    }
+    let _lock = output::claim_run_folder(&opts.out, opts.force, opts.wait)?;
     crate::runtime::apply_config_threads(&c.runtime);
     let images = Dataset::load(&c.data, &cfg.dir())?;
     check_columns(cfg, &images)?;
@@ -250,10 +245,7 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
     if opts.report {
         crate::report::write_report_for(&partial, &results)?;
     }
-    if opts.out.exists() {
-        std::fs::remove_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
-    }
-    std::fs::rename(&partial, &opts.out).map_err(|e| Error::io(&opts.out, e))?;
+    output::publish_run_folder(&partial, &opts.out, opts.force)?;
     let Fitted { outcome, choices, .. } = fitted;
     let cross_validation = cv.map(|cv| cv.summary);
     Ok(RunSummary {

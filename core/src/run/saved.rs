@@ -65,6 +65,7 @@ impl std::fmt::Debug for SavedRun {
 impl SavedRun {
     /// Loads the run folder `dir`.
     pub fn open(dir: &Path) -> Result<SavedRun> {
+        std::fs::metadata(dir).map_err(|e| Error::io(dir, e))?;
         let ckpt = dir.join("checkpoint");
         if !ckpt.join("state.json").exists() {
             return Err(Error::data(dir, "not a furcate run folder (no checkpoint/state.json)"));
@@ -131,7 +132,7 @@ impl SavedRun {
     pub fn evaluate(&self, data: Option<&Path>, progress: &mut dyn Progress) -> Result<Evaluation> {
         let c = &self.config.config;
         let set = match data {
-            Some(m) => Dataset::from_manifest(m, &c.data.image_column)?,
+            Some(m) => Dataset::from_manifest_with(m, &c.data.image_column, c.data.duplicates)?,
             None => {
                 let all = Dataset::load(&c.data, &self.config.dir())?;
                 if self.state.data_sha256.is_some() && data_sha256(&all) != self.state.data_sha256 {
