@@ -639,24 +639,24 @@ impl Measure {
         }
     }
 
+    /// The measure's `results.csv` column suffix and `results.md` title.
+    fn names(self) -> (&'static str, &'static str) {
+        match self {
+            Measure::Error => ("error_rate", "error"),
+            Measure::Mae => ("mae", "MAE"),
+            Measure::Rounded => ("rounded_error_rate", "rounded to class: error"),
+            Measure::Coverage => ("coverage_90", "90 % interval coverage"),
+        }
+    }
+
     /// The `results.csv` column of head `name`.
     fn column(self, name: &str) -> String {
-        match self {
-            Measure::Error => format!("{name}_error_rate"),
-            Measure::Mae => format!("{name}_mae"),
-            Measure::Rounded => format!("{name}_rounded_error_rate"),
-            Measure::Coverage => format!("{name}_coverage_90"),
-        }
+        format!("{name}_{}", self.names().0)
     }
 
     /// The `results.md` column of head `name`.
     fn title(self, name: &str) -> String {
-        match self {
-            Measure::Error => format!("{name} error"),
-            Measure::Mae => format!("{name} MAE"),
-            Measure::Rounded => format!("{name} rounded to class: error"),
-            Measure::Coverage => format!("{name} 90 % interval coverage"),
-        }
+        format!("{name} {}", self.names().1)
     }
 
     /// Mean ± std over seeds as `results.md` shows it.
