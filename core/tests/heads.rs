@@ -361,3 +361,32 @@ fn configs_come_from_toml_by_type() {
     let bad_loss = "[[heads]]\ntype = \"regression\"\nname = \"f\"\nloss = \"l3\"\n";
     assert!(toml::from_str::<File>(bad_loss).is_err());
 }
+
+/// The names typetag lists for an unknown tag (its registry is private; its
+/// error message names every registered tag).
+fn typetag_list<T: serde::de::DeserializeOwned>() -> Vec<String> {
+    let probe = serde_json::json!({ "type": "\u{0}furcate-probe" });
+    let Err(e) = serde_json::from_value::<T>(probe) else { return Vec::new() };
+    let msg = e.to_string();
+    let mut names: Vec<String> = msg
+        .split_once("expected")
+        .map(|(_, rest)| rest.split('`').skip(1).step_by(2).map(str::to_string).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn registered_type_names_are_exactly_typetags() {
+    use furcate_core::registry;
+    let heads = registry::head_types();
+    assert!(heads.contains(&"classification".to_string()) && heads.contains(&"regression".to_string()));
+    assert_eq!(heads, typetag_list::<Box<dyn furcate_core::head::HeadConfig>>());
+    assert_eq!(
+        registry::extractor_types(),
+        typetag_list::<Box<dyn furcate_core::extractor::ExtractorConfig>>()
+    );
+    assert!(heads.iter().all(|h| registry::typetag_knows_head(h)));
+    assert!(registry::extractor_types().iter().all(|e| registry::typetag_knows_extractor(e)));
+    assert!(!registry::typetag_knows_head("no-such-head"));
+}

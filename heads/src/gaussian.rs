@@ -109,6 +109,8 @@ fn parse(head: &str, index: usize, label: &str) -> Result<f64> {
     })
 }
 
+furcate_core::register_type!(Head, "gaussian");
+
 #[typetag::serde(name = "gaussian")]
 impl HeadConfig for GaussianConfig {
     fn name(&self) -> &str {

@@ -111,6 +111,8 @@ pub fn order_classes<'a>(labels: impl IntoIterator<Item = &'a str>) -> Vec<Strin
     }
 }
 
+furcate_core::register_type!(Head, "ordinal");
+
 #[typetag::serde(name = "ordinal")]
 impl HeadConfig for OrdinalConfig {
     fn name(&self) -> &str {

@@ -154,3 +154,13 @@ fn is_registered_and_parses_from_toml() {
     let bad = toml::from_str::<Box<dyn HeadConfig>>("type = \"ordinal\"\nname = \"bin\"\nclasses = 3");
     assert!(bad.is_err());
 }
+
+#[test]
+fn the_heads_crate_registers_its_type_names() {
+    use furcate_core::registry;
+    let heads = registry::head_types();
+    for name in ["ordinal", "gaussian", "classification"] {
+        assert!(heads.iter().any(|h| h == name), "{name} missing from {heads:?}");
+        assert!(registry::typetag_knows_head(name));
+    }
+}

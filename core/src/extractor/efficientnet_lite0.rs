@@ -71,6 +71,8 @@ const BN_MOMENTUM: f64 = 0.01;
 #[serde(transparent)]
 pub struct EfficientNetLite0Config(pub BackboneConfig);
 
+crate::register_type!(Extractor, "efficientnet_lite0");
+
 #[typetag::serde(name = "efficientnet_lite0")]
 impl ExtractorConfig for EfficientNetLite0Config {
     fn build(&self, ctx: &BuildContext) -> Result<Box<dyn FeatureExtractor>> {

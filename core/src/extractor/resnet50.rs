@@ -40,6 +40,8 @@ pub const RESNET50_DIM: i64 = 2048;
 #[serde(transparent)]
 pub struct ResNet50Config(pub BackboneConfig);
 
+crate::register_type!(Extractor, "resnet50");
+
 #[typetag::serde(name = "resnet50")]
 impl ExtractorConfig for ResNet50Config {
     fn build(&self, ctx: &BuildContext) -> Result<Box<dyn FeatureExtractor>> {

@@ -110,6 +110,8 @@ impl ClassificationConfig {
     }
 }
 
+crate::register_type!(Head, "classification");
+
 #[typetag::serde(name = "classification")]
 impl HeadConfig for ClassificationConfig {
     fn name(&self) -> &str {

@@ -163,6 +163,8 @@ fn parse(head: &str, bounds: Option<[f64; 2]>, index: usize, label: &str) -> Res
     Ok(v)
 }
 
+crate::register_type!(Head, "regression");
+
 #[typetag::serde(name = "regression")]
 impl HeadConfig for RegressionConfig {
     fn name(&self) -> &str {
