@@ -68,11 +68,7 @@ fn train_eval_predict_extract() {
     common::assert_eval_reproduces(&out, &metrics);
 
     // predict: one row per image, a column per head.
-    let images = manifest.parent().unwrap().join("images");
-    let pred = dir.path().join("pred.csv");
-    let o = run(&["predict", s(&out), s(&images), "--out", s(&pred)]);
-    assert!(o.status.success(), "{}", text(&o));
-    let csv = std::fs::read_to_string(&pred).unwrap();
+    let csv = common::predict_dataset(&out, &manifest, &dir.path().join("pred.csv"));
     assert_eq!(csv.lines().count(), 37);
     assert!(csv
         .lines()

@@ -113,10 +113,7 @@ fn plugin_head_trains_next_to_a_builtin_and_predicts() {
 
     // Predict and eval from the saved run.
     let images = manifest.parent().unwrap().join("images");
-    let pred = dir.path().join("pred.csv");
-    let o = run(&["predict", s(&out), s(&images), "--out", s(&pred)]);
-    assert!(o.status.success(), "{}", text(&o));
-    let csv = std::fs::read_to_string(&pred).unwrap();
+    let csv = common::predict_dataset(&out, &manifest, &dir.path().join("pred.csv"));
     assert_eq!(csv.lines().count(), 37);
     let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
     let k = header.iter().position(|c| *c == "morphology_pred").expect("a morphology column");

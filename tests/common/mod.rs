@@ -80,6 +80,15 @@ pub fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
     path
 }
 
+/// `furcate predict RUN IMAGES --out OUT` on the images of the data set of
+/// `manifest` (its `images` folder); returns the CSV it wrote.
+pub fn predict_dataset(run_dir: &Path, manifest: &Path, out: &Path) -> String {
+    let images = manifest.parent().unwrap().join("images");
+    let o = run(&["predict", s(run_dir), s(&images), "--out", s(out)]);
+    assert!(o.status.success(), "{}", text(&o));
+    std::fs::read_to_string(out).unwrap()
+}
+
 /// Rows of the microscope's data bar [`large_micrographs`] burns in.
 pub const DATA_BAR: u32 = 32;
 

@@ -28,16 +28,16 @@ pub fn is_ci() -> bool {
 /// returns early.
 pub fn skip(why: &str) {
     if is_ci() {
-        panic!("{why}; CI is set, so a missing reference is a failure (run `eval \"$(scripts/setup.sh --test)\"`)");
+        panic!("{why}: CI is set, so a missing reference fails (`eval \"$(scripts/setup.sh --test)\"` installs them)");
     }
-    eprintln!("SKIPPED: {why}");
+    eprintln!("SKIPPED: {why} (`eval \"$(scripts/setup.sh --test)\"` installs the references)");
 }
 
 /// `$FURCATE_PYTHON` when it can import all of `modules`; otherwise [`skip`]s
 /// (a failure under CI) and returns `None`.
 pub fn python_with(modules: &[&str]) -> Option<PathBuf> {
     let Some(py) = std::env::var_os("FURCATE_PYTHON").filter(|p| !p.is_empty()) else {
-        skip("FURCATE_PYTHON is not set (run `eval \"$(scripts/setup.sh --test)\"`)");
+        skip("FURCATE_PYTHON is not set");
         return None;
     };
     let probe = Command::new(&py).arg("-c").arg(format!("import {}", modules.join(", "))).output();
@@ -81,9 +81,9 @@ pub fn alone(test: &str) -> bool {
         .output()
         .expect("the test binary runs again");
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    eprint!("{stderr}");
     assert!(out.status.success(), "{test}, run alone, failed:\n{stdout}{stderr}");
     assert!(stdout.contains("1 passed"), "{test}: no such test in this harness:\n{stdout}");
+    eprint!("{stderr}");
     false
 }
 
