@@ -1,46 +1,22 @@
 //! The `furcate` binary end to end: info, train, eval, predict, extract,
 //! resume after SIGKILL, and the errors a user meets.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::{dataset as make_dataset, furcate, run, s, text};
+use crate::common::{
+    self, class_and_value_heads, config_text, dataset as make_dataset, dataset_3x6, furcate, run, s, text,
+    write_config, LITE0_32,
+};
 
-/// 3 morphologies x 2 volume fractions x 6 images.
 fn dataset(dir: &Path) -> PathBuf {
-    make_dataset(dir, 3, 6)
+    dataset_3x6(dir)
 }
 
 fn config(dir: &Path, manifest: &Path, training: &str) -> PathBuf {
-    let text = format!(
-        r#"[data]
-manifest = "{}"
-feature_cache = "features"
-
-[extractor]
-type = "efficientnet_lite0"
-weights = "cache:efficientnet_lite0.safetensors"
-size = 32
-
-[[heads]]
-type = "classification"
-name = "morphology"
-
-[[heads]]
-type = "regression"
-name = "volume_fraction"
-
-[training]
-test_fraction = 0.25
-seed = 3
-{training}
-"#,
-        manifest.display()
-    );
-    let path = dir.join("run.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    let heads = class_and_value_heads("morphology", "volume_fraction");
+    let text =
+        config_text(manifest, LITE0_32, &heads, &format!("test_fraction = 0.25\nseed = 3\n{training}\n"));
+    write_config(dir, "run.toml", &text)
 }
 
 #[test]
@@ -108,11 +84,7 @@ fn train_eval_predict_extract() {
     common::assert_eval_reproduces(&out, &metrics);
 
     // predict: one row per image, a column per head.
-    let images = manifest.parent().unwrap().join("images");
-    let pred = dir.path().join("pred.csv");
-    let o = run(&["predict", s(&out), s(&images), "--out", s(&pred)]);
-    assert!(o.status.success(), "{}", text(&o));
-    let csv = std::fs::read_to_string(&pred).unwrap();
+    let csv = common::predict_dataset(&out, &manifest, &dir.path().join("pred.csv"));
     assert_eq!(csv.lines().count(), 37);
     assert!(csv
         .lines()
@@ -444,14 +416,7 @@ fn lbfgs_with_trunk_learned_weights_and_a_heads_crate_head() {
 
 /// A config of `heads` (TOML `[[heads]]` tables) on `manifest`, with `training`.
 fn config_with_heads(dir: &Path, manifest: &Path, heads: &str, training: &str) -> PathBuf {
-    let text = format!(
-        "[data]\nmanifest = \"{}\"\nfeature_cache = \"features\"\n\n[extractor]\ntype = \"efficientnet_lite0\"\n\
-         weights = \"cache:efficientnet_lite0.safetensors\"\nsize = 32\n\n{heads}\n[training]\n{training}\n",
-        manifest.display()
-    );
-    let path = dir.join("heads.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    write_config(dir, "heads.toml", &config_text(manifest, LITE0_32, heads, &format!("{training}\n")))
 }
 
 /// The run config of the real-micrograph tests: crop the data bar, tile,

@@ -1,11 +1,9 @@
 //! Bad weights files give clear `Error::Weights` naming the file and what is
 //! wrong; an f16 file still runs in f32.
 
-mod extractor_common;
-
 use std::path::{Path, PathBuf};
 
-use extractor_common::{cpu_config, rel_err};
+use crate::common::{cpu_config, rel_err};
 use furcate_core::extractor::efficientnet_lite0::EfficientNetLite0;
 use furcate_core::extractor::frozen::BackboneConfig;
 use furcate_core::extractor::resnet50::ResNet50;

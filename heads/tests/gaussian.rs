@@ -1,19 +1,12 @@
 //! The `gaussian` head: scaling, shapes, the NLL against a hand computation
 //! and its gradient, constant targets, scores, and calibration end to end.
 
-use furcate_core::{Error, HeadConfig, HeadState, Prediction, PropertyHead};
+use furcate_core::{Error, HeadConfig, Prediction};
 use furcate_heads::gaussian::{gaussian_nll, GaussianConfig, Z90};
 use tch::nn::OptimizerConfig;
 use tch::{nn, Device, Kind, Tensor};
 
-const CPU: (Kind, Device) = (Kind::Double, Device::Cpu);
-
-fn build(config: &GaussianConfig, in_dim: i64, state: &HeadState) -> (nn::VarStore, Box<dyn PropertyHead>) {
-    let mut vs = nn::VarStore::new(Device::Cpu);
-    let head = config.build(vs.root(), in_dim, state).unwrap();
-    vs.double();
-    (vs, head)
-}
+use crate::common::{build, CPU};
 
 #[test]
 fn fit_standardises_like_the_regression_head() {

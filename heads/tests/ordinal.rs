@@ -1,18 +1,11 @@
 //! The `ordinal` head: class order, shapes, loss against a hand computation,
 //! a single class, monotone decoding, scores and registration.
 
-use furcate_core::{Error, HeadConfig, HeadState, Prediction, PropertyHead};
+use furcate_core::{Error, HeadConfig, Prediction};
 use furcate_heads::ordinal::{decode_ranks, order_classes, OrdinalConfig};
-use tch::{nn, Device, Kind, Tensor};
+use tch::Tensor;
 
-const CPU: (Kind, Device) = (Kind::Double, Device::Cpu);
-
-fn build(config: &OrdinalConfig, in_dim: i64, state: &HeadState) -> (nn::VarStore, Box<dyn PropertyHead>) {
-    let mut vs = nn::VarStore::new(Device::Cpu);
-    let head = config.build(vs.root(), in_dim, state).unwrap();
-    vs.double();
-    (vs, head)
-}
+use crate::common::{build, CPU};
 
 fn labels<'a>(cells: &[&'a str]) -> Vec<Option<&'a str>> {
     cells.iter().map(|c| Some(*c)).collect()
