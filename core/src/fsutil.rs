@@ -181,6 +181,26 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Removes, below `dir`, the temporary files [`write_atomic`] leaves when a
+/// process is killed mid-write (`.NAME.XXXXXX.tmp`), so a resumed run folder
+/// does not carry them into the finished one. Returns how many it removed.
+pub fn remove_stray_temps(dir: &Path) -> usize {
+    let mut removed = 0;
+    let Ok(entries) = fs::read_dir(dir) else { return 0 };
+    for entry in entries.flatten() {
+        let p = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => removed += remove_stray_temps(&p),
+            Ok(t) if t.is_file() && name.starts_with('.') && name.ends_with(".tmp") => {
+                removed += usize::from(fs::remove_file(&p).is_ok());
+            }
+            _ => {}
+        }
+    }
+    removed
+}
+
 fn sync_tree(dir: &Path) {
     if let Ok(entries) = fs::read_dir(dir) {
         for entry in entries.flatten() {
@@ -408,7 +428,34 @@ fn utc_time(unix: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::utc_time;
+    use super::{remove_stray_temps, utc_time, write_atomic};
+
+    #[test]
+    fn stray_temps_are_removed_and_finished_files_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("checkpoint");
+        write_atomic(&sub.join("state.json"), b"{}").unwrap();
+        std::fs::write(sub.join(".model.safetensors.a1B2c3.tmp"), b"half").unwrap();
+        std::fs::write(dir.path().join(".metrics.json.x9Y8z7.tmp"), b"half").unwrap();
+        std::fs::write(dir.path().join("notes.tmp"), b"a user's file").unwrap();
+        assert_eq!(remove_stray_temps(dir.path()), 2);
+        let mut left: Vec<String> = walk(dir.path());
+        left.sort();
+        assert_eq!(left, ["checkpoint/state.json", "notes.tmp"]);
+    }
+
+    fn walk(dir: &std::path::Path) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if e.file_type().unwrap().is_dir() {
+                out.extend(walk(&e.path()).into_iter().map(|f| format!("{name}/{f}")));
+            } else {
+                out.push(name);
+            }
+        }
+        out
+    }
 
     #[test]
     fn utc_time_of_known_instants() {

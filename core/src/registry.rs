@@ -48,8 +48,11 @@ macro_rules! register_type {
 
 /// The names registered for `kind`, sorted.
 fn names(kind: Kind) -> Vec<String> {
-    let mut names: Vec<String> =
-        inventory::iter::<Registered>.into_iter().filter(|r| r.kind == kind).map(|r| r.name.to_string()).collect();
+    let mut names: Vec<String> = inventory::iter::<Registered>
+        .into_iter()
+        .filter(|r| r.kind == kind)
+        .map(|r| r.name.to_string())
+        .collect();
     names.sort();
     names.dedup();
     names

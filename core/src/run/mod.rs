@@ -168,6 +168,10 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
         if !snapshots.resume()? {
             tracing::warn!("nothing to resume in {}; training from the start", partial.display());
         }
+        let stray = fsutil::remove_stray_temps(&partial);
+        if stray > 0 {
+            tracing::info!("removed {stray} half-written temporary file(s) from {}", partial.display());
+        }
     } else if partial.exists() {
         std::fs::remove_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
     }
