@@ -83,6 +83,17 @@ fn train_eval_predict_extract() {
     // eval on the test part reproduces the run's own scores.
     common::assert_eval_reproduces(&out, &metrics);
 
+    // The report drawn while training (from the run's results in memory) is
+    // the one drawn later from the folder (metrics.json and history.csv read back).
+    let without_images = |html: &str| -> String {
+        html.split("data:image/png;base64,").map(|part| part.split_once('"').map_or(part, |p| p.1)).collect()
+    };
+    let trained = std::fs::read_to_string(out.join("report.html")).unwrap();
+    let files = furcate_core::report::write_report(&out).unwrap();
+    let redrawn = std::fs::read_to_string(&files.html).unwrap();
+    assert_eq!(without_images(&trained), without_images(&redrawn));
+    assert!(files.plots.len() >= 4, "{:?}", files.plots);
+
     // predict: one row per image, a column per head.
     let csv = common::predict_dataset(&out, &manifest, &dir.path().join("pred.csv"));
     assert_eq!(csv.lines().count(), 37);
@@ -93,6 +104,7 @@ fn train_eval_predict_extract() {
         .contains("morphology_pred,morphology_probability,volume_fraction_pred"));
 
     // A missing image, or a missing run folder: the OS's own words, as `train` gives them.
+    let images = manifest.parent().unwrap().join("images");
     let o = run(&["predict", s(&out), s(&images.join("absent.png"))]);
     assert!(!o.status.success(), "{}", text(&o));
     assert!(

@@ -48,13 +48,22 @@ pub struct ReportFiles {
 /// the report out, with a note saying so.
 pub fn write_report(run_dir: &Path) -> Result<ReportFiles> {
     let results = RunResults::read(run_dir)?;
-    write_report_for(run_dir, &results)
+    write_report_for(run_dir, &results, None)
 }
 
-/// [`write_report`] for a run whose results are at hand (a run being written):
-/// `metrics.json` is not read; the history, predictions and config are.
-pub fn write_report_for(run_dir: &Path, results: &RunResults) -> Result<ReportFiles> {
-    let run = RunFolder::read(run_dir, results)?;
+/// [`write_report`] for a run whose results are at hand (a run being
+/// written): `metrics.json` is not read, nor `history.csv` when `history`
+/// (head names, records) is given; the predictions and config are.
+pub fn write_report_for(
+    run_dir: &Path,
+    results: &RunResults,
+    history: Option<(&[String], &[crate::train::EpochRecord])>,
+) -> Result<ReportFiles> {
+    let history = history.map(|(heads, records)| {
+        let (header, rows) = crate::run::history_columns(heads, records);
+        History::from_rows(header, &rows)
+    });
+    let run = RunFolder::read(run_dir, results, history)?;
     let plots_dir = run_dir.join("plots");
     let mut stems = HashSet::new();
     let mut written = Vec::new();
@@ -173,15 +182,18 @@ struct RunFolder<'a> {
 }
 
 impl<'a> RunFolder<'a> {
-    fn read(dir: &Path, results: &'a RunResults) -> Result<Self> {
+    fn read(dir: &Path, results: &'a RunResults, history: Option<History>) -> Result<Self> {
         let metrics_path = dir.join("metrics.json");
         let mut notes = Vec::new();
-        let history = match optional_text(&dir.join("history.csv"))? {
-            Some(t) => Some(History::parse(&dir.join("history.csv"), &t)?),
-            None => {
-                notes.push("history.csv not found: no loss curves.".into());
-                None
-            }
+        let history = match history {
+            Some(h) => Some(h),
+            None => match optional_text(&dir.join("history.csv"))? {
+                Some(t) => Some(History::parse(&dir.join("history.csv"), &t)?),
+                None => {
+                    notes.push("history.csv not found: no loss curves.".into());
+                    None
+                }
+            },
         };
         let predictions = match optional_text(&dir.join("predictions.csv"))? {
             Some(t) => Some(Predictions::parse(&dir.join("predictions.csv"), &t)?),
@@ -227,6 +239,15 @@ struct History {
 }
 
 impl History {
+    /// From rows laid out by `header` (`None` cells become NaN).
+    fn from_rows(header: Vec<String>, rows: &[Vec<Option<f64>>]) -> Self {
+        let columns: Vec<Vec<f64>> = (0..header.len())
+            .map(|i| rows.iter().map(|r| r.get(i).copied().flatten().unwrap_or(f64::NAN)).collect())
+            .collect();
+        let epochs = columns.first().cloned().unwrap_or_default();
+        History { header, epochs, columns }
+    }
+
     fn parse(path: &Path, text: &str) -> Result<Self> {
         let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(text.as_bytes());
         let header: Vec<String> = reader

@@ -62,7 +62,7 @@ pub use features::{features_for, Features};
 pub use results::{HeadResult, RunFacts, RunResults, TileResult};
 pub use saved::{PredictOptions, Predicted, SavedRun};
 pub use table::{exact_match_label, format_choices, format_table};
-pub use write::{history_csv, predictions_csv};
+pub use write::{history_columns, history_csv, predictions_csv};
 
 /// Options of [`train_run`].
 #[derive(Debug, Clone)]
@@ -247,7 +247,8 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
     )?;
     fsutil::write_atomic(&partial.join("predictions.csv"), predictions_text.as_bytes())?;
     if opts.report {
-        crate::report::write_report_for(&partial, &results)?;
+        let history = (model.head_names(), outcome.history.as_slice());
+        crate::report::write_report_for(&partial, &results, Some((&history.0, history.1)))?;
     }
     output::publish_run_folder(&partial, &opts.out, opts.force)?;
     let Fitted { outcome, choices, .. } = fitted;

@@ -20,26 +20,41 @@ pub(crate) fn data_sha256(data: &Dataset) -> Option<String> {
     data.source.is_file().then(|| fsutil::sha256_file(&data.source).ok()).flatten()
 }
 
-/// `history.csv`: `epoch,train_total,val_total,train_<head>...,val_<head>...`.
+/// The columns of `history.csv` and the report's loss curves:
+/// `epoch,train_total,val_total,train_<head>...,val_<head>...`, one row per
+/// epoch (`None`: no validation part).
+pub fn history_columns(heads: &[String], history: &[EpochRecord]) -> (Vec<String>, Vec<Vec<Option<f64>>>) {
+    let mut header: Vec<String> = ["epoch", "train_total", "val_total"].map(String::from).to_vec();
+    header.extend(heads.iter().map(|h| format!("train_{h}")));
+    header.extend(heads.iter().map(|h| format!("val_{h}")));
+    let rows = history
+        .iter()
+        .map(|r| {
+            let mut row = vec![Some(r.epoch as f64), Some(r.train_total), r.val_total];
+            row.extend(r.train.iter().map(|&v| Some(v)));
+            row.extend((0..heads.len()).map(|i| r.val.as_ref().map(|v| v[i])));
+            row
+        })
+        .collect();
+    (header, rows)
+}
+
+/// `history.csv` ([`history_columns`]; the epoch as an integer, losses with 8 decimals).
 pub fn history_csv(heads: &[String], history: &[EpochRecord]) -> String {
-    let mut s = String::from("epoch,train_total,val_total");
-    for h in heads {
-        let _ = write!(s, ",train_{h}");
-    }
-    for h in heads {
-        let _ = write!(s, ",val_{h}");
-    }
+    let (header, rows) = history_columns(heads, history);
+    let mut s = header.join(",");
     s.push('\n');
-    let cell = |v: Option<f64>| v.map(|v| format!("{v:.8}")).unwrap_or_default();
-    for r in history {
-        let _ = write!(s, "{},{:.8},{}", r.epoch, r.train_total, cell(r.val_total));
-        for v in &r.train {
-            let _ = write!(s, ",{v:.8}");
-        }
-        for i in 0..heads.len() {
-            let _ = write!(s, ",{}", cell(r.val.as_ref().map(|v| v[i])));
-        }
-        s.push('\n');
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                Some(v) if i == 0 => format!("{v:.0}"),
+                Some(v) => format!("{v:.8}"),
+                None => String::new(),
+            })
+            .collect();
+        let _ = writeln!(s, "{}", cells.join(","));
     }
     s
 }
