@@ -34,8 +34,10 @@ inventory::collect!(Registered);
 /// Registers a `type` name for [`extractor_types`] / [`head_types`]; put it
 /// beside the `#[typetag::serde(name = "...")]` impl, with the same name.
 ///
-/// ```ignore
-/// furcate_core::register_type!(Head, "ordinal");
+/// ```
+/// // Beside `#[typetag::serde(name = "classification")] impl HeadConfig for ...`:
+/// // furcate_core::register_type!(Head, "classification");
+/// assert!(furcate_core::registry::head_types().iter().any(|t| t == "classification"));
 /// ```
 #[macro_export]
 macro_rules! register_type {
