@@ -438,10 +438,10 @@ pub(crate) fn encode(
 }
 
 /// Predictions of every head for `features`, in evaluation mode.
-pub fn predict_features(model: &MultiHeadModel, features: &Tensor) -> Vec<Vec<Prediction>> {
+pub fn predict_features(model: &MultiHeadModel, features: &Tensor) -> Result<Vec<Vec<Prediction>>> {
     tch::no_grad(|| {
-        let outputs = model.forward_eval(features);
-        model.heads().iter().zip(&outputs).map(|(h, o)| h.decode(&o.to_device(Device::Cpu))).collect()
+        let outputs = model.forward_eval(features)?;
+        model.heads().iter().zip(&outputs).map(|(h, o)| h.decode(&o.f_to_device(Device::Cpu)?)).collect()
     })
 }
 
@@ -496,13 +496,13 @@ pub fn predict_images(
     model: &MultiHeadModel,
     features: &Tensor,
     plan: &RowPlan,
-) -> (Vec<Vec<Prediction>>, Option<aggregate::Tiled>) {
+) -> Result<(Vec<Vec<Prediction>>, Option<aggregate::Tiled>)> {
     if !plan.tiled {
-        return (predict_features(model, features), None);
+        return Ok((predict_features(model, features)?, None));
     }
-    let rows = aggregate::predict_rows(model, features);
+    let rows = aggregate::predict_rows(model, features)?;
     let agg = aggregate::aggregate(model.heads(), &rows, &plan.groups());
-    (agg.predictions.clone(), Some((agg, rows)))
+    Ok((agg.predictions.clone(), Some((agg, rows))))
 }
 
 /// [`predict_images`] scored against the labels of `data`: per image, and
@@ -514,7 +514,7 @@ fn score_images(
     data: &Dataset,
     plan: &RowPlan,
 ) -> Result<(Evaluation, Vec<Vec<Prediction>>, Option<aggregate::Tiled>)> {
-    let (predictions, tiled) = predict_images(model, features, plan);
+    let (predictions, tiled) = predict_images(model, features, plan)?;
     let mut evaluation = evaluate(config, model, &predictions, data)?;
     if let Some((_, rows)) = &tiled {
         let per_tile = evaluate(config, model, &rows.predictions, &data.subset(&plan.image))?;
@@ -1070,9 +1070,9 @@ impl SavedRun {
             )));
         }
         let rows = self.rows(&set, progress)?;
-        let (predictions, tiled) = predict_images(&self.model, &rows.features, &rows.plan);
+        let (predictions, tiled) = predict_images(&self.model, &rows.features, &rows.plan)?;
         let table = match &tiled {
-            None => output::PredictionTable::predict(&self.model, &rows.features),
+            None => output::PredictionTable::predict(&self.model, &rows.features)?,
             Some((_, r)) => {
                 output::PredictionTable::per_image(&self.model, &predictions, r, &rows.plan.groups())
             }
