@@ -125,7 +125,7 @@ impl Bottleneck {
         let h = self.reduce.forward(x, true)?;
         let h = self.spatial.forward(&h, true)?;
         let mut y = self.expand.forward(&h, false)?;
-        match &self.downsample {
+        let _ = match &self.downsample {
             Some(d) => y.f_add_(&d.forward(x, false)?)?,
             None => y.f_add_(x)?,
         };
