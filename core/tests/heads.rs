@@ -46,9 +46,9 @@ fn classification_fit_gives_sorted_classes_and_shapes() {
         names,
         ["hidden0.bias", "hidden0.weight", "hidden1.bias", "hidden1.weight", "out.bias", "out.weight"]
     );
-    let out = head.forward(&Tensor::randn([7, 4], CPU), true);
+    let out = head.forward(&Tensor::randn([7, 4], CPU), true).unwrap();
     assert_eq!(out.size(), [7, 3]);
-    let preds = head.decode(&out);
+    let preds = head.decode(&out).unwrap();
     assert_eq!(preds.len(), 7);
     for p in preds {
         let Prediction::Class { label, probability } = p else { panic!("not a class: {p:?}") };
@@ -69,10 +69,10 @@ fn classification_loss_matches_hand_computation() {
     let (vs, head) = build(&config, 2, &classes(&["a", "b", "c"]));
     // Logits (ln 2, 0, 0): p(a) = 1/2, p(b) = p(c) = 1/4.
     constant_output(&vs, &[2f64.ln(), 0.0, 0.0]);
-    let out = head.forward(&Tensor::randn([2, 2], CPU), false);
-    let loss = head.loss(&out, &Tensor::from_slice(&[0i64, 1])).double_value(&[]);
+    let out = head.forward(&Tensor::randn([2, 2], CPU), false).unwrap();
+    let loss = head.loss(&out, &Tensor::from_slice(&[0i64, 1])).unwrap().double_value(&[]);
     assert!(close(loss, (2f64.ln() + 4f64.ln()) / 2.0), "{loss}");
-    let preds = head.decode(&out);
+    let preds = head.decode(&out).unwrap();
     assert_eq!(preds[0], Prediction::Class { label: "a".into(), probability: 0.5 });
 }
 
@@ -84,8 +84,8 @@ fn class_weights_and_label_smoothing_change_the_loss_as_defined() {
     let loss_of = |config: ClassificationConfig| {
         let (vs, head) = build(&config, 2, &classes(&["a", "b", "c"]));
         constant_output(&vs, &logits);
-        let out = head.forward(&Tensor::randn([3, 2], CPU), false);
-        head.loss(&out, &target).double_value(&[])
+        let out = head.forward(&Tensor::randn([3, 2], CPU), false).unwrap();
+        head.loss(&out, &target).unwrap().double_value(&[])
     };
     let plain = loss_of(ClassificationConfig::new("m"));
     assert!(close(plain, (nll[0] + 2.0 * nll[1]) / 3.0));
@@ -141,11 +141,11 @@ fn a_single_class_is_allowed() {
     let config = ClassificationConfig::new("m");
     let state = config.fit(&[Some("only"), None, Some("only")]).unwrap();
     let (_vs, head) = build(&config, 3, &state);
-    let out = head.forward(&Tensor::randn([4, 3], CPU), false);
+    let out = head.forward(&Tensor::randn([4, 3], CPU), false).unwrap();
     assert_eq!(out.size(), [4, 1]);
     let t = head.encode(&[Some("only"), Some("only"), None, Some("only")]).unwrap();
-    assert!(close(head.masked_loss(&out, &t).double_value(&[]), 0.0));
-    assert_eq!(head.decode(&out)[0], Prediction::Class { label: "only".into(), probability: 1.0 });
+    assert!(close(head.masked_loss(&out, &t).unwrap().double_value(&[]), 0.0));
+    assert_eq!(head.decode(&out).unwrap()[0], Prediction::Class { label: "only".into(), probability: 1.0 });
 }
 
 #[test]
@@ -182,16 +182,16 @@ fn regression_fit_standardises_and_decode_restores_units() {
     assert!((t.values.double_value(&[0, 0]) - 2.0 / std).abs() < 1e-6);
     assert_eq!(Vec::<bool>::try_from(&t.mask).unwrap(), [true, false]);
     constant_output(&vs, &[0.5]);
-    let out = head.forward(&Tensor::randn([3, 2], CPU), false);
+    let out = head.forward(&Tensor::randn([3, 2], CPU), false).unwrap();
     assert_eq!(out.size(), [3, 1]);
-    let Prediction::Value { value, std: None } = head.decode(&out)[0] else { panic!() };
+    let Prediction::Value { value, std: None } = head.decode(&out).unwrap()[0] else { panic!() };
     assert!(close(value, 3.0 + 0.5 * std), "{value}");
 
     let raw = RegressionConfig { standardise: false, ..RegressionConfig::new("v") };
     let (vs, head) = build(&raw, 2, &state);
     constant_output(&vs, &[0.5]);
-    let out = head.forward(&Tensor::randn([1, 2], CPU), false);
-    assert_eq!(head.decode(&out)[0], Prediction::Value { value: 0.5, std: None });
+    let out = head.forward(&Tensor::randn([1, 2], CPU), false).unwrap();
+    assert_eq!(head.decode(&out).unwrap()[0], Prediction::Value { value: 0.5, std: None });
     assert!(close(head.encode(&[Some("5")]).unwrap().values.double_value(&[0, 0]), 5.0));
 }
 
@@ -202,10 +202,10 @@ fn constant_regression_targets_work() {
     assert_eq!(state, serde_json::json!({ "mean": 0.25, "std": 1.0 }));
     let (vs, head) = build(&config, 2, &state);
     constant_output(&vs, &[0.0]);
-    let out = head.forward(&Tensor::randn([2, 2], CPU), false);
+    let out = head.forward(&Tensor::randn([2, 2], CPU), false).unwrap();
     let t = head.encode(&[Some("0.25"), Some("0.25")]).unwrap();
-    assert!(close(head.masked_loss(&out, &t).double_value(&[]), 0.0));
-    let preds = head.decode(&out);
+    assert!(close(head.masked_loss(&out, &t).unwrap().double_value(&[]), 0.0));
+    let preds = head.decode(&out).unwrap();
     let s = head.score(&preds, &[Some("0.25"), Some("0.25")]).unwrap();
     assert_eq!(s.metrics["r2"], serde_json::Value::Null);
     assert!(close(s.metrics["mae"].as_f64().unwrap(), 0.0));
@@ -234,7 +234,7 @@ fn regression_losses_match_hand_computation() {
     let loss_with = |loss: RegressionLoss, delta: f64| {
         let config = RegressionConfig { loss, huber_delta: delta, ..RegressionConfig::new("v") };
         let (_vs, head) = build(&config, 1, &state);
-        head.loss(&out, &target).double_value(&[])
+        head.loss(&out, &target).unwrap().double_value(&[])
     };
     assert!(close(loss_with(RegressionLoss::Mse, 1.0), (0.25 + 9.0) / 2.0));
     assert!(close(loss_with(RegressionLoss::L1, 1.0), 3.5 / 2.0));
@@ -250,8 +250,8 @@ fn bounds_are_respected() {
     let (vs, head) = build(&config, 3, &state);
     for bias in [-1e3, -3.0, 0.0, 3.0, 1e3] {
         constant_output(&vs, &[bias]);
-        let out = head.forward(&(Tensor::randn([16, 3], CPU) * 100.0), false);
-        for p in head.decode(&out) {
+        let out = head.forward(&(Tensor::randn([16, 3], CPU) * 100.0), false).unwrap();
+        for p in head.decode(&out).unwrap() {
             let Prediction::Value { value, .. } = p else { panic!() };
             assert!((0.0..=1.0).contains(&value), "{value}");
         }
@@ -260,8 +260,8 @@ fn bounds_are_respected() {
     constant_output(&vs, &[0.0]);
     let vars = vs.variables();
     let _ = tch::no_grad(|| vars["hidden0.weight"].shallow_clone().zero_());
-    let out = head.forward(&Tensor::randn([1, 3], CPU), false);
-    assert_eq!(head.decode(&out)[0], Prediction::Value { value: 0.5, std: None });
+    let out = head.forward(&Tensor::randn([1, 3], CPU), false).unwrap();
+    assert_eq!(head.decode(&out).unwrap()[0], Prediction::Value { value: 0.5, std: None });
     assert!(matches!(config.fit(&[Some("1.5")]), Err(Error::Label { index: 0, .. })));
     assert!(matches!(head.encode(&[Some("0.5"), Some("-0.1")]), Err(Error::Label { index: 1, .. })));
     let bad = RegressionConfig { bounds: Some([1.0, 1.0]), ..RegressionConfig::new("v") };
@@ -311,7 +311,7 @@ fn the_same_state_rebuilds_the_same_head() {
         let (vs1, h1) = build(config.as_ref(), 4, &state);
         let (mut vs2, h2) = build(config.as_ref(), 4, &stored);
         vs2.copy(&vs1).unwrap();
-        assert_eq!(h1.decode(&h1.forward(&x, false)), h2.decode(&h2.forward(&x, false)));
+        assert_eq!(h1.decode(&h1.forward(&x, false).unwrap()).unwrap(), h2.decode(&h2.forward(&x, false).unwrap()).unwrap());
         assert_eq!(
             h1.encode(labels).unwrap().values.to_kind(Kind::Double),
             h2.encode(labels).unwrap().values.to_kind(Kind::Double)
