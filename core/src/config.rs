@@ -540,7 +540,8 @@ impl LoadedConfig {
                 let message = format!("unknown head type `{type_name}`; {}", self.plugins.known_types());
                 return Err(at(type_line.or(table_line), message));
             }
-            let head = self.plugins.head_config(type_name, table).map_err(|e| at(table_line, e.to_string()))?;
+            let head =
+                self.plugins.head_config(type_name, table).map_err(|e| at(table_line, e.to_string()))?;
             self.config.heads[i] = head;
         }
         Ok(())

@@ -311,7 +311,10 @@ fn the_same_state_rebuilds_the_same_head() {
         let (vs1, h1) = build(config.as_ref(), 4, &state);
         let (mut vs2, h2) = build(config.as_ref(), 4, &stored);
         vs2.copy(&vs1).unwrap();
-        assert_eq!(h1.decode(&h1.forward(&x, false).unwrap()).unwrap(), h2.decode(&h2.forward(&x, false).unwrap()).unwrap());
+        assert_eq!(
+            h1.decode(&h1.forward(&x, false).unwrap()).unwrap(),
+            h2.decode(&h2.forward(&x, false).unwrap()).unwrap()
+        );
         assert_eq!(
             h1.encode(labels).unwrap().values.to_kind(Kind::Double),
             h2.encode(labels).unwrap().values.to_kind(Kind::Double)
@@ -353,4 +356,35 @@ fn configs_come_from_toml_by_type() {
     assert!(e.contains("bound"), "{e}");
     let bad_loss = "[[heads]]\ntype = \"regression\"\nname = \"f\"\nloss = \"l3\"\n";
     assert!(toml::from_str::<File>(bad_loss).is_err());
+}
+
+/// Features of the wrong width, an output of the wrong shape or targets that
+/// do not fit are errors naming the head, not panics of libtorch.
+#[test]
+fn bad_shapes_are_errors_naming_the_head() {
+    let class = ClassificationConfig { hidden: vec![3], ..ClassificationConfig::new("phase") };
+    let (_vs, head) = build(&class, 4, &classes(&["a", "b"]));
+    let e = head.forward(&Tensor::randn([2, 5], CPU), false).unwrap_err().to_string();
+    assert!(e.contains("head `phase`") && e.contains("forward"), "{e}");
+    let out = head.forward(&Tensor::randn([2, 4], CPU), false).unwrap();
+    let e = head.loss(&out, &Tensor::from_slice(&[0i64, 1, 1])).unwrap_err().to_string();
+    assert!(e.contains("head `phase`") && e.contains("loss"), "{e}");
+    let e = head.decode(&Tensor::randn([2, 3], CPU)).unwrap_err().to_string();
+    assert!(e.contains("head `phase`") && e.contains("[2, 3]"), "{e}");
+    assert!(head.probabilities(&Tensor::randn([2, 3], CPU)).is_err());
+
+    let (_vs, head) =
+        build(&RegressionConfig::new("fraction"), 4, &serde_json::json!({ "mean": 0.0, "std": 1.0 }));
+    let e = head.forward(&Tensor::randn([2, 3], CPU), false).unwrap_err().to_string();
+    assert!(e.contains("head `fraction`") && e.contains("forward"), "{e}");
+    let out = head.forward(&Tensor::randn([2, 4], CPU), false).unwrap();
+    let e = head.loss(&out, &Tensor::zeros([3, 1], CPU)).unwrap_err().to_string();
+    assert!(e.contains("head `fraction`") && e.contains("loss"), "{e}");
+    assert!(head.decode(&Tensor::randn([2, 2], CPU)).unwrap_err().to_string().contains("head `fraction`"));
+    // The default masked loss takes a mask that does not fit as an error too.
+    let targets = furcate_core::head::Targets {
+        values: Tensor::zeros([2, 1], CPU),
+        mask: Tensor::from_slice(&[true, false, true]),
+    };
+    assert!(head.masked_loss(&out, &targets).is_err());
 }

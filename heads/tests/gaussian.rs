@@ -156,3 +156,16 @@ fn is_registered_and_parses_from_toml() {
         toml::from_str::<Box<dyn HeadConfig>>("type = \"gaussian\"\nname = \"f\"\nloss = \"mse\"").is_err()
     );
 }
+
+/// Wrong shapes are errors naming the head, not panics of libtorch.
+#[test]
+fn bad_shapes_are_errors_naming_the_head() {
+    let (_vs, head) =
+        build(&GaussianConfig::new("fraction"), 3, &serde_json::json!({ "mean": 0.5, "std": 0.1 }));
+    let e = head.forward(&Tensor::randn([2, 4], CPU), false).unwrap_err().to_string();
+    assert!(e.contains("head `fraction`") && e.contains("forward"), "{e}");
+    let e = head.loss(&Tensor::randn([2, 3], CPU), &Tensor::zeros([2], CPU)).unwrap_err().to_string();
+    assert!(e.contains("head `fraction`") && e.contains("loss"), "{e}");
+    assert!(gaussian_nll(&Tensor::randn([2, 2], CPU), &Tensor::zeros([3], CPU)).is_err());
+    assert!(head.decode(&Tensor::randn([2, 3], CPU)).unwrap_err().to_string().contains("head `fraction`"));
+}

@@ -92,7 +92,8 @@ fn decoding_is_monotone_in_the_shared_score() {
     });
     let x = Tensor::linspace(-5.0, 5.0, 50, CPU).view([50, 1]);
     let classes: Vec<String> = head
-        .decode(&head.forward(&x, false).unwrap()).unwrap()
+        .decode(&head.forward(&x, false).unwrap())
+        .unwrap()
         .into_iter()
         .map(|p| match p {
             Prediction::Class { label, probability } => {
@@ -153,4 +154,18 @@ fn is_registered_and_parses_from_toml() {
     assert_eq!((config.name(), config.loss_weight(), config.stratify()), ("bin", 2.0, true));
     let bad = toml::from_str::<Box<dyn HeadConfig>>("type = \"ordinal\"\nname = \"bin\"\nclasses = 3");
     assert!(bad.is_err());
+}
+
+/// Wrong shapes are errors naming the head, not panics of libtorch.
+#[test]
+fn bad_shapes_are_errors_naming_the_head() {
+    let (_vs, head) =
+        build(&OrdinalConfig::new("bin"), 3, &serde_json::json!({ "classes": ["a", "b", "c"] }));
+    let e = head.forward(&Tensor::randn([2, 4], CPU), false).unwrap_err().to_string();
+    assert!(e.contains("head `bin`") && e.contains("forward"), "{e}");
+    let out = head.forward(&Tensor::randn([2, 3], CPU), false).unwrap();
+    let e = head.loss(&out, &Tensor::from_slice(&[0i64, 1, 2])).unwrap_err().to_string();
+    assert!(e.contains("head `bin`") && e.contains("loss"), "{e}");
+    assert!(head.loss(&Tensor::randn([2], CPU), &Tensor::from_slice(&[0i64, 1])).is_err());
+    assert!(head.decode(&Tensor::randn([2], CPU)).unwrap_err().to_string().contains("head `bin`"));
 }

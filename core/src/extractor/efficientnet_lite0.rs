@@ -125,7 +125,9 @@ impl SameConv {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let size = x.size();
         if size.len() != 4 {
-            return Err(Error::Invalid(format!("efficientnet_lite0: a convolution's input must be [N, C, H, W], got {size:?}")));
+            return Err(Error::Invalid(format!(
+                "efficientnet_lite0: a convolution's input must be [N, C, H, W], got {size:?}"
+            )));
         }
         let (top, bottom) = self.padding(size[2]);
         let (left, right) = self.padding(size[3]);

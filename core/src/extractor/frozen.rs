@@ -390,8 +390,12 @@ pub trait Network: std::fmt::Debug + Send + Sized + 'static {
     ///
     /// # Shapes
     /// `[N, 3, H, W]`, normalised -> one `[N, TAP_CHANNELS[i], H_i, W_i]` per tap.
-    fn tapped(&self, x: &Tensor, deepest: usize, tap: &mut dyn FnMut(usize, &Tensor) -> Result<()>)
-        -> Result<()>;
+    fn tapped(
+        &self,
+        x: &Tensor,
+        deepest: usize,
+        tap: &mut dyn FnMut(usize, &Tensor) -> Result<()>,
+    ) -> Result<()>;
 
     /// Pooled features, in eval mode: every stage, then the pool.
     ///

@@ -218,7 +218,9 @@ impl PropertyHead for ClassificationHead {
         let run = || -> std::result::Result<Tensor, tch::TchError> {
             let target = target.f_reshape([-1])?.f_to_kind(Kind::Int64)?.f_to_device(output.device())?;
             let weight = match &self.class_weights {
-                Some(w) => Some(Tensor::f_from_slice(w)?.f_to_kind(output.kind())?.f_to_device(output.device())?),
+                Some(w) => {
+                    Some(Tensor::f_from_slice(w)?.f_to_kind(output.kind())?.f_to_device(output.device())?)
+                }
                 None => None,
             };
             output.f_cross_entropy_loss(&target, weight.as_ref(), Reduction::Mean, -100, self.label_smoothing)
@@ -243,7 +245,8 @@ impl PropertyHead for ClassificationHead {
 
     /// The softmax of the logits.
     fn probabilities(&self, output: &Tensor) -> Result<Option<Tensor>> {
-        let run = || output.detach().f_to_device(Device::Cpu)?.f_to_kind(Kind::Double)?.f_softmax(-1, Kind::Double);
+        let run =
+            || output.detach().f_to_device(Device::Cpu)?.f_to_kind(Kind::Double)?.f_softmax(-1, Kind::Double);
         let probs = run().map_err(|e| self.invalid_input(format!("probabilities: {e}")))?;
         match probs.size().as_slice() {
             [_, k] if *k == self.classes.len() as i64 => Ok(Some(probs)),
@@ -257,7 +260,8 @@ impl PropertyHead for ClassificationHead {
     /// The most probable class and its softmax probability.
     fn decode(&self, output: &Tensor) -> Result<Vec<Prediction>> {
         let Some(probs) = self.probabilities(output)? else { return Ok(Vec::new()) };
-        let (best, arg) = probs.f_max_dim(-1, false).map_err(|e| self.invalid_input(format!("decode: {e}")))?;
+        let (best, arg) =
+            probs.f_max_dim(-1, false).map_err(|e| self.invalid_input(format!("decode: {e}")))?;
         let arg = Vec::<i64>::try_from(&arg).map_err(|e| self.invalid_input(format!("decode: {e}")))?;
         let mut predictions = Vec::with_capacity(arg.len());
         for (probability, k) in to_vec_f64(&best).into_iter().zip(arg) {

@@ -262,7 +262,8 @@ impl PropertyHead for RegressionHead {
     /// # Shapes
     /// `[N, D]` -> `[N, 1]`.
     fn forward(&self, features: &Tensor, train: bool) -> Result<Tensor> {
-        let z = self.mlp.forward_t(features, train).map_err(|e| self.invalid_input(format!("forward: {e}")))?;
+        let z =
+            self.mlp.forward_t(features, train).map_err(|e| self.invalid_input(format!("forward: {e}")))?;
         Ok(match self.bounds {
             None => z,
             Some([lo, hi]) => ((z.sigmoid() * (hi - lo) + lo) - self.shift) / self.scale,
@@ -275,7 +276,8 @@ impl PropertyHead for RegressionHead {
     /// `output`: `[M, 1]`, `target`: `[M, 1]` or `[M]` -> scalar.
     fn loss(&self, output: &Tensor, target: &Tensor) -> Result<Tensor> {
         let run = || -> std::result::Result<Tensor, tch::TchError> {
-            let target = target.f_to_kind(output.kind())?.f_to_device(output.device())?.f_reshape(output.size())?;
+            let target =
+                target.f_to_kind(output.kind())?.f_to_device(output.device())?.f_reshape(output.size())?;
             match self.loss {
                 RegressionLoss::Mse => output.f_mse_loss(&target, Reduction::Mean),
                 RegressionLoss::Huber => output.f_huber_loss(&target, Reduction::Mean, self.huber_delta),

@@ -117,7 +117,10 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for Replay<A> {
         self.map.next_key_seed(seed)
     }
 
-    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> std::result::Result<V::Value, A::Error> {
+    fn next_value_seed<V: DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> std::result::Result<V::Value, A::Error> {
         match self.tag.take() {
             Some(tag) => seed.deserialize(StringDeserializer::<A::Error>::new(tag)),
             None => self.map.next_value_seed(seed),

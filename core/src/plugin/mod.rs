@@ -57,8 +57,9 @@ pub mod host;
 pub mod load;
 
 pub use abi::{
-    FfiStr, ForeignHead, ForeignHeadConfig, HeadFactory, HeadInfo, PluginDeclaration, PluginFailure, RegisterFn,
-    Registrar, ABI_VERSION, DECLARATION_SYMBOL, LIBTORCH_VERSION, MAGIC, RUSTC_VERSION, TCH_VERSION,
+    FfiStr, ForeignHead, ForeignHeadConfig, HeadFactory, HeadInfo, PluginDeclaration, PluginFailure,
+    RegisterFn, Registrar, ABI_VERSION, DECLARATION_SYMBOL, LIBTORCH_VERSION, MAGIC, RUSTC_VERSION,
+    TCH_VERSION,
 };
 pub use host::deserialize_heads;
 pub use load::{inspect, verify_loaded, verify_records, LoadedPlugin, PluginInfo, PluginRecord, PluginSet};

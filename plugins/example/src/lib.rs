@@ -112,7 +112,10 @@ impl PropertyHead for FocalHead {
 
     fn loss(&self, output: &Tensor, target: &Tensor) -> Result<Tensor> {
         self.fail_if(Fail::PanicInLoss, None, "loss")?;
-        let log_p = output.f_log_softmax(-1, Kind::Float)?.f_gather(1, &target.f_unsqueeze(1)?, false)?.f_squeeze_dim(1)?;
+        let log_p = output
+            .f_log_softmax(-1, Kind::Float)?
+            .f_gather(1, &target.f_unsqueeze(1)?, false)?
+            .f_squeeze_dim(1)?;
         let weight = (-log_p.exp() + 1.0).pow_tensor_scalar(self.gamma);
         Ok((-(weight * log_p)).mean(Kind::Float))
     }
