@@ -297,14 +297,15 @@ fn a_failing_plugin_head_is_an_error_not_an_abort() {
     let manifest = dataset(dir.path());
     let lib = dir.path().join("libfocal.so");
     link(example, &lib);
+    // (switch, the host's call, the plugin's call, whether it panics)
     let cases = [
-        ("panic_in_forward", "forward", true),
-        ("error_in_forward", "forward", false),
-        ("panic_in_loss", "masked_loss", true),
-        ("panic_in_decode", "decode", true),
-        ("error_in_decode", "decode", false),
+        ("panic_in_forward", "forward", "forward", true),
+        ("error_in_forward", "forward", "forward", false),
+        ("panic_in_loss", "masked_loss", "loss", true),
+        ("panic_in_decode", "decode", "decode", true),
+        ("error_in_decode", "decode", "decode", false),
     ];
-    for (fail, call, panics) in cases {
+    for (fail, call, inner, panics) in cases {
         let cfg = config(dir.path(), &manifest, &["libfocal.so"], "focal", &format!("fail = \"{fail}\""));
         let out = dir.path().join(format!("run_{fail}"));
         let o = run(&["train", s(&cfg), "--out", s(&out), "--no-report"]);
@@ -314,7 +315,7 @@ fn a_failing_plugin_head_is_an_error_not_an_abort() {
             "libfocal.so",
             "furcate-plugin-example",
             &format!("head `morphology` {call}"),
-            &format!("{call} fails on purpose"),
+            &format!("{inner} fails on purpose"),
         ];
         for e in expect {
             assert!(msg.contains(e), "{fail}: `{e}` not in: {msg}");
