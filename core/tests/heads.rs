@@ -388,3 +388,47 @@ fn bad_shapes_are_errors_naming_the_head() {
     };
     assert!(head.masked_loss(&out, &targets).is_err());
 }
+
+/// `[[heads]]` read as `RunConfig` reads them, with no plugin loaded: built-in
+/// types through typetag (the `type` first or not), any other kept as its raw
+/// table until a plugin makes it; such a head refuses `fit` and `build`,
+/// naming itself and its type.
+#[test]
+fn heads_of_other_types_are_kept_raw_until_a_plugin_makes_them() {
+    use furcate_core::plugin::host::pending_table;
+    #[derive(serde::Deserialize)]
+    struct File {
+        #[serde(deserialize_with = "furcate_core::plugin::deserialize_heads")]
+        heads: Vec<Box<dyn HeadConfig>>,
+    }
+    let text = "[[heads]]\ntype = \"classification\"\nname = \"a\"\n\n[[heads]]\nname = \"b\"\ntype = \
+                \"focal\"\ngamma = 2.0\n\n[[heads]]\nname = \"c\"\ntype = \"regression\"\nweight = 0.5\n";
+    let file: File = toml::from_str(text).unwrap();
+    let names: Vec<(&str, &str)> = file.heads.iter().map(|h| (h.name(), h.typetag_name())).collect();
+    assert_eq!(names, [("a", "classification"), ("b", "focal"), ("c", "regression")]);
+    assert_eq!(file.heads[2].loss_weight(), 0.5);
+    let e = file.heads[1].fit(&[Some("x")]).unwrap_err().to_string();
+    assert!(e.contains("head `b`") && e.contains("`focal`"), "{e}");
+    let table = pending_table(file.heads[1].as_ref()).unwrap().expect("a raw table");
+    assert_eq!(table["type"].as_str(), Some("focal"));
+    assert_eq!(table["gamma"].as_float(), Some(2.0));
+    assert!(pending_table(file.heads[0].as_ref()).unwrap().is_none());
+    assert!(pending_table(file.heads[2].as_ref()).unwrap().is_none());
+
+    // Unknown keys of a built-in head are refused either way; with `type`
+    // first, the error is typetag's own, line included.
+    #[derive(Debug, serde::Deserialize)]
+    struct Plain {
+        #[allow(dead_code)]
+        heads: Vec<Box<dyn HeadConfig>>,
+    }
+    let typo = "\n[[heads]]\ntype = \"regression\"\nname = \"f\"\nbound = 1\n";
+    let e = toml::from_str::<File>(typo).err().unwrap().to_string();
+    assert!(e.contains("bound") && e.contains("line 2"), "{e}");
+    assert_eq!(e, toml::from_str::<Plain>(typo).unwrap_err().to_string());
+    let typo = "[[heads]]\nname = \"f\"\ntype = \"regression\"\nbound = 1\n";
+    let e = toml::from_str::<File>(typo).err().unwrap().to_string();
+    assert!(e.contains("bound"), "{e}");
+    let e = toml::from_str::<File>("[[heads]]\nname = \"f\"\n").err().unwrap().to_string();
+    assert!(e.contains("type"), "{e}");
+}

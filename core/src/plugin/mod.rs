@@ -14,7 +14,7 @@
 //! `type` is built in is read by typetag as usual; any other is read as its
 //! raw TOML table ([`deserialize_heads`]) and, once the configuration is
 //! parsed and its plugins loaded, handed to the plugin that registered that
-//! name ([`PluginSet::resolve_head`]).
+//! name ([`PluginSet::head_config`]).
 //!
 //! The module is split by concern: [`abi`] (the declaration, the registrar and
 //! the foreign traits: what crosses the boundary), [`load`] (opening and
