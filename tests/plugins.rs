@@ -252,3 +252,47 @@ fn plugin_head_solved_by_lbfgs_on_its_own_tap() {
     assert!((1..=40).contains(&rows), "{rows} iterations");
     common::assert_eval_reproduces(&out, &metrics);
 }
+
+/// A plugin head that panics or returns an error in `forward`, its loss or
+/// `decode` ends `train` with an error naming the plugin's file, the plugin
+/// and the head: a non-zero exit (no abort, no re-raised panic) and no
+/// finished run folder.
+#[test]
+fn a_failing_plugin_head_is_an_error_not_an_abort() {
+    let (example, _) = plugins();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dataset(dir.path());
+    let lib = dir.path().join("libfocal.so");
+    link(example, &lib);
+    // (switch, the host's call, the plugin's call, whether it panics)
+    let cases = [
+        ("panic_in_forward", "forward", "forward", true),
+        ("error_in_forward", "forward", "forward", false),
+        ("panic_in_loss", "masked_loss", "loss", true),
+        ("panic_in_decode", "decode", "decode", true),
+        ("error_in_decode", "decode", "decode", false),
+    ];
+    for (fail, call, inner, panics) in cases {
+        let cfg = config(dir.path(), &manifest, &["libfocal.so"], "focal", &format!("fail = \"{fail}\""));
+        let out = dir.path().join(format!("run_{fail}"));
+        let o = run(&["train", s(&cfg), "--out", s(&out), "--no-report"]);
+        let msg = text(&o);
+        assert!(o.status.code().is_some_and(|c| c != 0), "{fail}: not an error exit ({:?}): {msg}", o.status);
+        let expect = [
+            "libfocal.so",
+            "furcate-plugin-example",
+            &format!("head `morphology` {call}"),
+            &format!("{inner} fails on purpose"),
+        ];
+        for e in expect {
+            assert!(msg.contains(e), "{fail}: `{e}` not in: {msg}");
+        }
+        let how = if panics { "panicked in" } else { "failed in" };
+        assert!(msg.contains(&format!("{how} head `morphology` {call}")), "{fail}: {msg}");
+        assert!(!out.exists(), "{fail}: a run folder was left at {}", out.display());
+    }
+    // The switch is a field of the head's table like any other: a typo is refused.
+    let cfg = config(dir.path(), &manifest, &["libfocal.so"], "focal", "fail = \"panic_in_forwrd\"");
+    let o = run(&["train", s(&cfg), "--out", s(&dir.path().join("typo"))]);
+    assert!(!o.status.success() && text(&o).contains("panic_in_forwrd"), "{}", text(&o));
+}

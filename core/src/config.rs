@@ -494,17 +494,62 @@ impl LoadedConfig {
         Ok(loaded)
     }
 
-    /// Parses configuration text without checking it.
+    /// Parses configuration text without checking it: the TOML (a head
+    /// whose `type` is not built in is read as its raw table), then the
+    /// plugins it names are loaded and make those heads.
     fn parse(text: &str, path: &Path) -> Result<Self> {
-        let prepared = plugin::prepare(text, path)?;
-        let config: RunConfig = plugin::with_plugins(&prepared, || toml::from_str(text)).map_err(|e| {
-            let mut message = toml_message(&e);
-            if !prepared.unknown.is_empty() && !prepared.set.is_empty() {
-                message = format!("{message}\n{}", prepared.set.known_types());
+        let config: RunConfig = toml::from_str(text).map_err(|e| Error::config(path, toml_message(&e)))?;
+        let mut loaded = LoadedConfig {
+            config,
+            path: path.to_path_buf(),
+            text: text.to_string(),
+            plugins: PluginSet::default(),
+        };
+        loaded.load_plugins()?;
+        loaded.resolve_plugin_heads()?;
+        Ok(loaded)
+    }
+
+    /// Loads the plugins the configuration names (relative to its folder); an
+    /// error names the line that lists the failing one.
+    fn load_plugins(&mut self) -> Result<()> {
+        let dir = self.dir();
+        for file in &self.config.plugins {
+            self.plugins.add(&dir.join(file)).map_err(|e| match e {
+                Error::Plugin { path: plugin, message } => {
+                    let line = line_of(&self.text, &format!("\"{}\"", file.display()), 0)
+                        .map(|l| format!(" (listed in {} line {l})", self.path.display()))
+                        .unwrap_or_default();
+                    Error::Plugin { path: plugin, message: format!("{message}{line}") }
+                }
+                e => e,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Has the loaded plugins make the heads whose `type` is not built in
+    /// (read as raw tables by [`plugin::deserialize_heads`]). An error names
+    /// the head's line, or its `type`'s when no plugin provides the type.
+    fn resolve_plugin_heads(&mut self) -> Result<()> {
+        let lines = head_lines(&self.text);
+        for i in 0..self.config.heads.len() {
+            let Some(table) = plugin::host::pending_table(self.config.heads[i].as_ref())? else { continue };
+            let type_name = self.config.heads[i].typetag_name();
+            let (table_line, type_line) = lines.get(i).copied().unwrap_or_default();
+            let at = |line: Option<usize>, message: String| match line {
+                Some(l) => Error::config(&self.path, format!("line {l}: {message}")),
+                None => Error::config(&self.path, message),
+            };
+            if !self.plugins.provides(type_name) {
+                let message = format!("unknown head type `{type_name}`; {}", self.plugins.known_types());
+                return Err(at(type_line.or(table_line), message));
             }
-            Error::config(path, message)
-        })?;
-        Ok(LoadedConfig { config, path: path.to_path_buf(), text: text.to_string(), plugins: prepared.set })
+            let head =
+                self.plugins.head_config(type_name, table).map_err(|e| at(table_line, e.to_string()))?;
+            self.config.heads[i] = head;
+        }
+        Ok(())
     }
 
     /// The folder relative paths are taken from.
@@ -763,6 +808,27 @@ fn section_has(text: &str, header: &str, key: &str) -> bool {
 /// toml's message already names the line and shows it; keep it on one block.
 fn toml_message(e: &toml::de::Error) -> String {
     e.to_string().trim_end().replace("TOML parse error at ", "")
+}
+
+/// Per `[[heads]]` entry of `text`: the 1-based lines where its table and
+/// its `type` start (`None` where unknown; empty when the text does not parse).
+fn head_lines(text: &str) -> Vec<(Option<usize>, Option<usize>)> {
+    #[derive(Deserialize)]
+    struct Doc {
+        #[serde(default)]
+        heads: Vec<toml::Spanned<Head>>,
+    }
+    #[derive(Deserialize)]
+    struct Head {
+        #[serde(rename = "type", default)]
+        type_name: Option<toml::Spanned<toml::Value>>,
+    }
+    let line = |at: usize| text.get(..at).map_or(0, |t| t.matches('\n').count()) + 1;
+    let Ok(doc) = toml::from_str::<Doc>(text) else { return Vec::new() };
+    doc.heads
+        .iter()
+        .map(|h| (Some(line(h.span().start)), h.get_ref().type_name.as_ref().map(|t| line(t.span().start))))
+        .collect()
 }
 
 /// The 1-based number of the `nth` (0-based) line of `text` containing `needle`.

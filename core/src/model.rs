@@ -27,19 +27,20 @@
 //!     (fraction, serde_json::json!({ "mean": 0.3, "std": 0.1 })),
 //! ];
 //! let vs = nn::VarStore::new(Device::Cpu);
-//! let model = MultiHeadModel::new(&vs.root(), 8, Some(&TrunkConfig::default()), &heads).unwrap();
-//! let outputs = model.forward(&Tensor::randn([4, 8], (Kind::Float, Device::Cpu)), false);
+//! let model = MultiHeadModel::new(&vs.root(), 8, Some(&TrunkConfig::default()), &heads)?;
+//! let outputs = model.forward(&Tensor::randn([4, 8], (Kind::Float, Device::Cpu)), false)?;
 //! assert_eq!(outputs[0].size(), [4, 3]);
 //! assert_eq!(outputs[1].size(), [4, 1]);
 //! assert!(vs.variables().contains_key("heads.morphology.out.weight"));
 //! assert!(vs.variables().contains_key("trunk.0.weight"));
+//! # Ok::<(), furcate_core::Error>(())
 //! ```
 
 use std::borrow::Borrow;
 use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
-use tch::{nn, nn::Module, Kind, Tensor};
+use tch::{nn, Kind, Tensor};
 
 use crate::extractor::taps::select_columns;
 use crate::extractor::TrainableTail;
@@ -64,13 +65,13 @@ pub enum Activation {
 
 impl Activation {
     /// Applies the activation element-wise.
-    pub fn apply(self, x: &Tensor) -> Tensor {
-        match self {
-            Activation::Relu => x.relu(),
-            Activation::Gelu => x.gelu("none"),
-            Activation::Tanh => x.tanh(),
+    pub fn apply(self, x: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Activation::Relu => x.f_relu()?,
+            Activation::Gelu => x.f_gelu("none")?,
+            Activation::Tanh => x.f_tanh()?,
             Activation::Identity => x.shallow_clone(),
-        }
+        })
     }
 }
 
@@ -86,7 +87,9 @@ impl Activation {
 ///
 /// let vs = nn::VarStore::new(Device::Cpu);
 /// let mlp = Mlp::new(&vs.root(), 6, &[4], "hidden", Activation::Relu, 0.0)?.with_output(&vs.root(), 2)?;
-/// assert_eq!(mlp.forward_t(&Tensor::zeros([3, 6], (Kind::Float, Device::Cpu)), false).size(), [3, 2]);
+/// assert_eq!(mlp.forward_t(&Tensor::zeros([3, 6], (Kind::Float, Device::Cpu)), false)?.size(), [3, 2]);
+/// // Features of the wrong width are an error, not a panic.
+/// assert!(mlp.forward_t(&Tensor::zeros([3, 5], (Kind::Float, Device::Cpu)), false).is_err());
 /// assert!(vs.variables().contains_key("hidden0.weight"));
 /// assert!(vs.variables().contains_key("out.bias"));
 /// # Ok::<(), furcate_core::Error>(())
@@ -146,22 +149,24 @@ impl Mlp {
         self.out_dim
     }
 
-    /// Runs the layers; dropout only when `train`.
+    /// Runs the layers; dropout only when `train`. Input of the wrong width
+    /// (or any other libtorch failure) is an [`Error::Torch`].
     ///
     /// # Shapes
     /// `[N, in_dim]` -> `[N, out_dim]`.
-    pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let linear = |l: &nn::Linear, x: &Tensor| x.f_linear(&l.ws, l.bs.as_ref());
         let mut x = x.shallow_clone();
         for layer in &self.hidden {
-            x = self.activation.apply(&layer.forward(&x));
+            x = self.activation.apply(&linear(layer, &x)?)?;
             if self.dropout > 0.0 {
-                x = x.dropout(self.dropout, train);
+                x = x.f_dropout(self.dropout, train)?;
             }
         }
-        match &self.out {
-            Some(out) => out.forward(&x),
+        Ok(match &self.out {
+            Some(out) => linear(out, &x)?,
             None => x,
-        }
+        })
     }
 }
 
@@ -256,7 +261,7 @@ impl Trunk {
     ///
     /// # Shapes
     /// `[N, D]` -> `[N, out_dim]`.
-    pub fn forward_t(&self, features: &Tensor, train: bool) -> Tensor {
+    pub fn forward_t(&self, features: &Tensor, train: bool) -> Result<Tensor> {
         self.mlp.forward_t(features, train)
     }
 }
@@ -437,7 +442,7 @@ impl MultiHeadModel {
     /// let heads = vec![(head, serde_json::json!({ "classes": ["a", "b"] }))];
     /// let model = MultiHeadModel::new(&vs.root(), tail.out_dim(), None, &heads)?.with_tail(tail)?;
     /// let boundary = extractor.extract(&Tensor::zeros([2, 1, 32, 32], (Kind::Float, Device::Cpu)))?;
-    /// assert_eq!(model.forward(&boundary, false)[0].size(), [2, 2]);
+    /// assert_eq!(model.forward(&boundary, false)?[0].size(), [2, 2]);
     /// assert!(vs.variables().contains_key("backbone.layer4.2.conv3.weight"));
     /// # Ok::<(), furcate_core::Error>(())
     /// ```
@@ -488,9 +493,9 @@ impl MultiHeadModel {
     ///
     /// # Shapes
     /// `features`: `[N, D]` -> one `[N, K_i]` per head.
-    pub fn forward(&self, features: &Tensor, train: bool) -> Vec<Tensor> {
+    pub fn forward(&self, features: &Tensor, train: bool) -> Result<Vec<Tensor>> {
         let features = match &self.tail {
-            Some(t) => t.forward_t(features, train),
+            Some(t) => t.forward_t(features, train)?,
             None => features.shallow_clone(),
         };
         let columns = |r: Option<&[(i64, i64)]>| match r {
@@ -498,7 +503,7 @@ impl MultiHeadModel {
             None => features.shallow_clone(),
         };
         let shared = match &self.trunk {
-            Some(t) => t.forward_t(&columns(self.routes.trunk.as_deref()), train),
+            Some(t) => t.forward_t(&columns(self.routes.trunk.as_deref()), train)?,
             None => features.shallow_clone(),
         };
         self.heads
@@ -528,7 +533,7 @@ impl MultiHeadModel {
     ///
     /// # Shapes
     /// `features`: `[N, D]` -> `[N, K_i]`.
-    pub fn forward_head(&self, i: usize, features: &Tensor, train: bool) -> Option<Tensor> {
+    pub fn forward_head(&self, i: usize, features: &Tensor, train: bool) -> Option<Result<Tensor>> {
         let input = self.head_input(i, features)?;
         Some(self.heads[i].forward(&input, train))
     }
@@ -557,7 +562,7 @@ impl MultiHeadModel {
     ///
     /// # Shapes
     /// `features`: `[N, D]` -> one `[N, K_i]` per head.
-    pub fn forward_eval(&self, features: &Tensor) -> Vec<Tensor> {
+    pub fn forward_eval(&self, features: &Tensor) -> Result<Vec<Tensor>> {
         tch::no_grad(|| {
             let n = features.size().first().copied().unwrap_or(0);
             if self.tail.is_none() || n <= EVAL_ROWS {
@@ -567,13 +572,13 @@ impl MultiHeadModel {
             let mut start = 0;
             while start < n {
                 let len = EVAL_ROWS.min(n - start);
-                for (part, out) in parts.iter_mut().zip(self.forward(&features.narrow(0, start, len), false))
-                {
+                let outputs = self.forward(&features.f_narrow(0, start, len)?, false)?;
+                for (part, out) in parts.iter_mut().zip(outputs) {
                     part.push(out);
                 }
                 start += len;
             }
-            parts.iter().map(|p| Tensor::cat(p, 0)).collect()
+            parts.iter().map(|p| Ok(Tensor::f_cat(p, 0)?)).collect()
         })
     }
 
@@ -586,7 +591,7 @@ impl MultiHeadModel {
     ///
     /// # Panics
     /// When `outputs` or `targets` do not have one entry per head (a bug in the caller).
-    pub fn losses(&self, outputs: &[Tensor], targets: &[Targets]) -> Vec<Tensor> {
+    pub fn losses(&self, outputs: &[Tensor], targets: &[Targets]) -> Result<Vec<Tensor>> {
         assert_eq!(outputs.len(), self.heads.len(), "one output per head");
         assert_eq!(targets.len(), self.heads.len(), "one Targets per head");
         self.heads.iter().zip(outputs).zip(targets).map(|((h, o), t)| h.masked_loss(o, t)).collect()
@@ -617,7 +622,7 @@ impl MultiHeadModel {
     ///
     /// # Shapes
     /// One `[N, K_i]` per head -> per head, `N` predictions.
-    pub fn decode(&self, outputs: &[Tensor]) -> Vec<Vec<Prediction>> {
+    pub fn decode(&self, outputs: &[Tensor]) -> Result<Vec<Vec<Prediction>>> {
         self.heads.iter().zip(outputs).map(|(h, o)| h.decode(o)).collect()
     }
 }

@@ -72,7 +72,7 @@ fn tail_reproduces_frozen_network<N: Network>(size: i64, expected: &[(usize, &[&
             }
             assert!(vs.trainable_variables().iter().all(|t| t.requires_grad()));
 
-            let ours = tch::no_grad(|| tail.forward_t(&boundary, false));
+            let ours = tch::no_grad(|| tail.forward_t(&boundary, false).unwrap());
             let err = rel_err(&ours, &reference);
             let tolerance = if channels_last { 1e-4 } else { 1e-5 };
             eprintln!("{} N = {n}, channels_last = {channels_last}: relative error {err:e}", N::NAME);
@@ -121,6 +121,33 @@ fn lite0_tail_reproduces_the_frozen_network() {
 
 /// Too many stages, fine-tuning inside `concat`, an unknown key, and
 /// `standardise_features` with a tail are errors that name the setting.
+/// A libtorch failure inside a network (input with the wrong channels or
+/// width) is an `Error::Torch` from the network and its tail, not a panic.
+#[test]
+fn libtorch_failures_in_the_network_are_errors() {
+    let cfg = BackboneConfig { trainable_stages: 1, ..cpu_config(None, 32) };
+    let net = Backbone::<Lite0Net>::new(&cfg, &BuildContext::default()).unwrap();
+    let five = Tensor::zeros([1, 5, 32, 32], (Kind::Float, Device::Cpu));
+    assert!(matches!(net.net().features(&five), Err(Error::Torch(_))));
+    assert!(matches!(net.net().boundary(&five, 1), Err(Error::Torch(_))));
+    let mut taps = Vec::new();
+    let r = net.net().tapped(&five, 2, &mut |i, _| {
+        taps.push(i);
+        Ok(())
+    });
+    assert!(matches!(r, Err(Error::Torch(_))) && taps.is_empty(), "{taps:?}");
+    // An error of the tap callback stops the run and comes back as is.
+    let three = Tensor::zeros([1, 3, 32, 32], (Kind::Float, Device::Cpu));
+    let r = net.net().tapped(&three, 2, &mut |i, _| Err(Error::Invalid(format!("stop at {i}"))));
+    assert!(matches!(r, Err(Error::Invalid(m)) if m == "stop at 0"));
+    let vs = nn::VarStore::new(Device::Cpu);
+    let tail = net.trainable_tail(&vs.root()).unwrap().expect("a tail");
+    let e = tail.forward_t(&Tensor::zeros([2, tail.in_dim() + 1], (Kind::Float, Device::Cpu)), false);
+    assert!(matches!(e, Err(Error::Torch(_))), "{e:?}");
+    let r = Backbone::<ResNet50Net>::new(&cpu_config(None, 32), &BuildContext::default()).unwrap();
+    assert!(matches!(r.net().features(&five), Err(Error::Torch(_))));
+}
+
 #[test]
 fn bad_settings_are_clear_errors() {
     let ctx = BuildContext::default();

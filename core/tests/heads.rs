@@ -46,9 +46,9 @@ fn classification_fit_gives_sorted_classes_and_shapes() {
         names,
         ["hidden0.bias", "hidden0.weight", "hidden1.bias", "hidden1.weight", "out.bias", "out.weight"]
     );
-    let out = head.forward(&Tensor::randn([7, 4], CPU), true);
+    let out = head.forward(&Tensor::randn([7, 4], CPU), true).unwrap();
     assert_eq!(out.size(), [7, 3]);
-    let preds = head.decode(&out);
+    let preds = head.decode(&out).unwrap();
     assert_eq!(preds.len(), 7);
     for p in preds {
         let Prediction::Class { label, probability } = p else { panic!("not a class: {p:?}") };
@@ -69,10 +69,10 @@ fn classification_loss_matches_hand_computation() {
     let (vs, head) = build(&config, 2, &classes(&["a", "b", "c"]));
     // Logits (ln 2, 0, 0): p(a) = 1/2, p(b) = p(c) = 1/4.
     constant_output(&vs, &[2f64.ln(), 0.0, 0.0]);
-    let out = head.forward(&Tensor::randn([2, 2], CPU), false);
-    let loss = head.loss(&out, &Tensor::from_slice(&[0i64, 1])).double_value(&[]);
+    let out = head.forward(&Tensor::randn([2, 2], CPU), false).unwrap();
+    let loss = head.loss(&out, &Tensor::from_slice(&[0i64, 1])).unwrap().double_value(&[]);
     assert!(close(loss, (2f64.ln() + 4f64.ln()) / 2.0), "{loss}");
-    let preds = head.decode(&out);
+    let preds = head.decode(&out).unwrap();
     assert_eq!(preds[0], Prediction::Class { label: "a".into(), probability: 0.5 });
 }
 
@@ -84,8 +84,8 @@ fn class_weights_and_label_smoothing_change_the_loss_as_defined() {
     let loss_of = |config: ClassificationConfig| {
         let (vs, head) = build(&config, 2, &classes(&["a", "b", "c"]));
         constant_output(&vs, &logits);
-        let out = head.forward(&Tensor::randn([3, 2], CPU), false);
-        head.loss(&out, &target).double_value(&[])
+        let out = head.forward(&Tensor::randn([3, 2], CPU), false).unwrap();
+        head.loss(&out, &target).unwrap().double_value(&[])
     };
     let plain = loss_of(ClassificationConfig::new("m"));
     assert!(close(plain, (nll[0] + 2.0 * nll[1]) / 3.0));
@@ -141,11 +141,11 @@ fn a_single_class_is_allowed() {
     let config = ClassificationConfig::new("m");
     let state = config.fit(&[Some("only"), None, Some("only")]).unwrap();
     let (_vs, head) = build(&config, 3, &state);
-    let out = head.forward(&Tensor::randn([4, 3], CPU), false);
+    let out = head.forward(&Tensor::randn([4, 3], CPU), false).unwrap();
     assert_eq!(out.size(), [4, 1]);
     let t = head.encode(&[Some("only"), Some("only"), None, Some("only")]).unwrap();
-    assert!(close(head.masked_loss(&out, &t).double_value(&[]), 0.0));
-    assert_eq!(head.decode(&out)[0], Prediction::Class { label: "only".into(), probability: 1.0 });
+    assert!(close(head.masked_loss(&out, &t).unwrap().double_value(&[]), 0.0));
+    assert_eq!(head.decode(&out).unwrap()[0], Prediction::Class { label: "only".into(), probability: 1.0 });
 }
 
 #[test]
@@ -188,16 +188,16 @@ fn regression_fit_standardises_and_decode_restores_units() {
     assert!((t.values.double_value(&[0, 0]) - 2.0 / std).abs() < 1e-6);
     assert_eq!(Vec::<bool>::try_from(&t.mask).unwrap(), [true, false]);
     constant_output(&vs, &[0.5]);
-    let out = head.forward(&Tensor::randn([3, 2], CPU), false);
+    let out = head.forward(&Tensor::randn([3, 2], CPU), false).unwrap();
     assert_eq!(out.size(), [3, 1]);
-    let Prediction::Value { value, std: None } = head.decode(&out)[0] else { panic!() };
+    let Prediction::Value { value, std: None } = head.decode(&out).unwrap()[0] else { panic!() };
     assert!(close(value, 3.0 + 0.5 * std), "{value}");
 
     let raw = RegressionConfig { standardise: false, ..RegressionConfig::new("v") };
     let (vs, head) = build(&raw, 2, &state);
     constant_output(&vs, &[0.5]);
-    let out = head.forward(&Tensor::randn([1, 2], CPU), false);
-    assert_eq!(head.decode(&out)[0], Prediction::Value { value: 0.5, std: None });
+    let out = head.forward(&Tensor::randn([1, 2], CPU), false).unwrap();
+    assert_eq!(head.decode(&out).unwrap()[0], Prediction::Value { value: 0.5, std: None });
     assert!(close(head.encode(&[Some("5")]).unwrap().values.double_value(&[0, 0]), 5.0));
 }
 
@@ -208,10 +208,10 @@ fn constant_regression_targets_work() {
     assert_eq!(state, serde_json::json!({ "mean": 0.25, "std": 1.0 }));
     let (vs, head) = build(&config, 2, &state);
     constant_output(&vs, &[0.0]);
-    let out = head.forward(&Tensor::randn([2, 2], CPU), false);
+    let out = head.forward(&Tensor::randn([2, 2], CPU), false).unwrap();
     let t = head.encode(&[Some("0.25"), Some("0.25")]).unwrap();
-    assert!(close(head.masked_loss(&out, &t).double_value(&[]), 0.0));
-    let preds = head.decode(&out);
+    assert!(close(head.masked_loss(&out, &t).unwrap().double_value(&[]), 0.0));
+    let preds = head.decode(&out).unwrap();
     let s = head.score(&preds, &[Some("0.25"), Some("0.25")]).unwrap();
     assert_eq!(s.metrics.values.as_ref().unwrap().r2, None);
     assert!(close(s.metrics.mae().unwrap(), 0.0));
@@ -240,7 +240,7 @@ fn regression_losses_match_hand_computation() {
     let loss_with = |loss: RegressionLoss, delta: f64| {
         let config = RegressionConfig { loss, huber_delta: delta, ..RegressionConfig::new("v") };
         let (_vs, head) = build(&config, 1, &state);
-        head.loss(&out, &target).double_value(&[])
+        head.loss(&out, &target).unwrap().double_value(&[])
     };
     assert!(close(loss_with(RegressionLoss::Mse, 1.0), (0.25 + 9.0) / 2.0));
     assert!(close(loss_with(RegressionLoss::L1, 1.0), 3.5 / 2.0));
@@ -256,8 +256,8 @@ fn bounds_are_respected() {
     let (vs, head) = build(&config, 3, &state);
     for bias in [-1e3, -3.0, 0.0, 3.0, 1e3] {
         constant_output(&vs, &[bias]);
-        let out = head.forward(&(Tensor::randn([16, 3], CPU) * 100.0), false);
-        for p in head.decode(&out) {
+        let out = head.forward(&(Tensor::randn([16, 3], CPU) * 100.0), false).unwrap();
+        for p in head.decode(&out).unwrap() {
             let Prediction::Value { value, .. } = p else { panic!() };
             assert!((0.0..=1.0).contains(&value), "{value}");
         }
@@ -266,8 +266,8 @@ fn bounds_are_respected() {
     constant_output(&vs, &[0.0]);
     let vars = vs.variables();
     let _ = tch::no_grad(|| vars["hidden0.weight"].shallow_clone().zero_());
-    let out = head.forward(&Tensor::randn([1, 3], CPU), false);
-    assert_eq!(head.decode(&out)[0], Prediction::Value { value: 0.5, std: None });
+    let out = head.forward(&Tensor::randn([1, 3], CPU), false).unwrap();
+    assert_eq!(head.decode(&out).unwrap()[0], Prediction::Value { value: 0.5, std: None });
     assert!(matches!(config.fit(&[Some("1.5")]), Err(Error::Label { index: 0, .. })));
     assert!(matches!(head.encode(&[Some("0.5"), Some("-0.1")]), Err(Error::Label { index: 1, .. })));
     let bad = RegressionConfig { bounds: Some([1.0, 1.0]), ..RegressionConfig::new("v") };
@@ -318,7 +318,10 @@ fn the_same_state_rebuilds_the_same_head() {
         let (vs1, h1) = build(config.as_ref(), 4, &state);
         let (mut vs2, h2) = build(config.as_ref(), 4, &stored);
         vs2.copy(&vs1).unwrap();
-        assert_eq!(h1.decode(&h1.forward(&x, false)), h2.decode(&h2.forward(&x, false)));
+        assert_eq!(
+            h1.decode(&h1.forward(&x, false).unwrap()).unwrap(),
+            h2.decode(&h2.forward(&x, false).unwrap()).unwrap()
+        );
         assert_eq!(
             h1.encode(labels).unwrap().values.to_kind(Kind::Double),
             h2.encode(labels).unwrap().values.to_kind(Kind::Double)
@@ -389,4 +392,79 @@ fn registered_type_names_are_exactly_typetags() {
     assert!(heads.iter().all(|h| registry::typetag_knows_head(h)));
     assert!(registry::extractor_types().iter().all(|e| registry::typetag_knows_extractor(e)));
     assert!(!registry::typetag_knows_head("no-such-head"));
+}
+
+/// Features of the wrong width, an output of the wrong shape or targets that
+/// do not fit are errors naming the head, not panics of libtorch.
+#[test]
+fn bad_shapes_are_errors_naming_the_head() {
+    let class = ClassificationConfig { hidden: vec![3], ..ClassificationConfig::new("phase") };
+    let (_vs, head) = build(&class, 4, &classes(&["a", "b"]));
+    let e = head.forward(&Tensor::randn([2, 5], CPU), false).unwrap_err().to_string();
+    assert!(e.contains("head `phase`") && e.contains("forward"), "{e}");
+    let out = head.forward(&Tensor::randn([2, 4], CPU), false).unwrap();
+    let e = head.loss(&out, &Tensor::from_slice(&[0i64, 1, 1])).unwrap_err().to_string();
+    assert!(e.contains("head `phase`") && e.contains("loss"), "{e}");
+    let e = head.decode(&Tensor::randn([2, 3], CPU)).unwrap_err().to_string();
+    assert!(e.contains("head `phase`") && e.contains("[2, 3]"), "{e}");
+    assert!(head.probabilities(&Tensor::randn([2, 3], CPU)).is_err());
+
+    let (_vs, head) =
+        build(&RegressionConfig::new("fraction"), 4, &serde_json::json!({ "mean": 0.0, "std": 1.0 }));
+    let e = head.forward(&Tensor::randn([2, 3], CPU), false).unwrap_err().to_string();
+    assert!(e.contains("head `fraction`") && e.contains("forward"), "{e}");
+    let out = head.forward(&Tensor::randn([2, 4], CPU), false).unwrap();
+    let e = head.loss(&out, &Tensor::zeros([3, 1], CPU)).unwrap_err().to_string();
+    assert!(e.contains("head `fraction`") && e.contains("loss"), "{e}");
+    assert!(head.decode(&Tensor::randn([2, 2], CPU)).unwrap_err().to_string().contains("head `fraction`"));
+    // The default masked loss takes a mask that does not fit as an error too.
+    let targets = furcate_core::head::Targets {
+        values: Tensor::zeros([2, 1], CPU),
+        mask: Tensor::from_slice(&[true, false, true]),
+    };
+    assert!(head.masked_loss(&out, &targets).is_err());
+}
+
+/// `[[heads]]` read as `RunConfig` reads them, with no plugin loaded: built-in
+/// types through typetag (the `type` first or not), any other kept as its raw
+/// table until a plugin makes it; such a head refuses `fit` and `build`,
+/// naming itself and its type.
+#[test]
+fn heads_of_other_types_are_kept_raw_until_a_plugin_makes_them() {
+    use furcate_core::plugin::host::pending_table;
+    #[derive(serde::Deserialize)]
+    struct File {
+        #[serde(deserialize_with = "furcate_core::plugin::deserialize_heads")]
+        heads: Vec<Box<dyn HeadConfig>>,
+    }
+    let text = "[[heads]]\ntype = \"classification\"\nname = \"a\"\n\n[[heads]]\nname = \"b\"\ntype = \
+                \"focal\"\ngamma = 2.0\n\n[[heads]]\nname = \"c\"\ntype = \"regression\"\nweight = 0.5\n";
+    let file: File = toml::from_str(text).unwrap();
+    let names: Vec<(&str, &str)> = file.heads.iter().map(|h| (h.name(), h.typetag_name())).collect();
+    assert_eq!(names, [("a", "classification"), ("b", "focal"), ("c", "regression")]);
+    assert_eq!(file.heads[2].loss_weight(), 0.5);
+    let e = file.heads[1].fit(&[Some("x")]).unwrap_err().to_string();
+    assert!(e.contains("head `b`") && e.contains("`focal`"), "{e}");
+    let table = pending_table(file.heads[1].as_ref()).unwrap().expect("a raw table");
+    assert_eq!(table["type"].as_str(), Some("focal"));
+    assert_eq!(table["gamma"].as_float(), Some(2.0));
+    assert!(pending_table(file.heads[0].as_ref()).unwrap().is_none());
+    assert!(pending_table(file.heads[2].as_ref()).unwrap().is_none());
+
+    // Unknown keys of a built-in head are refused either way; with `type`
+    // first, the error is typetag's own, line included.
+    #[derive(Debug, serde::Deserialize)]
+    struct Plain {
+        #[allow(dead_code)]
+        heads: Vec<Box<dyn HeadConfig>>,
+    }
+    let typo = "\n[[heads]]\ntype = \"regression\"\nname = \"f\"\nbound = 1\n";
+    let e = toml::from_str::<File>(typo).err().unwrap().to_string();
+    assert!(e.contains("bound") && e.contains("line 2"), "{e}");
+    assert_eq!(e, toml::from_str::<Plain>(typo).unwrap_err().to_string());
+    let typo = "[[heads]]\nname = \"f\"\ntype = \"regression\"\nbound = 1\n";
+    let e = toml::from_str::<File>(typo).err().unwrap().to_string();
+    assert!(e.contains("bound"), "{e}");
+    let e = toml::from_str::<File>("[[heads]]\nname = \"f\"\n").err().unwrap().to_string();
+    assert!(e.contains("type"), "{e}");
 }

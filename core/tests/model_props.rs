@@ -158,7 +158,7 @@ fn encode(m: &MultiHeadModel, case: &Case, labels: &[Vec<Option<f64>>]) -> Vec<T
 }
 
 fn losses(m: &MultiHeadModel, x: &Tensor, t: &[Targets]) -> Vec<Tensor> {
-    m.losses(&m.forward(x, false), t)
+    m.losses(&m.forward(x, false).unwrap(), t).unwrap()
 }
 
 /// Gradient of `loss` on every variable (zero where it does not reach).
@@ -268,8 +268,8 @@ proptest! {
         let t = encode(&m, &case, &case.labels);
         let mut opt = nn::Adam::default().build(&vs, 0.05).unwrap();
         for _ in 0..3 {
-            let out = m.forward(&features, true);
-            opt.backward_step(&m.total_loss(&m.losses(&out, &t)));
+            let out = m.forward(&features, true).unwrap();
+            opt.backward_step(&m.total_loss(&m.losses(&out, &t).unwrap()));
         }
         for (name, v) in ext_vs.variables() {
             prop_assert!(!v.grad().defined(), "{name} has a gradient");
@@ -400,9 +400,9 @@ fn variables_are_named_by_trunk_and_head() {
     assert_eq!(m.head_names(), ["morph", "vf"]);
     assert_eq!(m.loss_weights(), [2.0, 1.0]);
     assert_eq!(m.trunk().unwrap().out_dim(), 5);
-    let out = m.forward(&Tensor::randn([3, 7], (Kind::Float, Device::Cpu)), true);
+    let out = m.forward(&Tensor::randn([3, 7], (Kind::Float, Device::Cpu)), true).unwrap();
     assert_eq!(out.iter().map(Tensor::size).collect::<Vec<_>>(), [vec![3, 3], vec![3, 1]]);
-    assert_eq!(m.decode(&out).iter().map(Vec::len).collect::<Vec<_>>(), [3, 3]);
+    assert_eq!(m.decode(&out).unwrap().iter().map(Vec::len).collect::<Vec<_>>(), [3, 3]);
 }
 
 #[test]
@@ -465,7 +465,7 @@ fn trunk_config_from_toml() {
 #[test]
 fn activations_apply_as_named() {
     let x = Tensor::from_slice(&[-1.0f64, 0.0, 2.0]);
-    let at = |a: Activation| Vec::<f64>::try_from(&a.apply(&x)).unwrap();
+    let at = |a: Activation| Vec::<f64>::try_from(&a.apply(&x).unwrap()).unwrap();
     assert_eq!(at(Activation::Relu), [0.0, 0.0, 2.0]);
     assert_eq!(at(Activation::Identity), [-1.0, 0.0, 2.0]);
     assert!((at(Activation::Tanh)[0] + 1f64.tanh()).abs() < 1e-12);
@@ -512,22 +512,22 @@ proptest! {
             if g.defined() {
                 let _ = g.zero_();
             }
-            m.losses(&m.forward(&x, false), &t)[i].backward();
+            m.losses(&m.forward(&x, false).unwrap(), &t).unwrap()[i].backward();
             let g = x.grad();
             let (start, len) = layout.columns(&[tap])[0];
             // Other taps' columns of `changed`, this tap's of `x`.
             let mixed = changed.copy();
             mixed.narrow(1, start, len).copy_(&x.detach().narrow(1, start, len));
-            let before = m.forward(&x.detach(), false)[i].copy();
-            let after = m.forward(&mixed, false)[i].copy();
+            let before = m.forward(&x.detach(), false).unwrap()[i].copy();
+            let after = m.forward(&mixed, false).unwrap()[i].copy();
             prop_assert_eq!(max_abs(&(before - after)), 0.0, "head {} saw another tap", i);
             for other in (0..widths.len()).filter(|&o| o != tap) {
                 let (s, l) = layout.columns(&[other])[0];
                 prop_assert_eq!(max_abs(&g.narrow(1, s, l)), 0.0, "loss {} reaches tap {}", i, other);
             }
             // The model's own single-head forward agrees.
-            let own = m.forward_head(i, &x.detach(), false).unwrap();
-            prop_assert_eq!(max_abs(&(own - m.forward(&x.detach(), false)[i].copy())), 0.0);
+            let own = m.forward_head(i, &x.detach(), false).unwrap().unwrap();
+            prop_assert_eq!(max_abs(&(own - m.forward(&x.detach(), false).unwrap()[i].copy())), 0.0);
         }
     }
 }

@@ -163,6 +163,10 @@ pub struct GaussianHead {
 }
 
 impl GaussianHead {
+    fn invalid(&self, message: String) -> Error {
+        Error::Invalid(format!("head `{}`: {message}", self.name))
+    }
+
     /// `(shift, scale)`: the head learns `(value - shift) / scale`.
     pub fn scaling(&self) -> (f64, f64) {
         (self.shift, self.scale)
@@ -173,13 +177,17 @@ impl GaussianHead {
 /// with `s` the log-variance clamped to `[-12, 12]`.
 ///
 /// # Shapes
-/// `output`: `[M, 2]` (`μ`, `s`), `target`: `[M]` or `[M, 1]` -> scalar.
-pub fn gaussian_nll(output: &Tensor, target: &Tensor) -> Tensor {
-    let target = target.to_kind(output.kind()).to_device(output.device()).reshape([-1]);
-    let mu = output.select(1, 0);
-    let log_var = output.select(1, 1).clamp(LOG_VAR_RANGE.0, LOG_VAR_RANGE.1);
-    let sq = (target - mu).square();
-    ((&log_var + sq * (-&log_var).exp()) * 0.5).mean(output.kind())
+/// `output`: `[M, 2]` (`μ`, `s`), `target`: `[M]` or `[M, 1]` -> scalar. Other
+/// shapes are an error.
+pub fn gaussian_nll(output: &Tensor, target: &Tensor) -> Result<Tensor> {
+    if !matches!(output.size().as_slice(), [_, 2]) {
+        return Err(Error::Invalid(format!("gaussian_nll: output must be [M, 2], got {:?}", output.size())));
+    }
+    let target = target.f_to_kind(output.kind())?.f_to_device(output.device())?.f_reshape([-1])?;
+    let mu = output.f_select(1, 0)?;
+    let log_var = output.f_select(1, 1)?.f_clamp(LOG_VAR_RANGE.0, LOG_VAR_RANGE.1)?;
+    let sq = target.f_sub(&mu)?.f_square()?;
+    Ok(log_var.f_add(&sq.f_mul(&log_var.f_neg()?.f_exp()?)?)?.f_mul_scalar(0.5)?.f_mean(output.kind())?)
 }
 
 impl PropertyHead for GaussianHead {
@@ -191,16 +199,16 @@ impl PropertyHead for GaussianHead {
     ///
     /// # Shapes
     /// `[N, D]` -> `[N, 2]`.
-    fn forward(&self, features: &Tensor, train: bool) -> Tensor {
-        self.mlp.forward_t(features, train)
+    fn forward(&self, features: &Tensor, train: bool) -> Result<Tensor> {
+        self.mlp.forward_t(features, train).map_err(|e| self.invalid(format!("forward: {e}")))
     }
 
     /// [`gaussian_nll`].
     ///
     /// # Shapes
     /// `output`: `[M, 2]`, `target`: `[M, 1]` or `[M]` -> scalar.
-    fn loss(&self, output: &Tensor, target: &Tensor) -> Tensor {
-        gaussian_nll(output, target)
+    fn loss(&self, output: &Tensor, target: &Tensor) -> Result<Tensor> {
+        gaussian_nll(output, target).map_err(|e| self.invalid(format!("loss: {e}")))
     }
 
     /// Parsed and scaled values (`[N, 1]`, Float); a label that is not a
@@ -213,9 +221,12 @@ impl PropertyHead for GaussianHead {
     }
 
     /// Values and standard deviations in data units.
-    fn decode(&self, output: &Tensor) -> Vec<Prediction> {
+    fn decode(&self, output: &Tensor) -> Result<Vec<Prediction>> {
+        if !matches!(output.size().as_slice(), [_, 2]) {
+            return Err(self.invalid(format!("an output of shape {:?}, not [N, 2]", output.size())));
+        }
         let v = to_vec_f64(output);
-        v.chunks_exact(2)
+        Ok(v.chunks_exact(2)
             .map(|row| {
                 let log_var = row[1].clamp(LOG_VAR_RANGE.0, LOG_VAR_RANGE.1);
                 Prediction::Value {
@@ -223,7 +234,7 @@ impl PropertyHead for GaussianHead {
                     std: Some((0.5 * log_var).exp() * self.scale),
                 }
             })
-            .collect()
+            .collect())
     }
 
     /// See the module's "Scores"; `correct` is `None` (no notion of right).

@@ -238,10 +238,10 @@ impl PropertyHead for OrdinalHead {
     ///
     /// # Shapes
     /// `[N, D]` -> `[N, max(K - 1, 1)]`.
-    fn forward(&self, features: &Tensor, train: bool) -> Tensor {
-        let g = self.mlp.forward_t(features, train);
+    fn forward(&self, features: &Tensor, train: bool) -> Result<Tensor> {
+        let g = self.mlp.forward_t(features, train).map_err(|e| self.invalid(format!("forward: {e}")))?;
         let b = self.biases().to_kind(g.kind()).to_device(g.device());
-        g + b.unsqueeze(0)
+        Ok(g + b.unsqueeze(0))
     }
 
     /// Binary cross-entropy of each cumulative logit against `y > k`, summed
@@ -249,16 +249,22 @@ impl PropertyHead for OrdinalHead {
     ///
     /// # Shapes
     /// `output`: `[M, T]`, `target`: `[M]` (or `[M, 1]`) class indices -> scalar.
-    fn loss(&self, output: &Tensor, target: &Tensor) -> Tensor {
+    fn loss(&self, output: &Tensor, target: &Tensor) -> Result<Tensor> {
+        let [m, t] = output.size()[..] else {
+            return Err(self.invalid(format!("loss: an output of shape {:?}, not [M, T]", output.size())));
+        };
         if self.classes.len() < 2 {
-            return output.sum(Kind::Float) * 0.0;
+            return Ok(output.f_sum(Kind::Float)?.f_mul_scalar(0.0)?);
         }
-        let t = output.size()[1];
-        let target = target.reshape([-1, 1]).to_device(output.device()).to_kind(Kind::Int64);
-        let ks = Tensor::arange(t, (Kind::Int64, output.device())).unsqueeze(0);
-        let levels = target.gt_tensor(&ks).to_kind(output.kind());
-        output.binary_cross_entropy_with_logits::<Tensor>(&levels, None, None, Reduction::Sum)
-            / output.size()[0].max(1) as f64
+        let run = || -> std::result::Result<Tensor, tch::TchError> {
+            let target = target.f_reshape([-1, 1])?.f_to_device(output.device())?.f_to_kind(Kind::Int64)?;
+            let ks = Tensor::f_arange(t, (Kind::Int64, output.device()))?.f_unsqueeze(0)?;
+            let levels = target.f_gt_tensor(&ks)?.f_to_kind(output.kind())?;
+            output
+                .f_binary_cross_entropy_with_logits::<Tensor>(&levels, None, None, Reduction::Sum)?
+                .f_div_scalar(m.max(1) as f64)
+        };
+        run().map_err(|e| self.invalid(format!("loss: {e}")))
     }
 
     /// Class indices in the order of [`classes`](OrdinalHead::classes) (`[N]`,
@@ -277,15 +283,18 @@ impl PropertyHead for OrdinalHead {
     }
 
     /// The rank's class and its probability (see [`decode_ranks`]).
-    fn decode(&self, output: &Tensor) -> Vec<Prediction> {
+    fn decode(&self, output: &Tensor) -> Result<Vec<Prediction>> {
+        if output.size().len() != 2 {
+            return Err(self.invalid(format!("decode: an output of shape {:?}, not [N, T]", output.size())));
+        }
         let last = self.classes.len() - 1;
-        decode_ranks(output)
+        Ok(decode_ranks(output)
             .into_iter()
             .map(|(rank, probability)| {
                 let (rank, probability) = if last == 0 { (0, 1.0) } else { (rank.min(last), probability) };
                 Prediction::Class { label: self.classes[rank].clone(), probability }
             })
-            .collect()
+            .collect())
     }
 
     /// Everything of [`metrics::classification`] (error rate, accuracy,

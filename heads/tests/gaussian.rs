@@ -23,7 +23,7 @@ fn fit_standardises_like_the_regression_head() {
 fn shapes_encode_and_decode_in_data_units() {
     let config = GaussianConfig { hidden: vec![4], ..GaussianConfig::new("fraction") };
     let (_vs, head) = build(&config, 3, &serde_json::json!({ "mean": 0.5, "std": 0.1 }));
-    let out = head.forward(&Tensor::randn([5, 3], CPU), false);
+    let out = head.forward(&Tensor::randn([5, 3], CPU), false).unwrap();
     assert_eq!(out.size(), [5, 2]);
     let t = head.encode(&[Some("0.7"), None, Some("0.4")]).unwrap();
     assert_eq!(t.values.size(), [3, 1]);
@@ -33,7 +33,7 @@ fn shapes_encode_and_decode_in_data_units() {
     assert!(matches!(head.encode(&[Some("inf")]), Err(Error::Label { index: 0, .. })));
 
     // μ = 1, s = ln 4 in learned units: value 0.5 + 0.1, std 2 · 0.1.
-    let p = head.decode(&Tensor::from_slice(&[1.0, 4f64.ln()]).view([1, 2]));
+    let p = head.decode(&Tensor::from_slice(&[1.0, 4f64.ln()]).view([1, 2])).unwrap();
     let [Prediction::Value { value, std: Some(std) }] = p[..] else { panic!("{p:?}") };
     assert!((value - 0.6).abs() < 1e-12 && (std - 0.2).abs() < 1e-12);
 }
@@ -44,9 +44,9 @@ fn nll_matches_a_hand_computation() {
     let target = Tensor::from_slice(&[1.0, 3.0]).view([2, 1]);
     // ½(0 + 1) and ½(ln 4 + 4 / 4), averaged.
     let expected = (0.5 + 0.5 * (4f64.ln() + 1.0)) / 2.0;
-    assert!((gaussian_nll(&output, &target).double_value(&[]) - expected).abs() < 1e-12);
+    assert!((gaussian_nll(&output, &target).unwrap().double_value(&[]) - expected).abs() < 1e-12);
     let (_vs, head) = build(&GaussianConfig::new("v"), 1, &serde_json::json!({ "mean": 0.0, "std": 1.0 }));
-    assert!((head.loss(&output, &target).double_value(&[]) - expected).abs() < 1e-12);
+    assert!((head.loss(&output, &target).unwrap().double_value(&[]) - expected).abs() < 1e-12);
 }
 
 #[test]
@@ -55,7 +55,7 @@ fn nll_gradient_matches_the_analytic_one() {
     let s = Tensor::from_slice(&[0.5, -0.7, 1.1]);
     let y = Tensor::from_slice(&[1.0, -1.0, 0.5]);
     let output = Tensor::stack(&[&mu, &s], 1).set_requires_grad(true);
-    gaussian_nll(&output, &y).backward();
+    gaussian_nll(&output, &y).unwrap().backward();
     let grad = output.grad();
     let m = 3.0;
     let d_mu = (&mu - &y) * (-&s).exp() / m;
@@ -64,7 +64,7 @@ fn nll_gradient_matches_the_analytic_one() {
     assert!(grad.allclose(&expected, 1e-9, 1e-12, false), "{grad} vs {expected}");
     // Where the variance equals the squared error (s = 0, |y - μ| = 1) the s-gradient vanishes.
     let at = Tensor::from_slice(&[0.0, 0.0]).view([1, 2]).set_requires_grad(true);
-    gaussian_nll(&at, &Tensor::from_slice(&[1.0])).backward();
+    gaussian_nll(&at, &Tensor::from_slice(&[1.0])).unwrap().backward();
     assert!(at.grad().double_value(&[0, 1]).abs() < 1e-12);
 }
 
@@ -75,11 +75,11 @@ fn constant_targets_train_and_score_without_nan() {
     let state = config.fit(&labels).unwrap();
     assert_eq!(state, serde_json::json!({ "mean": 0.25, "std": 1.0 }));
     let (_vs, head) = build(&config, 2, &state);
-    let out = head.forward(&Tensor::randn([4, 2], CPU), true);
+    let out = head.forward(&Tensor::randn([4, 2], CPU), true).unwrap();
     let targets = head.encode(&labels).unwrap();
     assert_eq!(Vec::<f32>::try_from(&targets.values.reshape([-1])).unwrap(), [0.0; 4]);
-    assert!(head.masked_loss(&out, &targets).double_value(&[]).is_finite());
-    let score = head.score(&head.decode(&out), &labels).unwrap();
+    assert!(head.masked_loss(&out, &targets).unwrap().double_value(&[]).is_finite());
+    let score = head.score(&head.decode(&out).unwrap(), &labels).unwrap();
     assert!(score.metrics.values.as_ref().unwrap().r2.is_none());
     assert!(score.metrics.mae().unwrap().is_finite());
 }
@@ -126,10 +126,10 @@ fn ninety_percent_intervals_cover_about_ninety_percent() {
     let targets = head.encode(&train).unwrap();
     let mut opt = nn::Adam::default().build(&vs, 0.05).unwrap();
     for _ in 0..400 {
-        let loss = head.masked_loss(&head.forward(&x_train, true), &targets);
+        let loss = head.masked_loss(&head.forward(&x_train, true).unwrap(), &targets).unwrap();
         opt.backward_step(&loss);
     }
-    let predictions = head.decode(&head.forward(&x_test, false));
+    let predictions = head.decode(&head.forward(&x_test, false).unwrap()).unwrap();
     let score = head.score(&predictions, &test).unwrap();
     let coverage = score.metrics.interval.as_ref().unwrap().coverage_90.unwrap();
     assert!((0.85..=0.95).contains(&coverage), "coverage {coverage}");
@@ -148,4 +148,17 @@ fn is_registered_and_parses_from_toml() {
     assert!(
         toml::from_str::<Box<dyn HeadConfig>>("type = \"gaussian\"\nname = \"f\"\nloss = \"mse\"").is_err()
     );
+}
+
+/// Wrong shapes are errors naming the head, not panics of libtorch.
+#[test]
+fn bad_shapes_are_errors_naming_the_head() {
+    let (_vs, head) =
+        build(&GaussianConfig::new("fraction"), 3, &serde_json::json!({ "mean": 0.5, "std": 0.1 }));
+    let e = head.forward(&Tensor::randn([2, 4], CPU), false).unwrap_err().to_string();
+    assert!(e.contains("head `fraction`") && e.contains("forward"), "{e}");
+    let e = head.loss(&Tensor::randn([2, 3], CPU), &Tensor::zeros([2], CPU)).unwrap_err().to_string();
+    assert!(e.contains("head `fraction`") && e.contains("loss"), "{e}");
+    assert!(gaussian_nll(&Tensor::randn([2, 2], CPU), &Tensor::zeros([3], CPU)).is_err());
+    assert!(head.decode(&Tensor::randn([2, 3], CPU)).unwrap_err().to_string().contains("head `fraction`"));
 }

@@ -27,14 +27,14 @@ fn fit_orders_numeric_labels_by_value_and_others_as_text() {
 fn shapes_and_ordered_thresholds() {
     let config = OrdinalConfig { hidden: vec![5], ..OrdinalConfig::new("bin") };
     let (vs, head) = build(&config, 3, &serde_json::json!({ "classes": ["a", "b", "c", "d"] }));
-    let out = head.forward(&Tensor::randn([6, 3], CPU), false);
+    let out = head.forward(&Tensor::randn([6, 3], CPU), false).unwrap();
     assert_eq!(out.size(), [6, 3]);
     // The three logits of every row are strictly decreasing (ordered biases).
     let diff = out.narrow(1, 1, 2) - out.narrow(1, 0, 2);
     assert!(diff.max().double_value(&[]) < 0.0);
     assert!(vs.variables().contains_key("bias_gaps"));
     assert!(vs.variables().contains_key("out.weight"));
-    assert_eq!(head.decode(&out).len(), 6);
+    assert_eq!(head.decode(&out).unwrap().len(), 6);
     // The host sees its classes in rank order (for the consistency metric).
     assert_eq!(head.classes().unwrap(), ["a", "b", "c", "d"]);
 }
@@ -48,7 +48,7 @@ fn loss_matches_a_hand_computation() {
     let target = Tensor::from_slice(&[0i64, 2]);
     // Class 0: levels (0, 0): -ln(1/2) - ln(1/4). Class 2: levels (1, 1): -ln(1/2) - ln(3/4).
     let expected = (2f64.ln() + 4f64.ln() + 2f64.ln() + (4.0f64 / 3.0).ln()) / 2.0;
-    let loss = head.loss(&output, &target).double_value(&[]);
+    let loss = head.loss(&output, &target).unwrap().double_value(&[]);
     assert!((loss - expected).abs() < 1e-9, "{loss} vs {expected}");
 }
 
@@ -58,13 +58,13 @@ fn a_single_class_has_zero_loss_and_always_decodes_to_it() {
     let state = config.fit(&labels(&["x", "x"])).unwrap();
     let (_vs, head) = build(&config, 2, &state);
     let x = Tensor::randn([3, 2], CPU).set_requires_grad(true);
-    let out = head.forward(&x, true);
+    let out = head.forward(&x, true).unwrap();
     assert_eq!(out.size(), [3, 1]);
     let targets = head.encode(&labels(&["x", "x", "x"])).unwrap();
-    let loss = head.masked_loss(&out, &targets);
+    let loss = head.masked_loss(&out, &targets).unwrap();
     assert_eq!(loss.double_value(&[]), 0.0);
     loss.backward();
-    for p in head.decode(&out) {
+    for p in head.decode(&out).unwrap() {
         assert_eq!(p, Prediction::Class { label: "x".into(), probability: 1.0 });
     }
 }
@@ -85,7 +85,8 @@ fn decoding_is_monotone_in_the_shared_score() {
     });
     let x = Tensor::linspace(-5.0, 5.0, 50, CPU).view([50, 1]);
     let classes: Vec<String> = head
-        .decode(&head.forward(&x, false))
+        .decode(&head.forward(&x, false).unwrap())
+        .unwrap()
         .into_iter()
         .map(|p| match p {
             Prediction::Class { label, probability } => {
@@ -156,4 +157,18 @@ fn the_heads_crate_registers_its_type_names() {
         assert!(heads.iter().any(|h| h == name), "{name} missing from {heads:?}");
         assert!(registry::typetag_knows_head(name));
     }
+}
+
+/// Wrong shapes are errors naming the head, not panics of libtorch.
+#[test]
+fn bad_shapes_are_errors_naming_the_head() {
+    let (_vs, head) =
+        build(&OrdinalConfig::new("bin"), 3, &serde_json::json!({ "classes": ["a", "b", "c"] }));
+    let e = head.forward(&Tensor::randn([2, 4], CPU), false).unwrap_err().to_string();
+    assert!(e.contains("head `bin`") && e.contains("forward"), "{e}");
+    let out = head.forward(&Tensor::randn([2, 3], CPU), false).unwrap();
+    let e = head.loss(&out, &Tensor::from_slice(&[0i64, 1, 2])).unwrap_err().to_string();
+    assert!(e.contains("head `bin`") && e.contains("loss"), "{e}");
+    assert!(head.loss(&Tensor::randn([2], CPU), &Tensor::from_slice(&[0i64, 1])).is_err());
+    assert!(head.decode(&Tensor::randn([2], CPU)).unwrap_err().to_string().contains("head `bin`"));
 }

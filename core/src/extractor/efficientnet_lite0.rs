@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn;
 use tch::Tensor;
 
-use super::frozen::{Backbone, BackboneConfig, Network};
+use super::frozen::{batch_norm_eval, Backbone, BackboneConfig, Network};
 use super::weights::KeyRules;
 use super::{BuildContext, ExtractorConfig, FeatureExtractor};
 use crate::{Error, Result};
@@ -124,23 +124,28 @@ impl SameConv {
         (total / 2, total - total / 2)
     }
 
-    fn forward(&self, x: &Tensor) -> Tensor {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let size = x.size();
+        if size.len() != 4 {
+            return Err(Error::Invalid(format!(
+                "efficientnet_lite0: a convolution's input must be [N, C, H, W], got {size:?}"
+            )));
+        }
         let (top, bottom) = self.padding(size[2]);
         let (left, right) = self.padding(size[3]);
         let s = [self.stride, self.stride];
-        if top == bottom && left == right {
-            x.conv2d(&self.conv.ws, None::<&Tensor>, s, [top, left], [1, 1], self.groups)
+        Ok(if top == bottom && left == right {
+            x.f_conv2d(&self.conv.ws, None::<&Tensor>, s, [top, left], [1, 1], self.groups)?
         } else {
-            x.constant_pad_nd([left, right, top, bottom]).conv2d(
+            x.f_constant_pad_nd([left, right, top, bottom])?.f_conv2d(
                 &self.conv.ws,
                 None::<&Tensor>,
                 s,
                 [0, 0],
                 [1, 1],
                 self.groups,
-            )
-        }
+            )?
+        })
     }
 }
 
@@ -151,21 +156,21 @@ fn batch_norm(p: nn::Path, c: i64) -> nn::BatchNorm {
 /// ReLU6: in place (the activations it takes are fresh) where no gradient is
 /// recorded, as in the frozen network; out of place in a trainable tail, so
 /// that autograd keeps the input `clamp`'s gradient needs.
-fn relu6(mut x: Tensor) -> Tensor {
+fn relu6(mut x: Tensor) -> Result<Tensor> {
     if x.requires_grad() {
-        return x.clamp(0.0, 6.0);
+        return Ok(x.f_clamp(0.0, 6.0)?);
     }
-    let _ = x.clamp_(0.0, 6.0);
-    x
+    let _ = x.f_clamp_(0.0, 6.0)?;
+    Ok(x)
 }
 
 /// Conv, BatchNorm (eval) and, when `act`, ReLU6.
-fn conv_bn(x: &Tensor, conv: &SameConv, bn: &nn::BatchNorm, act: bool) -> Tensor {
-    let y = conv.forward(x).apply_t(bn, false);
+fn conv_bn(x: &Tensor, conv: &SameConv, bn: &nn::BatchNorm, act: bool) -> Result<Tensor> {
+    let y = batch_norm_eval(&conv.forward(x)?, bn, BN_EPS)?;
     if act {
         relu6(y)
     } else {
-        y
+        Ok(y)
     }
 }
 
@@ -195,17 +200,17 @@ impl Block {
         }
     }
 
-    fn forward(&self, x: &Tensor) -> Tensor {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let h = match &self.expand {
-            Some((conv, bn)) => conv_bn(x, conv, bn, true),
+            Some((conv, bn)) => conv_bn(x, conv, bn, true)?,
             None => x.shallow_clone(),
         };
-        let h = conv_bn(&h, &self.depthwise, &self.bn1, true);
-        let mut h = conv_bn(&h, &self.project, &self.bn2, false);
+        let h = conv_bn(&h, &self.depthwise, &self.bn1, true)?;
+        let mut h = conv_bn(&h, &self.project, &self.bn2, false)?;
         if self.residual {
-            h += x;
+            let _ = h.f_add_(x)?;
         }
-        h
+        Ok(h)
     }
 }
 
@@ -226,14 +231,14 @@ pub struct Lite0Net {
 
 impl Lite0Net {
     /// Runs stage `i` (with the head convolution after the last one).
-    fn stage(&self, i: usize, mut h: Tensor) -> Tensor {
+    fn stage(&self, i: usize, mut h: Tensor) -> Result<Tensor> {
         for block in self.stages.get(i).into_iter().flatten() {
-            h = block.forward(&h);
+            h = block.forward(&h)?;
         }
         if i + 1 == STAGE_SPECS.len() {
-            h = conv_bn(&h, &self.head, &self.bn1, true);
+            h = conv_bn(&h, &self.head, &self.bn1, true)?;
         }
-        h
+        Ok(h)
     }
 }
 
@@ -270,45 +275,51 @@ impl Network for Lite0Net {
         Lite0Net { stem, stages, head, bn1, fc }
     }
 
-    fn boundary(&self, x: &Tensor, end: usize) -> Tensor {
+    fn boundary(&self, x: &Tensor, end: usize) -> Result<Tensor> {
         let mut h = match &self.stem {
-            Some((conv, bn)) => conv_bn(x, conv, bn, true),
+            Some((conv, bn)) => conv_bn(x, conv, bn, true)?,
             None => x.shallow_clone(),
         };
         for i in 0..end.min(Self::STAGES) {
-            h = self.stage(i, h);
+            h = self.stage(i, h)?;
         }
-        h
+        Ok(h)
     }
 
-    fn pooled_from(&self, h: &Tensor, start: usize) -> Tensor {
+    fn pooled_from(&self, h: &Tensor, start: usize) -> Result<Tensor> {
         let mut h = h.shallow_clone();
         for i in start..Self::STAGES {
-            h = self.stage(i, h);
+            h = self.stage(i, h)?;
         }
-        h.mean_dim([2i64, 3].as_slice(), false, None)
+        Ok(h.f_mean_dim([2i64, 3].as_slice(), false, None)?)
     }
 
     /// Taps: `stem` after the stem's ReLU6, `stageN` after the last block of
     /// stage N, `head` after the 1x1 head convolution's ReLU6.
-    fn tapped(&self, x: &Tensor, deepest: usize, tap: &mut dyn FnMut(usize, &Tensor)) {
+    fn tapped(
+        &self,
+        x: &Tensor,
+        deepest: usize,
+        tap: &mut dyn FnMut(usize, &Tensor) -> Result<()>,
+    ) -> Result<()> {
         let mut h = match &self.stem {
-            Some((conv, bn)) => conv_bn(x, conv, bn, true),
+            Some((conv, bn)) => conv_bn(x, conv, bn, true)?,
             None => x.shallow_clone(),
         };
-        tap(0, &h);
+        tap(0, &h)?;
         for (i, blocks) in self.stages.iter().enumerate() {
             if i + 1 > deepest {
-                return;
+                return Ok(());
             }
             for block in blocks {
-                h = block.forward(&h);
+                h = block.forward(&h)?;
             }
-            tap(i + 1, &h);
+            tap(i + 1, &h)?;
         }
         if deepest > self.stages.len() {
-            tap(self.stages.len() + 1, &conv_bn(&h, &self.head, &self.bn1, true));
+            tap(self.stages.len() + 1, &conv_bn(&h, &self.head, &self.bn1, true)?)?;
         }
+        Ok(())
     }
 }
 
@@ -333,6 +344,6 @@ impl EfficientNetLite0 {
         let Some(fc) = net.fc.as_ref() else {
             return Err(Error::Invalid("efficientnet_lite0: this network was built without _fc".into()));
         };
-        frozen.run(images, |x| net.features(x).apply(fc))
+        frozen.run(images, |x| Ok(net.features(x)?.f_linear(&fc.ws, fc.bs.as_ref())?))
     }
 }

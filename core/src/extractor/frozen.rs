@@ -182,8 +182,28 @@ pub const MIN_SIZE: i64 = 32;
 ///
 /// # Shapes
 /// `[N, C, H, W]` -> `[N, C, H, W]` (strides of an NHWC layout).
-pub fn to_channels_last(x: &Tensor) -> Tensor {
-    x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
+pub fn to_channels_last(x: &Tensor) -> Result<Tensor> {
+    Ok(x.f_permute([0, 2, 3, 1])?.f_contiguous()?.f_permute([0, 3, 1, 2])?)
+}
+
+/// Batch normalisation with epsilon `eps` in eval mode (running
+/// statistics), as tch's `BatchNorm::forward_t(x, false)` but fallible.
+///
+/// # Shapes
+/// `[N, C, H, W]` -> `[N, C, H, W]`.
+pub fn batch_norm_eval(x: &Tensor, bn: &nn::BatchNorm, eps: f64) -> Result<Tensor> {
+    // The momentum only matters while training.
+    Ok(Tensor::f_batch_norm(
+        x,
+        bn.ws.as_ref(),
+        bn.bs.as_ref(),
+        Some(&bn.running_mean),
+        Some(&bn.running_var),
+        false,
+        0.1,
+        eps,
+        true,
+    )?)
 }
 
 /// A frozen network in its own `VarStore`, and how to run it.
@@ -257,13 +277,14 @@ impl Frozen {
             (p, _) => vs.set_kind(p.kind()),
         }
         if cfg.channels_last {
-            tch::no_grad(|| {
+            tch::no_grad(|| -> Result<()> {
                 for (_, mut var) in vs.variables() {
                     if var.dim() == 4 {
-                        var.set_data(&to_channels_last(&var));
+                        var.set_data(&to_channels_last(&var)?);
                     }
                 }
-            });
+                Ok(())
+            })?;
         }
         if cuda && cfg.cudnn_benchmark {
             tch::Cuda::cudnn_set_benchmark(true);
@@ -283,12 +304,13 @@ impl Frozen {
 
     /// Checks and prepares `images` (device, 3 channels, normalisation, memory
     /// format, precision), runs `forward` on them under no-grad, and returns
-    /// its output as `f32` on the CPU. A libtorch failure inside `forward`
-    /// becomes an [`Error::Torch`].
+    /// its output as `f32` on the CPU. A libtorch failure (of `forward`'s
+    /// fallible `f_` calls, or of the preparation) is an [`Error::Torch`]
+    /// naming the extractor's device.
     ///
     /// # Shapes
     /// `images`: `[N, 1 | 3, size, size]` in `[0, 1]` -> what `forward` returns.
-    pub fn run(&self, images: &Tensor, forward: impl FnOnce(&Tensor) -> Tensor) -> Result<Tensor> {
+    pub fn run(&self, images: &Tensor, forward: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
         let dims = images.size();
         let size = self.spec.size;
         if dims.len() != 4 || dims[2] != size || dims[3] != size {
@@ -301,16 +323,18 @@ impl Frozen {
         }
         let device = self.device;
         let autocast = device.is_cuda() && self.precision == Precision::F16;
-        let out = catch_torch(|| {
-            tch::no_grad(|| -> Result<Tensor> {
-                let x = self.spec.prepare(&images.to_device(device))?;
-                let x = if self.channels_last { to_channels_last(&x) } else { x };
-                let x = if autocast { x } else { x.to_kind(self.precision.kind()) };
-                let y = tch::autocast(autocast, || forward(&x));
-                Ok(y.to_kind(Kind::Float).to_device(Device::Cpu).contiguous())
-            })
-        })??;
-        Ok(out)
+        let context = |e: Error| match e {
+            Error::Torch(m) => Error::Torch(format!("extractor on {device:?}: {m}")),
+            e => e,
+        };
+        tch::no_grad(|| -> Result<Tensor> {
+            let x = self.spec.prepare(&images.f_to_device(device)?)?;
+            let x = if self.channels_last { to_channels_last(&x)? } else { x };
+            let x = if autocast { x } else { x.f_to_kind(self.precision.kind())? };
+            let y = tch::autocast(autocast, || forward(&x))?;
+            Ok(y.f_to_kind(Kind::Float)?.f_to_device(Device::Cpu)?.f_contiguous()?)
+        })
+        .map_err(context)
     }
 }
 
@@ -349,7 +373,7 @@ pub trait Network: std::fmt::Debug + Send + Sized + 'static {
     ///
     /// # Shapes
     /// `[N, 3, H, W]`, normalised -> `[N, C, H', W']`.
-    fn boundary(&self, x: &Tensor, end: usize) -> Tensor;
+    fn boundary(&self, x: &Tensor, end: usize) -> Result<Tensor>;
 
     /// Stages `start..` on a boundary activation, then the global average
     /// pool, in eval mode (BatchNorm uses its running statistics). Needs the
@@ -357,22 +381,28 @@ pub trait Network: std::fmt::Debug + Send + Sized + 'static {
     ///
     /// # Shapes
     /// `[N, C, H', W']` -> `[N, DIM]`.
-    fn pooled_from(&self, h: &Tensor, start: usize) -> Tensor;
+    fn pooled_from(&self, h: &Tensor, start: usize) -> Result<Tensor>;
 
     /// Runs the network, in eval mode, as far as tap `deepest` (an index of
     /// [`Network::TAPS`]), calling `tap(i, activation)` at each tap `i <= deepest`
-    /// in order. Meant for a network built from stage 0.
+    /// in order (an error of `tap` stops the run). Meant for a network built
+    /// from stage 0.
     ///
     /// # Shapes
     /// `[N, 3, H, W]`, normalised -> one `[N, TAP_CHANNELS[i], H_i, W_i]` per tap.
-    fn tapped(&self, x: &Tensor, deepest: usize, tap: &mut dyn FnMut(usize, &Tensor));
+    fn tapped(
+        &self,
+        x: &Tensor,
+        deepest: usize,
+        tap: &mut dyn FnMut(usize, &Tensor) -> Result<()>,
+    ) -> Result<()>;
 
     /// Pooled features, in eval mode: every stage, then the pool.
     ///
     /// # Shapes
     /// `[N, 3, H, W]`, normalised -> `[N, DIM]`.
-    fn features(&self, x: &Tensor) -> Tensor {
-        self.pooled_from(&self.boundary(x, Self::STAGES), Self::STAGES)
+    fn features(&self, x: &Tensor) -> Result<Tensor> {
+        self.pooled_from(&self.boundary(x, Self::STAGES)?, Self::STAGES)
     }
 }
 
@@ -501,15 +531,18 @@ impl<N: Network> FeatureExtractor for Backbone<N> {
                 let mut p: Option<Tensor> = None;
                 for (slot, &w) in pooled.iter_mut().zip(&wanted) {
                     if w == i {
-                        let v = p.get_or_insert_with(|| pool.apply(a));
-                        *slot = Some(v.shallow_clone());
+                        if p.is_none() {
+                            p = Some(pool.apply(a)?);
+                        }
+                        *slot = p.as_ref().map(Tensor::shallow_clone);
                     }
                 }
-            });
+                Ok(())
+            })?;
             let parts: Vec<Tensor> = pooled.into_iter().flatten().collect();
-            Tensor::cat(&parts, 1)
+            Ok(Tensor::f_cat(&parts, 1)?)
         })?;
-        Ok(all.split_with_sizes(&widths, 1).into_iter().map(|t| t.contiguous()).collect())
+        all.f_split_with_sizes(&widths, 1)?.into_iter().map(|t| Ok(t.f_contiguous()?)).collect()
     }
 
     /// Pooled features, or the frozen boundary's activation flattened in
@@ -526,7 +559,7 @@ impl<N: Network> FeatureExtractor for Backbone<N> {
             None => self.frozen.run(images, |x| self.net.features(x)),
             Some(_) => {
                 let end = self.frozen_stages();
-                self.frozen.run(images, |x| self.net.boundary(x, end).flatten(1, -1))
+                self.frozen.run(images, |x| Ok(self.net.boundary(x, end)?.f_flatten(1, -1)?))
             }
         }
     }
@@ -546,16 +579,4 @@ impl<N: Network> FeatureExtractor for Backbone<N> {
         let tail = BackboneTail::<N>::new(p, &self.frozen.vs, self.frozen_stages(), shape)?;
         Ok(Some(Box::new(tail)))
     }
-}
-
-/// Runs `f`, turning a panic of tch (a libtorch error in an infallible call) into an [`Error::Torch`].
-pub fn catch_torch<T>(f: impl FnOnce() -> T) -> Result<T> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|e| {
-        let msg = e
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "a libtorch call failed".into());
-        Error::Torch(msg.lines().next().unwrap_or_default().to_string())
-    })
 }

@@ -89,20 +89,22 @@ impl InputSpec {
             return Err(Error::Invalid(format!("images must be [N, C, H, W], got {dims:?}")));
         }
         let c = dims[1];
-        let x = images.to_kind(Kind::Float);
+        let x = images.f_to_kind(Kind::Float)?;
         let x = match (c, self.channels) {
             (a, b) if a == b => x,
-            (1, n) => x.expand([dims[0], n, dims[2], dims[3]], false),
-            (3, 1) => x.mean_dim(1, true, Kind::Float),
+            (1, n) => x.f_expand([dims[0], n, dims[2], dims[3]], false)?,
+            (3, 1) => x.f_mean_dim(1, true, Kind::Float)?,
             (a, b) => {
                 return Err(Error::Invalid(format!("images have {a} channels, the extractor wants {b}")))
             }
         };
         let (mean, std) = self.normalisation.mean_std();
         let n = self.channels as usize;
-        let mean = Tensor::from_slice(&mean.map(|v| v as f32)[..n]).view([1, -1, 1, 1]).to_device(x.device());
-        let std = Tensor::from_slice(&std.map(|v| v as f32)[..n]).view([1, -1, 1, 1]).to_device(x.device());
-        Ok((x - mean) / std)
+        let column = |v: [f64; 3]| -> Result<Tensor> {
+            let t = Tensor::f_from_slice(&v.map(|v| v as f32)[..n.min(3)])?;
+            Ok(t.f_view([1, -1, 1, 1])?.f_to_device(x.device())?)
+        };
+        Ok(x.f_sub(&column(mean)?)?.f_div(&column(std)?)?)
     }
 }
 

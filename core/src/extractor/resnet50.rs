@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn;
 use tch::Tensor;
 
-use super::frozen::{Backbone, BackboneConfig, Network};
+use super::frozen::{batch_norm_eval, Backbone, BackboneConfig, Network};
 use super::weights::KeyRules;
 use super::{BuildContext, ExtractorConfig, FeatureExtractor};
 use crate::Result;
@@ -74,6 +74,8 @@ impl ExtractorConfig for ResNet50Config {
 struct ConvBn {
     conv: nn::Conv2D,
     bn: nn::BatchNorm,
+    stride: i64,
+    padding: i64,
 }
 
 impl ConvBn {
@@ -82,15 +84,20 @@ impl ConvBn {
         ConvBn {
             conv: nn::conv2d(conv, c_in, c_out, kernel, cfg),
             bn: nn::batch_norm2d(bn, c_out, Default::default()),
+            stride,
+            padding: kernel / 2,
         }
     }
 
-    fn forward(&self, x: &Tensor, relu: bool) -> Tensor {
-        let mut y = x.apply(&self.conv).apply_t(&self.bn, false);
+    fn forward(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
+        let (s, p) = ([self.stride; 2], [self.padding; 2]);
+        let y = x.f_conv2d(&self.conv.ws, self.conv.bs.as_ref(), s, p, [1, 1], 1)?;
+        // torchvision's BatchNorm2d epsilon, tch's default.
+        let mut y = batch_norm_eval(&y, &self.bn, 1e-5)?;
         if relu {
-            let _ = y.relu_();
+            let _ = y.f_relu_()?;
         }
-        y
+        Ok(y)
     }
 }
 
@@ -116,16 +123,16 @@ impl Bottleneck {
         }
     }
 
-    fn forward(&self, x: &Tensor) -> Tensor {
-        let h = self.reduce.forward(x, true);
-        let h = self.spatial.forward(&h, true);
-        let mut y = self.expand.forward(&h, false);
-        match &self.downsample {
-            Some(d) => y += d.forward(x, false),
-            None => y += x,
-        }
-        let _ = y.relu_();
-        y
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let h = self.reduce.forward(x, true)?;
+        let h = self.spatial.forward(&h, true)?;
+        let mut y = self.expand.forward(&h, false)?;
+        let _ = match &self.downsample {
+            Some(d) => y.f_add_(&d.forward(x, false)?)?,
+            None => y.f_add_(x)?,
+        };
+        let _ = y.f_relu_()?;
+        Ok(y)
     }
 }
 
@@ -169,46 +176,57 @@ impl Network for ResNet50Net {
         ResNet50Net { stem, stages }
     }
 
-    fn boundary(&self, x: &Tensor, end: usize) -> Tensor {
+    fn boundary(&self, x: &Tensor, end: usize) -> Result<Tensor> {
         let mut h = match &self.stem {
-            Some(stem) => stem.forward(x, true).max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false),
+            Some(stem) => max_pool(&stem.forward(x, true)?)?,
             None => x.shallow_clone(),
         };
         for block in self.stages.iter().take(end).flatten() {
-            h = block.forward(&h);
+            h = block.forward(&h)?;
         }
-        h
+        Ok(h)
     }
 
-    fn pooled_from(&self, h: &Tensor, start: usize) -> Tensor {
+    fn pooled_from(&self, h: &Tensor, start: usize) -> Result<Tensor> {
         let mut h = h.shallow_clone();
         for block in self.stages.iter().skip(start).flatten() {
-            h = block.forward(&h);
+            h = block.forward(&h)?;
         }
-        h.adaptive_avg_pool2d([1, 1]).flatten(1, -1)
+        Ok(h.f_adaptive_avg_pool2d([1, 1])?.f_flatten(1, -1)?)
     }
 
     /// Taps: `stem` after `conv1`, `bn1` and the ReLU (before the max-pool,
     /// torchvision's `relu` node), `layerN` after the last block of `layerN`.
-    fn tapped(&self, x: &Tensor, deepest: usize, tap: &mut dyn FnMut(usize, &Tensor)) {
+    fn tapped(
+        &self,
+        x: &Tensor,
+        deepest: usize,
+        tap: &mut dyn FnMut(usize, &Tensor) -> Result<()>,
+    ) -> Result<()> {
         let mut h = match &self.stem {
             Some(stem) => {
-                let h = stem.forward(x, true);
-                tap(0, &h);
-                h.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false)
+                let h = stem.forward(x, true)?;
+                tap(0, &h)?;
+                max_pool(&h)?
             }
             None => x.shallow_clone(),
         };
         for (i, blocks) in self.stages.iter().enumerate() {
             if i + 1 > deepest {
-                return;
+                return Ok(());
             }
             for block in blocks {
-                h = block.forward(&h);
+                h = block.forward(&h)?;
             }
-            tap(i + 1, &h);
+            tap(i + 1, &h)?;
         }
+        Ok(())
     }
+}
+
+/// The stem's 3x3, stride-2 max-pool.
+fn max_pool(x: &Tensor) -> Result<Tensor> {
+    Ok(x.f_max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false)?)
 }
 
 /// A frozen ResNet50 feature extractor.

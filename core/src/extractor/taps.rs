@@ -73,16 +73,16 @@ impl Pool {
     ///
     /// # Shapes
     /// `[N, C, H, W]` -> `[N, C]` (`mean`) or `[N, 2C]` (`mean_std`).
-    pub fn apply(self, x: &Tensor) -> Tensor {
-        let x = x.to_kind(Kind::Float);
+    pub fn apply(self, x: &Tensor) -> crate::Result<Tensor> {
+        let x = x.f_to_kind(Kind::Float)?;
         let dims = [2i64, 3];
-        match self {
-            Pool::Mean => x.mean_dim(dims.as_slice(), false, Kind::Float),
+        Ok(match self {
+            Pool::Mean => x.f_mean_dim(dims.as_slice(), false, Kind::Float)?,
             Pool::MeanStd => {
-                let (std, mean) = x.std_mean_dim(dims.as_slice(), false, false);
-                Tensor::cat(&[mean, std], 1)
+                let (std, mean) = x.f_std_mean_dim(dims.as_slice(), false, false)?;
+                Tensor::f_cat(&[mean, std], 1)?
             }
-        }
+        })
     }
 }
 

@@ -60,7 +60,7 @@ pub trait TrainableTail: Send {
     ///
     /// # Shapes
     /// `[N, in_dim]` -> `[N, out_dim]`.
-    fn forward_t(&self, boundary: &Tensor, train: bool) -> Tensor;
+    fn forward_t(&self, boundary: &Tensor, train: bool) -> Result<Tensor>;
 
     /// Width of the flattened boundary activation it takes.
     fn in_dim(&self) -> i64;
@@ -124,9 +124,9 @@ impl<N: Network> BackboneTail<N> {
 impl<N: Network> TrainableTail for BackboneTail<N> {
     /// # Shapes
     /// `[N, C * H * W]` -> `[N, DIM]`.
-    fn forward_t(&self, boundary: &Tensor, _train: bool) -> Tensor {
+    fn forward_t(&self, boundary: &Tensor, _train: bool) -> Result<Tensor> {
         let [c, h, w] = self.shape;
-        let x = boundary.to_kind(Kind::Float).reshape([-1, c, h, w]);
+        let x = boundary.f_to_kind(Kind::Float)?.f_reshape([-1, c, h, w])?;
         self.net.pooled_from(&x, self.first)
     }
 

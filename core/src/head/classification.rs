@@ -207,8 +207,8 @@ impl PropertyHead for ClassificationHead {
     ///
     /// # Shapes
     /// `[N, D]` -> `[N, classes]`.
-    fn forward(&self, features: &Tensor, train: bool) -> Tensor {
-        self.mlp.forward_t(features, train)
+    fn forward(&self, features: &Tensor, train: bool) -> Result<Tensor> {
+        self.mlp.forward_t(features, train).map_err(|e| self.invalid_input(format!("forward: {e}")))
     }
 
     /// Cross-entropy of the logits against class indices (mean over the rows,
@@ -216,13 +216,18 @@ impl PropertyHead for ClassificationHead {
     ///
     /// # Shapes
     /// `output`: `[M, K]`, `target`: `[M]` (or `[M, 1]`) class indices -> scalar.
-    fn loss(&self, output: &Tensor, target: &Tensor) -> Tensor {
-        let target = target.reshape([-1]).to_kind(Kind::Int64).to_device(output.device());
-        let weight = self
-            .class_weights
-            .as_ref()
-            .map(|w| Tensor::from_slice(w).to_kind(output.kind()).to_device(output.device()));
-        output.cross_entropy_loss(&target, weight.as_ref(), Reduction::Mean, -100, self.label_smoothing)
+    fn loss(&self, output: &Tensor, target: &Tensor) -> Result<Tensor> {
+        let run = || -> std::result::Result<Tensor, tch::TchError> {
+            let target = target.f_reshape([-1])?.f_to_kind(Kind::Int64)?.f_to_device(output.device())?;
+            let weight = match &self.class_weights {
+                Some(w) => {
+                    Some(Tensor::f_from_slice(w)?.f_to_kind(output.kind())?.f_to_device(output.device())?)
+                }
+                None => None,
+            };
+            output.f_cross_entropy_loss(&target, weight.as_ref(), Reduction::Mean, -100, self.label_smoothing)
+        };
+        run().map_err(|e| self.invalid_input(format!("loss: {e}")))
     }
 
     /// Class indices (`[N]`, Int64); an unknown class is an [`Error::Label`]
@@ -241,23 +246,31 @@ impl PropertyHead for ClassificationHead {
     }
 
     /// The softmax of the logits.
-    fn probabilities(&self, output: &Tensor) -> Option<Tensor> {
-        Some(output.detach().to_device(Device::Cpu).to_kind(Kind::Double).softmax(-1, Kind::Double))
+    fn probabilities(&self, output: &Tensor) -> Result<Option<Tensor>> {
+        let run =
+            || output.detach().f_to_device(Device::Cpu)?.f_to_kind(Kind::Double)?.f_softmax(-1, Kind::Double);
+        let probs = run().map_err(|e| self.invalid_input(format!("probabilities: {e}")))?;
+        match probs.size().as_slice() {
+            [_, k] if *k == self.classes.len() as i64 => Ok(Some(probs)),
+            dims => Err(self.invalid_input(format!(
+                "an output of shape {dims:?}, not [N, {}] (one column per class)",
+                self.classes.len()
+            ))),
+        }
     }
 
     /// The most probable class and its softmax probability.
-    fn decode(&self, output: &Tensor) -> Vec<Prediction> {
-        let probs = self.probabilities(output).expect("a classification head has probabilities");
-        let (best, arg) = probs.max_dim(-1, false);
-        let arg = Vec::<i64>::try_from(&arg).unwrap_or_default();
-        to_vec_f64(&best)
-            .into_iter()
-            .zip(arg)
-            .map(|(probability, k)| Prediction::Class {
-                label: self.classes.get(k as usize).cloned().unwrap_or_default(),
-                probability,
-            })
-            .collect()
+    fn decode(&self, output: &Tensor) -> Result<Vec<Prediction>> {
+        let Some(probs) = self.probabilities(output)? else { return Ok(Vec::new()) };
+        let (best, arg) =
+            probs.f_max_dim(-1, false).map_err(|e| self.invalid_input(format!("decode: {e}")))?;
+        let arg = Vec::<i64>::try_from(&arg).map_err(|e| self.invalid_input(format!("decode: {e}")))?;
+        let mut predictions = Vec::with_capacity(arg.len());
+        for (probability, k) in to_vec_f64(&best).into_iter().zip(arg) {
+            let label = self.classes.get(k as usize).cloned().unwrap_or_default();
+            predictions.push(Prediction::Class { label, probability });
+        }
+        Ok(predictions)
     }
 
     /// Error rate, accuracy, confusion matrix, per-class precision, recall

@@ -146,17 +146,18 @@ pub trait PropertyHead: Send {
     /// The head's name (unique in a model).
     fn name(&self) -> &str;
 
-    /// The head's raw output.
+    /// The head's raw output. A libtorch failure (features of the wrong
+    /// width, say) is an error, never a panic: use tch's `f_` methods.
     ///
     /// # Shapes
     /// `features`: `[N, D]` -> `[N, K]` (K: classes, or values per sample).
-    fn forward(&self, features: &Tensor, train: bool) -> Tensor;
+    fn forward(&self, features: &Tensor, train: bool) -> Result<Tensor>;
 
     /// Mean loss over the rows given, against this head's own encoded targets.
     ///
     /// # Shapes
     /// `output`: `[M, K]`, `target`: `[M, ...]` -> scalar.
-    fn loss(&self, output: &Tensor, target: &Tensor) -> Tensor;
+    fn loss(&self, output: &Tensor, target: &Tensor) -> Result<Tensor>;
 
     /// Encodes the raw labels of this head's column; an unusable label is an
     /// [`crate::Error::Label`] naming its sample.
@@ -166,7 +167,7 @@ pub trait PropertyHead: Send {
     ///
     /// # Shapes
     /// `output`: `[N, K]` -> `N` predictions.
-    fn decode(&self, output: &Tensor) -> Vec<Prediction>;
+    fn decode(&self, output: &Tensor) -> Result<Vec<Prediction>>;
 
     /// Scores predictions against raw labels (missing labels are skipped).
     fn score(&self, predictions: &[Prediction], labels: &Labels) -> Result<HeadScore>;
@@ -182,9 +183,9 @@ pub trait PropertyHead: Send {
     ///
     /// # Shapes
     /// `output`: `[N, K]` -> `[N, classes]`, `f64`, CPU.
-    fn probabilities(&self, output: &Tensor) -> Option<Tensor> {
+    fn probabilities(&self, output: &Tensor) -> Result<Option<Tensor>> {
         let _ = output;
-        None
+        Ok(None)
     }
 
     /// The loss over the rows whose mask is set; zero (still attached to the
@@ -192,17 +193,18 @@ pub trait PropertyHead: Send {
     ///
     /// # Shapes
     /// `output`: `[N, K]`, `targets`: `[N, ...]` with mask `[N]` -> scalar.
-    fn masked_loss(&self, output: &Tensor, targets: &Targets) -> Tensor {
-        if targets.mask.numel() > 0 && targets.mask.all().int64_value(&[]) != 0 {
-            return self.loss(output, &targets.values.to_device(output.device()));
+    fn masked_loss(&self, output: &Tensor, targets: &Targets) -> Result<Tensor> {
+        let device = output.device();
+        if targets.mask.numel() > 0 && targets.mask.f_all()?.f_int64_value(&[])? != 0 {
+            return self.loss(output, &targets.values.f_to_device(device)?);
         }
-        let idx = targets.mask.nonzero().squeeze_dim(1);
-        if idx.size()[0] == 0 {
-            return output.sum(Kind::Float) * 0.0;
+        let idx = targets.mask.f_nonzero()?.f_squeeze_dim(1)?;
+        if idx.size().first().copied().unwrap_or(0) == 0 {
+            return Ok(output.f_sum(Kind::Float)?.f_mul_scalar(0.0)?);
         }
-        let idx = idx.to_device(output.device());
-        let target = targets.values.to_device(output.device()).index_select(0, &idx);
-        self.loss(&output.index_select(0, &idx), &target)
+        let idx = idx.f_to_device(device)?;
+        let target = targets.values.f_to_device(device)?.f_index_select(0, &idx)?;
+        self.loss(&output.f_index_select(0, &idx)?, &target)
     }
 }
 

@@ -242,6 +242,10 @@ pub struct RegressionHead {
 }
 
 impl RegressionHead {
+    fn invalid_input(&self, message: String) -> Error {
+        Error::Invalid(format!("head `{}`: {message}", self.name))
+    }
+
     /// `(shift, scale)`: the head learns `(value - shift) / scale` (the
     /// state's mean and std when standardising, else `(0, 1)`).
     pub fn scaling(&self) -> (f64, f64) {
@@ -259,25 +263,30 @@ impl PropertyHead for RegressionHead {
     ///
     /// # Shapes
     /// `[N, D]` -> `[N, 1]`.
-    fn forward(&self, features: &Tensor, train: bool) -> Tensor {
-        let z = self.mlp.forward_t(features, train);
-        match self.bounds {
+    fn forward(&self, features: &Tensor, train: bool) -> Result<Tensor> {
+        let z =
+            self.mlp.forward_t(features, train).map_err(|e| self.invalid_input(format!("forward: {e}")))?;
+        Ok(match self.bounds {
             None => z,
             Some([lo, hi]) => ((z.sigmoid() * (hi - lo) + lo) - self.shift) / self.scale,
-        }
+        })
     }
 
     /// MSE, Huber or L1, mean over the rows, in learned units.
     ///
     /// # Shapes
     /// `output`: `[M, 1]`, `target`: `[M, 1]` or `[M]` -> scalar.
-    fn loss(&self, output: &Tensor, target: &Tensor) -> Tensor {
-        let target = target.to_kind(output.kind()).to_device(output.device()).reshape(output.size());
-        match self.loss {
-            RegressionLoss::Mse => output.mse_loss(&target, Reduction::Mean),
-            RegressionLoss::Huber => output.huber_loss(&target, Reduction::Mean, self.huber_delta),
-            RegressionLoss::L1 => output.l1_loss(&target, Reduction::Mean),
-        }
+    fn loss(&self, output: &Tensor, target: &Tensor) -> Result<Tensor> {
+        let run = || -> std::result::Result<Tensor, tch::TchError> {
+            let target =
+                target.f_to_kind(output.kind())?.f_to_device(output.device())?.f_reshape(output.size())?;
+            match self.loss {
+                RegressionLoss::Mse => output.f_mse_loss(&target, Reduction::Mean),
+                RegressionLoss::Huber => output.f_huber_loss(&target, Reduction::Mean, self.huber_delta),
+                RegressionLoss::L1 => output.f_l1_loss(&target, Reduction::Mean),
+            }
+        };
+        run().map_err(|e| self.invalid_input(format!("loss: {e}")))
     }
 
     /// Parsed and scaled values (`[N, 1]`, Float); a label that is not a
@@ -291,8 +300,11 @@ impl PropertyHead for RegressionHead {
     }
 
     /// Values in data units (inside the bounds), without a standard deviation.
-    fn decode(&self, output: &Tensor) -> Vec<Prediction> {
-        to_vec_f64(output)
+    fn decode(&self, output: &Tensor) -> Result<Vec<Prediction>> {
+        if !matches!(output.size().as_slice(), [_, 1] | [_]) {
+            return Err(self.invalid_input(format!("an output of shape {:?}, not [N, 1]", output.size())));
+        }
+        Ok(to_vec_f64(output)
             .into_iter()
             .map(|z| {
                 let v = z * self.scale + self.shift;
@@ -302,7 +314,7 @@ impl PropertyHead for RegressionHead {
                 };
                 Prediction::Value { value, std: None }
             })
-            .collect()
+            .collect())
     }
 
     /// MAE, RMSE, R² (`null` for constant labels), max error and `n`

@@ -81,17 +81,17 @@ pub struct RowOutputs {
 ///
 /// # Shapes
 /// `features`: `[N, D]` -> `N` rows per head.
-pub fn predict_rows(model: &MultiHeadModel, features: &Tensor) -> RowOutputs {
+pub fn predict_rows(model: &MultiHeadModel, features: &Tensor) -> Result<RowOutputs> {
     tch::no_grad(|| {
-        let outputs = model.forward_eval(features);
+        let outputs = model.forward_eval(features)?;
         let mut predictions = Vec::new();
         let mut probabilities = Vec::new();
         for (h, o) in model.heads().iter().zip(&outputs) {
-            let o = o.to_device(Device::Cpu);
-            predictions.push(h.decode(&o));
-            probabilities.push(h.probabilities(&o).map(|p| crate::head::probability_rows(&p)));
+            let o = o.f_to_device(Device::Cpu)?;
+            predictions.push(h.decode(&o)?);
+            probabilities.push(h.probabilities(&o)?.map(|p| crate::head::probability_rows(&p)));
         }
-        RowOutputs { predictions, probabilities }
+        Ok(RowOutputs { predictions, probabilities })
     })
 }
 

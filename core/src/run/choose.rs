@@ -258,8 +258,8 @@ impl Problem<'_> {
                 &mut NoCheckpoints,
                 &mut Silent,
             )?;
-            let (_, losses) = train::evaluate_losses(&model, &score_batch);
-            let predictions = super::evaluate::predict_features(&model, &score_batch.features);
+            let (_, losses) = train::evaluate_losses(&model, &score_batch)?;
+            let predictions = super::evaluate::predict_features(&model, &score_batch.features)?;
             let subset = self.data.subset(score);
             for (j, &h) in heads.iter().enumerate() {
                 let labels = subset.labels(self.config.heads[h].column())?;

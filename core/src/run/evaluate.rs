@@ -56,10 +56,10 @@ pub(crate) fn head_type(h: &dyn HeadConfig) -> String {
 }
 
 /// Predictions of every head for `features`, in evaluation mode.
-pub fn predict_features(model: &MultiHeadModel, features: &Tensor) -> Vec<Vec<Prediction>> {
+pub fn predict_features(model: &MultiHeadModel, features: &Tensor) -> Result<Vec<Vec<Prediction>>> {
     tch::no_grad(|| {
-        let outputs = model.forward_eval(features);
-        model.heads().iter().zip(&outputs).map(|(h, o)| h.decode(&o.to_device(Device::Cpu))).collect()
+        let outputs = model.forward_eval(features)?;
+        model.heads().iter().zip(&outputs).map(|(h, o)| h.decode(&o.f_to_device(Device::Cpu)?)).collect()
     })
 }
 
@@ -114,13 +114,13 @@ pub fn predict_images(
     model: &MultiHeadModel,
     features: &Tensor,
     plan: &RowPlan,
-) -> (Vec<Vec<Prediction>>, Option<aggregate::Tiled>) {
+) -> Result<(Vec<Vec<Prediction>>, Option<aggregate::Tiled>)> {
     if !plan.tiled {
-        return (predict_features(model, features), None);
+        return Ok((predict_features(model, features)?, None));
     }
-    let rows = aggregate::predict_rows(model, features);
+    let rows = aggregate::predict_rows(model, features)?;
     let agg = aggregate::aggregate(model.heads(), &rows, &plan.groups());
-    (agg.predictions.clone(), Some((agg, rows)))
+    Ok((agg.predictions.clone(), Some((agg, rows))))
 }
 
 /// [`predict_images`] scored against the labels of `data`: per image, and
@@ -132,7 +132,7 @@ pub(crate) fn score_images(
     data: &Dataset,
     plan: &RowPlan,
 ) -> Result<(Evaluation, Vec<Vec<Prediction>>, Option<aggregate::Tiled>)> {
-    let (predictions, tiled) = predict_images(model, features, plan);
+    let (predictions, tiled) = predict_images(model, features, plan)?;
     let mut evaluation = evaluate(config, model, &predictions, data)?;
     if let Some((_, rows)) = &tiled {
         let per_tile = evaluate(config, model, &rows.predictions, &data.subset(&plan.image))?;

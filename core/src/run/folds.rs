@@ -187,7 +187,7 @@ pub fn cross_validate(
         let fitted = fit_rows(cfg, extractor, &rows, &parts, &mut crate::train::NoCheckpoints, progress)
             .map_err(|e| Error::Training(format!("fold {}/{k}: {e}", f + 1)))?;
         let held_set = data.subset(held);
-        let preds = predict_features(&fitted.model, &fitted.rows(features, held));
+        let preds = predict_features(&fitted.model, &fitted.rows(features, held))?;
         let eval = evaluate(c, &fitted.model, &preds, &held_set)?;
         for (h, p) in preds.into_iter().enumerate() {
             for (j, p) in p.into_iter().enumerate() {

@@ -78,15 +78,15 @@ impl PredictionTable {
     ///
     /// # Shapes
     /// `features`: `[N, D]`.
-    pub fn predict(model: &MultiHeadModel, features: &Tensor) -> PredictionTable {
-        let rows = super::aggregate::predict_rows(model, features);
+    pub fn predict(model: &MultiHeadModel, features: &Tensor) -> Result<PredictionTable> {
+        let rows = super::aggregate::predict_rows(model, features)?;
         let probabilities = model
             .heads()
             .iter()
             .zip(rows.probabilities)
             .map(|(h, p)| h.classes().zip(p).map(|(c, p)| (c.to_vec(), p)))
             .collect();
-        PredictionTable { heads: model.head_names(), predictions: rows.predictions, probabilities }
+        Ok(PredictionTable { heads: model.head_names(), predictions: rows.predictions, probabilities })
     }
 
     /// The table of a tiled run: `predictions` per image (already

@@ -190,9 +190,9 @@ impl SavedRun {
             )));
         }
         let rows = self.rows(&set, progress)?;
-        let (predictions, tiled) = predict_images(&self.model, &rows.features, &rows.plan);
+        let (predictions, tiled) = predict_images(&self.model, &rows.features, &rows.plan)?;
         let table = match &tiled {
-            None => output::PredictionTable::predict(&self.model, &rows.features),
+            None => output::PredictionTable::predict(&self.model, &rows.features)?,
             Some((_, r)) => {
                 output::PredictionTable::per_image(&self.model, &predictions, r, &rows.plan.groups())
             }

@@ -234,8 +234,8 @@ pub fn train_with(
                 data
             };
             opt.zero_grad();
-            let outputs = model.forward(&batch.features, true);
-            let losses = model.losses(&outputs, &batch.targets);
+            let outputs = model.forward(&batch.features, true)?;
+            let losses = model.losses(&outputs, &batch.targets)?;
             let loss = model.total_loss(&losses);
             let values: Vec<f64> = losses.iter().map(|l| l.double_value(&[])).collect();
             check_finite(&names, &values, epoch)?;
@@ -250,7 +250,7 @@ pub fn train_with(
         }
         let (val_total, val_losses) = match val.filter(|v| !v.is_empty()) {
             Some(v) => {
-                let (t, l) = evaluate_losses(model, v);
+                let (t, l) = evaluate_losses(model, v)?;
                 check_finite(&names, &l, epoch)?;
                 (Some(t), Some(l))
             }
@@ -301,12 +301,12 @@ pub fn train_with(
 }
 
 /// Weighted total and per-head losses in evaluation mode (no dropout, no gradient).
-pub fn evaluate_losses(model: &MultiHeadModel, data: &Batch) -> (f64, Vec<f64>) {
+pub fn evaluate_losses(model: &MultiHeadModel, data: &Batch) -> Result<(f64, Vec<f64>)> {
     tch::no_grad(|| {
-        let outputs = model.forward_eval(&data.features);
-        let losses = model.losses(&outputs, &data.targets);
-        let total = model.total_loss(&losses).double_value(&[]);
-        (total, losses.iter().map(|l| l.double_value(&[])).collect())
+        let outputs = model.forward_eval(&data.features)?;
+        let losses = model.losses(&outputs, &data.targets)?;
+        let total = model.total_loss(&losses).f_double_value(&[])?;
+        Ok((total, losses.iter().map(|l| l.f_double_value(&[])).collect::<std::result::Result<_, _>>()?))
     })
 }
 

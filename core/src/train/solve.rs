@@ -98,12 +98,12 @@ pub(super) fn train_lbfgs(
                 // Dropout off: the line search needs a deterministic objective.
                 let mut total = match (head, input) {
                     (Some(h), Some(input)) => {
-                        let out = model.heads()[h].forward(input, false);
-                        model.heads()[h].masked_loss(&out, &data.targets[h]) * weight
+                        let out = model.heads()[h].forward(input, false)?;
+                        model.heads()[h].masked_loss(&out, &data.targets[h])? * weight
                     }
                     _ => {
-                        let outputs = model.forward(&data.features, false);
-                        model.total_loss(&model.losses(&outputs, &data.targets))
+                        let outputs = model.forward(&data.features, false)?;
+                        model.total_loss(&model.losses(&outputs, &data.targets)?)
                     }
                 };
                 for (t, d) in &penalty {
@@ -119,16 +119,16 @@ pub(super) fn train_lbfgs(
         .collect();
     // A separable head's losses change only while its solver runs: only
     // those heads are evaluated again for the history.
-    let head_loss = |h: usize, input: &Tensor, batch: &Batch| -> f64 {
+    let head_loss = |h: usize, input: &Tensor, batch: &Batch| -> Result<f64> {
         tch::no_grad(|| {
-            let out = model.heads()[h].forward(input, false);
-            model.heads()[h].masked_loss(&out, &batch.targets[h]).double_value(&[])
+            let out = model.heads()[h].forward(input, false)?;
+            Ok(model.heads()[h].masked_loss(&out, &batch.targets[h])?.f_double_value(&[])?)
         })
     };
     let separable = groups.iter().all(|(h, _)| h.is_some()) && train_inputs.iter().all(Option::is_some);
     let (mut train_losses, mut val_losses) = if separable {
-        let (_, t) = evaluate_losses(model, data);
-        (t, val.map(|v| evaluate_losses(model, v).1))
+        let (_, t) = evaluate_losses(model, data)?;
+        (t, val.map(|v| evaluate_losses(model, v).map(|v| v.1)).transpose()?)
     } else {
         (Vec::new(), None)
     };
@@ -148,10 +148,10 @@ pub(super) fn train_lbfgs(
             objective_value += step.loss;
             *done = step.converged.is_some();
             if let (true, Some(h), Some(input)) = (separable, groups[g].0, &train_inputs[g]) {
-                train_losses[h] = head_loss(h, input, data);
+                train_losses[h] = head_loss(h, input, data)?;
                 if let (Some(v), Some(vl), Some(vi)) = (val, val_losses.as_mut(), &val_inputs) {
                     if let Some(input) = &vi[g] {
-                        vl[h] = head_loss(h, input, v);
+                        vl[h] = head_loss(h, input, v)?;
                     }
                 }
             }
@@ -161,8 +161,8 @@ pub(super) fn train_lbfgs(
             let vt = val_losses.as_deref().map(weighted);
             (weighted(&train_losses), train_losses.clone(), vt, val_losses.clone())
         } else {
-            let (t, l) = evaluate_losses(model, data);
-            let v = val.map(|v| evaluate_losses(model, v));
+            let (t, l) = evaluate_losses(model, data)?;
+            let v = val.map(|v| evaluate_losses(model, v)).transpose()?;
             (t, l, v.as_ref().map(|v| v.0), v.map(|v| v.1))
         };
         check_finite(&names, &train, iteration)?;

@@ -142,15 +142,15 @@ impl ForeignHead for HeadAdapter {
     }
 
     fn forward(&self, features: &Tensor, train: bool) -> Result<Tensor, PluginFailure> {
-        guard(|| Ok(self.0.forward(features, train)))
+        guard(|| Ok(self.0.forward(features, train)?))
     }
 
     fn loss(&self, output: &Tensor, target: &Tensor) -> Result<Tensor, PluginFailure> {
-        guard(|| Ok(self.0.loss(output, target)))
+        guard(|| Ok(self.0.loss(output, target)?))
     }
 
     fn masked_loss(&self, output: &Tensor, targets: &Targets) -> Result<Tensor, PluginFailure> {
-        guard(|| Ok(self.0.masked_loss(output, targets)))
+        guard(|| Ok(self.0.masked_loss(output, targets)?))
     }
 
     fn encode(&self, labels: &Labels) -> Result<Targets, PluginFailure> {
@@ -158,7 +158,7 @@ impl ForeignHead for HeadAdapter {
     }
 
     fn decode(&self, output: &Tensor) -> Result<Vec<Prediction>, PluginFailure> {
-        guard(|| Ok(self.0.decode(output)))
+        guard(|| Ok(self.0.decode(output)?))
     }
 
     fn score(&self, predictions: &[Prediction], labels: &Labels) -> Result<String, PluginFailure> {

@@ -8,6 +8,7 @@
 //! type = "focal"
 //! name = "morphology"
 //! gamma = 2.0        # 0 gives plain cross-entropy
+//! # fail = "panic_in_forward"   # for tests: fail on purpose (see `Fail`)
 //! ```
 #![deny(missing_docs)]
 
@@ -23,6 +24,26 @@ pub struct FocalConfig {
     /// Focusing exponent (default 2).
     #[serde(default = "two")]
     pub gamma: f64,
+    /// Fail on purpose, to test how furcate takes a failing plugin head
+    /// (default: never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail: Option<Fail>,
+}
+
+/// Where and how a focal head fails on purpose (`fail = "..."`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fail {
+    /// `forward` panics.
+    PanicInForward,
+    /// `forward` returns an error.
+    ErrorInForward,
+    /// `loss` panics.
+    PanicInLoss,
+    /// `decode` panics.
+    PanicInDecode,
+    /// `decode` returns an error.
+    ErrorInDecode,
 }
 
 fn two() -> f64 {
@@ -54,7 +75,7 @@ impl HeadConfig for FocalConfig {
         let classes: Vec<String> = furcate_plugin::serde_json::from_value(state["classes"].clone())
             .map_err(|e| Error::Invalid(format!("head `{}`: bad state: {e}", self.name)))?;
         let out = nn::linear(&path / "out", in_dim, classes.len() as i64, Default::default());
-        Ok(Box::new(FocalHead { name: self.name.clone(), gamma: self.gamma, classes, out }))
+        Ok(Box::new(FocalHead { name: self.name.clone(), gamma: self.gamma, classes, out, fail: self.fail }))
     }
 }
 
@@ -63,6 +84,21 @@ struct FocalHead {
     gamma: f64,
     classes: Vec<String>,
     out: nn::Linear,
+    fail: Option<Fail>,
+}
+
+impl FocalHead {
+    /// Panics in `call` when the configured failure is `panic`, returns an
+    /// error when it is `error`.
+    fn fail_if(&self, panic: Fail, error: Option<Fail>, call: &str) -> Result<()> {
+        match self.fail {
+            Some(f) if f == panic => panic!("focal head `{}`: {call} fails on purpose", self.name),
+            Some(f) if Some(f) == error => {
+                Err(Error::Invalid(format!("focal head `{}`: {call} fails on purpose", self.name)))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 impl PropertyHead for FocalHead {
@@ -70,14 +106,19 @@ impl PropertyHead for FocalHead {
         &self.name
     }
 
-    fn forward(&self, features: &Tensor, _train: bool) -> Tensor {
-        self.out.forward(features)
+    fn forward(&self, features: &Tensor, _train: bool) -> Result<Tensor> {
+        self.fail_if(Fail::PanicInForward, Some(Fail::ErrorInForward), "forward")?;
+        Ok(features.f_linear(&self.out.ws, self.out.bs.as_ref())?)
     }
 
-    fn loss(&self, output: &Tensor, target: &Tensor) -> Tensor {
-        let log_p = output.log_softmax(-1, Kind::Float).gather(1, &target.unsqueeze(1), false).squeeze_dim(1);
+    fn loss(&self, output: &Tensor, target: &Tensor) -> Result<Tensor> {
+        self.fail_if(Fail::PanicInLoss, None, "loss")?;
+        let log_p = output
+            .f_log_softmax(-1, Kind::Float)?
+            .f_gather(1, &target.f_unsqueeze(1)?, false)?
+            .f_squeeze_dim(1)?;
         let weight = (-log_p.exp() + 1.0).pow_tensor_scalar(self.gamma);
-        (-(weight * log_p)).mean(Kind::Float)
+        Ok((-(weight * log_p)).mean(Kind::Float))
     }
 
     fn encode(&self, labels: &Labels) -> Result<Targets> {
@@ -89,15 +130,15 @@ impl PropertyHead for FocalHead {
         })
     }
 
-    fn decode(&self, output: &Tensor) -> Vec<Prediction> {
-        let (p, k) = output.softmax(-1, Kind::Float).max_dim(1, false);
-        let (p, k) = (Vec::<f64>::try_from(p.to_kind(Kind::Double)), Vec::<i64>::try_from(k));
-        let (p, k) = (p.unwrap_or_default(), k.unwrap_or_default());
-        let class = |k: i64| self.classes[k as usize].clone();
-        k.into_iter()
+    fn decode(&self, output: &Tensor) -> Result<Vec<Prediction>> {
+        self.fail_if(Fail::PanicInDecode, Some(Fail::ErrorInDecode), "decode")?;
+        let (p, k) = output.f_softmax(-1, Kind::Float)?.f_max_dim(1, false)?;
+        let (p, k) = (Vec::<f64>::try_from(p.f_to_kind(Kind::Double)?)?, Vec::<i64>::try_from(k)?);
+        let class = |k: i64| self.classes.get(k as usize).cloned().unwrap_or_default();
+        Ok(k.into_iter()
             .zip(p)
             .map(|(k, probability)| Prediction::Class { label: class(k), probability })
-            .collect()
+            .collect())
     }
 
     fn score(&self, predictions: &[Prediction], labels: &Labels) -> Result<HeadScore> {
