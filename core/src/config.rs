@@ -22,7 +22,6 @@
 //! test_fraction = 0.1
 //! ```
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -68,6 +67,23 @@ pub struct RunConfig {
     /// head whose class names are all numbers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub consistency: Vec<ConsistencyPair>,
+}
+
+impl RunConfig {
+    /// Why `training.standardise_features` cannot be on here, when it is on
+    /// with `extractor.trainable_stages > 0`: standardising the boundary
+    /// activations would feed the pretrained stages inputs they were never
+    /// trained on. The one rule behind the config check (which adds the line)
+    /// and the model build.
+    pub fn standardise_conflict(&self) -> Option<String> {
+        let stages = self.extractor.trainable_stages();
+        (self.training.standardise() && stages > 0).then(|| {
+            format!(
+                "training.standardise_features cannot be used with extractor.trainable_stages = {stages}: \
+                 it would rescale the activations the pretrained stages take; turn one of them off"
+            )
+        })
+    }
 }
 
 /// `[[consistency]]`: a head predicting a value and a head predicting its bin.
@@ -571,15 +587,11 @@ impl LoadedConfig {
         if heads && c.heads.is_empty() {
             errors.push(Error::config(&self.path, "no [[heads]]: declare at least one head"));
         }
-        let mut names = BTreeSet::new();
-        for h in &c.heads {
-            if !names.insert(h.name()) {
-                errors.push(self.error_at_nth(
-                    &format!("\"{}\"", h.name()),
-                    1,
-                    format!("duplicate head name `{}`: head names must be unique", h.name()),
-                ));
-            }
+        for (i, message) in crate::head::head_name_problems(c.heads.iter().map(|h| h.name())) {
+            // The line of this head's name: earlier heads of the same name come first.
+            let name = c.heads[i].name();
+            let earlier = c.heads[..i].iter().filter(|h| h.name() == name).count();
+            errors.push(self.error_at_nth(&format!("\"{name}\""), earlier, message));
         }
         match (&c.data.manifest, &c.data.folders) {
             (None, None) if data => {
@@ -661,21 +673,14 @@ impl LoadedConfig {
         if let Err(e) = self.check_taps() {
             errors.push(e);
         }
-        if t.standardise() && c.extractor.trainable_stages() > 0 {
-            errors.push(self.error_at(
-                "standardise_features",
-                format!(
-                    "training.standardise_features cannot be used with extractor.trainable_stages = {}: \
-                     it would rescale the activations the pretrained stages take; turn one of them off",
-                    c.extractor.trainable_stages()
-                ),
-            ));
+        if let Some(m) = c.standardise_conflict() {
+            errors.push(self.error_at("standardise_features", m));
         }
         if c.runtime.threads == Some(0) {
             errors.push(self.error_at_key("threads", 0, "runtime.threads must be at least 1"));
         }
-        if c.extractor.input_size() < 32 {
-            errors.push(self.error_at("size", "extractor.size must be at least 32"));
+        if let Err(m) = crate::extractor::check_input_size(c.extractor.input_size()) {
+            errors.push(self.error_at("size", format!("extractor.{m}")));
         }
         errors
     }
@@ -688,23 +693,10 @@ impl LoadedConfig {
         let c = &self.config;
         let valid = c.extractor.tap_names();
         let check = |names: &[String], whose: &str, nth: usize| -> Result<()> {
-            if names.is_empty() {
-                return Err(self.error_at_key(
-                    "taps",
-                    nth,
-                    format!("{whose}: taps is empty; name at least one of {}", valid.join(", ")),
-                ));
-            }
-            for n in names {
-                if !valid.contains(n) {
-                    return Err(self.error_at_key(
-                        "taps",
-                        nth,
-                        format!("{whose}: unknown tap `{n}`; the extractor's taps are {}", valid.join(", ")),
-                    ));
-                }
-            }
-            Ok(())
+            crate::extractor::taps::check_tap_names(whose, names, &valid).map_err(|e| match e {
+                Error::Invalid(m) => self.error_at_key("taps", nth, m),
+                e => e,
+            })
         };
         // `taps` lines in file order: the extractor's, the trunk's, then the heads'.
         let mut nth = usize::from(section_has(&self.text, "[extractor]", "taps"));

@@ -105,7 +105,7 @@ impl BackboneConfig {
     /// Checks `taps` (known names, none twice, not with `trainable_stages`).
     pub fn validate<N: Network>(&self) -> Result<()> {
         let Some(names) = &self.taps else { return Ok(()) };
-        check_tap_names(N::NAME, names, N::TAPS)?;
+        check_tap_names(&format!("extractor `{}`", N::NAME), names, N::TAPS)?;
         if self.trainable_stages > 0 {
             return Err(Error::Invalid(format!(
                 "extractor `{}`: taps cannot be combined with trainable_stages = {} (a tapped \
@@ -175,9 +175,6 @@ impl Default for BackboneConfig {
     }
 }
 
-/// Smallest input side accepted: below it the five stride-2 stages leave nothing to pool.
-pub const MIN_SIZE: i64 = 32;
-
 /// The same memory in NHWC order, as libtorch's channels-last format.
 ///
 /// # Shapes
@@ -216,12 +213,7 @@ impl Frozen {
         rules: KeyRules<'_>,
         build: impl FnOnce(&nn::Path) -> M,
     ) -> Result<(Self, M)> {
-        if cfg.size < MIN_SIZE {
-            return Err(Error::Invalid(format!(
-                "extractor `{name}`: size = {} is too small; it must be at least {MIN_SIZE}",
-                cfg.size
-            )));
-        }
+        super::check_input_size(cfg.size).map_err(|m| Error::Invalid(format!("extractor `{name}`: {m}")))?;
         if cfg.batch_size == 0 {
             return Err(Error::Invalid(format!("extractor `{name}`: batch_size must be at least 1")));
         }
