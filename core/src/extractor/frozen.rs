@@ -306,6 +306,75 @@ impl Frozen {
     }
 }
 
+/// Declares the `[extractor]` config of a [`Network`]: a transparent wrapper
+/// of [`BackboneConfig`] (its keys) registered as `type = $type_name`, whose
+/// [`ExtractorConfig`](super::ExtractorConfig) builds a [`Backbone`] of the
+/// network and answers every other method from the wrapped config.
+macro_rules! backbone_config {
+    ($(#[$meta:meta])* $vis:vis struct $config:ident for $net:ty, $type_name:tt) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+        #[serde(transparent)]
+        $vis struct $config(pub $crate::extractor::frozen::BackboneConfig);
+
+        #[typetag::serde(name = $type_name)]
+        impl $crate::extractor::ExtractorConfig for $config {
+            fn build(
+                &self,
+                ctx: &$crate::extractor::BuildContext,
+            ) -> $crate::Result<Box<dyn $crate::extractor::FeatureExtractor>> {
+                Ok(Box::new($crate::extractor::frozen::Backbone::<$net>::new(&self.0, ctx)?))
+            }
+
+            fn input_size(&self) -> i64 {
+                self.0.size
+            }
+
+            fn trainable_stages(&self) -> usize {
+                self.0.trainable_stages
+            }
+
+            fn validate(&self) -> $crate::Result<()> {
+                self.0.validate::<$net>()
+            }
+
+            fn tap_names(&self) -> Vec<String> {
+                self.0.tap_names::<$net>()
+            }
+
+            fn tap_config(&self, i: usize) -> Option<Box<dyn $crate::extractor::ExtractorConfig>> {
+                self.0
+                    .single_tap::<$net>(i)
+                    .map(|c| Box::new($config(c)) as Box<dyn $crate::extractor::ExtractorConfig>)
+            }
+        }
+    };
+}
+pub(crate) use backbone_config;
+
+/// Runs `h` through the `stages` (each a list of blocks, `forward` running
+/// one) up to stage `deepest` (1-based), calling `tap(i + 1, ..)` after stage
+/// `i`: the stage loop of [`Network::tapped`]. The output of the last stage
+/// when every stage ran, `None` when `deepest` stopped it earlier.
+pub(crate) fn tap_stages<B>(
+    mut h: Tensor,
+    stages: &[Vec<B>],
+    deepest: usize,
+    forward: impl Fn(&B, &Tensor) -> Tensor,
+    tap: &mut dyn FnMut(usize, &Tensor),
+) -> Option<Tensor> {
+    for (i, blocks) in stages.iter().enumerate() {
+        if i + 1 > deepest {
+            return None;
+        }
+        for block in blocks {
+            h = forward(block, &h);
+        }
+        tap(i + 1, &h);
+    }
+    Some(h)
+}
+
 /// A network architecture that a [`Backbone`] builds, loads and runs.
 ///
 /// The network is a stem, [`Network::STAGES`] stages and a global average
