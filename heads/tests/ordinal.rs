@@ -154,3 +154,19 @@ fn is_registered_and_parses_from_toml() {
     let bad = toml::from_str::<Box<dyn HeadConfig>>("type = \"ordinal\"\nname = \"bin\"\nclasses = 3");
     assert!(bad.is_err());
 }
+
+#[test]
+fn unknown_keys_name_their_line_and_new_matches_the_toml_defaults() {
+    // Through typetag, toml names the line of the head's `[[heads]]` header.
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct File {
+        heads: Vec<Box<dyn HeadConfig>>,
+    }
+    let text = "[[heads]]\ntype = \"ordinal\"\nname = \"a\"\n\n[[heads]]\ntype = \"ordinal\"\nname = \"b\"\nhidden = [4]\nclasses = 3";
+    let e = toml::from_str::<File>(text).unwrap_err().to_string();
+    assert!(e.contains("line 5") && e.contains("unknown field `classes`"), "{e}");
+    let e = toml::from_str::<OrdinalConfig>("name = \"bin\"\nweigth = 2.0").unwrap_err().to_string();
+    assert!(e.contains("line 2") && e.contains("weigth"), "{e}");
+    assert_eq!(toml::from_str::<OrdinalConfig>("name = \"bin\"").unwrap(), OrdinalConfig::new("bin"));
+}
