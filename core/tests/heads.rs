@@ -390,8 +390,11 @@ fn common_fields_read_alike_and_new_matches_the_toml_defaults() {
     let regression = RegressionConfig::new("h");
     assert_eq!(toml::from_str::<ClassificationConfig>("name = \"h\"").unwrap(), classification);
     assert_eq!(toml::from_str::<RegressionConfig>("name = \"h\"").unwrap(), regression);
-    assert!(regression.standardise && regression.huber_delta == 1.0 && regression.loss == RegressionLoss::Mse);
-    let common = "name = \"h\"\ncolumn = \"c\"\nweight = 0.5\nhidden = [4, 2]\ndropout = 0.25\ntaps = [\"head\"]\n";
+    assert!(
+        regression.standardise && regression.huber_delta == 1.0 && regression.loss == RegressionLoss::Mse
+    );
+    let common =
+        "name = \"h\"\ncolumn = \"c\"\nweight = 0.5\nhidden = [4, 2]\ndropout = 0.25\ntaps = [\"head\"]\n";
     let c: ClassificationConfig = toml::from_str(common).unwrap();
     let r: RegressionConfig = toml::from_str(common).unwrap();
     assert_eq!(
@@ -408,6 +411,7 @@ fn common_fields_read_alike_and_new_matches_the_toml_defaults() {
     let vs = nn::VarStore::new(Device::Cpu);
     let mlp = c.mlp(&vs.root(), 3, 5).unwrap();
     assert_eq!(mlp.forward_t(&Tensor::zeros([2, 3], (Kind::Float, Device::Cpu)), false).size(), [2, 5]);
-    let e = RegressionConfig { dropout: 1.0, ..RegressionConfig::new("d") }.mlp(&vs.root(), 3, 1).unwrap_err();
+    let e =
+        RegressionConfig { dropout: 1.0, ..RegressionConfig::new("d") }.mlp(&vs.root(), 3, 1).unwrap_err();
     assert!(e.to_string().contains("head `d`") && e.to_string().contains("dropout"), "{e}");
 }

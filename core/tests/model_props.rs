@@ -630,13 +630,19 @@ fn head_name_and_tap_rules_read_the_same_in_the_config_and_the_model() {
     let head = |kind: &str, name: &str| format!("[[heads]]\ntype = \"{kind}\"\nname = \"{name}\"\n");
     // Lines 6-8 and 9-11: the second head's name is on line 11.
     let twice = loaded(&(head("classification", "p") + &head("regression", "p"))).unwrap_err();
-    assert!(twice.contains("rules.toml") && twice.contains("line 11") && twice.contains("duplicate head name `p`"));
+    assert!(
+        twice.contains("rules.toml")
+            && twice.contains("line 11")
+            && twice.contains("duplicate head name `p`")
+    );
     let dotted = loaded(&(head("classification", "p") + &head("regression", "a.b"))).unwrap_err();
     assert!(dotted.contains("line 11") && dotted.contains("`a.b`"), "{dotted}");
     // The model builder refuses the same names with the same words.
     let vs = nn::VarStore::new(Device::Cpu);
     let state = serde_json::json!({ "mean": 0.0, "std": 1.0 });
-    for (names, rule) in [(["p", "p"], "duplicate head name `p`"), (["p", "a.b"], "`a.b`: a name must be non-empty")] {
+    for (names, rule) in
+        [(["p", "p"], "duplicate head name `p`"), (["p", "a.b"], "`a.b`: a name must be non-empty")]
+    {
         let heads: Vec<(Box<dyn HeadConfig>, HeadState)> = names
             .iter()
             .map(|n| (Box::new(RegressionConfig::new(*n)) as Box<dyn HeadConfig>, state.clone()))

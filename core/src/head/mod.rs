@@ -107,8 +107,14 @@ macro_rules! head_config {
 
             /// The head's network under `path`: the `hidden` layers (ReLU, then
             /// `dropout` while training) and an output layer of `outputs` units.
-            pub fn mlp(&self, path: &tch::nn::Path, in_dim: i64, outputs: i64) -> $crate::Result<$crate::model::Mlp> {
-                $crate::model::Mlp::new(path, in_dim, &self.hidden, "hidden", $crate::model::Activation::Relu, self.dropout)
+            pub fn mlp(
+                &self,
+                path: &tch::nn::Path,
+                in_dim: i64,
+                outputs: i64,
+            ) -> $crate::Result<$crate::model::Mlp> {
+                let relu = $crate::model::Activation::Relu;
+                $crate::model::Mlp::new(path, in_dim, &self.hidden, "hidden", relu, self.dropout)
                     .and_then(|m| m.with_output(path, outputs))
                     .map_err(|e| self.invalid(e))
             }
@@ -120,14 +126,32 @@ macro_rules! head_config {
 /// its common fields: `name`, `column` (the name when not set), `loss_weight`
 /// (`weight`) and `taps`. Invoke it inside the head's `impl HeadConfig`.
 ///
-/// ```ignore
+/// ```
+/// use furcate_core::head::{HeadConfig, HeadState, Labels, PropertyHead};
+/// use furcate_core::Result;
+/// use tch::nn;
+///
+/// furcate_core::head_config! {
+///     /// The `[[heads]]` table of `type = "mine"`.
+///     pub struct MineConfig {}
+/// }
+///
 /// #[typetag::serde(name = "mine")]
 /// impl HeadConfig for MineConfig {
 ///     furcate_core::head_config_methods!();
 ///
-///     fn fit(&self, labels: &Labels) -> Result<HeadState> { ... }
-///     fn build(&self, path: nn::Path, in_dim: i64, state: &HeadState) -> Result<Box<dyn PropertyHead>> { ... }
+///     fn fit(&self, _labels: &Labels) -> Result<HeadState> {
+///         Ok(serde_json::json!({}))
+///     }
+///
+///     fn build(&self, _path: nn::Path, _in_dim: i64, _state: &HeadState) -> Result<Box<dyn PropertyHead>> {
+///         Err(self.invalid("not built in this example"))
+///     }
 /// }
+///
+/// let mine: Box<dyn HeadConfig> = toml::from_str("type = \"mine\"\nname = \"m\"\nweight = 2.0").unwrap();
+/// assert_eq!((mine.name(), mine.column(), mine.loss_weight()), ("m", "m", 2.0));
+/// assert!(mine.taps().is_none());
 /// ```
 #[macro_export]
 macro_rules! head_config_methods {
@@ -162,10 +186,10 @@ pub fn default_weight() -> f64 {
 /// When a field other than `name` has no serde default: a mistake in the
 /// config struct, never in the input.
 pub fn with_defaults<T: serde::de::DeserializeOwned>(name: String) -> T {
-    let table = serde::de::value::MapDeserializer::<_, serde::de::value::Error>::new(std::iter::once((
-        "name", name,
-    )));
-    T::deserialize(table).unwrap_or_else(|e| panic!("a head config field other than `name` has no default: {e}"))
+    let table =
+        serde::de::value::MapDeserializer::<_, serde::de::value::Error>::new(std::iter::once(("name", name)));
+    T::deserialize(table)
+        .unwrap_or_else(|e| panic!("a head config field other than `name` has no default: {e}"))
 }
 
 /// An [`Error::Invalid`](crate::Error::Invalid) about head `head`: "head `head`: message".
