@@ -279,41 +279,66 @@ impl Serialize for WeightDecay {
 
 impl<'de> Deserialize<'de> for WeightDecay {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct V;
+        let expected = "a number, a list of numbers, or \"auto\"";
+        match WordOrNumbers::read(d, expected)? {
+            WordOrNumbers::Number(v) => Ok(WeightDecay::Fixed(v)),
+            WordOrNumbers::List(g) => Ok(WeightDecay::Grid(g)),
+            WordOrNumbers::Word(w) if w == "auto" => Ok(WeightDecay::Grid(WeightDecay::AUTO_GRID.to_vec())),
+            WordOrNumbers::Word(w) => {
+                Err(serde::de::Error::custom(format!("weight_decay = \"{w}\": expected {expected}")))
+            }
+        }
+    }
+}
+
+/// A TOML value that is a word, a number or a list of numbers: what keys
+/// such as `weight_decay` and `intensity` take before they are told apart.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum WordOrNumbers {
+    /// A string.
+    Word(String),
+    /// A number (an integer is read as a float).
+    Number(f64),
+    /// A list of numbers.
+    List(Vec<f64>),
+}
+
+impl WordOrNumbers {
+    /// Reads one from `d`; any other value is an error saying `expected`.
+    pub(crate) fn read<'de, D: serde::Deserializer<'de>>(
+        d: D,
+        expected: &'static str,
+    ) -> std::result::Result<Self, D::Error> {
+        struct V(&'static str);
         impl<'de> serde::de::Visitor<'de> for V {
-            type Value = WeightDecay;
+            type Value = WordOrNumbers;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a number >= 0, a list of numbers, or \"auto\"")
+                f.write_str(self.0)
             }
-            fn visit_f64<E: serde::de::Error>(self, v: f64) -> std::result::Result<WeightDecay, E> {
-                Ok(WeightDecay::Fixed(v))
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> std::result::Result<WordOrNumbers, E> {
+                Ok(WordOrNumbers::Number(v))
             }
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<WeightDecay, E> {
-                Ok(WeightDecay::Fixed(v as f64))
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<WordOrNumbers, E> {
+                Ok(WordOrNumbers::Number(v as f64))
             }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<WeightDecay, E> {
-                Ok(WeightDecay::Fixed(v as f64))
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<WordOrNumbers, E> {
+                Ok(WordOrNumbers::Number(v as f64))
             }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<WeightDecay, E> {
-                match v {
-                    "auto" => Ok(WeightDecay::Grid(WeightDecay::AUTO_GRID.to_vec())),
-                    _ => Err(E::custom(format!(
-                        "weight_decay = \"{v}\": expected a number, a list of numbers, or \"auto\""
-                    ))),
-                }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<WordOrNumbers, E> {
+                Ok(WordOrNumbers::Word(v.to_string()))
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(
                 self,
                 mut seq: A,
-            ) -> std::result::Result<WeightDecay, A::Error> {
-                let mut g = Vec::new();
+            ) -> std::result::Result<WordOrNumbers, A::Error> {
+                let mut list = Vec::new();
                 while let Some(v) = seq.next_element::<f64>()? {
-                    g.push(v);
+                    list.push(v);
                 }
-                Ok(WeightDecay::Grid(g))
+                Ok(WordOrNumbers::List(list))
             }
         }
-        d.deserialize_any(V)
+        d.deserialize_any(V(expected))
     }
 }
 
