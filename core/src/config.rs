@@ -593,6 +593,20 @@ impl LoadedConfig {
         }
     }
 
+    /// The rule on `training.folds` that needs the data: at most one fold
+    /// per image. The error names the line of `folds`; the one check behind
+    /// `furcate check` and cross-validation.
+    pub fn check_folds(&self, images: usize) -> Result<()> {
+        match self.config.training.folds {
+            Some(k) if k > images => Err(self.error_at_key(
+                "folds",
+                0,
+                format!("training.folds = {k}: the data has only {images} images"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// All of [`LoadedConfig::problems`] as one error.
     fn check(&self) -> Result<()> {
         combine(&self.path, self.problems())

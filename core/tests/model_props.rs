@@ -662,3 +662,18 @@ fn head_name_and_tap_rules_read_the_same_in_the_config_and_the_model() {
     let e = LoadedConfig::from_str(&small, std::path::Path::new("rules.toml")).unwrap_err().to_string();
     assert!(e.contains("line 5") && e.contains("extractor.size must be at least 32, got 31"), "{e}");
 }
+
+#[test]
+fn more_folds_than_images_are_refused_at_the_folds_line() {
+    let heads = "[[heads]]\ntype = \"classification\"\nname = \"p\"\n";
+    let text = loaded(heads).unwrap().text.replace("epochs = 2", "epochs = 2\nfolds = 5");
+    let cfg = LoadedConfig::from_str(&text, std::path::Path::new("rules.toml")).unwrap();
+    let e = cfg.check_folds(3).unwrap_err().to_string();
+    assert!(
+        e.contains("rules.toml")
+            && e.contains("line 11")
+            && e.contains("folds = 5: the data has only 3 images")
+    );
+    assert!(cfg.check_folds(5).is_ok());
+    assert!(loaded(heads).unwrap().check_folds(1).is_ok(), "without folds there is nothing to check");
+}

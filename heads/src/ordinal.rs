@@ -40,7 +40,7 @@ use furcate_core::model::Mlp;
 use furcate_core::{Error, Result};
 use tch::{nn, Kind, Reduction, Tensor};
 
-use furcate_core::head::{cell, class_list};
+use furcate_core::head::{cell, class_list, classes_state};
 use furcate_core::metrics::to_map;
 use furcate_core::model::to_vec_f64;
 
@@ -81,13 +81,7 @@ impl HeadConfig for OrdinalConfig {
     /// The ordered set of the non-missing labels: `{"classes": [...]}`. A
     /// single class is allowed; no label at all is an error.
     fn fit(&self, labels: &Labels) -> Result<HeadState> {
-        let classes = order_classes(labels.iter().filter_map(|l| cell(*l)));
-        if classes.is_empty() {
-            return Err(
-                self.invalid(format!("column `{}` has no labels to learn the classes from", self.column()))
-            );
-        }
-        Ok(serde_json::json!({ "classes": classes }))
+        classes_state(&self.name, self.column(), order_classes(labels.iter().filter_map(|l| cell(*l))))
     }
 
     fn build(&self, path: nn::Path, in_dim: i64, state: &HeadState) -> Result<Box<dyn PropertyHead>> {

@@ -30,8 +30,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use tch::{nn, Device, Kind, Reduction, Tensor};
 
 use super::{
-    cell, class_list, encode_cells, HeadConfig, HeadScore, HeadState, Labels, Prediction, PropertyHead,
-    Targets,
+    cell, class_list, classes_state, encode_cells, HeadConfig, HeadScore, HeadState, Labels, Prediction,
+    PropertyHead, Targets,
 };
 use crate::metrics::{self, to_map};
 use crate::model::{to_vec_f64, Mlp};
@@ -80,12 +80,7 @@ impl HeadConfig for ClassificationConfig {
     fn fit(&self, labels: &Labels) -> Result<HeadState> {
         self.check()?;
         let classes: BTreeSet<&str> = labels.iter().filter_map(|l| cell(*l)).collect();
-        if classes.is_empty() {
-            return Err(
-                self.invalid(format!("column `{}` has no labels to learn the classes from", self.column()))
-            );
-        }
-        Ok(serde_json::json!({ "classes": classes }))
+        classes_state(&self.name, self.column(), classes.into_iter().collect())
     }
 
     fn build(&self, path: nn::Path, in_dim: i64, state: &HeadState) -> Result<Box<dyn PropertyHead>> {

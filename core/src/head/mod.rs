@@ -257,6 +257,25 @@ pub fn class_list(head: &str, state: &HeadState) -> Result<Vec<String>> {
     Ok(classes)
 }
 
+/// The state `{"classes": [...]}` of a discrete head from its `classes` in
+/// output order (what [`class_list`] reads back); no class at all (no label
+/// in the head's `column`) is an error naming head `head`.
+///
+/// ```
+/// use furcate_core::head::{class_list, classes_state};
+///
+/// let state = classes_state("phase", "phase", vec!["ferrite", "pearlite"])?;
+/// assert_eq!(class_list("phase", &state)?, ["ferrite", "pearlite"]);
+/// assert!(classes_state("phase", "col", Vec::<String>::new()).unwrap_err().to_string().contains("column `col`"));
+/// # Ok::<(), furcate_core::Error>(())
+/// ```
+pub fn classes_state<S: Serialize>(head: &str, column: &str, classes: Vec<S>) -> Result<HeadState> {
+    if classes.is_empty() {
+        return Err(head_error(head, format!("column `{column}` has no labels to learn the classes from")));
+    }
+    Ok(serde_json::json!({ "classes": classes }))
+}
+
 /// Encodes each present label with `f(index, label)` (surrounding whitespace
 /// trimmed); a missing or blank cell gets `T::default()` and mask `false`. A
 /// helper for [`PropertyHead::encode`].
