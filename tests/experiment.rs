@@ -2,12 +2,10 @@
 //! run folders, results.csv/results.md/plots, cached features reused, and a
 //! resumed sweep that reads finished points back instead of retraining.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use common::{dataset as make_dataset, furcate, text};
+use crate::common::{class_and_value_heads, config_text, dataset as make_dataset, furcate, text, LITE0_32};
 
 fn run(args: &[&str]) -> Output {
     furcate().args(args).output().expect("the binary runs")
@@ -18,33 +16,16 @@ fn dataset(dir: &Path) -> PathBuf {
     make_dataset(dir, 2, 5)
 }
 
+/// The heads every sweep here trains: the volume fraction as a class and as a value.
+fn fraction_heads() -> String {
+    class_and_value_heads("volume_fraction_class", "volume_fraction")
+}
+
 #[test]
 fn two_point_sweep_writes_tables_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let manifest = dataset(dir.path());
-    let base = format!(
-        r#"[data]
-manifest = "{}"
-feature_cache = "features"
-
-[extractor]
-type = "efficientnet_lite0"
-weights = "cache:efficientnet_lite0.safetensors"
-size = 32
-
-[[heads]]
-type = "classification"
-name = "volume_fraction_class"
-
-[[heads]]
-type = "regression"
-name = "volume_fraction"
-
-[training]
-epochs = 5
-"#,
-        manifest.display()
-    );
+    let base = config_text(&manifest, LITE0_32, &fraction_heads(), "epochs = 5\n");
     std::fs::write(dir.path().join("base.toml"), base).unwrap();
     let exp = dir.path().join("exp.toml");
     std::fs::write(
@@ -114,6 +95,24 @@ trunks = [[]]
     assert!(o.status.success(), "{again}");
     assert_eq!(again.matches("already done, read back").count(), 2, "{again}");
     assert_eq!(std::fs::read_to_string(sweep.join("results.md")).unwrap(), md);
+    // The sweep's and its runs' locks are gone with them.
+    let hidden = |d: &Path| {
+        std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect::<Vec<_>>()
+    };
+    assert!(hidden(&sweep).is_empty() && hidden(dir.path()).is_empty(), "{:?}", hidden(&sweep));
+
+    // A sweep on a folder another process holds fails at once, naming it.
+    let held = furcate_core::fsutil::OutputLock::acquire(&sweep, false).unwrap();
+    let o = run(&["--quiet", "experiment", exp_s]);
+    let busy = text(&o);
+    assert!(!o.status.success(), "{busy}");
+    assert!(busy.contains(&format!("pid {}", std::process::id())) && busy.contains("--wait"), "{busy}");
+    assert!(!busy.contains("read back"), "it went on: {busy}");
+    drop(held);
 }
 
 #[test]
@@ -136,28 +135,10 @@ fn unknown_head_in_a_sweep_is_named() {
 /// `0.two_point` and `1.two_point` (the names repeat, so they are numbered).
 fn two_tap_base(dir: &Path) {
     let manifest = dataset(dir);
-    let base = format!(
-        r#"[data]
-manifest = "{}"
-feature_cache = "features"
-
-[extractor]
-type = "concat"
-extractors = [{{ type = "two_point", size = 32, window = 4 }}, {{ type = "two_point", size = 32, window = 8 }}]
-
-[[heads]]
-type = "classification"
-name = "volume_fraction_class"
-
-[[heads]]
-type = "regression"
-name = "volume_fraction"
-
-[training]
-epochs = 5
-"#,
-        manifest.display()
-    );
+    let extractor =
+        "[extractor]\ntype = \"concat\"\nextractors = [{ type = \"two_point\", size = 32, window = 4 }, \
+                     { type = \"two_point\", size = 32, window = 8 }]\n";
+    let base = config_text(&manifest, extractor, &fraction_heads(), "epochs = 5\n");
     std::fs::write(dir.join("base.toml"), base).unwrap();
 }
 
@@ -295,13 +276,8 @@ fn the_bifurcation_evidence_sweeps_every_single_tap() {
 fn folds_sweep_tables_the_fold_mean_and_std() {
     let dir = tempfile::tempdir().unwrap();
     let manifest = make_dataset(dir.path(), 2, 6);
-    let base = format!(
-        "[data]\nmanifest = \"{}\"\nfeature_cache = \"features\"\n\n[extractor]\ntype = \"two_point\"\n\
-         size = 32\nthreshold = 0.5\nwindow = 4\nstride = 2\n\n[[heads]]\ntype = \"classification\"\n\
-         name = \"volume_fraction_class\"\n\n[[heads]]\ntype = \"regression\"\nname = \"volume_fraction\"\n\n\
-         [training]\nepochs = 5\n",
-        manifest.display()
-    );
+    let extractor = "[extractor]\ntype = \"two_point\"\nsize = 32\nthreshold = 0.5\nwindow = 4\nstride = 2\n";
+    let base = config_text(&manifest, extractor, &fraction_heads(), "epochs = 5\n");
     std::fs::write(dir.path().join("base.toml"), base).unwrap();
     let exp = dir.path().join("exp.toml");
     std::fs::write(

@@ -2,17 +2,14 @@
 //! named in a config, trained next to a built-in head, saved and used for
 //! prediction; and every way loading a plugin can go wrong.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use common::{dataset as make_dataset, run, s, text};
+use crate::common::{self, config_text, dataset_3x6, head, run, s, text, write_config, LITE0_32};
 
-/// 3 morphologies x 2 volume fractions x 6 images.
 fn dataset(dir: &Path) -> PathBuf {
-    make_dataset(dir, 3, 6)
+    dataset_3x6(dir)
 }
 
 /// Builds the example and the incompatible plugin with the profile of this
@@ -20,7 +17,7 @@ fn dataset(dir: &Path) -> PathBuf {
 fn plugins() -> &'static (PathBuf, PathBuf) {
     static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     BUILT.get_or_init(|| {
-        // target/<profile>/deps/plugins-<hash>
+        // target/<profile>/deps/tests-<hash>
         let exe = std::env::current_exe().unwrap();
         let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
         let target_dir = profile_dir.parent().unwrap();
@@ -48,38 +45,11 @@ fn plugins() -> &'static (PathBuf, PathBuf) {
 /// lines) on the morphology and a built-in regression head.
 fn config(dir: &Path, manifest: &Path, plugins: &[&str], head_type: &str, extra: &str) -> PathBuf {
     let list = plugins.iter().map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(", ");
-    let text = format!(
-        r#"plugins = [{list}]
-
-[data]
-manifest = "{}"
-feature_cache = "features"
-
-[extractor]
-type = "efficientnet_lite0"
-weights = "cache:efficientnet_lite0.safetensors"
-size = 32
-
-[[heads]]
-type = "{head_type}"
-name = "morphology"
-{extra}
-
-[[heads]]
-type = "regression"
-name = "volume_fraction"
-
-[training]
-test_fraction = 0.25
-seed = 3
-epochs = 40
-learning_rate = 0.01
-"#,
-        manifest.display()
-    );
-    let path = dir.join("run.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    let heads =
+        format!("{}{extra}\n\n{}", head(head_type, "morphology"), head("regression", "volume_fraction"));
+    let training = "test_fraction = 0.25\nseed = 3\nepochs = 40\nlearning_rate = 0.01\n";
+    let text = format!("plugins = [{list}]\n\n{}", config_text(manifest, LITE0_32, &heads, training));
+    write_config(dir, "run.toml", &text)
 }
 
 fn link(target: &Path, link: &Path) {
@@ -143,10 +113,7 @@ fn plugin_head_trains_next_to_a_builtin_and_predicts() {
 
     // Predict and eval from the saved run.
     let images = manifest.parent().unwrap().join("images");
-    let pred = dir.path().join("pred.csv");
-    let o = run(&["predict", s(&out), s(&images), "--out", s(&pred)]);
-    assert!(o.status.success(), "{}", text(&o));
-    let csv = std::fs::read_to_string(&pred).unwrap();
+    let csv = common::predict_dataset(&out, &manifest, &dir.path().join("pred.csv"));
     assert_eq!(csv.lines().count(), 37);
     let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
     let k = header.iter().position(|c| *c == "morphology_pred").expect("a morphology column");

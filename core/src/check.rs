@@ -22,7 +22,8 @@ use tch::Device;
 use crate::config::LoadedConfig;
 use crate::data::{image, split, Dataset};
 use crate::head::cell;
-use crate::run::{build_model, check_columns, encode, strata};
+use crate::run::assemble::{build_model, encode};
+use crate::run::parts::{check_columns, strata};
 use crate::{fsutil, Result};
 
 /// What `furcate check` found.
@@ -139,7 +140,30 @@ pub fn check(path: &Path) -> CheckReport {
 fn check_loaded(cfg: &LoadedConfig, r: &mut CheckReport) -> Result<()> {
     let c = &cfg.config;
     crate::runtime::apply_config_threads(&c.runtime);
-    let data = Dataset::load(&c.data, &cfg.dir())?;
+    let listed = Dataset::load_listed(&c.data, &cfg.dir())?;
+    let repeats = listed.repeated_files();
+    for &(j, i) in &repeats {
+        r.duplicates.push(Duplicate {
+            kind: "same file".into(),
+            first: row(&listed, j),
+            second: row(&listed, i),
+        });
+    }
+    // Training refuses repeated files (`duplicates = "error"`) or drops them;
+    // either way the rest is checked on the rows it would train on.
+    let data = match listed.clone().with_duplicates(c.data.duplicates) {
+        Ok(data) => {
+            for d in &r.duplicates {
+                r.warnings.push(format!("{}: {} and {}; the second dropped", d.kind, d.first, d.second));
+            }
+            data
+        }
+        Err(e) => {
+            r.errors.push(e.to_string());
+            let dropped: std::collections::HashSet<usize> = repeats.iter().map(|&(_, i)| i).collect();
+            listed.subset(&(0..listed.len()).filter(|i| !dropped.contains(i)).collect::<Vec<_>>())
+        }
+    };
     r.images = data.len();
     if let Err(e) = check_columns(cfg, &data) {
         r.errors.push(e.to_string());
@@ -150,7 +174,7 @@ fn check_loaded(cfg: &LoadedConfig, r: &mut CheckReport) -> Result<()> {
     let t = &c.training;
     let parts = if t.folds.is_some() {
         let all: Vec<usize> = (0..data.len()).collect();
-        let (train, val, _) = crate::run::validation_split(t, &strata, &all);
+        let (train, val, _) = crate::run::parts::validation_split(t, &strata, &all);
         split::Split { train, val, test: Vec::new() }
     } else {
         let rest = data.len() - split::stratified(&strata, t.test_fraction, 0.0, t.seed).test.len();
@@ -190,7 +214,7 @@ fn row(data: &Dataset, i: usize) -> String {
     format!("{} ({})", data.origins[i], data.names[i])
 }
 
-/// Decodes every image: kinds, unreadable files, duplicates.
+/// Decodes every image: kinds, unreadable files, the same pixels under two names.
 fn images(data: &Dataset, r: &mut CheckReport) {
     let decoded: Vec<std::result::Result<(ImageKind, String), String>> = data
         .files
@@ -239,21 +263,7 @@ fn images(data: &Dataset, r: &mut CheckReport) {
         }
     }
     r.image_kinds = kinds.into_iter().map(|(k, count)| ImageKind { count, ..k }).collect();
-    let mut seen_files: BTreeMap<PathBuf, usize> = BTreeMap::new();
-    for (i, f) in data.files.iter().enumerate() {
-        let key = std::fs::canonicalize(f).unwrap_or_else(|_| f.clone());
-        match seen_files.get(&key) {
-            Some(&j) => r.duplicates.push(Duplicate {
-                kind: "same file".into(),
-                first: row(data, j),
-                second: row(data, i),
-            }),
-            None => {
-                seen_files.insert(key, i);
-            }
-        }
-    }
-    for d in &r.duplicates {
+    for d in r.duplicates.iter().filter(|d| d.kind == "same pixels") {
         r.warnings.push(format!("{}: {} and {}", d.kind, d.first, d.second));
     }
 }

@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::intensity::Intensity;
 use crate::data::tiles::{Crop, TileConfig};
+use crate::data::Duplicates;
 use crate::extractor::taps::TapSelection;
 use crate::extractor::{BuildContext, ExtractorConfig};
 use crate::head::HeadConfig;
@@ -180,6 +181,10 @@ pub struct DataConfig {
     /// quarter of the extractor's input.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_size: Option<u32>,
+    /// What a manifest listing the same image file twice does: `error`
+    /// (default) or `drop` (keep the first line, warn about the others).
+    #[serde(default, skip_serializing_if = "Duplicates::is_error")]
+    pub duplicates: Duplicates,
 }
 
 fn default_percentiles() -> [f64; 2] {

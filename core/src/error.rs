@@ -96,5 +96,18 @@ impl Error {
     }
 }
 
+/// Items a message lists before it says `and N more` ([`abridged`]).
+pub const LISTED: usize = 5;
+
+/// The first [`LISTED`] of `items` joined by `sep`, then `and N more` when
+/// there are others: a message about hundreds of names stays one short line.
+pub fn abridged(items: &[String], sep: &str) -> String {
+    let mut text = items.iter().take(LISTED).map(String::as_str).collect::<Vec<_>>().join(sep);
+    if items.len() > LISTED {
+        text.push_str(&format!("{sep}and {} more", items.len() - LISTED));
+    }
+    text
+}
+
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

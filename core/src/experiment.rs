@@ -49,7 +49,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::Deserialize;
-use serde_json::Value;
 
 use crate::config::LoadedConfig;
 use crate::features::CacheStats;
@@ -178,6 +177,9 @@ pub struct ExperimentOptions {
     pub force: bool,
     /// Write each run's plots and `report.html` (slow; off by default).
     pub report: bool,
+    /// When another process is writing the output folder, wait for it
+    /// instead of failing ([`fsutil::OutputLock`]).
+    pub wait: bool,
 }
 
 /// One head's result at one point.
@@ -278,6 +280,7 @@ impl Experiment {
     ) -> Result<ExperimentSummary> {
         let start = Instant::now();
         let dir = opts.out.clone().unwrap_or_else(|| self.default_out());
+        let _lock = fsutil::OutputLock::acquire(&dir, opts.wait)?;
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let mut results = Vec::new();
         for (i, p) in self.points.iter().enumerate() {
@@ -289,8 +292,13 @@ impl Experiment {
                 (None, wall.unwrap_or(f64::NAN))
             } else {
                 let t0 = Instant::now();
-                let topts =
-                    TrainOptions { out: run_dir.clone(), resume: false, force: true, report: opts.report };
+                let topts = TrainOptions {
+                    out: run_dir.clone(),
+                    resume: false,
+                    force: true,
+                    report: opts.report,
+                    wait: opts.wait,
+                };
                 let summary = run::train_run(&cfg, &topts, progress)?;
                 let wall = t0.elapsed().as_secs_f64();
                 fsutil::write_atomic(&wall_file, format!("{wall:.3}\n").as_bytes())?;
@@ -550,38 +558,25 @@ fn keep_consistency_of(config: &mut toml::Table, kept: &[toml::Table]) {
 
 /// Reads a finished point's run folder.
 fn read_point(p: &Point, dir: &Path) -> Result<PointResult> {
-    let path = dir.join("metrics.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let m: Value = serde_json::from_str(&text).map_err(|e| Error::config(&path, e.to_string()))?;
-    let count = |k: &str| m.get(k).and_then(Value::as_u64).unwrap_or(0) as usize;
-    let mut heads = Vec::new();
-    if let Some(hs) = m.get("heads").and_then(Value::as_object) {
-        for name in p.heads.split('+') {
-            let Some(h) = hs.get(name) else { continue };
-            let rounded = m
-                .get("consistency")
-                .and_then(Value::as_array)
-                .and_then(|pairs| pairs.iter().find(|c| c.get("value").and_then(Value::as_str) == Some(name)))
-                .and_then(|c| c.get("rounded_error"))
-                .and_then(Value::as_f64);
-            heads.push(HeadResult {
+    let m = run::RunResults::read(dir)?;
+    let heads: Vec<HeadResult> = p
+        .heads
+        .split('+')
+        .filter_map(|name| {
+            let h = m.heads.get(name)?;
+            Some(HeadResult {
                 name: name.to_string(),
-                kind: h.get("type").and_then(Value::as_str).unwrap_or("").to_string(),
-                error_rate: h.get("error_rate").and_then(Value::as_f64),
-                mae: h.get("metrics").and_then(|m| m.get("mae")).and_then(Value::as_f64),
-                rounded_error: rounded,
-                coverage_90: h.get("metrics").and_then(|m| m.get("coverage_90")).and_then(Value::as_f64),
-            });
-        }
-    }
-    let cv: Option<crate::run::folds::CvSummary> = match m.get("cross_validation") {
-        Some(v) if !v.is_null() => Some(
-            serde_json::from_value(v.clone())
-                .map_err(|e| Error::data(&path, format!("cross_validation: {e}")))?,
-        ),
-        _ => None,
-    };
-    let folds = cv
+                kind: h.kind.clone(),
+                error_rate: h.error_rate,
+                mae: h.metrics.mae(),
+                rounded_error: m.rounded_error(name),
+                coverage_90: h.metrics.interval.as_ref().and_then(|i| i.coverage_90),
+            })
+        })
+        .collect();
+    let folds = m
+        .cross_validation
+        .as_ref()
         .map(|cv| {
             cv.folds
                 .iter()
@@ -609,11 +604,11 @@ fn read_point(p: &Point, dir: &Path) -> Result<PointResult> {
         point: p.clone(),
         folds,
         heads,
-        best_epoch: count("best_epoch"),
-        epochs_run: count("epochs_run"),
-        cumulative_error: m.get("cumulative_error").and_then(Value::as_f64),
-        n_train: count("n_train"),
-        n_test: count("n_test"),
+        best_epoch: m.best_epoch,
+        epochs_run: m.epochs_run,
+        cumulative_error: m.cumulative_error,
+        n_train: m.n_train,
+        n_test: m.n_test,
         wall_s: f64::NAN,
         cache: None,
     })
@@ -644,24 +639,24 @@ impl Measure {
         }
     }
 
+    /// The measure's `results.csv` column suffix and `results.md` title.
+    fn names(self) -> (&'static str, &'static str) {
+        match self {
+            Measure::Error => ("error_rate", "error"),
+            Measure::Mae => ("mae", "MAE"),
+            Measure::Rounded => ("rounded_error_rate", "rounded to class: error"),
+            Measure::Coverage => ("coverage_90", "90 % interval coverage"),
+        }
+    }
+
     /// The `results.csv` column of head `name`.
     fn column(self, name: &str) -> String {
-        match self {
-            Measure::Error => format!("{name}_error_rate"),
-            Measure::Mae => format!("{name}_mae"),
-            Measure::Rounded => format!("{name}_rounded_error_rate"),
-            Measure::Coverage => format!("{name}_coverage_90"),
-        }
+        format!("{name}_{}", self.names().0)
     }
 
     /// The `results.md` column of head `name`.
     fn title(self, name: &str) -> String {
-        match self {
-            Measure::Error => format!("{name} error"),
-            Measure::Mae => format!("{name} MAE"),
-            Measure::Rounded => format!("{name} rounded to class: error"),
-            Measure::Coverage => format!("{name} 90 % interval coverage"),
-        }
+        format!("{name} {}", self.names().1)
     }
 
     /// Mean ± std over seeds as `results.md` shows it.

@@ -44,7 +44,8 @@ pub struct ClassMetrics {
 }
 
 /// Scores of a discrete head.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ClassificationMetrics {
     /// Number of labelled samples scored.
     pub n: u64,
@@ -66,7 +67,8 @@ pub struct ClassificationMetrics {
 }
 
 /// Scores of a continuous head, in the data's units.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RegressionMetrics {
     /// Number of labelled samples scored.
     pub n: u64,
@@ -163,11 +165,158 @@ pub fn regression(pairs: &[(f64, f64)], tolerance: Option<f64>) -> RegressionMet
     }
 }
 
-/// `value` as a JSON object, for [`crate::HeadScore::metrics`] (empty when
-/// it does not serialise to an object).
-pub fn to_map<T: Serialize>(value: &T) -> serde_json::Map<String, serde_json::Value> {
-    match serde_json::to_value(value) {
-        Ok(serde_json::Value::Object(map)) => map,
-        _ => serde_json::Map::new(),
+/// Scores of a head over ordered bins (e.g. an ordinal head), beside its
+/// [`ClassificationMetrics`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BinMetrics {
+    /// Mean absolute distance in bins between prediction and truth, over the
+    /// labels the head knows (`null` when none).
+    pub mean_abs_bin_error: Option<f64>,
+    /// Labels outside the head's bins (counted wrong, left out of the bin error).
+    pub unknown_labels: u64,
+}
+
+/// Scores of a head that predicts a value with its standard deviation,
+/// beside its [`RegressionMetrics`]. `null` when no row is scored.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct IntervalMetrics {
+    /// Fraction of true values inside the predicted central 90 % interval.
+    pub coverage_90: Option<f64>,
+    /// Mean width of that interval, in the data's units.
+    pub mean_interval_width_90: Option<f64>,
+    /// Mean Gaussian negative log-likelihood of the true values.
+    pub nll: Option<f64>,
+}
+
+/// Every figure of one head's score: what `metrics.json` writes under
+/// `heads.<head>.metrics`, the report shows and `furcate experiment` reads.
+///
+/// A head fills the families it has (a discrete head [`classes`](Self::classes),
+/// a continuous one [`values`](Self::values), ...); a head written outside
+/// furcate may add named figures of its own in [`other`](Self::other). In
+/// JSON the families' fields sit side by side in one object, as they always have.
+///
+/// ```
+/// use furcate_core::metrics::{regression, HeadMetrics};
+///
+/// let m = HeadMetrics { values: Some(regression(&[(1.0, 1.5)], None)), ..HeadMetrics::default() };
+/// let json = serde_json::to_value(&m)?;
+/// assert_eq!(json["mae"], 0.5);
+/// let back: HeadMetrics = serde_json::from_value(json)?;
+/// assert_eq!(back, m);
+/// assert_eq!(back.headline(), vec![("mae", 0.5), ("rmse", 0.5), ("max_error", 0.5)]);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HeadMetrics {
+    /// A discrete head's accuracy, confusion matrix and per-class table.
+    pub classes: Option<ClassificationMetrics>,
+    /// A continuous head's errors.
+    pub values: Option<RegressionMetrics>,
+    /// An ordinal head's distance in bins.
+    pub bins: Option<BinMetrics>,
+    /// An uncertainty head's interval coverage.
+    pub interval: Option<IntervalMetrics>,
+    /// Further figures of heads written elsewhere (plugins), by name.
+    pub other: serde_json::Map<String, serde_json::Value>,
+}
+
+impl HeadMetrics {
+    /// The figures a one-line summary shows (the printed results table, an
+    /// experiment's columns), in this order, where the head has them: the one
+    /// list to extend when a head family gains a headline figure.
+    pub fn headline(&self) -> Vec<(&'static str, f64)> {
+        let mut out = Vec::new();
+        let mut push = |name: &'static str, v: Option<f64>| {
+            if let Some(v) = v {
+                out.push((name, v));
+            }
+        };
+        if let Some(c) = &self.classes {
+            push("accuracy", c.accuracy);
+            push("macro_f1", c.macro_f1);
+        }
+        if let Some(b) = &self.bins {
+            push("mean_abs_bin_error", b.mean_abs_bin_error);
+        }
+        if let Some(v) = &self.values {
+            push("mae", v.mae);
+            push("rmse", v.rmse);
+            push("r2", v.r2);
+            push("max_error", v.max_error);
+        }
+        if let Some(i) = &self.interval {
+            push("coverage_90", i.coverage_90);
+        }
+        out
+    }
+
+    /// The mean absolute error, for heads that predict values.
+    pub fn mae(&self) -> Option<f64> {
+        self.values.as_ref().and_then(|v| v.mae)
+    }
+
+    /// Every figure that is a plain number, by its `metrics.json` name
+    /// (counts included; tables and `null`s left out).
+    pub fn numbers(&self) -> std::collections::BTreeMap<String, f64> {
+        self.to_map().into_iter().filter_map(|(k, v)| Some((k, v.as_f64()?))).collect()
+    }
+
+    /// The figures as one JSON object (the families' fields side by side).
+    pub fn to_map(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut map = serde_json::Map::new();
+        let mut add = |v: Option<serde_json::Value>| {
+            if let Some(serde_json::Value::Object(m)) = v {
+                map.extend(m);
+            }
+        };
+        add(self.classes.as_ref().and_then(|c| serde_json::to_value(c).ok()));
+        add(self.values.as_ref().and_then(|c| serde_json::to_value(c).ok()));
+        add(self.bins.as_ref().and_then(|c| serde_json::to_value(c).ok()));
+        add(self.interval.as_ref().and_then(|c| serde_json::to_value(c).ok()));
+        for (k, v) in &self.other {
+            map.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        map
+    }
+}
+
+impl Serialize for HeadMetrics {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.to_map().serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for HeadMetrics {
+    /// Each family is read when its marker field is present (`confusion_matrix`,
+    /// `mae`, `mean_abs_bin_error`, `coverage_90`); a present family that does
+    /// not read is an error naming it; the keys no family claims go to `other`.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let map = serde_json::Map::<String, serde_json::Value>::deserialize(deserializer)?;
+        let object = serde_json::Value::Object(map.clone());
+        fn family<T: serde::de::DeserializeOwned>(
+            map: &serde_json::Map<String, serde_json::Value>,
+            object: &serde_json::Value,
+            marker: &str,
+            name: &str,
+        ) -> Result<Option<T>, String> {
+            if !map.contains_key(marker) {
+                return Ok(None);
+            }
+            T::deserialize(object).map(Some).map_err(|e| format!("{name} figures: {e}"))
+        }
+        let classes: Option<ClassificationMetrics> =
+            family(&map, &object, "confusion_matrix", "classification").map_err(D::Error::custom)?;
+        let values: Option<RegressionMetrics> =
+            family(&map, &object, "mae", "regression").map_err(D::Error::custom)?;
+        let bins: Option<BinMetrics> =
+            family(&map, &object, "mean_abs_bin_error", "bin").map_err(D::Error::custom)?;
+        let interval: Option<IntervalMetrics> =
+            family(&map, &object, "coverage_90", "interval").map_err(D::Error::custom)?;
+        let mut m = HeadMetrics { classes, values, bins, interval, other: serde_json::Map::new() };
+        let claimed = m.to_map();
+        m.other = map.into_iter().filter(|(k, _)| !claimed.contains_key(k)).collect();
+        Ok(m)
     }
 }

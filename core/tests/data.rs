@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use furcate_core::config::Fit;
-use furcate_core::data::{image as load, split, Dataset};
+use furcate_core::data::{image as load, split, Dataset, Duplicates};
 use proptest::prelude::*;
 
 fn write_gray_png(path: &Path, w: u32, h: u32, f: impl Fn(u32, u32) -> u8) {
@@ -45,6 +45,54 @@ fn manifest_errors_name_file_and_line() {
     assert!(err.contains("line 2"), "{err}");
     let err = Dataset::from_manifest(&dir.path().join("missing.csv"), "file").unwrap_err().to_string();
     assert!(err.contains("missing.csv"), "{err}");
+}
+
+/// A manifest listing the same file twice (also under another spelling) is
+/// an error naming both lines of each repeat; `duplicates = "drop"` keeps
+/// each file's first row, in order, with its labels.
+#[test]
+fn repeated_files_are_an_error_or_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("images")).unwrap();
+    for (name, v) in [("a", 0), ("b", 128), ("c", 255)] {
+        write_gray_png(&dir.path().join(format!("images/{name}.png")), 8, 8, |_, _| v);
+    }
+    let m = dir.path().join("m.csv");
+    std::fs::write(
+        &m,
+        "file,label\nimages/a.png,x\nimages/b.png,y\nimages/a.png,z\n./images/b.png,w\nimages/c.png,v\n",
+    )
+    .unwrap();
+    let err = Dataset::from_manifest(&m, "file").unwrap_err();
+    assert!(matches!(err, furcate_core::Error::Data { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("m.csv") && msg.contains("2 row(s) repeat an image file"), "{msg}");
+    assert!(msg.contains("line 4 (images/a.png) lists the file of line 2 (images/a.png)"), "{msg}");
+    assert!(msg.contains("line 5 (./images/b.png) lists the file of line 3 (images/b.png)"), "{msg}");
+    assert!(msg.contains("duplicates = \"drop\""), "{msg}");
+
+    // Through `[data]`: the default is the error, `drop` keeps the first rows.
+    let strict: DataConfig = toml::from_str("manifest = \"m.csv\"").unwrap();
+    assert_eq!(strict.duplicates, Duplicates::Error);
+    let err = Dataset::load(&strict, dir.path()).unwrap_err().to_string();
+    assert!(err.contains("line 4") && err.contains("line 2"), "{err}");
+    let lenient: DataConfig = toml::from_str("manifest = \"m.csv\"\nduplicates = \"drop\"").unwrap();
+    let set = Dataset::load(&lenient, dir.path()).unwrap();
+    assert_eq!(set.names, vec!["images/a.png", "images/b.png", "images/c.png"]);
+    assert_eq!(set.labels("label").unwrap(), vec![Some("x"), Some("y"), Some("v")]);
+    assert_eq!(set.origins, vec!["line 2", "line 3", "line 6"]);
+    // Every row as listed, for `furcate check`.
+    let listed = Dataset::load_listed(&strict, dir.path()).unwrap();
+    assert_eq!(listed.len(), 5);
+    assert_eq!(listed.repeated_files(), vec![(0, 2), (1, 3)]);
+    // An unknown value names the key.
+    let bad = toml::from_str::<DataConfig>("manifest = \"m.csv\"\nduplicates = \"keep\"").unwrap_err();
+    assert!(bad.to_string().contains("keep") && bad.to_string().contains("drop"), "{bad}");
+    // Distinct files are no repeats, and the resolved config leaves out the default.
+    std::fs::write(&m, "file,label\nimages/a.png,x\nimages/b.png,y\n").unwrap();
+    assert_eq!(Dataset::load(&strict, dir.path()).unwrap().len(), 2);
+    assert!(!toml::to_string(&strict).unwrap().contains("duplicates"));
+    assert!(toml::to_string(&lenient).unwrap().contains("duplicates = \"drop\""));
 }
 
 #[test]

@@ -3,12 +3,10 @@
 //! training moves only the model's variables, a fine-tuned run is saved and
 //! restored whole, and the feature-cache key tells boundary features apart.
 
-mod extractor_common;
-
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use extractor_common::{cpu_config, rel_err};
+use crate::common::{cpu_config, rel_err};
 use furcate_core::config::LoadedConfig;
 use furcate_core::extractor::efficientnet_lite0::{EfficientNetLite0, Lite0Net};
 use furcate_core::extractor::frozen::{Backbone, BackboneConfig, Network};
@@ -305,7 +303,7 @@ fn a_fine_tuned_run_is_saved_and_restored() {
 
     let cfg = run_config(dir.path(), 1);
     let out = dir.path().join("run");
-    let opts = TrainOptions { out: out.clone(), resume: false, force: false, report: false };
+    let opts = TrainOptions { out: out.clone(), resume: false, force: false, report: false, wait: false };
     let summary = run::train_run(&cfg, &opts, &mut Silent).unwrap();
     assert_eq!(summary.cache.extracted, 16);
 

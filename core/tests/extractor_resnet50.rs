@@ -1,9 +1,7 @@
 //! The `resnet50` extractor: parity with torchvision on the same weights,
 //! its configuration, and its behaviour without weights.
 
-mod extractor_common;
-
-use extractor_common::{assert_taps_match, cpu_config, python_with, read_tensors, rel_err, run_reference};
+use crate::common::{assert_taps_match, cpu_config, python_with, read_tensors, rel_err, run_reference};
 use furcate_core::extractor::frozen::BackboneConfig;
 use furcate_core::extractor::resnet50::{ResNet50, ResNet50Config};
 use furcate_core::extractor::taps::Pool;
@@ -126,6 +124,10 @@ fn bad_images_are_errors() {
 /// The TOML table: defaults, unknown keys, small sizes and `cache:` paths.
 #[test]
 fn config_from_toml() {
+    // It sets FURCATE_CACHE, which other tests read: alone in its own process.
+    if !crate::alone!() {
+        return;
+    }
     let cfg: Box<dyn ExtractorConfig> = toml::from_str("type = \"resnet50\"\n").unwrap();
     assert_eq!(cfg.input_size(), 224);
     let json = serde_json::to_value(&cfg).unwrap();

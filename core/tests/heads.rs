@@ -157,15 +157,21 @@ fn classification_score_counts_confusions() {
     let s = head.score(&preds, &labels).unwrap();
     assert_eq!(s.correct, [Some(true), Some(false), Some(true), None, Some(false)]);
     assert!(close(s.error_rate.unwrap(), 0.5));
-    assert_eq!(s.metrics["n"], 4);
-    assert_eq!(s.metrics["classes"], serde_json::json!(["a", "b", "new"]));
-    assert_eq!(s.metrics["confusion_matrix"], serde_json::json!([[1, 0, 0], [1, 1, 0], [1, 0, 0]]));
-    let b = &s.metrics["per_class"][1];
-    assert_eq!(b["class"], "b");
-    assert!(close(b["precision"].as_f64().unwrap(), 1.0));
-    assert!(close(b["recall"].as_f64().unwrap(), 0.5));
+    let m = s.metrics.classes.as_ref().expect("a class head's figures");
+    assert_eq!(m.n, 4);
+    assert_eq!(m.labels, ["a", "b", "new"]);
+    assert_eq!(m.confusion, [[1, 0, 0], [1, 1, 0], [1, 0, 0]]);
+    let b = &m.per_class[1];
+    assert_eq!(b.class, "b");
+    assert!(close(b.precision, 1.0));
+    assert!(close(b.recall, 0.5));
     // F1: a = 2 * (1/3 * 1) / (4/3) = 0.5, b = 2/3, new = 0.
-    assert!(close(s.metrics["macro_f1"].as_f64().unwrap(), (0.5 + 2.0 / 3.0) / 3.0));
+    assert!(close(m.macro_f1.unwrap(), (0.5 + 2.0 / 3.0) / 3.0));
+    // metrics.json keeps its names.
+    let json = serde_json::to_value(&s.metrics).unwrap();
+    assert_eq!(json["classes"], serde_json::json!(["a", "b", "new"]));
+    assert_eq!(json["confusion_matrix"], serde_json::json!([[1, 0, 0], [1, 1, 0], [1, 0, 0]]));
+    assert_eq!(serde_json::from_value::<furcate_core::metrics::HeadMetrics>(json).unwrap(), s.metrics);
     assert!(head.score(&preds[..2], &labels).is_err());
 }
 
@@ -207,8 +213,8 @@ fn constant_regression_targets_work() {
     assert!(close(head.masked_loss(&out, &t).double_value(&[]), 0.0));
     let preds = head.decode(&out);
     let s = head.score(&preds, &[Some("0.25"), Some("0.25")]).unwrap();
-    assert_eq!(s.metrics["r2"], serde_json::Value::Null);
-    assert!(close(s.metrics["mae"].as_f64().unwrap(), 0.0));
+    assert_eq!(s.metrics.values.as_ref().unwrap().r2, None);
+    assert!(close(s.metrics.mae().unwrap(), 0.0));
 }
 
 #[test]
@@ -278,11 +284,12 @@ fn regression_score_with_and_without_tolerance() {
     let s = plain.score(&preds, &labels).unwrap();
     assert_eq!(s.error_rate, None);
     assert_eq!(s.correct, [None, None, None, None]);
-    assert!(close(s.metrics["mae"].as_f64().unwrap(), 0.5));
-    assert!(close(s.metrics["rmse"].as_f64().unwrap(), (1.25f64 / 3.0).sqrt()));
-    assert!(close(s.metrics["r2"].as_f64().unwrap(), 1.0 - 1.25 / 2.0));
-    assert!(close(s.metrics["max_error"].as_f64().unwrap(), 1.0));
-    assert_eq!(s.metrics["n"], 3);
+    let m = s.metrics.values.as_ref().expect("a value head's figures");
+    assert!(close(m.mae.unwrap(), 0.5));
+    assert!(close(m.rmse.unwrap(), (1.25f64 / 3.0).sqrt()));
+    assert!(close(m.r2.unwrap(), 1.0 - 1.25 / 2.0));
+    assert!(close(m.max_error.unwrap(), 1.0));
+    assert_eq!(m.n, 3);
 
     let tol = RegressionConfig { tolerance: Some(0.5), ..RegressionConfig::new("v") };
     let (_vs, head) = build(&tol, 1, &state);
@@ -414,4 +421,33 @@ fn common_fields_read_alike_and_new_matches_the_toml_defaults() {
     let e =
         RegressionConfig { dropout: 1.0, ..RegressionConfig::new("d") }.mlp(&vs.root(), 3, 1).unwrap_err();
     assert!(e.to_string().contains("head `d`") && e.to_string().contains("dropout"), "{e}");
+}
+
+/// The names typetag lists for an unknown tag (its registry is private; its
+/// error message names every registered tag).
+fn typetag_list<T: serde::de::DeserializeOwned>() -> Vec<String> {
+    let probe = serde_json::json!({ "type": "\u{0}furcate-probe" });
+    let Err(e) = serde_json::from_value::<T>(probe) else { return Vec::new() };
+    let msg = e.to_string();
+    let mut names: Vec<String> = msg
+        .split_once("expected")
+        .map(|(_, rest)| rest.split('`').skip(1).step_by(2).map(str::to_string).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn registered_type_names_are_exactly_typetags() {
+    use furcate_core::registry;
+    let heads = registry::head_types();
+    assert!(heads.contains(&"classification".to_string()) && heads.contains(&"regression".to_string()));
+    assert_eq!(heads, typetag_list::<Box<dyn furcate_core::head::HeadConfig>>());
+    assert_eq!(
+        registry::extractor_types(),
+        typetag_list::<Box<dyn furcate_core::extractor::ExtractorConfig>>()
+    );
+    assert!(heads.iter().all(|h| registry::typetag_knows_head(h)));
+    assert!(registry::extractor_types().iter().all(|e| registry::typetag_knows_extractor(e)));
+    assert!(!registry::typetag_knows_head("no-such-head"));
 }

@@ -3,11 +3,12 @@
 //! ordinary model variables (trained, checkpointed, restored).
 
 use furcate_core::config::{LoadedConfig, LossWeighting};
-use furcate_core::head::Targets;
 use furcate_core::progress::Silent;
 use furcate_core::run::build_model;
 use furcate_core::train::{train, Batch, NoCheckpoints};
 use tch::{Device, Kind, Tensor};
+
+use crate::common::{encode_rows, fit_states};
 
 /// Two regression heads on the same features: `clean` is a function of the
 /// features, `noisy` is that function plus unit noise it cannot learn.
@@ -65,20 +66,9 @@ fn training_down_weights_the_head_whose_loss_stays_high() {
     let clean = x.select(1, 0) * 0.5 + x.select(1, 1) * 0.25;
     let noisy = &clean + Tensor::randn([400], (Kind::Float, Device::Cpu));
     let cols = [labels(&clean), labels(&noisy)];
-    let states: Vec<_> = cfg
-        .config
-        .heads
-        .iter()
-        .zip(&cols)
-        .map(|(h, c)| h.fit(&c.iter().map(|s| Some(s.as_str())).collect::<Vec<_>>()).unwrap())
-        .collect();
+    let states = fit_states(&cfg.config, &cols);
     let (vs, model, _) = build_model(&cfg.config, &states, 3, Device::Cpu).unwrap();
-    let targets: Vec<Targets> = model
-        .heads()
-        .iter()
-        .zip(&cols)
-        .map(|(h, c)| h.encode(&c.iter().map(|s| Some(s.as_str())).collect::<Vec<_>>()).unwrap())
-        .collect();
+    let targets = encode_rows(&model, &cols, 0..400);
     assert_eq!(model.effective_weights(), vec![1.0, 2.0], "s starts at 0: the configured weights");
     let batch = Batch { features: x, targets };
     train(&model, &vs, &batch, None, &cfg.config.training, &mut NoCheckpoints, &mut Silent).unwrap();

@@ -2,12 +2,8 @@
 //! restored, NaN detection, and exact resumption from a snapshot; and the
 //! full-batch L-BFGS optimiser (parity with torch.optim.LBFGS, Rosenbrock).
 
-#[path = "extractor_common/mod.rs"]
-mod extractor_common;
-
-use extractor_common::{python_with, read_tensors, run_reference};
+use crate::common::{encode_rows, fit_states, python_with, read_tensors, run_reference};
 use furcate_core::config::{LoadedConfig, TrainingConfig};
-use furcate_core::head::Targets;
 use furcate_core::model::MultiHeadModel;
 use furcate_core::progress::Silent;
 use furcate_core::run::build_model;
@@ -33,14 +29,6 @@ type = "regression"
 name = "amount"
 "#;
 
-/// libtorch's random generator is global to the process: tests that train
-/// (dropout masks, batch orders) take turns so that their draws do not interleave.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// A learnable toy problem: the class is the sign of feature 0, the amount is feature 1.
 fn problem(rows: i64, seed: i64) -> (TrainingConfig, Batch, Batch, nn::VarStore, MultiHeadModel) {
     problem_of(CONFIG, rows, seed)
@@ -63,24 +51,9 @@ fn problem_of(
     let amounts: Vec<String> =
         Vec::<f32>::try_from(features.select(1, 1)).unwrap().iter().map(|v| v.to_string()).collect();
     let cols = [kinds, amounts];
-    let states: Vec<_> = cfg
-        .config
-        .heads
-        .iter()
-        .zip(&cols)
-        .map(|(h, c)| h.fit(&c.iter().map(|s| Some(s.as_str())).collect::<Vec<_>>()).unwrap())
-        .collect();
+    let states = fit_states(&cfg.config, &cols);
     let (vs, model, _) = build_model(&cfg.config, &states, 6, Device::Cpu).unwrap();
-    let encode = |range: std::ops::Range<usize>| -> Vec<Targets> {
-        model
-            .heads()
-            .iter()
-            .zip(&cols)
-            .map(|(h, c)| {
-                h.encode(&c[range.clone()].iter().map(|s| Some(s.as_str())).collect::<Vec<_>>()).unwrap()
-            })
-            .collect()
-    };
+    let encode = |rows: std::ops::Range<usize>| encode_rows(&model, &cols, rows);
     let split = (rows * 3 / 4) as usize;
     let train_b = Batch { features: features.narrow(0, 0, split as i64), targets: encode(0..split) };
     let val_b = Batch {
@@ -94,7 +67,10 @@ fn problem_of(
 
 #[test]
 fn training_learns_and_is_deterministic() {
-    let _guard = serial();
+    // libtorch's random generator is global: alone, no other test draws from it.
+    if !crate::alone!() {
+        return;
+    }
     let run = || {
         let (mut t, tr, va, vs, model) = problem(64, 1);
         t.epochs = 150;
@@ -118,7 +94,10 @@ fn training_learns_and_is_deterministic() {
 /// iteration, as a full evaluation of the model gives it.
 #[test]
 fn lbfgs_history_of_separable_heads_is_the_models_losses() {
-    let _guard = serial();
+    // libtorch's random generator is global: alone, no other test draws from it.
+    if !crate::alone!() {
+        return;
+    }
     // CONFIG's heads without its trunk; the regression head gets a hidden layer.
     let config = format!(
         "{}hidden = [8]\n[training]\noptimizer = \"lbfgs\"\nweight_decay = 1e-3\n",
@@ -146,7 +125,10 @@ fn lbfgs_history_of_separable_heads_is_the_models_losses() {
 
 #[test]
 fn patience_stops_early() {
-    let _guard = serial();
+    // libtorch's random generator is global: alone, no other test draws from it.
+    if !crate::alone!() {
+        return;
+    }
     let (mut t, tr, va, vs, model) = problem(64, 2);
     t.epochs = 5000;
     t.learning_rate = 0.05;
@@ -158,7 +140,10 @@ fn patience_stops_early() {
 
 #[test]
 fn a_diverging_loss_names_the_head_and_epoch() {
-    let _guard = serial();
+    // libtorch's random generator is global: alone, no other test draws from it.
+    if !crate::alone!() {
+        return;
+    }
     let (mut t, tr, va, vs, model) = problem(32, 3);
     t.epochs = 50;
     t.learning_rate = 1e30;
@@ -187,7 +172,10 @@ impl Checkpointer for Memory {
 
 #[test]
 fn resuming_from_a_snapshot_reproduces_the_whole_run() {
-    let _guard = serial();
+    // libtorch's random generator is global: alone, no other test draws from it.
+    if !crate::alone!() {
+        return;
+    }
     let (mut t, tr, va, vs, model) = problem(48, 4);
     t.epochs = 60;
     t.batch_size = 8;
@@ -272,7 +260,10 @@ fn our_logistic_optimum(kind: Kind, config: LbfgsConfig) -> (Iteration, usize, u
 
 #[test]
 fn lbfgs_reaches_torchs_logistic_regression_optimum() {
-    let _guard = serial();
+    // libtorch's random generator is global: alone, no other test draws from it.
+    if !crate::alone!() {
+        return;
+    }
     let Some(py) = python_with(&["torch", "safetensors"]) else { return };
     let (x, y, w, b) = logistic_problem(Kind::Double);
     let dir = tempfile::tempdir().unwrap();

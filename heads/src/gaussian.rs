@@ -41,7 +41,7 @@ use furcate_core::{Error, Result};
 use tch::{nn, Tensor};
 
 use furcate_core::head::cell;
-use furcate_core::metrics::to_map;
+use furcate_core::metrics::{HeadMetrics, IntervalMetrics};
 use furcate_core::model::to_vec_f64;
 
 use crate::yes;
@@ -68,6 +68,8 @@ fn parse(head: &str, index: usize, label: &str) -> Result<f64> {
         message: format!("head `{head}`: label `{label}` is not a finite number"),
     })
 }
+
+furcate_core::register_type!(Head, "gaussian");
 
 #[typetag::serde(name = "gaussian")]
 impl HeadConfig for GaussianConfig {
@@ -183,12 +185,17 @@ impl PropertyHead for GaussianHead {
             pairs.push((truth, *value));
         }
         let n = pairs.len();
-        let of_n = |x: f64| serde_json::json!((n > 0).then(|| x / n as f64));
-        let mut map = to_map(&metrics::regression(&pairs, None));
-        map.remove("within_tolerance");
-        map.insert("coverage_90".into(), of_n(inside as f64));
-        map.insert("mean_interval_width_90".into(), of_n(width));
-        map.insert("nll".into(), of_n(nll));
-        Ok(HeadScore { error_rate: None, correct: vec![None; labels.len()], metrics: map })
+        let of_n = |x: f64| (n > 0).then(|| x / n as f64);
+        let interval = IntervalMetrics {
+            coverage_90: of_n(inside as f64),
+            mean_interval_width_90: of_n(width),
+            nll: of_n(nll),
+        };
+        let metrics = HeadMetrics {
+            values: Some(metrics::regression(&pairs, None)),
+            interval: Some(interval),
+            ..HeadMetrics::default()
+        };
+        Ok(HeadScore { error_rate: None, correct: vec![None; labels.len()], metrics })
     }
 }

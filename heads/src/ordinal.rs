@@ -41,7 +41,7 @@ use furcate_core::{Error, Result};
 use tch::{nn, Kind, Reduction, Tensor};
 
 use furcate_core::head::{cell, class_list, classes_state};
-use furcate_core::metrics::to_map;
+use furcate_core::metrics::{BinMetrics, HeadMetrics};
 use furcate_core::model::to_vec_f64;
 
 furcate_core::head_config! {
@@ -69,6 +69,8 @@ pub fn order_classes<'a>(labels: impl IntoIterator<Item = &'a str>) -> Vec<Strin
         None => set.into_iter().map(str::to_string).collect(),
     }
 }
+
+furcate_core::register_type!(Head, "ordinal");
 
 #[typetag::serde(name = "ordinal")]
 impl HeadConfig for OrdinalConfig {
@@ -261,12 +263,12 @@ impl PropertyHead for OrdinalHead {
             }
         }
         let m = metrics::classification(&self.classes, &pairs);
-        let mut map = to_map(&m);
-        map.insert(
-            "mean_abs_bin_error".into(),
-            serde_json::json!((binned > 0).then(|| bin_error / binned as f64)),
-        );
-        map.insert("unknown_labels".into(), serde_json::json!(unknown));
-        Ok(HeadScore { error_rate: m.error_rate, correct, metrics: map })
+        let bins = BinMetrics {
+            mean_abs_bin_error: (binned > 0).then(|| bin_error / binned as f64),
+            unknown_labels: unknown as u64,
+        };
+        let error_rate = m.error_rate;
+        let metrics = HeadMetrics { classes: Some(m), bins: Some(bins), ..HeadMetrics::default() };
+        Ok(HeadScore { error_rate, correct, metrics })
     }
 }

@@ -1,19 +1,12 @@
 //! The `gaussian` head: scaling, shapes, the NLL against a hand computation
 //! and its gradient, constant targets, scores, and calibration end to end.
 
-use furcate_core::{Error, HeadConfig, HeadState, Prediction, PropertyHead};
+use furcate_core::{Error, HeadConfig, Prediction};
 use furcate_heads::gaussian::{gaussian_nll, GaussianConfig, Z90};
 use tch::nn::OptimizerConfig;
 use tch::{nn, Device, Kind, Tensor};
 
-const CPU: (Kind, Device) = (Kind::Double, Device::Cpu);
-
-fn build(config: &GaussianConfig, in_dim: i64, state: &HeadState) -> (nn::VarStore, Box<dyn PropertyHead>) {
-    let mut vs = nn::VarStore::new(Device::Cpu);
-    let head = config.build(vs.root(), in_dim, state).unwrap();
-    vs.double();
-    (vs, head)
-}
+use crate::common::{build, CPU};
 
 #[test]
 fn fit_standardises_like_the_regression_head() {
@@ -87,8 +80,8 @@ fn constant_targets_train_and_score_without_nan() {
     assert_eq!(Vec::<f32>::try_from(&targets.values.reshape([-1])).unwrap(), [0.0; 4]);
     assert!(head.masked_loss(&out, &targets).double_value(&[]).is_finite());
     let score = head.score(&head.decode(&out), &labels).unwrap();
-    assert!(score.metrics["r2"].is_null());
-    assert!(score.metrics["mae"].as_f64().unwrap().is_finite());
+    assert!(score.metrics.values.as_ref().unwrap().r2.is_none());
+    assert!(score.metrics.mae().unwrap().is_finite());
 }
 
 #[test]
@@ -99,11 +92,11 @@ fn score_reports_coverage_and_interval_width() {
     let truth = [Some("0.5"), Some("2.0"), Some("4.0"), None];
     let score = head.score(&predictions, &truth).unwrap();
     // |z| = 0.5, 2.0, 1.5: two of three inside ±1.645.
-    assert!((score.metrics["coverage_90"].as_f64().unwrap() - 2.0 / 3.0).abs() < 1e-12);
-    let width = score.metrics["mean_interval_width_90"].as_f64().unwrap();
+    assert!((score.metrics.interval.as_ref().unwrap().coverage_90.unwrap() - 2.0 / 3.0).abs() < 1e-12);
+    let width = score.metrics.interval.as_ref().unwrap().mean_interval_width_90.unwrap();
     assert!((width - 2.0 * Z90 * 4.0 / 3.0).abs() < 1e-12);
-    assert!((score.metrics["mae"].as_f64().unwrap() - 5.5 / 3.0).abs() < 1e-12);
-    assert_eq!(score.metrics["n"], 3);
+    assert!((score.metrics.mae().unwrap() - 5.5 / 3.0).abs() < 1e-12);
+    assert_eq!(score.metrics.values.as_ref().unwrap().n, 3);
     assert_eq!(score.error_rate, None);
     assert_eq!(score.correct.len(), 4);
     let no_std = [Prediction::Value { value: 0.0, std: None }];
@@ -138,12 +131,12 @@ fn ninety_percent_intervals_cover_about_ninety_percent() {
     }
     let predictions = head.decode(&head.forward(&x_test, false));
     let score = head.score(&predictions, &test).unwrap();
-    let coverage = score.metrics["coverage_90"].as_f64().unwrap();
+    let coverage = score.metrics.interval.as_ref().unwrap().coverage_90.unwrap();
     assert!((0.85..=0.95).contains(&coverage), "coverage {coverage}");
     // The predicted std is close to the true noise, 0.1.
-    let width = score.metrics["mean_interval_width_90"].as_f64().unwrap();
+    let width = score.metrics.interval.as_ref().unwrap().mean_interval_width_90.unwrap();
     assert!((width / (2.0 * Z90) - 0.1).abs() < 0.02, "width {width}");
-    assert!(score.metrics["r2"].as_f64().unwrap() > 0.85);
+    assert!(score.metrics.values.as_ref().unwrap().r2.unwrap() > 0.85);
 }
 
 #[test]

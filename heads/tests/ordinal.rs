@@ -1,18 +1,11 @@
 //! The `ordinal` head: class order, shapes, loss against a hand computation,
 //! a single class, monotone decoding, scores and registration.
 
-use furcate_core::{Error, HeadConfig, HeadState, Prediction, PropertyHead};
+use furcate_core::{Error, HeadConfig, Prediction};
 use furcate_heads::ordinal::{decode_ranks, order_classes, OrdinalConfig};
-use tch::{nn, Device, Kind, Tensor};
+use tch::Tensor;
 
-const CPU: (Kind, Device) = (Kind::Double, Device::Cpu);
-
-fn build(config: &OrdinalConfig, in_dim: i64, state: &HeadState) -> (nn::VarStore, Box<dyn PropertyHead>) {
-    let mut vs = nn::VarStore::new(Device::Cpu);
-    let head = config.build(vs.root(), in_dim, state).unwrap();
-    vs.double();
-    (vs, head)
-}
+use crate::common::{build, CPU};
 
 fn labels<'a>(cells: &[&'a str]) -> Vec<Option<&'a str>> {
     cells.iter().map(|c| Some(*c)).collect()
@@ -138,10 +131,10 @@ fn score_reports_error_rate_and_mean_abs_bin_error() {
     let score = head.score(&predictions, &truth).unwrap();
     assert_eq!(score.correct, [Some(true), Some(false), None, Some(true), Some(false)]);
     assert!((score.error_rate.unwrap() - 0.5).abs() < 1e-12);
-    assert!((score.metrics["accuracy"].as_f64().unwrap() - 0.5).abs() < 1e-12);
+    assert!((score.metrics.classes.as_ref().unwrap().accuracy.unwrap() - 0.5).abs() < 1e-12);
     // Bins: |0-0|, |1-3|, |2-2| over the three known labels.
-    assert!((score.metrics["mean_abs_bin_error"].as_f64().unwrap() - 2.0 / 3.0).abs() < 1e-12);
-    assert_eq!(score.metrics["unknown_labels"], 1);
+    assert!((score.metrics.bins.as_ref().unwrap().mean_abs_bin_error.unwrap() - 2.0 / 3.0).abs() < 1e-12);
+    assert_eq!(score.metrics.bins.as_ref().unwrap().unknown_labels, 1);
     assert!(head.score(&predictions[..2], &truth).is_err());
 }
 
@@ -175,4 +168,14 @@ fn unknown_keys_name_their_line_and_new_matches_the_toml_defaults() {
     let e = toml::from_str::<OrdinalConfig>("name = \"bin\"\nweigth = 2.0").unwrap_err().to_string();
     assert!(e.contains("line 2") && e.contains("weigth"), "{e}");
     assert_eq!(toml::from_str::<OrdinalConfig>("name = \"bin\"").unwrap(), OrdinalConfig::new("bin"));
+}
+
+#[test]
+fn the_heads_crate_registers_its_type_names() {
+    use furcate_core::registry;
+    let heads = registry::head_types();
+    for name in ["ordinal", "gaussian", "classification"] {
+        assert!(heads.iter().any(|h| h == name), "{name} missing from {heads:?}");
+        assert!(registry::typetag_knows_head(name));
+    }
 }

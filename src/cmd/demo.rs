@@ -51,7 +51,7 @@ pub fn run(args: &Args, quiet: bool) -> Result<()> {
     if args.config.is_none() {
         cfg.config.data.manifest = Some(std::path::absolute(args.data.join(furcate_synth::MANIFEST_FILE))?);
     }
-    let opts = TrainOptions { out: args.out.clone(), resume: false, force: true, report: true };
+    let opts = TrainOptions { out: args.out.clone(), resume: false, force: true, report: true, wait: false };
     let summary = run::train_run(&cfg, &opts, &mut Bars::new(quiet))?;
     super::train::print_summary(&summary);
     println!("demo wall time: {:.1} s", start.elapsed().as_secs_f64());

@@ -21,12 +21,17 @@ pub struct Args {
     /// Write each run's plots and report.html (slower).
     #[arg(long)]
     pub report: bool,
+    /// When another furcate process is writing the same output folder (or
+    /// one of its runs), wait for it to end instead of failing.
+    #[arg(long)]
+    pub wait: bool,
 }
 
 /// Runs `furcate experiment`.
 pub fn run(args: &Args, quiet: bool) -> Result<()> {
     let experiment = Experiment::from_file(&args.config)?;
-    let opts = ExperimentOptions { out: args.out.clone(), force: args.force, report: args.report };
+    let opts =
+        ExperimentOptions { out: args.out.clone(), force: args.force, report: args.report, wait: args.wait };
     let total = experiment.points.len();
     let mut bars = Bars::new(quiet);
     let summary = experiment.run(&opts, &mut bars, &mut |i, r| {

@@ -22,6 +22,11 @@ pub struct Args {
     /// Replace an existing run folder.
     #[arg(long)]
     pub force: bool,
+    /// When another furcate process is writing the same run folder, wait for
+    /// it to end instead of failing (then, without --force, a folder it
+    /// finished is still refused).
+    #[arg(long)]
+    pub wait: bool,
     /// Skip the plots and report.html.
     #[arg(long)]
     pub no_report: bool,
@@ -44,7 +49,13 @@ pub fn run(args: &Args, quiet: bool) -> Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("runs").join(args.config.file_stem().unwrap_or_default()));
-    let opts = TrainOptions { out, resume: args.resume, force: args.force, report: !args.no_report };
+    let opts = TrainOptions {
+        out,
+        resume: args.resume,
+        force: args.force,
+        report: !args.no_report,
+        wait: args.wait,
+    };
     let summary = run::train_run(&cfg, &opts, &mut Bars::new(quiet || args.json))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary_json(&summary))?);

@@ -1,5 +1,6 @@
-//! Helpers shared by the integration tests that drive the `furcate` binary.
-#![allow(dead_code)] // each test file uses its own subset
+//! Fixtures shared by the integration tests that drive the `furcate` binary:
+//! running it, small data sets, and the config tables they train with.
+#![allow(dead_code)] // each test module uses its own subset
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -40,6 +41,52 @@ pub fn dataset(dir: &Path, morphologies: usize, per_class: usize) -> PathBuf {
     let out = dir.join("data");
     furcate_synth::write_dataset(&cfg, &out, false).unwrap();
     out.join(furcate_synth::MANIFEST_FILE)
+}
+
+/// 3 morphologies x 2 volume fractions x 6 images of 32 px (the set most
+/// end-to-end tests train on); returns its manifest.
+pub fn dataset_3x6(dir: &Path) -> PathBuf {
+    dataset(dir, 3, 6)
+}
+
+/// The `[extractor]` table of the packaged EfficientNet-Lite0 weights at 32 px.
+pub const LITE0_32: &str =
+    "[extractor]\ntype = \"efficientnet_lite0\"\nweights = \"cache:efficientnet_lite0.safetensors\"\nsize = 32\n";
+
+/// One `[[heads]]` table: a head of type `kind` on the column `name`.
+pub fn head(kind: &str, name: &str) -> String {
+    format!("[[heads]]\ntype = \"{kind}\"\nname = \"{name}\"\n")
+}
+
+/// A classification head on `class` and a regression head on `value`.
+pub fn class_and_value_heads(class: &str, value: &str) -> String {
+    format!("{}\n{}", head("classification", class), head("regression", value))
+}
+
+/// A run config: the `[data]` table of `manifest` (features cached in
+/// `features`), the `extractor` table, the `heads` tables and the `[training]`
+/// table's lines `training`, a blank line between tables.
+pub fn config_text(manifest: &Path, extractor: &str, heads: &str, training: &str) -> String {
+    format!(
+        "[data]\nmanifest = \"{}\"\nfeature_cache = \"features\"\n\n{extractor}\n{heads}\n[training]\n{training}",
+        manifest.display()
+    )
+}
+
+/// Writes `text` to `dir/name` and returns that path.
+pub fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `furcate predict RUN IMAGES --out OUT` on the images of the data set of
+/// `manifest` (its `images` folder); returns the CSV it wrote.
+pub fn predict_dataset(run_dir: &Path, manifest: &Path, out: &Path) -> String {
+    let images = manifest.parent().unwrap().join("images");
+    let o = run(&["predict", s(run_dir), s(&images), "--out", s(out)]);
+    assert!(o.status.success(), "{}", text(&o));
+    std::fs::read_to_string(out).unwrap()
 }
 
 /// Rows of the microscope's data bar [`large_micrographs`] burns in.

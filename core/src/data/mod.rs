@@ -8,14 +8,38 @@ pub mod prepare;
 pub mod split;
 pub mod tiles;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
+
 use crate::config::DataConfig;
+use crate::error::abridged;
 use crate::{Error, Result};
 
 /// File extensions furcate reads as images.
 pub const IMAGE_EXTENSIONS: &[&str] = &["png", "tif", "tiff", "jpg", "jpeg", "bmp"];
+
+/// What a data set listing the same image file more than once does
+/// (`[data] duplicates`). The same file under two spellings
+/// (`images/a.png`, `./images/a.png`) is the same file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Duplicates {
+    /// An error naming both lines of each repeat (the default): a repeated
+    /// image may land in both the training and the test part.
+    #[default]
+    Error,
+    /// Keep the first line of each file, drop the others with a warning.
+    Drop,
+}
+
+impl Duplicates {
+    /// Whether this is the default, [`Duplicates::Error`].
+    pub fn is_error(&self) -> bool {
+        *self == Duplicates::Error
+    }
+}
 
 /// A labelled image set.
 #[derive(Debug, Clone)]
@@ -34,17 +58,35 @@ pub struct Dataset {
 
 impl Dataset {
     /// Reads the set a `[data]` table names; relative paths are from `base`.
+    /// A file listed twice is handled as `cfg.duplicates` says.
     pub fn load(cfg: &DataConfig, base: &Path) -> Result<Dataset> {
+        Dataset::load_listed(cfg, base)?.with_duplicates(cfg.duplicates)
+    }
+
+    /// [`Dataset::load`] keeping every row as listed, repeats included (for
+    /// `furcate check`, which reports them).
+    pub fn load_listed(cfg: &DataConfig, base: &Path) -> Result<Dataset> {
         match (&cfg.manifest, &cfg.folders) {
-            (Some(m), _) => Dataset::from_manifest(&resolve(base, m), &cfg.image_column),
+            (Some(m), _) => Dataset::read_manifest(&resolve(base, m), &cfg.image_column),
             (None, Some(f)) => Dataset::from_folders(&resolve(base, f), &cfg.folder_column),
             (None, None) => Err(Error::Invalid("[data] names neither a manifest nor folders".into())),
         }
     }
 
     /// Reads a manifest CSV: one row per image, `image_column` holding its
-    /// path relative to the CSV, every other column a property.
+    /// path relative to the CSV, every other column a property. A file
+    /// listed twice is an error naming both lines ([`Duplicates::Error`]).
     pub fn from_manifest(path: &Path, image_column: &str) -> Result<Dataset> {
+        Dataset::from_manifest_with(path, image_column, Duplicates::Error)
+    }
+
+    /// [`Dataset::from_manifest`], a file listed twice handled as `duplicates` says.
+    pub fn from_manifest_with(path: &Path, image_column: &str, duplicates: Duplicates) -> Result<Dataset> {
+        Dataset::read_manifest(path, image_column)?.with_duplicates(duplicates)
+    }
+
+    /// Every row of a manifest, repeats included.
+    fn read_manifest(path: &Path, image_column: &str) -> Result<Dataset> {
         let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Error::data(
                 path,
@@ -102,6 +144,66 @@ impl Dataset {
         Ok(set)
     }
 
+    /// Rows that repeat an earlier row's file: `(earlier, repeat)` pairs, in
+    /// the order of the repeats, the earlier row being the file's first.
+    /// Files are compared by their canonical path (as written, without `.`
+    /// parts, when a file cannot be resolved).
+    pub fn repeated_files(&self) -> Vec<(usize, usize)> {
+        let mut first: HashMap<PathBuf, usize> = HashMap::new();
+        let mut pairs = Vec::new();
+        for (i, f) in self.files.iter().enumerate() {
+            let key = std::fs::canonicalize(f).unwrap_or_else(|_| f.components().collect());
+            match first.get(&key) {
+                Some(&j) => pairs.push((j, i)),
+                None => {
+                    first.insert(key, i);
+                }
+            }
+        }
+        pairs
+    }
+
+    /// The set with repeated files ([`Dataset::repeated_files`]) handled as
+    /// `duplicates` says: an [`Error::Data`] naming both lines of each repeat
+    /// (the first few, and how many), or the repeats dropped with a warning.
+    pub fn with_duplicates(self, duplicates: Duplicates) -> Result<Dataset> {
+        let pairs = self.repeated_files();
+        if pairs.is_empty() {
+            return Ok(self);
+        }
+        let described: Vec<String> = pairs
+            .iter()
+            .map(|&(j, i)| {
+                format!(
+                    "{} ({}) lists the file of {} ({})",
+                    self.origins[i], self.names[i], self.origins[j], self.names[j]
+                )
+            })
+            .collect();
+        match duplicates {
+            Duplicates::Error => Err(Error::data(
+                &self.source,
+                format!(
+                    "{} row(s) repeat an image file: {}; remove them, or set `[data] duplicates = \"drop\"` \
+                     to keep each file's first row",
+                    pairs.len(),
+                    abridged(&described, "; ")
+                ),
+            )),
+            Duplicates::Drop => {
+                tracing::warn!(
+                    "{}: dropped {} row(s) that repeat an image file ([data] duplicates = \"drop\"): {}",
+                    self.source.display(),
+                    pairs.len(),
+                    abridged(&described, "; ")
+                );
+                let dropped: std::collections::HashSet<usize> = pairs.iter().map(|&(_, i)| i).collect();
+                let keep: Vec<usize> = (0..self.len()).filter(|i| !dropped.contains(i)).collect();
+                Ok(self.subset(&keep))
+            }
+        }
+    }
+
     /// Reads one sub-folder of images per class; the class names fill `column`.
     pub fn from_folders(root: &Path, column: &str) -> Result<Dataset> {
         let mut classes: Vec<PathBuf> = std::fs::read_dir(root)
@@ -138,12 +240,11 @@ impl Dataset {
     pub fn from_paths(paths: &[PathBuf]) -> Result<Dataset> {
         let mut files = Vec::new();
         for p in paths {
-            if p.is_dir() {
+            // The OS's own error ("No such file or directory"), as reading the file would give.
+            if std::fs::metadata(p).map_err(|e| Error::io(p, e))?.is_dir() {
                 files.extend(list_images(p)?);
-            } else if p.exists() {
-                files.push(p.clone());
             } else {
-                return Err(Error::io(p, std::io::Error::from(std::io::ErrorKind::NotFound)));
+                files.push(p.clone());
             }
         }
         if files.is_empty() {

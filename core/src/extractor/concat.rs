@@ -61,6 +61,8 @@ pub struct ConcatConfig {
     pub extractors: Vec<Box<dyn ExtractorConfig>>,
 }
 
+crate::register_type!(Extractor, "concat");
+
 #[typetag::serde(name = "concat")]
 impl ExtractorConfig for ConcatConfig {
     fn build(&self, ctx: &BuildContext) -> Result<Box<dyn FeatureExtractor>> {

@@ -307,7 +307,8 @@ impl Frozen {
 }
 
 /// Declares the `[extractor]` config of a [`Network`]: a transparent wrapper
-/// of [`BackboneConfig`] (its keys) registered as `type = $type_name`, whose
+/// of [`BackboneConfig`] (its keys) registered as `type = $type_name` (with
+/// typetag and [`crate::registry`]), whose
 /// [`ExtractorConfig`](super::ExtractorConfig) builds a [`Backbone`] of the
 /// network and answers every other method from the wrapped config.
 macro_rules! backbone_config {
@@ -316,6 +317,8 @@ macro_rules! backbone_config {
         #[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
         #[serde(transparent)]
         $vis struct $config(pub $crate::extractor::frozen::BackboneConfig);
+
+        $crate::register_type!(Extractor, $type_name);
 
         #[typetag::serde(name = $type_name)]
         impl $crate::extractor::ExtractorConfig for $config {

@@ -110,6 +110,8 @@ impl TwoPointConfig {
     }
 }
 
+crate::register_type!(Extractor, "two_point");
+
 #[typetag::serde(name = "two_point")]
 impl ExtractorConfig for TwoPointConfig {
     fn build(&self, _ctx: &BuildContext) -> Result<Box<dyn FeatureExtractor>> {

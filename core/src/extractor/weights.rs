@@ -3,8 +3,9 @@
 //!
 //! The file is read once: its SHA-256 is taken from the same bytes the tensors
 //! come from. Every variable of the network must be in the file with the same
-//! shape and a floating-point dtype; otherwise one [`Error::Weights`] lists
-//! all the missing tensors, wrong shapes and wrong dtypes at once. Values are
+//! shape and a floating-point dtype; otherwise one [`Error::Weights`] counts
+//! the missing tensors, wrong shapes and wrong dtypes at once, naming the
+//! first few of each ([`crate::error::abridged`]). Values are
 //! converted to the variable's dtype (an f16 or bf16 file fills an f32 network
 //! with f32 values). Tensors of the file that the network has no use for are
 //! left out: `num_batches_tracked` always, and those under the prefixes the
@@ -17,6 +18,7 @@ use std::path::{Path, PathBuf};
 use tch::nn::VarStore;
 use tch::{Kind, Tensor};
 
+use crate::error::abridged;
 use crate::{fsutil, Error, Result};
 
 /// Which tensor names a network can do without, by name prefix.
@@ -222,7 +224,8 @@ fn shape_str(shape: &[i64]) -> String {
 /// (converted to each variable's dtype and device, under no-grad).
 ///
 /// Nothing is copied unless everything fits: a missing tensor, a wrong shape
-/// or a non-float dtype gives one [`Error::Weights`] that lists all of them.
+/// or a non-float dtype gives one [`Error::Weights`] that counts all of them
+/// and names the first few of each kind.
 pub fn load_into(vs: &VarStore, path: &Path, rules: KeyRules<'_>) -> Result<LoadedWeights> {
     let file = SafetensorsFile::open(path)?;
     let vars = vs.variables();
@@ -260,13 +263,17 @@ pub fn load_into(vs: &VarStore, path: &Path, rules: KeyRules<'_>) -> Result<Load
     if !missing.is_empty() || !wrong_shape.is_empty() || !wrong_dtype.is_empty() {
         let mut parts = Vec::new();
         if !missing.is_empty() {
-            parts.push(format!("{} tensor(s) missing: {}", missing.len(), missing.join(", ")));
+            parts.push(format!("{} tensor(s) missing: {}", missing.len(), abridged(&missing, ", ")));
         }
         if !wrong_shape.is_empty() {
-            parts.push(format!("{} with the wrong shape: {}", wrong_shape.len(), wrong_shape.join("; ")));
+            parts.push(format!(
+                "{} with the wrong shape: {}",
+                wrong_shape.len(),
+                abridged(&wrong_shape, "; ")
+            ));
         }
         if !wrong_dtype.is_empty() {
-            parts.push(format!("{} not floating-point: {}", wrong_dtype.len(), wrong_dtype.join(", ")));
+            parts.push(format!("{} not floating-point: {}", wrong_dtype.len(), abridged(&wrong_dtype, ", ")));
         }
         let mut message = format!("does not fit the network: {}", parts.join("; "));
         if missing.len() == names.len() {
@@ -288,14 +295,18 @@ pub fn load_into(vs: &VarStore, path: &Path, rules: KeyRules<'_>) -> Result<Load
     }
 
     let unused: Vec<String> = file.entries.keys().filter(|k| !vars.contains_key(*k)).cloned().collect();
-    let surprising: Vec<&String> =
-        unused.iter().filter(|k| !k.ends_with("num_batches_tracked") && !under(k, rules.unused_ok)).collect();
+    let mut surprising: Vec<String> = unused
+        .iter()
+        .filter(|k| !k.ends_with("num_batches_tracked") && !under(k, rules.unused_ok))
+        .cloned()
+        .collect();
+    surprising.sort();
     if !surprising.is_empty() {
         tracing::warn!(
             "weights file {}: {} tensor(s) the network does not use, left out: {}",
             path.display(),
             surprising.len(),
-            surprising.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            abridged(&surprising, ", ")
         );
     }
     Ok(LoadedWeights {

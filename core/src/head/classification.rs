@@ -33,7 +33,7 @@ use super::{
     cell, class_list, classes_state, encode_cells, HeadConfig, HeadScore, HeadState, Labels, Prediction,
     PropertyHead, Targets,
 };
-use crate::metrics::{self, to_map};
+use crate::metrics::{self, HeadMetrics};
 use crate::model::{to_vec_f64, Mlp};
 use crate::{Error, Result};
 
@@ -66,6 +66,8 @@ impl ClassificationConfig {
         Ok(())
     }
 }
+
+crate::register_type!(Head, "classification");
 
 #[typetag::serde(name = "classification")]
 impl HeadConfig for ClassificationConfig {
@@ -219,6 +221,10 @@ impl PropertyHead for ClassificationHead {
             pairs.push((truth, label.as_str()));
         }
         let m = metrics::classification(&self.classes, &pairs);
-        Ok(HeadScore { error_rate: m.error_rate, correct, metrics: to_map(&m) })
+        Ok(HeadScore {
+            error_rate: m.error_rate,
+            correct,
+            metrics: HeadMetrics { classes: Some(m), ..HeadMetrics::default() },
+        })
     }
 }

@@ -357,8 +357,8 @@ pub struct HeadScore {
     /// Per sample: was the prediction right? `None` where the label is
     /// missing or the head has no notion of right (plain regression).
     pub correct: Vec<Option<bool>>,
-    /// Every metric of the head, for `metrics.json` and the report.
-    pub metrics: serde_json::Map<String, serde_json::Value>,
+    /// Every figure of the head, for `metrics.json`, the report and experiments.
+    pub metrics: crate::metrics::HeadMetrics,
 }
 
 /// A trained or trainable head.

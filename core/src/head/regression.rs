@@ -45,7 +45,7 @@ use tch::{nn, Reduction, Tensor};
 use super::{
     cell, encode_cells, HeadConfig, HeadScore, HeadState, Labels, Prediction, PropertyHead, Targets,
 };
-use crate::metrics::{self, to_map};
+use crate::metrics::{self, HeadMetrics};
 use crate::model::{to_vec_f64, Mlp};
 use crate::{Error, Result};
 
@@ -149,6 +149,8 @@ pub fn scaling(head: &str, state: &HeadState, standardise: bool) -> Result<(f64,
     };
     Ok(if standardise { (mean, std) } else { (0.0, 1.0) })
 }
+
+crate::register_type!(Head, "regression");
 
 #[typetag::serde(name = "regression")]
 impl HeadConfig for RegressionConfig {
@@ -291,6 +293,10 @@ impl PropertyHead for RegressionHead {
             pairs.push((truth, *value));
         }
         let m = metrics::regression(&pairs, self.tolerance);
-        Ok(HeadScore { error_rate: m.within_tolerance.map(|w| 1.0 - w), correct, metrics: to_map(&m) })
+        Ok(HeadScore {
+            error_rate: m.within_tolerance.map(|w| 1.0 - w),
+            correct,
+            metrics: HeadMetrics { values: Some(m), ..HeadMetrics::default() },
+        })
     }
 }

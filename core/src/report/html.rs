@@ -4,9 +4,10 @@ use std::fmt::Write as _;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use crate::metrics::ClassMetrics;
+use crate::metrics::{ClassMetrics, HeadMetrics};
+use crate::run::RunResults;
 
 /// A plot written under `plots/`, shown inline.
 pub(super) struct Figure {
@@ -21,14 +22,14 @@ pub(super) struct HeadView<'a> {
     pub name: String,
     pub kind: Option<String>,
     pub column: Option<String>,
-    pub error_rate: Option<&'a Value>,
-    pub metrics: Option<&'a Map<String, Value>>,
+    pub error_rate: Option<f64>,
+    pub metrics: Option<&'a HeadMetrics>,
     pub figures: Vec<Figure>,
 }
 
 /// Everything the page shows.
 pub(super) struct Page<'a> {
-    pub metrics: &'a Map<String, Value>,
+    pub results: &'a RunResults,
     /// The taps and weight decays the run chose (`metrics.json`'s `choices`).
     pub choices: Option<&'a crate::run::choose::Choices>,
     /// The cross-validation (`metrics.json`'s `cross_validation`) and its plots.
@@ -80,7 +81,7 @@ pub(super) fn render(page: &Page) -> String {
     for note in page.notes {
         let _ = writeln!(out, "<p class=\"note\">{}</p>", esc(note));
     }
-    summary(&mut out, page.metrics);
+    summary(&mut out, page.results);
     overview(&mut out, page.heads);
     if let Some((cv, figures)) = page.cross_validation {
         cross_validation(&mut out, cv, figures);
@@ -95,7 +96,7 @@ pub(super) fn render(page: &Page) -> String {
     for head in page.heads {
         head_section(&mut out, head);
     }
-    extractor(&mut out, page.metrics);
+    extractor(&mut out, page.results);
     out.push_str("<h2>Configuration</h2>\n");
     match page.config {
         Some(text) => {
@@ -107,99 +108,86 @@ pub(super) fn render(page: &Page) -> String {
     out
 }
 
-fn summary(out: &mut String, m: &Map<String, Value>) {
+/// A typed value as the JSON the table cells format.
+fn json<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+fn summary(out: &mut String, r: &RunResults) {
     out.push_str("<h2>Summary</h2>\n<table>\n");
-    let extractor_type = m.get("extractor").and_then(|e| e.get("type"));
-    let covered: Option<Vec<String>> =
-        m.get("exact_match_heads").and_then(|v| serde_json::from_value(v.clone()).ok());
-    let exact_label = match covered {
-        Some(heads) if !heads.is_empty() => format!("exact-match rate ({} all right)", heads.join(" + ")),
+    let exact_label = match &r.exact_match_heads {
+        heads if !heads.is_empty() => format!("exact-match rate ({} all right)", heads.join(" + ")),
         _ => "exact-match rate (every head with a verdict right)".to_string(),
     };
-    let rows: [(&str, &str, Option<&Value>); 9] = [
-        ("furcate version", "furcate_version", m.get("furcate_version")),
+    let extractor_type = r.extractor.get("type").cloned().unwrap_or(Value::Null);
+    let rows: Vec<(&str, &str, Value)> = vec![
+        ("furcate version", "furcate_version", json(&r.furcate_version)),
         ("extractor", "type", extractor_type),
-        ("best epoch", "best_epoch", m.get("best_epoch")),
-        ("epochs run", "epochs_run", m.get("epochs_run")),
-        ("training rows", "n_train", m.get("n_train")),
-        ("validation rows", "n_val", m.get("n_val")),
-        ("test rows", "n_test", m.get("n_test")),
+        ("best epoch", "best_epoch", json(&r.best_epoch)),
+        ("epochs run", "epochs_run", json(&r.epochs_run)),
+        ("stopped early", "stopped_early", json(&r.stopped_early)),
+        ("training rows", "n_train", json(&r.n_train)),
+        ("validation rows", "n_val", json(&r.n_val)),
+        ("test rows", "n_test", json(&r.n_test)),
         (
             "cumulative error (sum of the classification heads' error rates)",
             "cumulative_error",
-            m.get("cumulative_error"),
+            json(&r.cumulative_error),
         ),
-        (exact_label.as_str(), "exact_match_rate", m.get("exact_match_rate")),
+        (exact_label.as_str(), "exact_match_rate", json(&r.exact_match_rate)),
+        ("optimizer", "optimizer", json(&r.optimizer)),
+        ("standardised features", "standardise_features", json(&r.standardise_features)),
     ];
-    for (label, key, value) in rows {
-        if let Some(v) = value {
-            row(out, label, key, v);
-        }
+    for (label, key, value) in &rows {
+        row(out, label, key, value);
     }
-    for (key, v) in m {
-        let listed = rows.iter().any(|r| r.1 == key)
-            || matches!(
-                key.as_str(),
-                "heads"
-                    | "extractor"
-                    | "weights_sha256"
-                    | "loss_weights"
-                    | "consistency"
-                    | "exact_match_heads"
-                    | "warnings"
-                    | "notes"
-                    | "cross_validation"
-                    | "choices"
-            );
-        if !listed {
-            row(out, key, key, v);
-        }
+    if let Some(n) = r.n_out_of_fold {
+        row(out, "out-of-fold rows", "n_out_of_fold", &Value::from(n));
+    }
+    if let Some(d) = &r.data {
+        row(out, "data", "data", &Value::from(d.to_string()));
     }
     out.push_str("</table>\n");
-    loss_weights(out, m);
-    consistency(out, m);
+    loss_weights(out, r);
+    consistency(out, r);
 }
 
 /// Each head's weight in the objective at the end of training.
-fn loss_weights(out: &mut String, m: &Map<String, Value>) {
-    let Some(weights) = m.get("loss_weights").and_then(Value::as_object).filter(|w| !w.is_empty()) else {
+fn loss_weights(out: &mut String, r: &RunResults) {
+    if r.loss_weights.is_empty() {
         return;
-    };
-    let how = m.get("loss_weighting").and_then(Value::as_str).unwrap_or("fixed");
+    }
+    let how = serde_json::to_value(r.loss_weighting).ok();
+    let how = how.as_ref().and_then(Value::as_str).unwrap_or("fixed");
     let _ =
         writeln!(out, "<h3>Loss weights ({})</h3>\n<table>\n<tr><th>head</th><th>weight</th></tr>", esc(how));
-    for (head, w) in weights {
-        let _ = writeln!(
-            out,
-            "<tr><td>{}</td><td class=\"num\">{}</td></tr>",
-            esc(head),
-            esc(&value_text("", w))
-        );
+    for (head, w) in &r.loss_weights {
+        let _ =
+            writeln!(out, "<tr><td>{}</td><td class=\"num\">{}</td></tr>", esc(head), esc(&number_text(*w)));
     }
     out.push_str("</table>\n");
 }
 
 /// Agreement of value heads with the heads predicting their bins.
-fn consistency(out: &mut String, m: &Map<String, Value>) {
-    let Some(pairs) = m.get("consistency").and_then(Value::as_array).filter(|p| !p.is_empty()) else {
+fn consistency(out: &mut String, r: &RunResults) {
+    if r.consistency.is_empty() {
         return;
-    };
+    }
     out.push_str(
         "<h3>Consistency of values and classes</h3>\n<p>Each predicted value rounded to the nearest class \
          centre, against the class head's prediction (agreement) and against the true class.</p>\n<table>\n\
          <tr><th>value head</th><th>class head</th><th>agreement</th><th>rounded value's error rate</th><th>n</th></tr>\n",
     );
-    for p in pairs {
-        let text = |k: &str| p.get(k).map_or_else(|| "n/a".to_string(), |v| value_text(k, v));
-        let name = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
+    for p in &r.consistency {
+        let rate = |k: &str, v: Option<f64>| value_text(k, &v.map_or(Value::Null, Value::from));
         let _ = writeln!(
             out,
             "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
-            esc(&name("value")),
-            esc(&name("class")),
-            esc(&text("agreement")),
-            esc(&text("rounded_error")),
-            esc(&text("n")),
+            esc(&p.value),
+            esc(&p.class),
+            esc(&rate("agreement", Some(p.agreement))),
+            esc(&rate("rounded_error", p.rounded_error)),
+            p.n,
         );
     }
     out.push_str("</table>\n");
@@ -214,7 +202,7 @@ fn overview(out: &mut String, heads: &[HeadView]) {
         "<h2>Heads</h2>\n<table>\n<tr><th>head</th><th>type</th><th>column</th><th>error rate</th></tr>\n",
     );
     for h in heads {
-        let error = h.error_rate.or_else(|| h.metrics.and_then(|m| m.get("error_rate")));
+        let error = h.error_rate.or_else(|| h.metrics.and_then(|m| m.classes.as_ref()?.error_rate));
         let _ = writeln!(
             out,
             "<tr><td><a href=\"#head-{}\">{}</a></td><td>{}</td><td>{}</td><td class=\"num\">{}</td></tr>",
@@ -222,7 +210,7 @@ fn overview(out: &mut String, heads: &[HeadView]) {
             esc(&h.name),
             esc(h.kind.as_deref().unwrap_or("n/a")),
             esc(h.column.as_deref().unwrap_or("n/a")),
-            esc(&error.map_or_else(|| "n/a".into(), |v| value_text("error_rate", v))),
+            esc(&error.map_or_else(|| "n/a".into(), |v| value_text("error_rate", &Value::from(v)))),
         );
     }
     out.push_str("</table>\n");
@@ -237,34 +225,26 @@ fn head_section(out: &mut String, head: &HeadView) {
         esc(head.column.as_deref().unwrap_or("n/a"))
     );
     match head.metrics {
-        Some(m) => {
+        Some(metrics) => {
+            // The typed figures as `metrics.json` names them, for the generic rows.
+            let m = metrics.to_map();
             out.push_str("<table>\n");
             if let (Some(v), None) = (head.error_rate, m.get("error_rate")) {
-                row(out, "error rate", "error_rate", v);
+                row(out, "error rate", "error_rate", &Value::from(v));
             }
             for (key, label) in KNOWN {
                 if let Some(v) = m.get(key) {
                     row(out, label, key, v);
                 }
             }
-            for (key, v) in m {
+            for (key, v) in &m {
                 if !KNOWN.iter().any(|k| k.0 == key) && !NOT_SCALAR.contains(&key.as_str()) {
                     row(out, key, key, v);
                 }
             }
             out.push_str("</table>\n");
-            if let Some(per_class) = m.get("per_class").filter(|v| !v.is_null()) {
-                // The same type the heads write (`metrics::ClassMetrics`), read back typed.
-                match serde_json::from_value::<Vec<ClassMetrics>>(per_class.clone()) {
-                    Ok(rows) => per_class_table(out, &rows),
-                    Err(e) => {
-                        let _ = writeln!(
-                            out,
-                            "<p class=\"note\">per_class of this head could not be read: {}</p>",
-                            esc(&e.to_string())
-                        );
-                    }
-                }
+            if let Some(c) = metrics.classes.as_ref().filter(|c| !c.per_class.is_empty()) {
+                per_class_table(out, &c.per_class);
             }
         }
         None => out.push_str("<p>No metrics for this head in metrics.json.</p>\n"),
@@ -300,25 +280,20 @@ fn per_class_table(out: &mut String, rows: &[ClassMetrics]) {
     out.push_str("</table>\n");
 }
 
-fn extractor(out: &mut String, m: &Map<String, Value>) {
+fn extractor(out: &mut String, r: &RunResults) {
     out.push_str("<h2>Extractor and weights</h2>\n<table>\n");
-    match m.get("extractor") {
-        Some(Value::Object(e)) => {
+    match &r.extractor {
+        Value::Object(e) => {
             for (key, v) in e {
                 row(out, key, key, v);
             }
         }
-        Some(other) => row(out, "extractor", "extractor", other),
-        None => row(out, "extractor", "extractor", &Value::Null),
+        other => row(out, "extractor", "extractor", other),
     }
-    let sha = m.get("weights_sha256").unwrap_or(&Value::Null);
     let _ = writeln!(
         out,
         "<tr><th>weights SHA-256</th><td><code>{}</code></td></tr>",
-        esc(&match sha {
-            Value::Null => NO_WEIGHTS.to_owned(),
-            v => value_text("weights_sha256", v),
-        })
+        esc(r.weights_sha256.as_deref().unwrap_or(NO_WEIGHTS))
     );
     out.push_str("</table>\n");
 }

@@ -1,8 +1,10 @@
 //! The run folder's report: plots as PNG and a self-contained `report.html`.
 //!
-//! [`write_report`] only reads what a training run leaves in its folder:
+//! [`write_report`] only reads what a training run leaves in its folder
+//! ([`write_report_for`] is given the run's results instead of reading them):
 //!
-//! - `metrics.json` (required): run summary and per-head metrics;
+//! - `metrics.json` (required): run summary and per-head metrics, read as the
+//!   typed [`RunResults`] the run wrote;
 //! - `history.csv`: per-epoch losses (`epoch,train_total,val_total,train_<head>...,val_<head>...`);
 //! - `predictions.csv`: `file,split,<head>_true,<head>_pred,...`;
 //! - `config.toml`: the resolved configuration, shown as text.
@@ -11,8 +13,9 @@
 //! `plots/confusion_<head>.png` (heads whose metrics hold a confusion matrix),
 //! `plots/pred_vs_true_<head>.png` (regression heads) and `report.html`, which
 //! inlines every plot as a `data:` URI and needs nothing else to display.
-//! Every key of `metrics.json` is optional: what is present is shown, a head
-//! of a kind the report does not know gets a plain table of its metrics.
+//! Every key of `metrics.json` is optional (an older run's file reads with
+//! defaults); a head of a kind the report does not know gets a plain table of
+//! its metrics.
 
 mod html;
 pub(crate) mod plots;
@@ -21,9 +24,9 @@ use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use serde_json::{Map, Value};
-
 use crate::fsutil::write_atomic;
+use crate::metrics::HeadMetrics;
+use crate::run::RunResults;
 use crate::{Error, Result};
 
 /// The files [`write_report`] wrote.
@@ -44,7 +47,14 @@ pub struct ReportFiles {
 /// `history.csv`, `predictions.csv` or `config.toml` only leaves its part of
 /// the report out, with a note saying so.
 pub fn write_report(run_dir: &Path) -> Result<ReportFiles> {
-    let run = RunFolder::read(run_dir)?;
+    let results = RunResults::read(run_dir)?;
+    write_report_for(run_dir, &results)
+}
+
+/// [`write_report`] for a run whose results are at hand (a run being written):
+/// `metrics.json` is not read; the history, predictions and config are.
+pub fn write_report_for(run_dir: &Path, results: &RunResults) -> Result<ReportFiles> {
+    let run = RunFolder::read(run_dir, results)?;
     let plots_dir = run_dir.join("plots");
     let mut stems = HashSet::new();
     let mut written = Vec::new();
@@ -59,13 +69,9 @@ pub fn write_report(run_dir: &Path) -> Result<ReportFiles> {
             Ok::<_, Error>(html::Figure { title, rel_path: format!("plots/{stem}.png"), png })
         };
 
-    let best_epoch = number(run.metrics.get("best_epoch"));
+    let best_epoch = Some(results.best_epoch as f64);
     let mut notes = run.notes.clone();
-    for key in ["warnings", "notes"] {
-        let lines: Vec<String> =
-            run.metrics.get(key).and_then(|v| serde_json::from_value(v.clone()).ok()).unwrap_or_default();
-        notes.extend(lines);
-    }
+    notes.extend(results.warnings.iter().chain(&results.notes).cloned());
     let mut total = None;
     if let Some(h) = &run.history {
         match h.column("train_total") {
@@ -80,9 +86,9 @@ pub fn write_report(run_dir: &Path) -> Result<ReportFiles> {
 
     let mut heads = Vec::new();
     for name in run.head_names() {
-        let entry = run.heads().and_then(|h| h.get(&name)).and_then(Value::as_object);
-        let kind = entry.and_then(|e| e.get("type")).and_then(Value::as_str);
-        let metrics = entry.and_then(|e| e.get("metrics")).and_then(Value::as_object);
+        let entry = results.heads.get(&name);
+        let kind = entry.map(|e| e.kind.as_str()).filter(|k| !k.is_empty());
+        let metrics = entry.map(|e| &e.metrics);
         let mut figures = Vec::new();
 
         if let Some(h) = &run.history {
@@ -113,24 +119,16 @@ pub fn write_report(run_dir: &Path) -> Result<ReportFiles> {
         heads.push(html::HeadView {
             name: name.clone(),
             kind: kind.map(str::to_owned),
-            column: entry.and_then(|e| e.get("column")).and_then(Value::as_str).map(str::to_owned),
-            error_rate: entry.and_then(|e| e.get("error_rate")),
+            column: entry.map(|e| e.column.clone()).filter(|c| !c.is_empty()),
+            error_rate: entry.and_then(|e| e.error_rate),
             metrics,
             figures,
         });
     }
 
-    let choices: Option<crate::run::choose::Choices> =
-        run.metrics.get("choices").and_then(|c| serde_json::from_value(c.clone()).ok());
-    let cv: Option<crate::run::folds::CvSummary> = match run.metrics.get("cross_validation") {
-        Some(v) if !v.is_null() => Some(
-            serde_json::from_value(v.clone())
-                .map_err(|e| Error::data(&run.metrics_path, format!("cross_validation: {e}")))?,
-        ),
-        _ => None,
-    };
+    let cv = results.cross_validation.as_ref();
     let mut cv_figures = Vec::new();
-    if let Some(cv) = &cv {
+    if let Some(cv) = cv {
         let folds: Vec<String> = cv.folds.iter().map(|f| format!("fold {}", f.fold)).collect();
         for (metric, label) in [("error_rate", "error rate"), ("mae", "MAE")] {
             let series: Vec<(String, Vec<Option<f64>>)> = cv
@@ -151,9 +149,9 @@ pub fn write_report(run_dir: &Path) -> Result<ReportFiles> {
         }
     }
     let page = html::render(&html::Page {
-        metrics: &run.metrics,
-        choices: choices.as_ref(),
-        cross_validation: cv.as_ref().map(|cv| (cv, cv_figures.as_slice())),
+        results,
+        choices: results.choices.as_ref(),
+        cross_validation: cv.map(|cv| (cv, cv_figures.as_slice())),
         total: total.as_ref(),
         heads: &heads,
         config: run.config.as_deref(),
@@ -164,25 +162,19 @@ pub fn write_report(run_dir: &Path) -> Result<ReportFiles> {
     Ok(ReportFiles { html: html_path, plots: written })
 }
 
-/// Everything read from a run folder.
-struct RunFolder {
+/// Everything read from a run folder, beside its [`RunResults`].
+struct RunFolder<'a> {
     metrics_path: PathBuf,
-    metrics: Map<String, Value>,
+    results: &'a RunResults,
     history: Option<History>,
     predictions: Option<Predictions>,
     config: Option<String>,
     notes: Vec<String>,
 }
 
-impl RunFolder {
-    fn read(dir: &Path) -> Result<Self> {
+impl<'a> RunFolder<'a> {
+    fn read(dir: &Path, results: &'a RunResults) -> Result<Self> {
         let metrics_path = dir.join("metrics.json");
-        let text = fs::read_to_string(&metrics_path).map_err(|e| Error::io(&metrics_path, e))?;
-        let metrics = match serde_json::from_str::<Value>(&text) {
-            Ok(Value::Object(m)) => m,
-            Ok(_) => return Err(Error::data(&metrics_path, "expected a JSON object at the top level")),
-            Err(e) => return Err(Error::data(&metrics_path, e.to_string())),
-        };
         let mut notes = Vec::new();
         let history = match optional_text(&dir.join("history.csv"))? {
             Some(t) => Some(History::parse(&dir.join("history.csv"), &t)?),
@@ -202,17 +194,13 @@ impl RunFolder {
         if config.is_none() {
             notes.push("config.toml not found.".into());
         }
-        Ok(RunFolder { metrics_path, metrics, history, predictions, config, notes })
-    }
-
-    fn heads(&self) -> Option<&Map<String, Value>> {
-        self.metrics.get("heads").and_then(Value::as_object)
+        Ok(RunFolder { metrics_path, results, history, predictions, config, notes })
     }
 
     /// Heads in model order (history.csv's columns), then any other head of metrics.json.
     fn head_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.history.as_ref().map(History::heads).unwrap_or_default();
-        for name in self.heads().into_iter().flat_map(|h| h.keys()) {
+        for name in self.results.heads.keys() {
             if !names.contains(name) {
                 names.push(name.clone());
             }
@@ -344,38 +332,23 @@ struct Confusion {
     counts: Vec<Vec<f64>>,
 }
 
-/// Reads `metrics.confusion_matrix` (and `classes`) of one head; `None` when absent or empty.
-fn confusion(path: &Path, head: &str, metrics: &Map<String, Value>) -> Result<Option<Confusion>> {
+/// The confusion matrix (and class names) of one head, checked square and
+/// matching its names; `None` when the head has none or it is empty.
+fn confusion(path: &Path, head: &str, metrics: &HeadMetrics) -> Result<Option<Confusion>> {
     let field = |key: &str| format!("heads.{head}.metrics.{key}");
-    let Some(matrix) = metrics.get("confusion_matrix").filter(|v| !v.is_null()) else {
-        return Ok(None);
-    };
-    let rows = matrix.as_array().ok_or_else(|| {
-        Error::data(path, format!("{}: expected an array of rows", field("confusion_matrix")))
-    })?;
-    let n = rows.len();
+    let Some(m) = &metrics.classes else { return Ok(None) };
+    let n = m.confusion.len();
     let mut counts = Vec::with_capacity(n);
-    for (i, row) in rows.iter().enumerate() {
-        let cells = row.as_array().filter(|r| r.len() == n).ok_or_else(|| {
-            Error::data(
+    for (i, row) in m.confusion.iter().enumerate() {
+        if row.len() != n {
+            return Err(Error::data(
                 path,
                 format!("{}: row {i} must be an array of {n} counts", field("confusion_matrix")),
-            )
-        })?;
-        let row: Option<Vec<f64>> = cells.iter().map(Value::as_f64).collect();
-        counts.push(row.ok_or_else(|| {
-            Error::data(
-                path,
-                format!("{}: row {i} holds a value that is not a number", field("confusion_matrix")),
-            )
-        })?);
-    }
-    let classes: Vec<String> = match metrics.get("classes").and_then(Value::as_array) {
-        Some(names) => {
-            names.iter().map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned)).collect()
+            ));
         }
-        None => (0..n).map(|i| i.to_string()).collect(),
-    };
+        counts.push(row.iter().map(|&c| c as f64).collect());
+    }
+    let classes = m.labels.clone();
     if classes.len() != n {
         return Err(Error::data(
             path,
@@ -383,11 +356,6 @@ fn confusion(path: &Path, head: &str, metrics: &Map<String, Value>) -> Result<Op
         ));
     }
     Ok((n > 0).then_some(Confusion { classes, counts }))
-}
-
-/// A JSON value as a number, if it is one.
-fn number(v: Option<&Value>) -> Option<f64> {
-    v.and_then(Value::as_f64)
 }
 
 /// A head name made safe for a file name: letters, digits, `-`, `_` and `.` are

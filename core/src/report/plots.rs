@@ -142,16 +142,7 @@ where
     Y::CoordDescType: Ranged<ValueType = f64> + ValueFormatter<f64>,
 {
     let mut chart = chart_builder(root, title).build_cartesian_2d(x.clone(), y_coord)?;
-    chart
-        .configure_mesh()
-        .x_desc("epoch")
-        .y_desc(y_desc)
-        .y_label_formatter(&|v| tick(*v))
-        .x_label_formatter(&|v| tick(*v))
-        .light_line_style(WHITE.mix(0.0))
-        .label_style((FONT, LABEL_SIZE))
-        .axis_desc_style((FONT, DESC_SIZE))
-        .draw()?;
+    numeric_mesh(&mut chart, "epoch", y_desc)?;
     if let Some(best) = best_epoch.filter(|b| (x.start..=x.end).contains(b)) {
         let style = ShapeStyle::from(&GRID).stroke_width(1);
         chart
@@ -246,16 +237,7 @@ pub(super) fn pred_vs_true_png(title: &str, pairs: &[(f64, f64)]) -> DrawResult<
             return message(root, title, "no test rows with numeric true and predicted values");
         };
         let mut chart = chart_builder(root, title).build_cartesian_2d(range.clone(), range.clone())?;
-        chart
-            .configure_mesh()
-            .x_desc("true")
-            .y_desc("predicted")
-            .x_label_formatter(&|v| tick(*v))
-            .y_label_formatter(&|v| tick(*v))
-            .light_line_style(WHITE.mix(0.0))
-            .label_style((FONT, LABEL_SIZE))
-            .axis_desc_style((FONT, DESC_SIZE))
-            .draw()?;
+        numeric_mesh(&mut chart, "true", "predicted")?;
         let diagonal = GRID.stroke_width(1);
         chart
             .draw_series(LineSeries::new(vec![(range.start, range.start), (range.end, range.end)], diagonal))?
@@ -276,6 +258,29 @@ pub(super) fn parity_scores(m: &crate::metrics::RegressionMetrics) -> String {
 }
 
 /// A chart with the report's caption, margins and axis label areas.
+/// Draws the mesh of a chart with numeric axes in the report's style.
+fn numeric_mesh<X, Y>(
+    chart: &mut ChartContext<'_, BitMapBackend<'_>, Cartesian2d<X, Y>>,
+    x_desc: &str,
+    y_desc: &str,
+) -> DrawResult<()>
+where
+    X: Ranged<ValueType = f64> + ValueFormatter<f64>,
+    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .x_label_formatter(&|v| tick(*v))
+        .y_label_formatter(&|v| tick(*v))
+        .light_line_style(WHITE.mix(0.0))
+        .label_style((FONT, LABEL_SIZE))
+        .axis_desc_style((FONT, DESC_SIZE))
+        .draw()?;
+    Ok(())
+}
+
 fn chart_builder<'a, 'b>(root: &'a Area<'b>, title: &str) -> ChartBuilder<'a, 'b, BitMapBackend<'b>> {
     let mut builder = ChartBuilder::on(root);
     builder.caption(title, (FONT, 20)).margin(15).x_label_area_size(55).y_label_area_size(85);
@@ -392,16 +397,7 @@ pub(crate) fn xy_png(
             return message(root, title, "no finite values");
         };
         let mut chart = chart_builder(root, title).build_cartesian_2d(x, y)?;
-        chart
-            .configure_mesh()
-            .x_desc(x_desc)
-            .y_desc(y_desc)
-            .x_label_formatter(&|v| tick(*v))
-            .y_label_formatter(&|v| tick(*v))
-            .light_line_style(WHITE.mix(0.0))
-            .label_style((FONT, LABEL_SIZE))
-            .axis_desc_style((FONT, DESC_SIZE))
-            .draw()?;
+        numeric_mesh(&mut chart, x_desc, y_desc)?;
         for (i, (label, points)) in series.iter().enumerate() {
             let color = PALETTE[i % PALETTE.len()];
             let points: Vec<(f64, f64)> =

@@ -77,40 +77,27 @@ pub fn load_model(dir: &Path, vs: &mut nn::VarStore) -> Result<()> {
     });
     if !missing.is_empty() {
         missing.sort();
-        return Err(Error::data(&path, format!("missing or misshapen tensors: {}", missing.join(", "))));
+        let listed = crate::error::abridged(&missing, ", ");
+        return Err(Error::data(
+            &path,
+            format!("{} missing or misshapen tensor(s): {listed}", missing.len()),
+        ));
     }
     Ok(())
 }
 
-/// Writes named tensors as safetensors atomically (temp file, fsync, rename).
+/// Writes named tensors as safetensors atomically ([`fsutil::write_atomic_with`]).
 pub fn save_tensors(path: &Path, named: &[(String, Tensor)]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp.safetensors",
-        path.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
-    ));
     let cpu: Vec<(String, Tensor)> =
         named.iter().map(|(n, t)| (n.clone(), t.detach().to_device(tch::Device::Cpu).contiguous())).collect();
-    let result = Tensor::write_safetensors(&cpu, &tmp)
-        .map_err(|e| Error::data(path, e.to_string()))
-        .and_then(|()| std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| Error::io(&tmp, e)))
-        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    fsutil::write_atomic_with(path, |_, tmp| {
+        Tensor::write_safetensors(&cpu, tmp).map_err(|e| Error::data(path, e.to_string()))
+    })
 }
 
 /// Reads all tensors of a safetensors file.
 pub fn load_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
-    if !path.exists() {
-        return Err(Error::io(path, std::io::Error::from(std::io::ErrorKind::NotFound)));
-    }
+    std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     let list = Tensor::read_safetensors(path).map_err(|e| Error::data(path, format!("unreadable: {e}")))?;
     Ok(list.into_iter().collect())
 }

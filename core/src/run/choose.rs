@@ -259,12 +259,12 @@ impl Problem<'_> {
                 &mut Silent,
             )?;
             let (_, losses) = train::evaluate_losses(&model, &score_batch);
-            let predictions = super::predict_features(&model, &score_batch.features);
+            let predictions = super::evaluate::predict_features(&model, &score_batch.features);
             let subset = self.data.subset(score);
             for (j, &h) in heads.iter().enumerate() {
                 let labels = subset.labels(self.config.heads[h].column())?;
                 let s = model.heads()[j].score(&predictions[j], &labels)?;
-                let (value, measure) = match (s.error_rate, s.metrics.get("mae").and_then(|v| v.as_f64())) {
+                let (value, measure) = match (s.error_rate, s.metrics.mae()) {
                     (Some(e), _) => (e, "error_rate"),
                     (None, Some(m)) => (m, "mae"),
                     (None, None) => (losses[j], "loss"),

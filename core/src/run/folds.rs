@@ -34,8 +34,11 @@ use crate::model::MultiHeadModel;
 use crate::progress::Progress;
 use crate::{Error, Result};
 
+use super::assemble::select_rows;
+use super::evaluate::{evaluate, predict_features, Evaluation};
+use super::fit::{fit_rows, FitData};
 use super::output::{predictions_csv_with, ExtraColumn};
-use super::{evaluate, fit_rows, predict_features, select_rows, validation_split, Evaluation, FitData};
+use super::parts::validation_split;
 
 /// The `split` value of an out-of-fold prediction in `predictions.csv`.
 pub const OUT_OF_FOLD: &str = "out_of_fold";
@@ -119,8 +122,7 @@ fn scalars(eval: &Evaluation) -> BTreeMap<String, BTreeMap<String, f64>> {
     eval.heads
         .iter()
         .map(|h| {
-            let mut m: BTreeMap<String, f64> =
-                h.score.metrics.iter().filter_map(|(k, v)| Some((k.clone(), v.as_f64()?))).collect();
+            let mut m = h.score.metrics.numbers();
             if let Some(e) = h.score.error_rate {
                 m.insert("error_rate".into(), e);
             }

@@ -1,17 +1,52 @@
-//! Predictions as other tools read them: `predictions.csv` (optionally with
-//! every class's probability, or with the fold of an out-of-fold
-//! prediction) and the rows `furcate predict --json` prints.
+//! The run folder and what goes in it: the lock a run holds on its folder
+//! ([`claim_run_folder`]), moving the finished folder into place
+//! ([`publish_run_folder`]), and predictions as other tools read them:
+//! `predictions.csv` (optionally with every class's probability, or with the
+//! fold of an out-of-fold prediction) and the rows `furcate predict --json`
+//! prints.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use serde::Serialize;
 use tch::Tensor;
 
 use crate::config::RunConfig;
 use crate::data::Dataset;
+use crate::fsutil::{self, OutputLock};
 use crate::head::Prediction;
 use crate::model::MultiHeadModel;
 use crate::{Error, Result};
+
+/// Takes the lock on the run folder `out` ([`OutputLock`]; with `wait`,
+/// waiting for another run writing it to end), then, under the lock, checks
+/// that `out` does not exist unless `force`: two runs on one folder never
+/// share its partial folder, and the second never replaces the first's
+/// finished folder without `force`. Hold the lock until the folder is published.
+pub fn claim_run_folder(out: &Path, force: bool, wait: bool) -> Result<OutputLock> {
+    let lock = OutputLock::acquire(out, wait)?;
+    if out.symlink_metadata().is_ok() && !force {
+        return Err(already_exists(out));
+    }
+    Ok(lock)
+}
+
+/// Renames the finished partial folder to `out`, replacing an existing `out`
+/// only with `force` (checked again: something other than furcate may have
+/// made it meanwhile), and syncs the parent folder.
+pub fn publish_run_folder(partial: &Path, out: &Path, force: bool) -> Result<()> {
+    if out.symlink_metadata().is_ok() && !force {
+        return Err(already_exists(out));
+    }
+    fsutil::replace_dir(partial, out)
+}
+
+fn already_exists(out: &Path) -> Error {
+    Error::io(
+        out,
+        std::io::Error::new(std::io::ErrorKind::AlreadyExists, "already exists (use --force to replace it)"),
+    )
+}
 
 /// A column added after the prediction columns of `predictions.csv`.
 #[derive(Debug, Clone)]

@@ -11,6 +11,7 @@
 //! ```
 #![deny(missing_docs)]
 
+use furcate_plugin::furcate_core::metrics::HeadMetrics;
 use furcate_plugin::prelude::*;
 
 /// The `[[heads]]` table of `type = "focal"`.
@@ -109,12 +110,10 @@ impl PropertyHead for FocalHead {
             })
             .collect();
         let m = furcate_plugin::furcate_core::metrics::classification(&self.classes, &pairs);
-        let mut score = HeadScore { error_rate: m.error_rate, ..HeadScore::default() };
-        score.correct = labels.iter().zip(predictions).map(|(l, p)| correct(*l, p)).collect();
-        if let Ok(furcate_plugin::serde_json::Value::Object(map)) = furcate_plugin::serde_json::to_value(&m) {
-            score.metrics = map;
-        }
-        Ok(score)
+        let correct = labels.iter().zip(predictions).map(|(l, p)| correct(*l, p)).collect();
+        let error_rate = m.error_rate;
+        let metrics = HeadMetrics { classes: Some(m), ..HeadMetrics::default() };
+        Ok(HeadScore { error_rate, correct, metrics })
     }
 }
 

@@ -1,0 +1,52 @@
+//! The run's parts: label columns checked, strata, and the validation part.
+
+use crate::config::{LoadedConfig, RunConfig};
+use crate::data::{split, Dataset};
+use crate::Result;
+
+/// The columns of the heads that stratify the split (the discrete ones).
+pub(crate) fn strata(config: &RunConfig, data: &Dataset) -> Result<Vec<String>> {
+    let mut cols = Vec::new();
+    for h in &config.heads {
+        if h.stratify() {
+            cols.push(data.labels(h.column())?);
+        }
+    }
+    Ok((0..data.len())
+        .map(|i| cols.iter().map(|c| c[i].unwrap_or("")).collect::<Vec<_>>().join("\u{1f}"))
+        .collect())
+}
+
+/// Checks that every head's column is in the data, naming the head's TOML line if not.
+pub(crate) fn check_columns(cfg: &LoadedConfig, data: &Dataset) -> Result<()> {
+    for h in &cfg.config.heads {
+        if !data.columns.contains_key(h.column()) {
+            return Err(cfg.error_at(
+                &format!("\"{}\"", h.name()),
+                format!(
+                    "head `{}` reads column `{}`, which {} does not have (columns: {})",
+                    h.name(),
+                    h.column(),
+                    data.source.display(),
+                    data.columns.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The validation part of the rows `rows` (indices into the whole set),
+/// by `training.validation_fraction` or its default for that many rows,
+/// stratified; returns (training rows, validation rows, why the default).
+pub(crate) fn validation_split(
+    t: &crate::config::TrainingConfig,
+    strata: &[String],
+    rows: &[usize],
+) -> (Vec<usize>, Vec<usize>, Option<String>) {
+    let (fraction, why) = t.validation_fraction_for(rows.len());
+    let sub: Vec<String> = rows.iter().map(|&i| strata[i].clone()).collect();
+    let inner = split::stratified(&sub, 0.0, fraction, t.seed);
+    let map = |v: &[usize]| v.iter().map(|&i| rows[i]).collect::<Vec<_>>();
+    (map(&inner.train), map(&inner.val), why)
+}
