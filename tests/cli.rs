@@ -1,46 +1,22 @@
 //! The `furcate` binary end to end: info, train, eval, predict, extract,
 //! resume after SIGKILL, and the errors a user meets.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::{dataset as make_dataset, furcate, run, s, text};
+use crate::common::{
+    self, class_and_value_heads, config_text, dataset as make_dataset, dataset_3x6, furcate, run, s, text,
+    write_config, LITE0_32,
+};
 
-/// 3 morphologies x 2 volume fractions x 6 images.
 fn dataset(dir: &Path) -> PathBuf {
-    make_dataset(dir, 3, 6)
+    dataset_3x6(dir)
 }
 
 fn config(dir: &Path, manifest: &Path, training: &str) -> PathBuf {
-    let text = format!(
-        r#"[data]
-manifest = "{}"
-feature_cache = "features"
-
-[extractor]
-type = "efficientnet_lite0"
-weights = "cache:efficientnet_lite0.safetensors"
-size = 32
-
-[[heads]]
-type = "classification"
-name = "morphology"
-
-[[heads]]
-type = "regression"
-name = "volume_fraction"
-
-[training]
-test_fraction = 0.25
-seed = 3
-{training}
-"#,
-        manifest.display()
-    );
-    let path = dir.join("run.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    let heads = class_and_value_heads("morphology", "volume_fraction");
+    let text =
+        config_text(manifest, LITE0_32, &heads, &format!("test_fraction = 0.25\nseed = 3\n{training}\n"));
+    write_config(dir, "run.toml", &text)
 }
 
 #[test]
@@ -78,6 +54,22 @@ fn train_eval_predict_extract() {
     ] {
         assert!(out.join(f).exists(), "missing {f}");
     }
+    // Written through temporary files, yet with the permissions of any file written here.
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, "x").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        for f in ["metrics.json", "checkpoint/model.safetensors", "checkpoint/state.json"] {
+            assert_eq!(mode(&out.join(f)), mode(&plain), "{f}");
+        }
+    }
+    let strays: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(strays.is_empty(), "left beside the run folder: {strays:?}");
     let metrics: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
     assert_eq!(metrics["n_test"], 9);
@@ -92,17 +84,26 @@ fn train_eval_predict_extract() {
     common::assert_eval_reproduces(&out, &metrics);
 
     // predict: one row per image, a column per head.
-    let images = manifest.parent().unwrap().join("images");
-    let pred = dir.path().join("pred.csv");
-    let o = run(&["predict", s(&out), s(&images), "--out", s(&pred)]);
-    assert!(o.status.success(), "{}", text(&o));
-    let csv = std::fs::read_to_string(&pred).unwrap();
+    let csv = common::predict_dataset(&out, &manifest, &dir.path().join("pred.csv"));
     assert_eq!(csv.lines().count(), 37);
     assert!(csv
         .lines()
         .next()
         .unwrap()
         .contains("morphology_pred,morphology_probability,volume_fraction_pred"));
+
+    // A missing image, or a missing run folder: the OS's own words, as `train` gives them.
+    let images = manifest.parent().unwrap().join("images");
+    let o = run(&["predict", s(&out), s(&images.join("absent.png"))]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("absent.png") && text(&o).contains("No such file or directory"),
+        "{}",
+        text(&o)
+    );
+    let o = run(&["predict", s(&dir.path().join("no_run")), s(&images)]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("no_run") && text(&o).contains("No such file or directory"), "{}", text(&o));
 
     // A second run on the same images takes every feature from the cache.
     let o = run(&["train", s(&cfg), "--out", s(&dir.path().join("run2")), "--no-report"]);
@@ -416,14 +417,7 @@ fn lbfgs_with_trunk_learned_weights_and_a_heads_crate_head() {
 
 /// A config of `heads` (TOML `[[heads]]` tables) on `manifest`, with `training`.
 fn config_with_heads(dir: &Path, manifest: &Path, heads: &str, training: &str) -> PathBuf {
-    let text = format!(
-        "[data]\nmanifest = \"{}\"\nfeature_cache = \"features\"\n\n[extractor]\ntype = \"efficientnet_lite0\"\n\
-         weights = \"cache:efficientnet_lite0.safetensors\"\nsize = 32\n\n{heads}\n[training]\n{training}\n",
-        manifest.display()
-    );
-    let path = dir.join("heads.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    write_config(dir, "heads.toml", &config_text(manifest, LITE0_32, heads, &format!("{training}\n")))
 }
 
 /// The run config of the real-micrograph tests: crop the data bar, tile,
@@ -706,15 +700,34 @@ fn check_validates_config_and_data_without_training() {
     let dup_manifest = images.join("dup.csv");
     std::fs::write(&dup_manifest, &dup).unwrap();
     let cfg_dup = config(dir.path(), &dup_manifest, "epochs = 2");
+    // Training would refuse the same file twice (`[data] duplicates = "error"`, the default).
     let o = run(&["check", s(&cfg_dup), "--json"]);
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(!o.status.success(), "{}", text(&o));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["ok"], false);
+    let errors = r["errors"].to_string();
+    assert!(errors.contains("line 38") && errors.contains("line 2 ") && errors.contains("drop"), "{errors}");
     let dups = r["duplicates"].as_array().unwrap();
     let find =
         |kind: &str| dups.iter().find(|d| d["kind"] == kind).unwrap_or_else(|| panic!("{kind}: {dups:?}"));
     assert!(find("same file")["first"].as_str().unwrap().starts_with("line 2 "));
     assert!(find("same file")["second"].as_str().unwrap().starts_with("line 38 "));
     assert!(find("same pixels")["second"].as_str().unwrap().contains("copy.png"));
+    // With `duplicates = "drop"` it would train on the rows left, with a warning.
+    let drop_text = std::fs::read_to_string(&cfg_dup).unwrap().replacen(
+        "feature_cache = \"features\"",
+        "feature_cache = \"features\"\nduplicates = \"drop\"",
+        1,
+    );
+    let cfg_drop = dir.path().join("drop.toml");
+    std::fs::write(&cfg_drop, drop_text).unwrap();
+    let o = run(&["check", s(&cfg_drop), "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["images"], 37, "38 rows less the repeat");
+    let warnings = r["warnings"].to_string();
+    assert!(warnings.contains("line 38") && warnings.contains("dropped"), "{warnings}");
+    assert!(warnings.contains("same pixels"), "{warnings}");
 
     // Two config problems at once, each with its line.
     let bad = config(dir.path(), &manifest, "epochs = 0\nlearning_rate = -1.0");
@@ -896,4 +909,129 @@ fn real_micrograph_errors_name_the_file_or_line() {
     std::fs::write(&cfg, std::fs::read_to_string(&cfg).unwrap().replace("seed = 1", "seed = 1\nfolds = 3"))
         .unwrap();
     check(&cfg, &["folds", "tile", "line"]);
+}
+
+/// Lines of a child's standard error, as they come.
+fn stderr_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead as _;
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits (two minutes at most) for a line of `lines` holding `what`; returns it.
+fn wait_for_line(lines: &std::sync::mpsc::Receiver<String>, what: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(what) => return line,
+            Ok(_) => {}
+            Err(e) => panic!("no line with `{what}`: {e}"),
+        }
+    }
+}
+
+/// Two trains on one `--out`: the second fails at once naming the first
+/// process; a lock left by a killed run is taken over; `--wait` waits for the
+/// holder, then still refuses a folder it finished unless `--force`.
+#[test]
+fn two_trains_on_one_out_are_kept_apart() {
+    use std::process::Stdio;
+
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dataset(dir.path());
+    let long = config(dir.path(), &manifest, "epochs = 2500\ncheckpoint_every = 100");
+    let quick = dir.path().join("quick.toml");
+    std::fs::write(&quick, std::fs::read_to_string(&long).unwrap().replace("epochs = 2500", "epochs = 3"))
+        .unwrap();
+    let out = dir.path().join("run");
+    let lock_file = furcate_core::fsutil::OutputLock::file_for(&out);
+    assert_eq!(lock_file, dir.path().join(".run.lock"));
+
+    // A first run holds the folder while it trains.
+    let mut first = furcate()
+        .args(["--quiet", "train", s(&long), "--out", s(&out), "--no-report"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let partial = dir.path().join(".run.partial");
+    let t0 = std::time::Instant::now();
+    while !partial.exists() {
+        assert!(first.try_wait().unwrap().is_none(), "the first run ended before training");
+        assert!(t0.elapsed().as_secs() < 120, "the first run did not start training in 2 minutes");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The second fails at once, naming the first, and leaves its partial folder alone.
+    let o = run(&["train", s(&quick), "--out", s(&out), "--no-report"]);
+    let msg = text(&o);
+    assert!(!o.status.success(), "{msg}");
+    assert!(msg.contains(&format!("pid {}", first.id())), "{msg}");
+    assert!(msg.contains("another furcate process") && msg.contains("--wait"), "{msg}");
+    assert!(
+        msg.contains(&lock_file.display().to_string()) && msg.contains(&long.display().to_string()),
+        "{msg}"
+    );
+    assert!(!msg.contains("panicked"), "{msg}");
+    assert!(partial.exists() && first.try_wait().unwrap().is_none(), "the first run was disturbed");
+
+    // Killed, the first run leaves its lock file, which holds nothing: the next run takes it over.
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+    assert!(lock_file.exists() && !out.exists());
+    let o = run(&["train", s(&quick), "--out", s(&out), "--no-report"]);
+    let msg = text(&o);
+    assert!(o.status.success(), "{msg}");
+    assert!(msg.contains("stale lock") && msg.contains(&format!("pid {}", first.id())), "{msg}");
+    assert!(out.join("metrics.json").is_file());
+    assert!(!lock_file.exists(), "the lock file outlived its run");
+
+    // --wait: queued behind the holder (here this test), then the folder the
+    // holder finished meanwhile is still refused without --force.
+    let out2 = dir.path().join("run2");
+    let held = furcate_core::fsutil::OutputLock::acquire(&out2, false).unwrap();
+    let mut waiting = furcate()
+        .args(["--quiet", "train", s(&quick), "--out", s(&out2), "--no-report", "--wait"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = stderr_lines(&mut waiting);
+    let line = wait_for_line(&lines, "waiting for");
+    assert!(line.contains(&format!("pid {}", std::process::id())), "{line}");
+    std::fs::create_dir(&out2).unwrap();
+    std::fs::write(out2.join("finished"), "by the holder").unwrap();
+    assert!(waiting.try_wait().unwrap().is_none(), "--wait did not wait");
+    drop(held);
+    wait_for_line(&lines, "already exists (use --force to replace it)");
+    assert!(!waiting.wait().unwrap().success());
+    assert_eq!(std::fs::read_to_string(out2.join("finished")).unwrap(), "by the holder");
+
+    // With --force it replaces that folder once the holder lets go.
+    let held = furcate_core::fsutil::OutputLock::acquire(&out2, false).unwrap();
+    let mut waiting = furcate()
+        .args(["--quiet", "train", s(&quick), "--out", s(&out2), "--no-report", "--wait", "--force"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = stderr_lines(&mut waiting);
+    wait_for_line(&lines, "waiting for");
+    // The test process holds it: taking it again without waiting fails too.
+    let again = furcate_core::fsutil::OutputLock::acquire(&out2, false).unwrap_err();
+    assert!(
+        matches!(&again, furcate_core::Error::Io { source, .. } if source.kind() == std::io::ErrorKind::WouldBlock)
+    );
+    drop(held);
+    assert!(waiting.wait().unwrap().success());
+    assert!(out2.join("metrics.json").is_file() && !out2.join("finished").exists());
+    assert!(!furcate_core::fsutil::OutputLock::file_for(&out2).exists());
 }
