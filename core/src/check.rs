@@ -180,8 +180,8 @@ fn check_loaded(cfg: &LoadedConfig, r: &mut CheckReport) -> Result<()> {
         let rest = data.len() - split::stratified(&strata, t.test_fraction, 0.0, t.seed).test.len();
         split::stratified(&strata, t.test_fraction, t.validation_fraction_for(rest).0, t.seed)
     };
-    if let Some(k) = t.folds.filter(|k| *k > data.len()) {
-        r.errors.push(format!("training.folds = {k}: the data has only {} images", data.len()));
+    if let Err(e) = cfg.check_folds(data.len()) {
+        r.errors.push(e.to_string());
     }
     r.warnings.extend(crate::run::warnings::split_warnings(c, &data, &parts)?);
     labels(cfg, &data, &parts, r)?;

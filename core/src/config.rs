@@ -22,7 +22,6 @@
 //! test_fraction = 0.1
 //! ```
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -69,6 +68,23 @@ pub struct RunConfig {
     /// head whose class names are all numbers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub consistency: Vec<ConsistencyPair>,
+}
+
+impl RunConfig {
+    /// Why `training.standardise_features` cannot be on here, when it is on
+    /// with `extractor.trainable_stages > 0`: standardising the boundary
+    /// activations would feed the pretrained stages inputs they were never
+    /// trained on. The one rule behind the config check (which adds the line)
+    /// and the model build.
+    pub fn standardise_conflict(&self) -> Option<String> {
+        let stages = self.extractor.trainable_stages();
+        (self.training.standardise() && stages > 0).then(|| {
+            format!(
+                "training.standardise_features cannot be used with extractor.trainable_stages = {stages}: \
+                 it would rescale the activations the pretrained stages take; turn one of them off"
+            )
+        })
+    }
 }
 
 /// `[[consistency]]`: a head predicting a value and a head predicting its bin.
@@ -268,41 +284,66 @@ impl Serialize for WeightDecay {
 
 impl<'de> Deserialize<'de> for WeightDecay {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct V;
+        let expected = "a number, a list of numbers, or \"auto\"";
+        match WordOrNumbers::read(d, expected)? {
+            WordOrNumbers::Number(v) => Ok(WeightDecay::Fixed(v)),
+            WordOrNumbers::List(g) => Ok(WeightDecay::Grid(g)),
+            WordOrNumbers::Word(w) if w == "auto" => Ok(WeightDecay::Grid(WeightDecay::AUTO_GRID.to_vec())),
+            WordOrNumbers::Word(w) => {
+                Err(serde::de::Error::custom(format!("weight_decay = \"{w}\": expected {expected}")))
+            }
+        }
+    }
+}
+
+/// A TOML value that is a word, a number or a list of numbers: what keys
+/// such as `weight_decay` and `intensity` take before they are told apart.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum WordOrNumbers {
+    /// A string.
+    Word(String),
+    /// A number (an integer is read as a float).
+    Number(f64),
+    /// A list of numbers.
+    List(Vec<f64>),
+}
+
+impl WordOrNumbers {
+    /// Reads one from `d`; any other value is an error saying `expected`.
+    pub(crate) fn read<'de, D: serde::Deserializer<'de>>(
+        d: D,
+        expected: &'static str,
+    ) -> std::result::Result<Self, D::Error> {
+        struct V(&'static str);
         impl<'de> serde::de::Visitor<'de> for V {
-            type Value = WeightDecay;
+            type Value = WordOrNumbers;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a number >= 0, a list of numbers, or \"auto\"")
+                f.write_str(self.0)
             }
-            fn visit_f64<E: serde::de::Error>(self, v: f64) -> std::result::Result<WeightDecay, E> {
-                Ok(WeightDecay::Fixed(v))
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> std::result::Result<WordOrNumbers, E> {
+                Ok(WordOrNumbers::Number(v))
             }
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<WeightDecay, E> {
-                Ok(WeightDecay::Fixed(v as f64))
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<WordOrNumbers, E> {
+                Ok(WordOrNumbers::Number(v as f64))
             }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<WeightDecay, E> {
-                Ok(WeightDecay::Fixed(v as f64))
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<WordOrNumbers, E> {
+                Ok(WordOrNumbers::Number(v as f64))
             }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<WeightDecay, E> {
-                match v {
-                    "auto" => Ok(WeightDecay::Grid(WeightDecay::AUTO_GRID.to_vec())),
-                    _ => Err(E::custom(format!(
-                        "weight_decay = \"{v}\": expected a number, a list of numbers, or \"auto\""
-                    ))),
-                }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<WordOrNumbers, E> {
+                Ok(WordOrNumbers::Word(v.to_string()))
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(
                 self,
                 mut seq: A,
-            ) -> std::result::Result<WeightDecay, A::Error> {
-                let mut g = Vec::new();
+            ) -> std::result::Result<WordOrNumbers, A::Error> {
+                let mut list = Vec::new();
                 while let Some(v) = seq.next_element::<f64>()? {
-                    g.push(v);
+                    list.push(v);
                 }
-                Ok(WeightDecay::Grid(g))
+                Ok(WordOrNumbers::List(list))
             }
         }
-        d.deserialize_any(V)
+        d.deserialize_any(V(expected))
     }
 }
 
@@ -602,6 +643,20 @@ impl LoadedConfig {
         }
     }
 
+    /// The rule on `training.folds` that needs the data: at most one fold
+    /// per image. The error names the line of `folds`; the one check behind
+    /// `furcate check` and cross-validation.
+    pub fn check_folds(&self, images: usize) -> Result<()> {
+        match self.config.training.folds {
+            Some(k) if k > images => Err(self.error_at_key(
+                "folds",
+                0,
+                format!("training.folds = {k}: the data has only {images} images"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// All of [`LoadedConfig::problems`] as one error.
     fn check(&self) -> Result<()> {
         combine(&self.path, self.problems())
@@ -621,15 +676,11 @@ impl LoadedConfig {
         if heads && c.heads.is_empty() {
             errors.push(Error::config(&self.path, "no [[heads]]: declare at least one head"));
         }
-        let mut names = BTreeSet::new();
-        for h in &c.heads {
-            if !names.insert(h.name()) {
-                errors.push(self.error_at_nth(
-                    &format!("\"{}\"", h.name()),
-                    1,
-                    format!("duplicate head name `{}`: head names must be unique", h.name()),
-                ));
-            }
+        for (i, message) in crate::head::head_name_problems(c.heads.iter().map(|h| h.name())) {
+            // The line of this head's name: earlier heads of the same name come first.
+            let name = c.heads[i].name();
+            let earlier = c.heads[..i].iter().filter(|h| h.name() == name).count();
+            errors.push(self.error_at_nth(&format!("\"{name}\""), earlier, message));
         }
         match (&c.data.manifest, &c.data.folders) {
             (None, None) if data => {
@@ -711,21 +762,14 @@ impl LoadedConfig {
         if let Err(e) = self.check_taps() {
             errors.push(e);
         }
-        if t.standardise() && c.extractor.trainable_stages() > 0 {
-            errors.push(self.error_at(
-                "standardise_features",
-                format!(
-                    "training.standardise_features cannot be used with extractor.trainable_stages = {}: \
-                     it would rescale the activations the pretrained stages take; turn one of them off",
-                    c.extractor.trainable_stages()
-                ),
-            ));
+        if let Some(m) = c.standardise_conflict() {
+            errors.push(self.error_at("standardise_features", m));
         }
         if c.runtime.threads == Some(0) {
             errors.push(self.error_at_key("threads", 0, "runtime.threads must be at least 1"));
         }
-        if c.extractor.input_size() < 32 {
-            errors.push(self.error_at("size", "extractor.size must be at least 32"));
+        if let Err(m) = crate::extractor::check_input_size(c.extractor.input_size()) {
+            errors.push(self.error_at("size", format!("extractor.{m}")));
         }
         errors
     }
@@ -738,23 +782,10 @@ impl LoadedConfig {
         let c = &self.config;
         let valid = c.extractor.tap_names();
         let check = |names: &[String], whose: &str, nth: usize| -> Result<()> {
-            if names.is_empty() {
-                return Err(self.error_at_key(
-                    "taps",
-                    nth,
-                    format!("{whose}: taps is empty; name at least one of {}", valid.join(", ")),
-                ));
-            }
-            for n in names {
-                if !valid.contains(n) {
-                    return Err(self.error_at_key(
-                        "taps",
-                        nth,
-                        format!("{whose}: unknown tap `{n}`; the extractor's taps are {}", valid.join(", ")),
-                    ));
-                }
-            }
-            Ok(())
+            crate::extractor::taps::check_tap_names(whose, names, &valid).map_err(|e| match e {
+                Error::Invalid(m) => self.error_at_key("taps", nth, m),
+                e => e,
+            })
         };
         // `taps` lines in file order: the extractor's, the trunk's, then the heads'.
         let mut nth = usize::from(section_has(&self.text, "[extractor]", "taps"));

@@ -9,6 +9,10 @@
 //! ([`extractor::ExtractorConfig`], [`head::HeadConfig`]).
 #![deny(missing_docs)]
 
+// The crate by its own name, so that paths in macro-made serde attributes
+// ([`head_config!`]) read the same here and in the crates that use them.
+extern crate self as furcate_core;
+
 pub mod check;
 pub mod config;
 pub mod data;

@@ -37,7 +37,6 @@
 //! ```
 
 use std::borrow::Borrow;
-use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
@@ -334,20 +333,13 @@ impl MultiHeadModel {
         if heads.is_empty() {
             return Err(Error::Invalid("the model has no heads: declare at least one [[heads]]".into()));
         }
-        let mut seen = BTreeSet::new();
+        let names = heads.iter().map(|(c, _)| c.borrow().name());
+        if let Some((_, message)) = crate::head::head_name_problems(names).into_iter().next() {
+            return Err(Error::Invalid(message));
+        }
         for (config, _) in heads {
             let config = config.borrow();
             let name = config.name();
-            if name.is_empty() || name.contains('.') {
-                return Err(Error::Invalid(format!(
-                    "head name `{name}`: a name must be non-empty and hold no `.`"
-                )));
-            }
-            if !seen.insert(name) {
-                return Err(Error::Invalid(format!(
-                    "two heads are named `{name}`: head names must be unique"
-                )));
-            }
             let w = config.loss_weight();
             if !(w.is_finite() && w >= 0.0) {
                 return Err(Error::Invalid(format!(

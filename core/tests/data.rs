@@ -471,3 +471,30 @@ fn tiles_aggregate_by_mean_value_and_mean_probability() {
     assert!((probability - 1.6 / 3.0).abs() < 1e-12, "{probability}");
     assert_eq!(spread, furcate_core::run::aggregate::Spread::Agreement(1.0 / 3.0));
 }
+
+#[test]
+fn intensity_and_weight_decay_values_are_told_apart_with_errors_at_their_line() {
+    use furcate_core::config::{DataConfig, TrainingConfig, WeightDecay};
+    let data =
+        |value: &str| toml::from_str::<DataConfig>(&format!("manifest = \"m.csv\"\nintensity = {value}"));
+    assert_eq!(data("[0, 500]").unwrap().intensity, Intensity::Fixed { low: 0.0, high: 500.0 });
+    assert_eq!(data("\"bit_depth\"").unwrap().intensity, Intensity::BitDepth);
+    for (value, says) in [
+        ("\"gamma\"", "intensity = \"gamma\": expected \"auto\""),
+        ("3", "intensity = 3: expected"),
+        ("[5, 1]", "expected [low, high] with low < high"),
+        ("true", "expected \"auto\", \"full_range\""),
+    ] {
+        let e = data(value).unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains(says), "{value}: {e}");
+    }
+    let decay =
+        |value: &str| toml::from_str::<TrainingConfig>(&format!("epochs = 2\nweight_decay = {value}"));
+    assert_eq!(decay("1").unwrap().weight_decay, WeightDecay::Fixed(1.0));
+    assert_eq!(decay("[1e-3, 0.5]").unwrap().weight_decay, WeightDecay::Grid(vec![1e-3, 0.5]));
+    assert_eq!(decay("\"auto\"").unwrap().weight_decay.values(), WeightDecay::AUTO_GRID);
+    for (value, says) in [("\"big\"", "weight_decay = \"big\": expected a number"), ("true", "\"auto\"")] {
+        let e = decay(value).unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains(says), "{value}: {e}");
+    }
+}

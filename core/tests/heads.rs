@@ -365,6 +365,70 @@ fn configs_come_from_toml_by_type() {
     assert!(toml::from_str::<File>(bad_loss).is_err());
 }
 
+/// The message of parsing `text` as a file of `[[heads]]`.
+fn heads_error(text: &str) -> String {
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct File {
+        heads: Vec<Box<dyn HeadConfig>>,
+    }
+    toml::from_str::<File>(text).expect_err(text).to_string()
+}
+
+/// typetag reads a head's table through erased-serde, so toml names the line
+/// of the table's `[[heads]]` header (not of the key itself); for the second
+/// head, its own header.
+#[test]
+fn unknown_keys_of_each_built_in_head_are_errors_at_their_table_line() {
+    for kind in ["classification", "regression"] {
+        // A misspelt common key, and one that only the other head has.
+        let other = if kind == "regression" { "label_smoothing" } else { "huber_delta" };
+        for key in ["colum", other] {
+            let text = format!(
+                "[[heads]]\ntype = \"classification\"\nname = \"first\"\n\n\
+                 [[heads]]\ntype = \"{kind}\"\nname = \"h\"\nweight = 2.0\n{key} = 1.0\n"
+            );
+            let e = heads_error(&text);
+            assert!(e.contains("line 5") && e.contains(&format!("unknown field `{key}`")), "{kind}: {e}");
+        }
+    }
+}
+
+#[test]
+fn common_fields_read_alike_and_new_matches_the_toml_defaults() {
+    let classification = ClassificationConfig::new("h");
+    let regression = RegressionConfig::new("h");
+    assert_eq!(toml::from_str::<ClassificationConfig>("name = \"h\"").unwrap(), classification);
+    assert_eq!(toml::from_str::<RegressionConfig>("name = \"h\"").unwrap(), regression);
+    assert!(
+        regression.standardise && regression.huber_delta == 1.0 && regression.loss == RegressionLoss::Mse
+    );
+    let common =
+        "name = \"h\"\ncolumn = \"c\"\nweight = 0.5\nhidden = [4, 2]\ndropout = 0.25\ntaps = [\"head\"]\n";
+    let c: ClassificationConfig = toml::from_str(common).unwrap();
+    let r: RegressionConfig = toml::from_str(common).unwrap();
+    assert_eq!(
+        (&c.name, &c.column, c.weight, &c.hidden, c.dropout, &c.taps),
+        (&r.name, &r.column, r.weight, &r.hidden, r.dropout, &r.taps)
+    );
+    assert_eq!((c.column(), HeadConfig::loss_weight(&c), r.column()), ("c", 0.5, "c"));
+    assert!(c.taps().is_some() && r.taps().is_some() && classification.taps().is_none());
+    assert_eq!(regression.column(), "h");
+    // Serialised and read back, a config is the same (defaults left out or spelled out alike).
+    let again: ClassificationConfig = toml::from_str(&toml::to_string(&c).unwrap()).unwrap();
+    assert_eq!(again, c);
+    // The network of the common fields: `hidden` layers, then the output.
+    let vs = nn::VarStore::new(Device::Cpu);
+    let mlp = c.mlp(&vs.root(), 3, 5).unwrap();
+    assert_eq!(
+        mlp.forward_t(&Tensor::zeros([2, 3], (Kind::Float, Device::Cpu)), false).unwrap().size(),
+        [2, 5]
+    );
+    let e =
+        RegressionConfig { dropout: 1.0, ..RegressionConfig::new("d") }.mlp(&vs.root(), 3, 1).unwrap_err();
+    assert!(e.to_string().contains("head `d`") && e.to_string().contains("dropout"), "{e}");
+}
+
 /// The names typetag lists for an unknown tag (its registry is private; its
 /// error message names every registered tag).
 fn typetag_list<T: serde::de::DeserializeOwned>() -> Vec<String> {

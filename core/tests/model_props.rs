@@ -615,3 +615,65 @@ fn auto_taps_pick_the_informative_tap() {
         assert_eq!(choices.routes(false).unwrap().heads, vec![Some(vec![(24, 3)])]);
     }
 }
+
+/// A config of a `two_point` extractor (tap `two_point`) with `heads` (TOML).
+fn loaded(heads: &str) -> Result<LoadedConfig, String> {
+    let text = format!(
+        "[data]\nmanifest = \"unused.csv\"\n[extractor]\ntype = \"two_point\"\nsize = 32\n{heads}\
+         [training]\nepochs = 2\n"
+    );
+    LoadedConfig::from_str(&text, std::path::Path::new("rules.toml")).map_err(|e| e.to_string())
+}
+
+#[test]
+fn head_name_and_tap_rules_read_the_same_in_the_config_and_the_model() {
+    let head = |kind: &str, name: &str| format!("[[heads]]\ntype = \"{kind}\"\nname = \"{name}\"\n");
+    // Lines 6-8 and 9-11: the second head's name is on line 11.
+    let twice = loaded(&(head("classification", "p") + &head("regression", "p"))).unwrap_err();
+    assert!(
+        twice.contains("rules.toml")
+            && twice.contains("line 11")
+            && twice.contains("duplicate head name `p`")
+    );
+    let dotted = loaded(&(head("classification", "p") + &head("regression", "a.b"))).unwrap_err();
+    assert!(dotted.contains("line 11") && dotted.contains("`a.b`"), "{dotted}");
+    // The model builder refuses the same names with the same words.
+    let vs = nn::VarStore::new(Device::Cpu);
+    let state = serde_json::json!({ "mean": 0.0, "std": 1.0 });
+    for (names, rule) in
+        [(["p", "p"], "duplicate head name `p`"), (["p", "a.b"], "`a.b`: a name must be non-empty")]
+    {
+        let heads: Vec<(Box<dyn HeadConfig>, HeadState)> = names
+            .iter()
+            .map(|n| (Box::new(RegressionConfig::new(*n)) as Box<dyn HeadConfig>, state.clone()))
+            .collect();
+        let e = MultiHeadModel::new(&vs.root(), 3, None, &heads).unwrap_err().to_string();
+        assert!(e.contains(rule), "{e}");
+        let in_config = loaded(&names.iter().map(|n| head("regression", n)).collect::<String>()).unwrap_err();
+        assert!(in_config.contains(rule), "{in_config}");
+    }
+    // A head's tap list: a tap twice is refused at its line, as in an extractor's list.
+    let taps = head("classification", "p") + "taps = [\"two_point\", \"two_point\"]\n";
+    let e = loaded(&taps).unwrap_err();
+    assert!(e.contains("line 9") && e.contains("head `p`: tap `two_point` is listed twice"), "{e}");
+    assert!(loaded(&(head("classification", "p") + "taps = [\"two_point\"]\n")).is_ok());
+    // The input size rule: at the config's line, and when the extractor is built.
+    let small = loaded(&head("classification", "p")).unwrap().text.replace("size = 32", "size = 31");
+    let e = LoadedConfig::from_str(&small, std::path::Path::new("rules.toml")).unwrap_err().to_string();
+    assert!(e.contains("line 5") && e.contains("extractor.size must be at least 32, got 31"), "{e}");
+}
+
+#[test]
+fn more_folds_than_images_are_refused_at_the_folds_line() {
+    let heads = "[[heads]]\ntype = \"classification\"\nname = \"p\"\n";
+    let text = loaded(heads).unwrap().text.replace("epochs = 2", "epochs = 2\nfolds = 5");
+    let cfg = LoadedConfig::from_str(&text, std::path::Path::new("rules.toml")).unwrap();
+    let e = cfg.check_folds(3).unwrap_err().to_string();
+    assert!(
+        e.contains("rules.toml")
+            && e.contains("line 11")
+            && e.contains("folds = 5: the data has only 3 images")
+    );
+    assert!(cfg.check_folds(5).is_ok());
+    assert!(loaded(heads).unwrap().check_folds(1).is_ok(), "without folds there is nothing to check");
+}

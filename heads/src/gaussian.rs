@@ -31,22 +31,20 @@
 //! `value ± 1.6449 std`, `mean_interval_width_90`, and `nll`, the mean full
 //! Gaussian negative log-likelihood in data units.
 
-use furcate_core::extractor::taps::TapSelection;
-use furcate_core::head::regression::RegressionConfig;
+use furcate_core::head::regression::{scaling, RegressionConfig};
 use furcate_core::head::{
     encode_cells, HeadConfig, HeadScore, HeadState, Labels, Prediction, PropertyHead, Targets,
 };
 use furcate_core::metrics;
-use furcate_core::model::{Activation, Mlp};
+use furcate_core::model::Mlp;
 use furcate_core::{Error, Result};
-use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};
 
 use furcate_core::head::cell;
 use furcate_core::metrics::{HeadMetrics, IntervalMetrics};
 use furcate_core::model::to_vec_f64;
 
-use crate::{one, yes};
+use crate::yes;
 
 /// The 95 % quantile of the standard normal: the central 90 % interval is `μ ± Z90 σ`.
 pub const Z90: f64 = 1.644_853_626_951_472_2;
@@ -54,50 +52,12 @@ pub const Z90: f64 = 1.644_853_626_951_472_2;
 /// Bounds on the predicted log-variance, in learned units.
 const LOG_VAR_RANGE: (f64, f64) = (-12.0, 12.0);
 
-/// The `[[heads]]` table of `type = "gaussian"`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GaussianConfig {
-    /// The head's name, unique in the model.
-    pub name: String,
-    /// The label column (default: the name).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub column: Option<String>,
-    /// Weight of this head's loss in the total (default 1).
-    #[serde(default = "one")]
-    pub weight: f64,
-    /// Widths of hidden layers (ReLU) before the output layer (default none).
-    #[serde(default)]
-    pub hidden: Vec<i64>,
-    /// Dropout after each hidden layer while training (default 0).
-    #[serde(default)]
-    pub dropout: f64,
-    /// Which taps of the extractor the head reads: tap names, or `"auto"`
-    /// to choose by validation ([`furcate_core::extractor::taps`]). Default: the
-    /// trunk's output, or every tap when there is no trunk.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub taps: Option<TapSelection>,
-    /// Learn standardised targets (default true).
-    #[serde(default = "yes")]
-    pub standardise: bool,
-}
-
-impl GaussianConfig {
-    /// A head named `name` with every other field at its default.
-    pub fn new(name: impl Into<String>) -> Self {
-        GaussianConfig {
-            name: name.into(),
-            column: None,
-            weight: 1.0,
-            hidden: Vec::new(),
-            dropout: 0.0,
-            taps: None,
-            standardise: true,
-        }
-    }
-
-    fn invalid(&self, message: impl std::fmt::Display) -> Error {
-        Error::Invalid(format!("head `{}`: {message}", self.name))
+furcate_core::head_config! {
+    /// The `[[heads]]` table of `type = "gaussian"`.
+    pub struct GaussianConfig {
+        /// Learn standardised targets (default true).
+        #[serde(default = "yes")]
+        pub standardise: bool,
     }
 }
 
@@ -113,21 +73,7 @@ furcate_core::register_type!(Head, "gaussian");
 
 #[typetag::serde(name = "gaussian")]
 impl HeadConfig for GaussianConfig {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn column(&self) -> &str {
-        self.column.as_deref().unwrap_or(&self.name)
-    }
-
-    fn taps(&self) -> Option<&TapSelection> {
-        self.taps.as_ref()
-    }
-
-    fn loss_weight(&self) -> f64 {
-        self.weight
-    }
+    furcate_core::head_config_methods!();
 
     /// Mean and population standard deviation of the non-missing labels
     /// (`{"mean": .., "std": ..}`, a zero std stored as 1), as the
@@ -139,16 +85,8 @@ impl HeadConfig for GaussianConfig {
     }
 
     fn build(&self, path: nn::Path, in_dim: i64, state: &HeadState) -> Result<Box<dyn PropertyHead>> {
-        let field = |key: &str| state.get(key).and_then(serde_json::Value::as_f64).filter(|v| v.is_finite());
-        let (Some(mean), Some(std)) = (field("mean"), field("std").filter(|s| *s > 0.0)) else {
-            return Err(
-                self.invalid(format!("state must be {{\"mean\": number, \"std\": number > 0}}, got {state}"))
-            );
-        };
-        let mlp = Mlp::new(&path, in_dim, &self.hidden, "hidden", Activation::Relu, self.dropout)
-            .and_then(|m| m.with_output(&path, 2))
-            .map_err(|e| self.invalid(e))?;
-        let (shift, scale) = if self.standardise { (mean, std) } else { (0.0, 1.0) };
+        let (shift, scale) = scaling(&self.name, state, self.standardise)?;
+        let mlp = self.mlp(&path, in_dim, 2)?;
         Ok(Box::new(GaussianHead { name: self.name.clone(), mlp, shift, scale }))
     }
 }

@@ -20,10 +20,6 @@
 pub mod gaussian;
 pub mod ordinal;
 
-fn one() -> f64 {
-    1.0
-}
-
 fn yes() -> bool {
     true
 }

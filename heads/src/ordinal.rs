@@ -32,63 +32,22 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use furcate_core::extractor::taps::TapSelection;
 use furcate_core::head::{
     encode_cells, HeadConfig, HeadScore, HeadState, Labels, Prediction, PropertyHead, Targets,
 };
 use furcate_core::metrics;
-use furcate_core::model::{Activation, Mlp};
+use furcate_core::model::Mlp;
 use furcate_core::{Error, Result};
-use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Reduction, Tensor};
 
-use furcate_core::head::{cell, class_list};
+use furcate_core::head::{cell, class_list, classes_state};
 use furcate_core::metrics::{BinMetrics, HeadMetrics};
 use furcate_core::model::to_vec_f64;
 
-use crate::one;
-
-/// The `[[heads]]` table of `type = "ordinal"`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OrdinalConfig {
-    /// The head's name, unique in the model.
-    pub name: String,
-    /// The label column (default: the name).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub column: Option<String>,
-    /// Weight of this head's loss in the total (default 1).
-    #[serde(default = "one")]
-    pub weight: f64,
-    /// Widths of hidden layers (ReLU) before the shared score (default none).
-    #[serde(default)]
-    pub hidden: Vec<i64>,
-    /// Dropout after each hidden layer while training (default 0).
-    #[serde(default)]
-    pub dropout: f64,
-    /// Which taps of the extractor the head reads: tap names, or `"auto"`
-    /// to choose by validation ([`furcate_core::extractor::taps`]). Default: the
-    /// trunk's output, or every tap when there is no trunk.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub taps: Option<TapSelection>,
-}
-
-impl OrdinalConfig {
-    /// A head named `name` with every other field at its default.
-    pub fn new(name: impl Into<String>) -> Self {
-        OrdinalConfig {
-            name: name.into(),
-            column: None,
-            weight: 1.0,
-            hidden: Vec::new(),
-            dropout: 0.0,
-            taps: None,
-        }
-    }
-
-    fn invalid(&self, message: impl std::fmt::Display) -> Error {
-        Error::Invalid(format!("head `{}`: {message}", self.name))
-    }
+furcate_core::head_config! {
+    /// The `[[heads]]` table of `type = "ordinal"`: only the fields every head
+    /// has (its `hidden` layers come before the shared score).
+    pub struct OrdinalConfig {}
 }
 
 /// Orders distinct labels: by numeric value when all parse as finite numbers
@@ -115,21 +74,7 @@ furcate_core::register_type!(Head, "ordinal");
 
 #[typetag::serde(name = "ordinal")]
 impl HeadConfig for OrdinalConfig {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn column(&self) -> &str {
-        self.column.as_deref().unwrap_or(&self.name)
-    }
-
-    fn taps(&self) -> Option<&TapSelection> {
-        self.taps.as_ref()
-    }
-
-    fn loss_weight(&self) -> f64 {
-        self.weight
-    }
+    furcate_core::head_config_methods!();
 
     fn stratify(&self) -> bool {
         true
@@ -138,20 +83,12 @@ impl HeadConfig for OrdinalConfig {
     /// The ordered set of the non-missing labels: `{"classes": [...]}`. A
     /// single class is allowed; no label at all is an error.
     fn fit(&self, labels: &Labels) -> Result<HeadState> {
-        let classes = order_classes(labels.iter().filter_map(|l| cell(*l)));
-        if classes.is_empty() {
-            return Err(
-                self.invalid(format!("column `{}` has no labels to learn the classes from", self.column()))
-            );
-        }
-        Ok(serde_json::json!({ "classes": classes }))
+        classes_state(&self.name, self.column(), order_classes(labels.iter().filter_map(|l| cell(*l))))
     }
 
     fn build(&self, path: nn::Path, in_dim: i64, state: &HeadState) -> Result<Box<dyn PropertyHead>> {
         let classes = class_list(&self.name, state)?;
-        let mlp = Mlp::new(&path, in_dim, &self.hidden, "hidden", Activation::Relu, self.dropout)
-            .and_then(|m| m.with_output(&path, 1))
-            .map_err(|e| self.invalid(e))?;
+        let mlp = self.mlp(&path, in_dim, 1)?;
         let thresholds = (classes.len() as i64 - 1).max(1);
         // Biases start evenly spaced one logit apart, centred on zero.
         let first = path.var("first_bias", &[1], nn::Init::Const((thresholds - 1) as f64 / 2.0));

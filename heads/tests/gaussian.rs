@@ -162,3 +162,13 @@ fn bad_shapes_are_errors_naming_the_head() {
     assert!(gaussian_nll(&Tensor::randn([2, 2], CPU), &Tensor::zeros([3], CPU)).is_err());
     assert!(head.decode(&Tensor::randn([2, 3], CPU)).unwrap_err().to_string().contains("head `fraction`"));
 }
+
+/// (The unknown key inside a `[[heads]]` file: `ordinal.rs`, for both heads of the crate.)
+#[test]
+fn an_unknown_key_names_its_line_and_new_matches_the_toml_defaults() {
+    let e = toml::from_str::<GaussianConfig>("name = \"f\"\ndropuot = 0.1").unwrap_err().to_string();
+    assert!(e.contains("line 2") && e.contains("dropuot"), "{e}");
+    let config = GaussianConfig::new("f");
+    assert_eq!(toml::from_str::<GaussianConfig>("name = \"f\"").unwrap(), config);
+    assert!(config.standardise);
+}

@@ -150,6 +150,28 @@ fn is_registered_and_parses_from_toml() {
 }
 
 #[test]
+fn unknown_keys_name_their_line_and_new_matches_the_toml_defaults() {
+    // Through typetag, toml names the line of the head's `[[heads]]` header;
+    // the same for the crate's other head.
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct File {
+        heads: Vec<Box<dyn HeadConfig>>,
+    }
+    for (kind, key) in [("ordinal", "classes"), ("gaussian", "bounds"), ("gaussian", "colum")] {
+        let text = format!(
+            "[[heads]]\ntype = \"ordinal\"\nname = \"a\"\n\n[[heads]]\ntype = \"{kind}\"\nname = \"b\"\n\
+             hidden = [4]\n{key} = 3"
+        );
+        let e = toml::from_str::<File>(&text).unwrap_err().to_string();
+        assert!(e.contains("line 5") && e.contains(&format!("unknown field `{key}`")), "{kind}: {e}");
+    }
+    let e = toml::from_str::<OrdinalConfig>("name = \"bin\"\nweigth = 2.0").unwrap_err().to_string();
+    assert!(e.contains("line 2") && e.contains("weigth"), "{e}");
+    assert_eq!(toml::from_str::<OrdinalConfig>("name = \"bin\"").unwrap(), OrdinalConfig::new("bin"));
+}
+
+#[test]
 fn the_heads_crate_registers_its_type_names() {
     use furcate_core::registry;
     let heads = registry::head_types();

@@ -100,43 +100,28 @@ impl Serialize for Intensity {
 
 impl<'de> Deserialize<'de> for Intensity {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Intensity;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("\"auto\", \"full_range\", \"bit_depth\", \"percentile\" or [low, high]")
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Intensity, E> {
-                match v {
-                    "auto" => Ok(Intensity::Auto),
-                    "full_range" => Ok(Intensity::FullRange),
-                    "bit_depth" => Ok(Intensity::BitDepth),
-                    "percentile" => Ok(Intensity::Percentile),
-                    _ => Err(E::custom(format!(
-                        "intensity = \"{v}\": expected \"auto\", \"full_range\", \"bit_depth\", \
-                         \"percentile\" or [low, high]"
-                    ))),
+        use crate::config::WordOrNumbers;
+        let expected = "\"auto\", \"full_range\", \"bit_depth\", \"percentile\" or [low, high]";
+        let bad =
+            |value: String| serde::de::Error::custom(format!("intensity = {value}: expected {expected}"));
+        match WordOrNumbers::read(d, expected)? {
+            WordOrNumbers::Word(w) => match w.as_str() {
+                "auto" => Ok(Intensity::Auto),
+                "full_range" => Ok(Intensity::FullRange),
+                "bit_depth" => Ok(Intensity::BitDepth),
+                "percentile" => Ok(Intensity::Percentile),
+                _ => Err(bad(format!("\"{w}\""))),
+            },
+            WordOrNumbers::List(v) => match v[..] {
+                [low, high] if low.is_finite() && high.is_finite() && high > low => {
+                    Ok(Intensity::Fixed { low, high })
                 }
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> std::result::Result<Intensity, A::Error> {
-                let mut v = Vec::new();
-                while let Some(x) = seq.next_element::<f64>()? {
-                    v.push(x);
-                }
-                match v[..] {
-                    [low, high] if low.is_finite() && high.is_finite() && high > low => {
-                        Ok(Intensity::Fixed { low, high })
-                    }
-                    _ => Err(serde::de::Error::custom(format!(
-                        "intensity = {v:?}: expected [low, high] with low < high"
-                    ))),
-                }
-            }
+                _ => Err(serde::de::Error::custom(format!(
+                    "intensity = {v:?}: expected [low, high] with low < high"
+                ))),
+            },
+            WordOrNumbers::Number(v) => Err(bad(v.to_string())),
         }
-        d.deserialize_any(V)
     }
 }
 

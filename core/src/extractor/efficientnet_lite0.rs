@@ -36,13 +36,11 @@
 //! of the last: `trainable_stages = 1` fine-tunes `_blocks.15` and the head
 //! on cached `_blocks.14` activations (192 x size/32 x size/32 per image).
 
-use serde::{Deserialize, Serialize};
 use tch::nn;
 use tch::Tensor;
 
-use super::frozen::{batch_norm_eval, Backbone, BackboneConfig, Network};
+use super::frozen::{batch_norm_eval, Backbone, Network};
 use super::weights::KeyRules;
-use super::{BuildContext, ExtractorConfig, FeatureExtractor};
 use crate::{Error, Result};
 
 /// Width of EfficientNet-Lite0's pooled features.
@@ -66,40 +64,10 @@ const STEM: i64 = 32;
 const BN_EPS: f64 = 1e-3;
 const BN_MOMENTUM: f64 = 0.01;
 
-/// The `[extractor]` table with `type = "efficientnet_lite0"`; see [`BackboneConfig`] for its keys.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct EfficientNetLite0Config(pub BackboneConfig);
-
-crate::register_type!(Extractor, "efficientnet_lite0");
-
-#[typetag::serde(name = "efficientnet_lite0")]
-impl ExtractorConfig for EfficientNetLite0Config {
-    fn build(&self, ctx: &BuildContext) -> Result<Box<dyn FeatureExtractor>> {
-        Ok(Box::new(EfficientNetLite0::new(&self.0, ctx)?))
-    }
-
-    fn input_size(&self) -> i64 {
-        self.0.size
-    }
-
-    fn trainable_stages(&self) -> usize {
-        self.0.trainable_stages
-    }
-
-    fn validate(&self) -> Result<()> {
-        self.0.validate::<Lite0Net>()
-    }
-
-    fn tap_names(&self) -> Vec<String> {
-        self.0.tap_names::<Lite0Net>()
-    }
-
-    fn tap_config(&self, i: usize) -> Option<Box<dyn ExtractorConfig>> {
-        self.0
-            .single_tap::<Lite0Net>(i)
-            .map(|c| Box::new(EfficientNetLite0Config(c)) as Box<dyn ExtractorConfig>)
-    }
+super::frozen::backbone_config! {
+    /// The `[extractor]` table with `type = "efficientnet_lite0"`; see
+    /// [`BackboneConfig`](super::frozen::BackboneConfig) for its keys.
+    pub struct EfficientNetLite0Config for Lite0Net, "efficientnet_lite0"
 }
 
 /// A bias-free convolution with TensorFlow-`SAME` padding.
@@ -302,21 +270,13 @@ impl Network for Lite0Net {
         deepest: usize,
         tap: &mut dyn FnMut(usize, &Tensor) -> Result<()>,
     ) -> Result<()> {
-        let mut h = match &self.stem {
+        let h = match &self.stem {
             Some((conv, bn)) => conv_bn(x, conv, bn, true)?,
             None => x.shallow_clone(),
         };
         tap(0, &h)?;
-        for (i, blocks) in self.stages.iter().enumerate() {
-            if i + 1 > deepest {
-                return Ok(());
-            }
-            for block in blocks {
-                h = block.forward(&h)?;
-            }
-            tap(i + 1, &h)?;
-        }
-        if deepest > self.stages.len() {
+        let last = super::frozen::tap_stages(h, &self.stages, deepest, Block::forward, tap)?;
+        if let Some(h) = last.filter(|_| deepest > self.stages.len()) {
             tap(self.stages.len() + 1, &conv_bn(&h, &self.head, &self.bn1, true)?)?;
         }
         Ok(())

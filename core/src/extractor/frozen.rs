@@ -105,7 +105,7 @@ impl BackboneConfig {
     /// Checks `taps` (known names, none twice, not with `trainable_stages`).
     pub fn validate<N: Network>(&self) -> Result<()> {
         let Some(names) = &self.taps else { return Ok(()) };
-        check_tap_names(N::NAME, names, N::TAPS)?;
+        check_tap_names(&format!("extractor `{}`", N::NAME), names, N::TAPS)?;
         if self.trainable_stages > 0 {
             return Err(Error::Invalid(format!(
                 "extractor `{}`: taps cannot be combined with trainable_stages = {} (a tapped \
@@ -175,9 +175,6 @@ impl Default for BackboneConfig {
     }
 }
 
-/// Smallest input side accepted: below it the five stride-2 stages leave nothing to pool.
-pub const MIN_SIZE: i64 = 32;
-
 /// The same memory in NHWC order, as libtorch's channels-last format.
 ///
 /// # Shapes
@@ -236,12 +233,7 @@ impl Frozen {
         rules: KeyRules<'_>,
         build: impl FnOnce(&nn::Path) -> M,
     ) -> Result<(Self, M)> {
-        if cfg.size < MIN_SIZE {
-            return Err(Error::Invalid(format!(
-                "extractor `{name}`: size = {} is too small; it must be at least {MIN_SIZE}",
-                cfg.size
-            )));
-        }
+        super::check_input_size(cfg.size).map_err(|m| Error::Invalid(format!("extractor `{name}`: {m}")))?;
         if cfg.batch_size == 0 {
             return Err(Error::Invalid(format!("extractor `{name}`: batch_size must be at least 1")));
         }
@@ -336,6 +328,78 @@ impl Frozen {
         })
         .map_err(context)
     }
+}
+
+/// Declares the `[extractor]` config of a [`Network`]: a transparent wrapper
+/// of [`BackboneConfig`] (its keys) registered as `type = $type_name` (with
+/// typetag and [`crate::registry`]), whose
+/// [`ExtractorConfig`](super::ExtractorConfig) builds a [`Backbone`] of the
+/// network and answers every other method from the wrapped config.
+macro_rules! backbone_config {
+    ($(#[$meta:meta])* $vis:vis struct $config:ident for $net:ty, $type_name:tt) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+        #[serde(transparent)]
+        $vis struct $config(pub $crate::extractor::frozen::BackboneConfig);
+
+        $crate::register_type!(Extractor, $type_name);
+
+        #[typetag::serde(name = $type_name)]
+        impl $crate::extractor::ExtractorConfig for $config {
+            fn build(
+                &self,
+                ctx: &$crate::extractor::BuildContext,
+            ) -> $crate::Result<Box<dyn $crate::extractor::FeatureExtractor>> {
+                Ok(Box::new($crate::extractor::frozen::Backbone::<$net>::new(&self.0, ctx)?))
+            }
+
+            fn input_size(&self) -> i64 {
+                self.0.size
+            }
+
+            fn trainable_stages(&self) -> usize {
+                self.0.trainable_stages
+            }
+
+            fn validate(&self) -> $crate::Result<()> {
+                self.0.validate::<$net>()
+            }
+
+            fn tap_names(&self) -> Vec<String> {
+                self.0.tap_names::<$net>()
+            }
+
+            fn tap_config(&self, i: usize) -> Option<Box<dyn $crate::extractor::ExtractorConfig>> {
+                self.0
+                    .single_tap::<$net>(i)
+                    .map(|c| Box::new($config(c)) as Box<dyn $crate::extractor::ExtractorConfig>)
+            }
+        }
+    };
+}
+pub(crate) use backbone_config;
+
+/// Runs `h` through the `stages` (each a list of blocks, `forward` running
+/// one) up to stage `deepest` (1-based), calling `tap(i + 1, ..)` after stage
+/// `i`: the stage loop of [`Network::tapped`]. The output of the last stage
+/// when every stage ran, `None` when `deepest` stopped it earlier.
+pub(crate) fn tap_stages<B>(
+    mut h: Tensor,
+    stages: &[Vec<B>],
+    deepest: usize,
+    forward: impl Fn(&B, &Tensor) -> Result<Tensor>,
+    tap: &mut dyn FnMut(usize, &Tensor) -> Result<()>,
+) -> Result<Option<Tensor>> {
+    for (i, blocks) in stages.iter().enumerate() {
+        if i + 1 > deepest {
+            return Ok(None);
+        }
+        for block in blocks {
+            h = forward(block, &h)?;
+        }
+        tap(i + 1, &h)?;
+    }
+    Ok(Some(h))
 }
 
 /// A network architecture that a [`Backbone`] builds, loads and runs.

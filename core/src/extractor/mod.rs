@@ -36,6 +36,27 @@ pub mod weights;
 
 pub use trainable::TrainableTail;
 
+/// Smallest input side an extractor takes: below it the five stride-2 stages
+/// of the networks leave nothing to pool.
+pub const MIN_INPUT_SIZE: i64 = 32;
+
+/// The one rule on an extractor's input side, [`MIN_INPUT_SIZE`]: checked
+/// when a config is read (with its line) and when an extractor is built.
+/// The message starts with `size`.
+///
+/// ```
+/// use furcate_core::extractor::check_input_size;
+///
+/// assert!(check_input_size(32).is_ok());
+/// assert_eq!(check_input_size(16).unwrap_err(), "size must be at least 32, got 16");
+/// ```
+pub fn check_input_size(size: i64) -> std::result::Result<(), String> {
+    if size < MIN_INPUT_SIZE {
+        return Err(format!("size must be at least {MIN_INPUT_SIZE}, got {size}"));
+    }
+    Ok(())
+}
+
 /// What input an extractor wants.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InputSpec {

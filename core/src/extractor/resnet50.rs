@@ -23,50 +23,20 @@
 //! `layer4`: `trainable_stages = 1` fine-tunes `layer4` on cached `layer3`
 //! activations (1024 x size/16 x size/16 per image).
 
-use serde::{Deserialize, Serialize};
 use tch::nn;
 use tch::Tensor;
 
-use super::frozen::{batch_norm_eval, Backbone, BackboneConfig, Network};
+use super::frozen::{batch_norm_eval, Backbone, Network};
 use super::weights::KeyRules;
-use super::{BuildContext, ExtractorConfig, FeatureExtractor};
 use crate::Result;
 
 /// Width of ResNet50's pooled features.
 pub const RESNET50_DIM: i64 = 2048;
 
-/// The `[extractor]` table with `type = "resnet50"`; see [`BackboneConfig`] for its keys.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct ResNet50Config(pub BackboneConfig);
-
-crate::register_type!(Extractor, "resnet50");
-
-#[typetag::serde(name = "resnet50")]
-impl ExtractorConfig for ResNet50Config {
-    fn build(&self, ctx: &BuildContext) -> Result<Box<dyn FeatureExtractor>> {
-        Ok(Box::new(ResNet50::new(&self.0, ctx)?))
-    }
-
-    fn input_size(&self) -> i64 {
-        self.0.size
-    }
-
-    fn trainable_stages(&self) -> usize {
-        self.0.trainable_stages
-    }
-
-    fn validate(&self) -> Result<()> {
-        self.0.validate::<ResNet50Net>()
-    }
-
-    fn tap_names(&self) -> Vec<String> {
-        self.0.tap_names::<ResNet50Net>()
-    }
-
-    fn tap_config(&self, i: usize) -> Option<Box<dyn ExtractorConfig>> {
-        self.0.single_tap::<ResNet50Net>(i).map(|c| Box::new(ResNet50Config(c)) as Box<dyn ExtractorConfig>)
-    }
+super::frozen::backbone_config! {
+    /// The `[extractor]` table with `type = "resnet50"`; see
+    /// [`BackboneConfig`](super::frozen::BackboneConfig) for its keys.
+    pub struct ResNet50Config for ResNet50Net, "resnet50"
 }
 
 /// A bias-free convolution followed by BatchNorm (eval mode).
@@ -203,7 +173,7 @@ impl Network for ResNet50Net {
         deepest: usize,
         tap: &mut dyn FnMut(usize, &Tensor) -> Result<()>,
     ) -> Result<()> {
-        let mut h = match &self.stem {
+        let h = match &self.stem {
             Some(stem) => {
                 let h = stem.forward(x, true)?;
                 tap(0, &h)?;
@@ -211,15 +181,7 @@ impl Network for ResNet50Net {
             }
             None => x.shallow_clone(),
         };
-        for (i, blocks) in self.stages.iter().enumerate() {
-            if i + 1 > deepest {
-                return Ok(());
-            }
-            for block in blocks {
-                h = block.forward(&h)?;
-            }
-            tap(i + 1, &h)?;
-        }
+        super::frozen::tap_stages(h, &self.stages, deepest, Bottleneck::forward, tap)?;
         Ok(())
     }
 }

@@ -181,22 +181,11 @@ impl TapLayout {
         out
     }
 
-    /// Indices of the named taps; an unknown name is an error listing the valid ones.
+    /// Indices of the named taps; a list that [`check_tap_names`] refuses
+    /// (empty, an unknown name, a name twice) is its error.
     pub fn resolve(&self, names: &[String]) -> Result<Vec<usize>> {
-        if names.is_empty() {
-            return Err(Error::Invalid("`taps` is empty: name at least one tap".into()));
-        }
-        names
-            .iter()
-            .map(|n| {
-                self.index(n).ok_or_else(|| {
-                    Error::Invalid(format!(
-                        "unknown tap `{n}`: the extractor's taps are {}",
-                        self.names().join(", ")
-                    ))
-                })
-            })
-            .collect()
+        check_tap_names("taps", names, &self.names())?;
+        Ok(names.iter().filter_map(|n| self.index(n)).collect())
     }
 
     /// The names of the taps `indices`, joined with `+` (for tables).
@@ -266,24 +255,35 @@ impl<'de> Deserialize<'de> for TapSelection {
     }
 }
 
-/// Checks a configured tap list against an extractor's `valid` tap names:
-/// non-empty, known, no name twice. Errors list the valid names.
-pub fn check_tap_names(extractor: &str, taps: &[String], valid: &[&str]) -> Result<()> {
+/// Checks a configured tap list (of an extractor, the trunk or a head:
+/// `whose` starts each message) against the extractor's `valid` tap names:
+/// non-empty, known, no name twice. Errors list the valid names. The one
+/// rule on tap lists, for the extractors, the config check and [`TapLayout::resolve`].
+///
+/// ```
+/// use furcate_core::extractor::taps::check_tap_names;
+///
+/// let valid = ["stem", "head"];
+/// assert!(check_tap_names("[trunk]", &["head".into()], &valid).is_ok());
+/// let e = check_tap_names("head `m`", &["stage9".into()], &valid).unwrap_err().to_string();
+/// assert!(e.contains("head `m`: unknown tap `stage9`; the extractor's taps are stem, head"), "{e}");
+/// assert!(check_tap_names("[trunk]", &["stem".into(), "stem".into()], &valid).is_err());
+/// assert!(check_tap_names("[trunk]", &[], &valid).is_err());
+/// ```
+pub fn check_tap_names<S: AsRef<str>>(whose: &str, taps: &[String], valid: &[S]) -> Result<()> {
+    let list = || valid.iter().map(AsRef::as_ref).collect::<Vec<_>>().join(", ");
     if taps.is_empty() {
-        return Err(Error::Invalid(format!(
-            "extractor `{extractor}`: taps is empty; name at least one of {}",
-            valid.join(", ")
-        )));
+        return Err(Error::Invalid(format!("{whose}: taps is empty; name at least one of {}", list())));
     }
     for (i, t) in taps.iter().enumerate() {
-        if !valid.contains(&t.as_str()) {
+        if !valid.iter().any(|v| v.as_ref() == t) {
             return Err(Error::Invalid(format!(
-                "extractor `{extractor}`: unknown tap `{t}`; its taps are {}",
-                valid.join(", ")
+                "{whose}: unknown tap `{t}`; the extractor's taps are {}",
+                list()
             )));
         }
         if taps[..i].contains(t) {
-            return Err(Error::Invalid(format!("extractor `{extractor}`: tap `{t}` is listed twice")));
+            return Err(Error::Invalid(format!("{whose}: tap `{t}` is listed twice")));
         }
     }
     Ok(())

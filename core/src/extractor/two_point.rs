@@ -47,9 +47,6 @@ use tch::{Device, Kind, Tensor};
 use super::{BuildContext, ExtractorConfig, FeatureExtractor, InputSpec, Normalisation};
 use crate::{Error, Result};
 
-/// Smallest input side accepted.
-pub const MIN_SIZE: i64 = 32;
-
 fn default_size() -> i64 {
     128
 }
@@ -99,9 +96,7 @@ impl Default for TwoPointConfig {
 impl TwoPointConfig {
     fn check(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Invalid(format!("extractor `two_point`: {m}")));
-        if self.size < MIN_SIZE {
-            return bad(format!("size must be at least {MIN_SIZE}, got {}", self.size));
-        }
+        super::check_input_size(self.size).or_else(bad)?;
         if !self.threshold.is_finite() {
             return bad(format!("threshold must be finite, got {}", self.threshold));
         }

@@ -27,74 +27,31 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::extractor::taps::TapSelection;
-use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Reduction, Tensor};
 
 use super::{
-    cell, class_list, encode_cells, HeadConfig, HeadScore, HeadState, Labels, Prediction, PropertyHead,
-    Targets,
+    cell, class_list, classes_state, encode_cells, HeadConfig, HeadScore, HeadState, Labels, Prediction,
+    PropertyHead, Targets,
 };
 use crate::metrics::{self, HeadMetrics};
-use crate::model::{to_vec_f64, Activation, Mlp};
+use crate::model::{to_vec_f64, Mlp};
 use crate::{Error, Result};
 
-pub(crate) fn one() -> f64 {
-    1.0
-}
-
-/// The `[[heads]]` table of `type = "classification"`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClassificationConfig {
-    /// The head's name, unique in the model.
-    pub name: String,
-    /// The label column (default: the name).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub column: Option<String>,
-    /// Weight of this head's loss in the total (default 1).
-    #[serde(default = "one")]
-    pub weight: f64,
-    /// Widths of hidden layers (ReLU) before the output layer (default none).
-    #[serde(default)]
-    pub hidden: Vec<i64>,
-    /// Dropout after each hidden layer while training (default 0).
-    #[serde(default)]
-    pub dropout: f64,
-    /// Which taps of the extractor the head reads: tap names, or `"auto"`
-    /// to choose by validation ([`crate::extractor::taps`]). Default: the
-    /// trunk's output, or every tap when there is no trunk.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub taps: Option<TapSelection>,
-    /// Loss weight per class name; classes not listed weigh 1 (default: all 1).
-    /// The loss is then the weighted mean over the samples, as PyTorch's
-    /// `cross_entropy(weight=...)`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub class_weights: Option<BTreeMap<String, f64>>,
-    /// Label smoothing in `[0, 1)` (default 0).
-    #[serde(default)]
-    pub label_smoothing: f64,
+crate::head_config! {
+    /// The `[[heads]]` table of `type = "classification"`.
+    pub struct ClassificationConfig {
+        /// Loss weight per class name; classes not listed weigh 1 (default: all 1).
+        /// The loss is then the weighted mean over the samples, as PyTorch's
+        /// `cross_entropy(weight=...)`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub class_weights: Option<BTreeMap<String, f64>>,
+        /// Label smoothing in `[0, 1)` (default 0).
+        #[serde(default)]
+        pub label_smoothing: f64,
+    }
 }
 
 impl ClassificationConfig {
-    /// A head named `name` with every other field at its default.
-    pub fn new(name: impl Into<String>) -> Self {
-        ClassificationConfig {
-            name: name.into(),
-            column: None,
-            weight: 1.0,
-            hidden: Vec::new(),
-            dropout: 0.0,
-            taps: None,
-            class_weights: None,
-            label_smoothing: 0.0,
-        }
-    }
-
-    fn invalid(&self, message: impl std::fmt::Display) -> Error {
-        Error::Invalid(format!("head `{}`: {message}", self.name))
-    }
-
     fn check(&self) -> Result<()> {
         if !(0.0..1.0).contains(&self.label_smoothing) {
             return Err(
@@ -114,21 +71,7 @@ crate::register_type!(Head, "classification");
 
 #[typetag::serde(name = "classification")]
 impl HeadConfig for ClassificationConfig {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn column(&self) -> &str {
-        self.column.as_deref().unwrap_or(&self.name)
-    }
-
-    fn taps(&self) -> Option<&TapSelection> {
-        self.taps.as_ref()
-    }
-
-    fn loss_weight(&self) -> f64 {
-        self.weight
-    }
+    crate::head_config_methods!();
 
     fn stratify(&self) -> bool {
         true
@@ -139,12 +82,7 @@ impl HeadConfig for ClassificationConfig {
     fn fit(&self, labels: &Labels) -> Result<HeadState> {
         self.check()?;
         let classes: BTreeSet<&str> = labels.iter().filter_map(|l| cell(*l)).collect();
-        if classes.is_empty() {
-            return Err(
-                self.invalid(format!("column `{}` has no labels to learn the classes from", self.column()))
-            );
-        }
-        Ok(serde_json::json!({ "classes": classes }))
+        classes_state(&self.name, self.column(), classes.into_iter().collect())
     }
 
     fn build(&self, path: nn::Path, in_dim: i64, state: &HeadState) -> Result<Box<dyn PropertyHead>> {
@@ -162,9 +100,7 @@ impl HeadConfig for ClassificationConfig {
                 Some(classes.iter().map(|c| map.get(c).copied().unwrap_or(1.0)).collect())
             }
         };
-        let mlp = Mlp::new(&path, in_dim, &self.hidden, "hidden", Activation::Relu, self.dropout)
-            .and_then(|m| m.with_output(&path, classes.len() as i64))
-            .map_err(|e| self.invalid(e))?;
+        let mlp = self.mlp(&path, in_dim, classes.len() as i64)?;
         Ok(Box::new(ClassificationHead {
             name: self.name.clone(),
             index: classes.iter().enumerate().map(|(i, c)| (c.clone(), i as i64)).collect(),

@@ -23,6 +23,207 @@ use crate::Result;
 pub mod classification;
 pub mod regression;
 
+/// Declares the config struct of a head: the fields every `[[heads]]` table
+/// has, then the head's own. One place for what all heads share:
+///
+/// - `name` (required), `column` (default: the name), `weight` (default 1),
+///   `hidden` (hidden layer widths, default none), `dropout` (default 0) and
+///   `taps` (default: the trunk's output, or every tap when there is no trunk);
+/// - `Debug, Clone, PartialEq, Serialize, Deserialize` with
+///   `deny_unknown_fields`, so that an unknown key is an error at its line;
+/// - `new(name)`: every other field at its serde default (each own field
+///   needs one);
+/// - `invalid(message)`: an [`Error::Invalid`](crate::Error::Invalid) that
+///   names the head; `mlp(path, in_dim, outputs)`: the head's network from
+///   `hidden` and `dropout`.
+///
+/// Inside the head's `impl HeadConfig`, [`head_config_methods!`] answers
+/// `name`, `column`, `loss_weight` and `taps` from those fields. The crate
+/// that uses the macro needs `serde` and `tch` as dependencies.
+///
+/// ```
+/// use furcate_core::extractor::taps::TapSelection;
+///
+/// furcate_core::head_config! {
+///     /// The `[[heads]]` table of `type = "mine"`.
+///     pub struct MineConfig {
+///         /// How sharp (default 0).
+///         #[serde(default)]
+///         pub sharpness: f64,
+///     }
+/// }
+///
+/// let c = MineConfig::new("m");
+/// assert_eq!((c.name.as_str(), c.column, c.weight, c.sharpness), ("m", None, 1.0, 0.0));
+/// let read: MineConfig = toml::from_str("name = \"m\"\ntaps = \"auto\"\nsharpness = 2.0").unwrap();
+/// assert_eq!(read.taps, Some(TapSelection::Auto));
+/// let unknown = toml::from_str::<MineConfig>("name = \"m\"\nsharpnes = 2.0").unwrap_err();
+/// assert!(unknown.to_string().contains("line 2"), "{unknown}");
+/// ```
+#[macro_export]
+macro_rules! head_config {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $config:ident {
+            $( $(#[$field_meta:meta])* $field_vis:vis $field:ident : $field_type:ty ),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        $vis struct $config {
+            /// The head's name, unique in the model.
+            pub name: String,
+            /// The label column (default: the name).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub column: Option<String>,
+            /// Weight of this head's loss in the total (default 1).
+            #[serde(default = "furcate_core::head::default_weight")]
+            pub weight: f64,
+            /// Widths of hidden layers (ReLU) before the output layer (default none).
+            #[serde(default)]
+            pub hidden: Vec<i64>,
+            /// Dropout after each hidden layer while training (default 0).
+            #[serde(default)]
+            pub dropout: f64,
+            /// Which taps of the extractor the head reads: tap names, or `"auto"`
+            /// to choose by validation (`furcate_core::extractor::taps`). Default:
+            /// the trunk's output, or every tap when there is no trunk.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub taps: Option<$crate::extractor::taps::TapSelection>,
+            $( $(#[$field_meta])* $field_vis $field: $field_type, )*
+        }
+
+        impl $config {
+            /// A head named `name` with every other field at its default.
+            pub fn new(name: impl Into<String>) -> Self {
+                $crate::head::with_defaults(name.into())
+            }
+
+            /// An error about this head: "head `name`: message".
+            pub fn invalid(&self, message: impl std::fmt::Display) -> $crate::Error {
+                $crate::head::head_error(&self.name, message)
+            }
+
+            /// The head's network under `path`: the `hidden` layers (ReLU, then
+            /// `dropout` while training) and an output layer of `outputs` units.
+            pub fn mlp(
+                &self,
+                path: &tch::nn::Path,
+                in_dim: i64,
+                outputs: i64,
+            ) -> $crate::Result<$crate::model::Mlp> {
+                let relu = $crate::model::Activation::Relu;
+                $crate::model::Mlp::new(path, in_dim, &self.hidden, "hidden", relu, self.dropout)
+                    .and_then(|m| m.with_output(path, outputs))
+                    .map_err(|e| self.invalid(e))
+            }
+        }
+    };
+}
+
+/// The [`HeadConfig`] methods that a struct of [`head_config!`] answers from
+/// its common fields: `name`, `column` (the name when not set), `loss_weight`
+/// (`weight`) and `taps`. Invoke it inside the head's `impl HeadConfig`.
+///
+/// ```
+/// use furcate_core::head::{HeadConfig, HeadState, Labels, PropertyHead};
+/// use furcate_core::Result;
+/// use tch::nn;
+///
+/// furcate_core::head_config! {
+///     /// The `[[heads]]` table of `type = "mine"`.
+///     pub struct MineConfig {}
+/// }
+///
+/// #[typetag::serde(name = "mine")]
+/// impl HeadConfig for MineConfig {
+///     furcate_core::head_config_methods!();
+///
+///     fn fit(&self, _labels: &Labels) -> Result<HeadState> {
+///         Ok(serde_json::json!({}))
+///     }
+///
+///     fn build(&self, _path: nn::Path, _in_dim: i64, _state: &HeadState) -> Result<Box<dyn PropertyHead>> {
+///         Err(self.invalid("not built in this example"))
+///     }
+/// }
+///
+/// let mine: Box<dyn HeadConfig> = toml::from_str("type = \"mine\"\nname = \"m\"\nweight = 2.0").unwrap();
+/// assert_eq!((mine.name(), mine.column(), mine.loss_weight()), ("m", "m", 2.0));
+/// assert!(mine.taps().is_none());
+/// ```
+#[macro_export]
+macro_rules! head_config_methods {
+    () => {
+        fn name(&self) -> &str {
+            &self.name
+        }
+
+        fn column(&self) -> &str {
+            self.column.as_deref().unwrap_or(&self.name)
+        }
+
+        fn loss_weight(&self) -> f64 {
+            self.weight
+        }
+
+        fn taps(&self) -> Option<&$crate::extractor::taps::TapSelection> {
+            self.taps.as_ref()
+        }
+    };
+}
+
+/// The default `weight` of a head in the total loss: 1.
+pub fn default_weight() -> f64 {
+    1.0
+}
+
+/// A head config with `name` and every other field at its serde default
+/// (the `new` of [`head_config!`]).
+///
+/// # Panics
+/// When a field other than `name` has no serde default: a mistake in the
+/// config struct, never in the input.
+pub fn with_defaults<T: serde::de::DeserializeOwned>(name: String) -> T {
+    let table =
+        serde::de::value::MapDeserializer::<_, serde::de::value::Error>::new(std::iter::once(("name", name)));
+    T::deserialize(table)
+        .unwrap_or_else(|e| panic!("a head config field other than `name` has no default: {e}"))
+}
+
+/// An [`Error::Invalid`](crate::Error::Invalid) about head `head`: "head `head`: message".
+pub fn head_error(head: &str, message: impl std::fmt::Display) -> crate::Error {
+    crate::Error::Invalid(format!("head `{head}`: {message}"))
+}
+
+/// Every problem with the head names of a model, in head order: a name that
+/// is empty or holds a `.` (names are parts of variable paths), or that an
+/// earlier head already has. Each is the index of the head at fault and the
+/// message. The one rule behind the config check (which adds the line) and
+/// [`crate::model::MultiHeadModel::new`].
+///
+/// ```
+/// use furcate_core::head::head_name_problems;
+///
+/// assert!(head_name_problems(["a", "b"]).is_empty());
+/// let problems = head_name_problems(["a", "b", "a", "c.d"]);
+/// assert_eq!(problems.iter().map(|p| p.0).collect::<Vec<_>>(), [2, 3]);
+/// assert!(problems[0].1.contains("duplicate head name `a`"));
+/// ```
+pub fn head_name_problems<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<(usize, String)> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut problems = Vec::new();
+    for (i, name) in names.into_iter().enumerate() {
+        if name.is_empty() || name.contains('.') {
+            problems.push((i, format!("head name `{name}`: a name must be non-empty and hold no `.`")));
+        } else if !seen.insert(name) {
+            problems.push((i, format!("duplicate head name `{name}`: head names must be unique")));
+        }
+    }
+    problems
+}
+
 /// A label cell with surrounding whitespace removed; `None` when it is missing
 /// or blank (the convention of every built-in head).
 pub fn cell(label: Option<&str>) -> Option<&str> {
@@ -54,6 +255,25 @@ pub fn class_list(head: &str, state: &HeadState) -> Result<Vec<String>> {
         return Err(invalid(format!("state lists a class twice: {classes:?}")));
     }
     Ok(classes)
+}
+
+/// The state `{"classes": [...]}` of a discrete head from its `classes` in
+/// output order (what [`class_list`] reads back); no class at all (no label
+/// in the head's `column`) is an error naming head `head`.
+///
+/// ```
+/// use furcate_core::head::{class_list, classes_state};
+///
+/// let state = classes_state("phase", "phase", vec!["ferrite", "pearlite"])?;
+/// assert_eq!(class_list("phase", &state)?, ["ferrite", "pearlite"]);
+/// assert!(classes_state("phase", "col", Vec::<String>::new()).unwrap_err().to_string().contains("column `col`"));
+/// # Ok::<(), furcate_core::Error>(())
+/// ```
+pub fn classes_state<S: Serialize>(head: &str, column: &str, classes: Vec<S>) -> Result<HeadState> {
+    if classes.is_empty() {
+        return Err(head_error(head, format!("column `{column}` has no labels to learn the classes from")));
+    }
+    Ok(serde_json::json!({ "classes": classes }))
 }
 
 /// Encodes each present label with `f(index, label)` (surrounding whitespace

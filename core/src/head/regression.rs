@@ -39,16 +39,14 @@
 //! assert!((state["std"].as_f64().unwrap() - 0.1).abs() < 1e-12);
 //! ```
 
-use crate::extractor::taps::TapSelection;
 use serde::{Deserialize, Serialize};
 use tch::{nn, Reduction, Tensor};
 
-use super::classification::one;
 use super::{
     cell, encode_cells, HeadConfig, HeadScore, HeadState, Labels, Prediction, PropertyHead, Targets,
 };
 use crate::metrics::{self, HeadMetrics};
-use crate::model::{to_vec_f64, Activation, Mlp};
+use crate::model::{to_vec_f64, Mlp};
 use crate::{Error, Result};
 
 /// The loss of a regression head.
@@ -64,73 +62,37 @@ pub enum RegressionLoss {
     L1,
 }
 
+fn one() -> f64 {
+    1.0
+}
+
 fn yes() -> bool {
     true
 }
 
-/// The `[[heads]]` table of `type = "regression"`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RegressionConfig {
-    /// The head's name, unique in the model.
-    pub name: String,
-    /// The label column (default: the name).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub column: Option<String>,
-    /// Weight of this head's loss in the total (default 1).
-    #[serde(default = "one")]
-    pub weight: f64,
-    /// Widths of hidden layers (ReLU) before the output layer (default none).
-    #[serde(default)]
-    pub hidden: Vec<i64>,
-    /// Dropout after each hidden layer while training (default 0).
-    #[serde(default)]
-    pub dropout: f64,
-    /// Which taps of the extractor the head reads: tap names, or `"auto"`
-    /// to choose by validation ([`crate::extractor::taps`]). Default: the
-    /// trunk's output, or every tap when there is no trunk.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub taps: Option<TapSelection>,
-    /// The loss (default `mse`).
-    #[serde(default)]
-    pub loss: RegressionLoss,
-    /// Huber's delta, in the learned (standardised) units (default 1).
-    #[serde(default = "one")]
-    pub huber_delta: f64,
-    /// `[lo, hi]`: predictions are squashed into these bounds, in data units (default none).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bounds: Option<[f64; 2]>,
-    /// Learn standardised targets (default true).
-    #[serde(default = "yes")]
-    pub standardise: bool,
-    /// A prediction within this distance of its label counts as correct, which
-    /// gives the head an error rate (default none: no error rate).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tolerance: Option<f64>,
+crate::head_config! {
+    /// The `[[heads]]` table of `type = "regression"`.
+    pub struct RegressionConfig {
+        /// The loss (default `mse`).
+        #[serde(default)]
+        pub loss: RegressionLoss,
+        /// Huber's delta, in the learned (standardised) units (default 1).
+        #[serde(default = "one")]
+        pub huber_delta: f64,
+        /// `[lo, hi]`: predictions are squashed into these bounds, in data units (default none).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub bounds: Option<[f64; 2]>,
+        /// Learn standardised targets (default true).
+        #[serde(default = "yes")]
+        pub standardise: bool,
+        /// A prediction within this distance of its label counts as correct, which
+        /// gives the head an error rate (default none: no error rate).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub tolerance: Option<f64>,
+    }
 }
 
 impl RegressionConfig {
-    /// A head named `name` with every other field at its default.
-    pub fn new(name: impl Into<String>) -> Self {
-        RegressionConfig {
-            name: name.into(),
-            column: None,
-            weight: 1.0,
-            hidden: Vec::new(),
-            dropout: 0.0,
-            taps: None,
-            loss: RegressionLoss::Mse,
-            huber_delta: 1.0,
-            bounds: None,
-            standardise: true,
-            tolerance: None,
-        }
-    }
-
-    fn invalid(&self, message: impl std::fmt::Display) -> Error {
-        Error::Invalid(format!("head `{}`: {message}", self.name))
-    }
-
     fn check(&self) -> Result<()> {
         if !(self.huber_delta.is_finite() && self.huber_delta > 0.0) {
             return Err(self.invalid(format!("huber_delta must be finite and > 0, got {}", self.huber_delta)));
@@ -163,25 +125,36 @@ fn parse(head: &str, bounds: Option<[f64; 2]>, index: usize, label: &str) -> Res
     Ok(v)
 }
 
+/// `(shift, scale)` of a value head that learns `(value - shift) / scale`:
+/// the mean and std of its state `{"mean": .., "std": ..}` (as
+/// [`RegressionConfig::fit`] makes it) when it standardises, else `(0, 1)`.
+/// A state without a finite mean and a finite std > 0 is an error naming head `head`.
+///
+/// ```
+/// use furcate_core::head::regression::scaling;
+///
+/// let state = serde_json::json!({ "mean": 0.2, "std": 0.1 });
+/// assert_eq!(scaling("f", &state, true)?, (0.2, 0.1));
+/// assert_eq!(scaling("f", &state, false)?, (0.0, 1.0));
+/// assert!(scaling("f", &serde_json::json!({ "mean": 0.2, "std": 0.0 }), true).is_err());
+/// # Ok::<(), furcate_core::Error>(())
+/// ```
+pub fn scaling(head: &str, state: &HeadState, standardise: bool) -> Result<(f64, f64)> {
+    let field = |key: &str| state.get(key).and_then(serde_json::Value::as_f64).filter(|v| v.is_finite());
+    let (Some(mean), Some(std)) = (field("mean"), field("std").filter(|s| *s > 0.0)) else {
+        return Err(super::head_error(
+            head,
+            format!("state must be {{\"mean\": number, \"std\": number > 0}}, got {state}"),
+        ));
+    };
+    Ok(if standardise { (mean, std) } else { (0.0, 1.0) })
+}
+
 crate::register_type!(Head, "regression");
 
 #[typetag::serde(name = "regression")]
 impl HeadConfig for RegressionConfig {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn column(&self) -> &str {
-        self.column.as_deref().unwrap_or(&self.name)
-    }
-
-    fn taps(&self) -> Option<&TapSelection> {
-        self.taps.as_ref()
-    }
-
-    fn loss_weight(&self) -> f64 {
-        self.weight
-    }
+    crate::head_config_methods!();
 
     /// Mean and population standard deviation of the non-missing labels
     /// (`{"mean": .., "std": ..}`, a zero std stored as 1).
@@ -205,16 +178,8 @@ impl HeadConfig for RegressionConfig {
 
     fn build(&self, path: nn::Path, in_dim: i64, state: &HeadState) -> Result<Box<dyn PropertyHead>> {
         self.check()?;
-        let field = |key: &str| state.get(key).and_then(serde_json::Value::as_f64).filter(|v| v.is_finite());
-        let (Some(mean), Some(std)) = (field("mean"), field("std").filter(|s| *s > 0.0)) else {
-            return Err(
-                self.invalid(format!("state must be {{\"mean\": number, \"std\": number > 0}}, got {state}"))
-            );
-        };
-        let mlp = Mlp::new(&path, in_dim, &self.hidden, "hidden", Activation::Relu, self.dropout)
-            .and_then(|m| m.with_output(&path, 1))
-            .map_err(|e| self.invalid(e))?;
-        let (shift, scale) = if self.standardise { (mean, std) } else { (0.0, 1.0) };
+        let (shift, scale) = scaling(&self.name, state, self.standardise)?;
+        let mlp = self.mlp(&path, in_dim, 1)?;
         Ok(Box::new(RegressionHead {
             name: self.name.clone(),
             mlp,

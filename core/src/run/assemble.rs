@@ -109,11 +109,8 @@ pub fn build_model_routed(
                  trainable stages (build_model_for)"
             )));
         };
-        if config.training.standardise() {
-            return Err(Error::Invalid(format!(
-                "training.standardise_features cannot be used with extractor.trainable_stages = {stages}: \
-                 it would rescale the activations the pretrained stages take"
-            )));
+        if let Some(m) = config.standardise_conflict() {
+            return Err(Error::Invalid(m));
         }
         if tail.in_dim() != in_dim {
             return Err(Error::Invalid(format!(

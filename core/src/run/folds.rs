@@ -146,13 +146,7 @@ pub fn cross_validate(
 ) -> Result<CrossValidation> {
     let c = &cfg.config;
     let t = &c.training;
-    if k > data.len() {
-        return Err(cfg.error_at_key(
-            "folds",
-            0,
-            format!("training.folds = {k}: the data has only {} images", data.len()),
-        ));
-    }
+    cfg.check_folds(data.len())?;
     let folds = split::folds(strata, k, t.seed);
     let mut fold_of = vec![0usize; data.len()];
     for (f, rows) in folds.iter().enumerate() {

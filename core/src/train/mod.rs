@@ -173,7 +173,8 @@ pub fn train_with(
     progress: &mut dyn Progress,
 ) -> Result<TrainOutcome> {
     if cfg.optimizer == crate::config::OptimizerKind::Lbfgs {
-        return solve::train_lbfgs(model, vs, data, val, cfg, decay, checkpointer, progress);
+        let job = solve::Job { model, vs, data, val, cfg, decay };
+        return solve::train_lbfgs(&job, checkpointer, progress);
     }
     let names = model.head_names();
     let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();

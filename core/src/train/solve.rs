@@ -11,18 +11,23 @@ use crate::model::MultiHeadModel;
 use crate::progress::Progress;
 use crate::{Error, Result};
 
+/// The arguments of [`super::train_with`] that say what to solve.
+pub(super) struct Job<'a> {
+    pub model: &'a MultiHeadModel,
+    pub vs: &'a nn::VarStore,
+    pub data: &'a Batch,
+    pub val: Option<&'a Batch>,
+    pub cfg: &'a TrainingConfig,
+    pub decay: &'a Decay,
+}
+
 /// See [`super::train_with`].
-#[allow(clippy::too_many_arguments)]
 pub(super) fn train_lbfgs(
-    model: &MultiHeadModel,
-    vs: &nn::VarStore,
-    data: &Batch,
-    val: Option<&Batch>,
-    cfg: &TrainingConfig,
-    decay: &Decay,
+    job: &Job<'_>,
     checkpointer: &mut dyn Checkpointer,
     progress: &mut dyn Progress,
 ) -> Result<TrainOutcome> {
+    let &Job { model, vs, data, val, cfg, decay } = job;
     if data.is_empty() {
         return Err(Error::Training("no training rows".into()));
     }
