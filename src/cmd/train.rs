@@ -76,10 +76,10 @@ pub fn summary_json(summary: &run::RunSummary) -> serde_json::Value {
         "features_extracted": summary.cache.extracted,
         "features_from_cache": summary.cache.hits,
         "evaluation": summary.evaluation,
-        "choices": summary.choices,
-        "cross_validation": summary.cross_validation,
-        "warnings": summary.warnings,
-        "notes": summary.notes,
+        "choices": summary.results.choices,
+        "cross_validation": summary.results.cross_validation,
+        "warnings": summary.results.warnings,
+        "notes": summary.results.notes,
     })
 }
 
@@ -94,12 +94,17 @@ pub fn print_summary(summary: &run::RunSummary) {
         summary.cache.extracted,
         summary.cache.hits
     );
-    println!("{}", summary.data);
-    for n in &summary.notes {
+    let r = &summary.results;
+    if let Some(data) = &r.data {
+        println!("{data}");
+    }
+    for n in &r.notes {
         println!("{n}");
     }
-    print!("{}", run::format_choices(&summary.choices));
-    if let Some(cv) = &summary.cross_validation {
+    if let Some(choices) = &r.choices {
+        print!("{}", run::format_choices(choices));
+    }
+    if let Some(cv) = &r.cross_validation {
         print!("{}", cv.format_table());
         println!("pooled out-of-fold scores:");
     }

@@ -96,7 +96,7 @@ fn rgb_planes(img: &DynamicImage, size: usize) -> Vec<f32> {
 /// # Shapes
 /// -> `[N, 1 | 3, size, size]`, `f32` in `[0, 1]`.
 pub fn load_batch(paths: &[std::path::PathBuf], size: usize, fit: Fit) -> Result<Tensor> {
-    let images: Vec<Pixels> = paths.par_iter().map(|p| load(p, size, fit)).collect::<Result<_>>()?;
+    let images = super::collect_in_order(paths.par_iter().map(|p| load(p, size, fit)))?;
     Ok(stack(&images, size))
 }
 

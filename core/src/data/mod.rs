@@ -17,6 +17,15 @@ use crate::config::DataConfig;
 use crate::error::abridged;
 use crate::{Error, Result};
 
+/// Collects the results of a parallel pass over a data set's images. On
+/// failure the error is the first failing image's in data order, whichever
+/// thread finished first, so the same input always names the same file.
+pub(crate) fn collect_in_order<T: Send>(
+    results: impl rayon::iter::IndexedParallelIterator<Item = Result<T>>,
+) -> Result<Vec<T>> {
+    results.collect::<Vec<_>>().into_iter().collect()
+}
+
 /// File extensions furcate reads as images.
 pub const IMAGE_EXTENSIONS: &[&str] = &["png", "tif", "tiff", "jpg", "jpeg", "bmp"];
 

@@ -223,15 +223,10 @@ impl Preprocess<'_> {
     /// manifest line (pixel size).
     pub fn plan(&self, data: &Dataset) -> Result<RowPlan> {
         let pixel_sizes = self.pixel_sizes(data)?;
-        let probed: Vec<(String, ImageInfo)> = data
-            .files
-            .par_iter()
-            .zip(&pixel_sizes)
-            .map(|(f, px)| {
-                let bytes = std::fs::read(f).map_err(|e| Error::io(f, e))?;
-                Ok((fsutil::sha256_bytes(&bytes), self.probe(f, &bytes, *px)?))
-            })
-            .collect::<Result<_>>()?;
+        let probed = super::collect_in_order(data.files.par_iter().zip(&pixel_sizes).map(|(f, px)| {
+            let bytes = std::fs::read(f).map_err(|e| Error::io(f, e))?;
+            Ok((fsutil::sha256_bytes(&bytes), self.probe(f, &bytes, *px)?))
+        }))?;
         let mut plan = RowPlan { tiled: self.data.tile.is_some(), ..RowPlan::default() };
         for (i, (hash, info)) in probed.into_iter().enumerate() {
             let base = self.describe(&info);
@@ -264,10 +259,9 @@ impl Preprocess<'_> {
                 _ => groups.push((plan.image[r], vec![r])),
             }
         }
-        let decoded: Vec<Vec<Pixels>> = groups
-            .par_iter()
-            .map(|(i, g)| self.image_rows(&data.files[*i], &plan.infos[*i], g.iter().map(|&r| plan.tile[r])))
-            .collect::<Result<_>>()?;
+        let decoded = super::collect_in_order(groups.par_iter().map(|(i, g)| {
+            self.image_rows(&data.files[*i], &plan.infos[*i], g.iter().map(|&r| plan.tile[r]))
+        }))?;
         Ok(decoded.into_iter().flatten().collect())
     }
 

@@ -43,7 +43,6 @@ pub mod write;
 use std::path::PathBuf;
 
 use crate::config::LoadedConfig;
-use crate::data::prepare::DataSummary;
 use crate::data::{split, Dataset};
 use crate::progress::Progress;
 use crate::train::TrainOutcome;
@@ -87,22 +86,13 @@ pub struct RunSummary {
     pub dir: PathBuf,
     /// Test scores.
     pub evaluation: Evaluation,
-    /// What `metrics.json` holds.
+    /// What `metrics.json` holds: the choices made, warnings and notes, the
+    /// cross-validation (with `training.folds`) and how the images were read.
     pub results: RunResults,
     /// The training outcome.
     pub outcome: TrainOutcome,
     /// Rows extracted now vs found in the feature cache.
     pub cache: crate::features::CacheStats,
-    /// The taps and weight decays chosen.
-    pub choices: choose::Choices,
-    /// Warnings about the data and split (also logged and in `metrics.json`).
-    pub warnings: Vec<String>,
-    /// Notes on the settings (validation part, early stopping; in `metrics.json`).
-    pub notes: Vec<String>,
-    /// The cross-validation, with `training.folds` (`metrics.json`'s `cross_validation`).
-    pub cross_validation: Option<folds::CvSummary>,
-    /// How the images were read.
-    pub data: DataSummary,
 }
 
 /// Trains the run `cfg` describes and writes its run folder. With
@@ -232,9 +222,9 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
         choices: Some(choices),
     };
     let mut results = RunResults::new(facts, &evaluation)?;
-    results.data = Some(summary.clone());
-    results.warnings = warnings.clone();
-    results.notes = notes.clone();
+    results.data = Some(summary);
+    results.warnings = warnings;
+    results.notes = notes;
     if let Some(cv) = &cv {
         results.n_out_of_fold = Some(data.len());
         results.cross_validation = Some(cv.summary.clone());
@@ -251,18 +241,6 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
         crate::report::write_report_for(&partial, &results, Some((&history.0, history.1)))?;
     }
     output::publish_run_folder(&partial, &opts.out, opts.force)?;
-    let Fitted { outcome, choices, .. } = fitted;
-    let cross_validation = cv.map(|cv| cv.summary);
-    Ok(RunSummary {
-        dir: opts.out.clone(),
-        evaluation,
-        results,
-        outcome,
-        cache,
-        choices,
-        warnings,
-        notes,
-        cross_validation,
-        data: summary,
-    })
+    let Fitted { outcome, .. } = fitted;
+    Ok(RunSummary { dir: opts.out.clone(), evaluation, results, outcome, cache })
 }

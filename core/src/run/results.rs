@@ -184,6 +184,8 @@ impl RunResults {
 
     /// Parses the text of a `metrics.json` read from `path`.
     pub fn parse(path: &Path, text: &str) -> Result<RunResults> {
+        // The shape first, for a plain message; then the typed read from the
+        // text itself, whose errors carry line and column.
         match serde_json::from_str::<serde_json::Value>(text) {
             Ok(serde_json::Value::Object(_)) => {}
             Ok(_) => return Err(Error::data(path, "expected a JSON object at the top level")),
