@@ -1046,3 +1046,99 @@ fn two_trains_on_one_out_are_kept_apart() {
     assert!(out2.join("metrics.json").is_file() && !out2.join("finished").exists());
     assert!(!furcate_core::fsutil::OutputLock::file_for(&out2).exists());
 }
+
+/// A linear regression head on the stem is least squares, solved exactly,
+/// its weight decay chosen by leave-one-out along a path whose best point is
+/// inside it; `bounds = [0, 1]` clips its predictions and costs nothing.
+#[test]
+fn bounds_cost_a_linear_regression_head_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut synth = furcate_synth::SynthConfig {
+        size: 32,
+        images_per_class: 8,
+        volume_fractions: vec![0.1, 0.2, 0.3, 0.4],
+        jitter: 1.0,
+        ..Default::default()
+    };
+    synth.morphologies.truncate(2);
+    let data = dir.path().join("data");
+    furcate_synth::write_dataset(&synth, &data, false).unwrap();
+    let manifest = data.join(furcate_synth::MANIFEST_FILE);
+    let extractor = format!("{LITE0_32}taps = [\"stem\"]\n");
+    let mae = |bounds: &str| {
+        let heads = format!("[[heads]]\ntype = \"regression\"\nname = \"volume_fraction\"\n{bounds}\n");
+        let training = "optimizer = \"lbfgs\"\nweight_decay = \"auto\"\ntest_fraction = 0.25\nseed = 2\n";
+        let cfg =
+            write_config(dir.path(), "ridge.toml", &config_text(&manifest, &extractor, &heads, training));
+        let out = dir.path().join(format!("run{}", bounds.len()));
+        let o = run(&["train", s(&cfg), "--out", s(&out), "--no-report"]);
+        assert!(o.status.success(), "{}", text(&o));
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+        let choice = &m["choices"]["heads"][0];
+        let tried: Vec<f64> = choice["candidates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["weight_decay"].as_f64().unwrap())
+            .collect();
+        assert!(choice["candidates"][0]["measure"] == "loo_mae", "{choice}");
+        let chosen = choice["weight_decay"].as_f64().unwrap();
+        let (lo, hi) = tried.iter().fold((f64::MAX, 0.0f64), |(l, h), &w| (l.min(w), h.max(w)));
+        assert!(chosen > lo && chosen < hi, "chosen {chosen} at an end of [{lo}, {hi}]");
+        let values = &m["heads"]["volume_fraction"]["metrics"];
+        (values["mae"].as_f64().unwrap(), values["clipped"].as_u64())
+    };
+    let (free, none) = mae("");
+    let (bounded, clipped) = mae("bounds = [0.0, 1.0]");
+    assert_eq!(none, None, "no bounds, nothing clipped");
+    assert!(clipped.is_some(), "bounded runs count clipped predictions");
+    assert!(bounded <= free + 1e-12, "bounds cost accuracy: {bounded} vs {free}");
+    assert!(free < 0.05, "{free}");
+}
+
+/// Tiles carrying their image's label bias a value head toward the mean (a
+/// tile's own fraction scatters around its frame's): heterogeneous SEM-like
+/// frames, a data bar cropped, 256 px tiles, two-point features and a
+/// porosity head, predicted on larger frames of other fields. Trained on the
+/// images (`tile_fit` auto: value heads on images) it is within 0.01; on the
+/// tiles (`tile_fit = "tile"`) the slope is attenuated and it is worse.
+#[test]
+fn a_value_head_on_tiled_frames_trains_on_the_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let frames = common::heterogeneous_frames(&dir.path().join("images"), 16, 768, 1024, 1);
+    let manifest = dir.path().join("m.csv");
+    write_manifest(
+        &manifest,
+        "file,porosity",
+        &frames.iter().map(|(f, p)| format!("images/{f},{p}")).collect::<Vec<_>>(),
+    );
+    let new = common::heterogeneous_frames(&dir.path().join("new"), 4, 1536, 2048, 2);
+    let mae = |tile_fit: &str| {
+        let cfg = std::fs::read_to_string(real_config(dir.path(), &manifest, tile_fit))
+            .unwrap()
+            .replace("size = 128, stride = 128", "size = 256")
+            .replace("size = 64\nwindow = 8", "size = 128")
+            .replace("epochs = 300", "weight_decay = \"auto\"\nepochs = 300");
+        let path = write_config(dir.path(), "frames.toml", &cfg);
+        let out = dir.path().join(format!("run{}", tile_fit.len()));
+        let o = run(&["train", s(&path), "--out", s(&out), "--no-report"]);
+        assert!(o.status.success(), "{}", text(&o));
+        let images: Vec<String> =
+            new.iter().map(|(f, _)| s(&dir.path().join("new").join(f)).to_string()).collect();
+        let mut args = vec!["predict", s(&out)];
+        args.extend(images.iter().map(String::as_str));
+        let o = run(&args);
+        assert!(o.status.success(), "{}", text(&o));
+        let csv = String::from_utf8_lossy(&o.stdout).into_owned();
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines.len(), 5, "{csv}");
+        let pred = |line: &str| line.split(',').nth(3).unwrap().parse::<f64>().unwrap();
+        new.iter().zip(&lines[1..]).map(|((_, truth), l)| (pred(l) - truth).abs()).sum::<f64>() / 4.0
+    };
+    let on_images = mae("");
+    let on_tiles = mae("tile_fit = \"tile\"");
+    eprintln!("porosity MAE on new frames: trained on images {on_images:.4}, on tiles {on_tiles:.4}");
+    assert!(on_images < 0.01, "trained on images: MAE {on_images}");
+    assert!(on_tiles > on_images, "tiles {on_tiles} vs images {on_images}");
+}

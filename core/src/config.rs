@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::data::intensity::Intensity;
-use crate::data::tiles::{Crop, TileConfig};
+use crate::data::tiles::{Crop, TileConfig, TileFit};
 use crate::data::Duplicates;
 use crate::extractor::taps::TapSelection;
 use crate::extractor::{BuildContext, ExtractorConfig};
@@ -170,6 +170,11 @@ pub struct DataConfig {
     /// Cut every image into tiles at native resolution ([`crate::data::tiles`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tile: Option<TileConfig>,
+    /// With `tile`: whether each head trains on the tiles or on the images
+    /// (their tiles' mean features), [`crate::data::tiles::TileFit`]; default
+    /// `auto` (value heads on images, discrete heads on tiles).
+    #[serde(default, skip_serializing_if = "TileFit::is_auto")]
+    pub tile_fit: TileFit,
     /// The scale to work at, micrometres per pixel: every image is resampled
     /// from its own `pixel_size_column` value to it before tiling.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -258,6 +263,12 @@ impl WeightDecay {
             WeightDecay::Fixed(v) => vec![*v],
             WeightDecay::Grid(g) => g.clone(),
         }
+    }
+
+    /// Whether this is `"auto"` (an exact head then searches a wider path of
+    /// its own, [`crate::run::exact::AUTO_PATH`]).
+    pub fn is_auto(&self) -> bool {
+        matches!(self, WeightDecay::Grid(g) if *g == WeightDecay::AUTO_GRID)
     }
 
     /// Whether there is a choice to make.

@@ -83,6 +83,10 @@ pub struct RegressionMetrics {
     pub max_error: Option<f64>,
     /// Fraction of predictions within the tolerance, when one is given.
     pub within_tolerance: Option<f64>,
+    /// Predictions clipped into the head's `bounds` (those lying exactly on
+    /// a bound), when the head has bounds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clipped: Option<u64>,
 }
 
 /// Scores `(true label, predicted label)` pairs against the known `classes`.
@@ -148,6 +152,7 @@ pub fn regression(pairs: &[(f64, f64)], tolerance: Option<f64>) -> RegressionMet
             r2: None,
             max_error: None,
             within_tolerance: None,
+            clipped: None,
         };
     }
     let nf = n as f64;
@@ -162,6 +167,7 @@ pub fn regression(pairs: &[(f64, f64)], tolerance: Option<f64>) -> RegressionMet
         r2: (ss_tot > 0.0).then(|| 1.0 - ss_res / ss_tot),
         max_error: errors.iter().copied().reduce(f64::max),
         within_tolerance: tolerance.map(|tol| errors.iter().filter(|e| **e <= tol).count() as f64 / nf),
+        clipped: None,
     }
 }
 

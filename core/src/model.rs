@@ -143,6 +143,11 @@ impl Mlp {
         Ok(self)
     }
 
+    /// The one linear layer of an MLP without hidden layers; `None` otherwise.
+    pub fn single_linear(&self) -> Option<&nn::Linear> {
+        self.out.as_ref().filter(|_| self.hidden.is_empty())
+    }
+
     /// Width of the output.
     pub fn out_dim(&self) -> i64 {
         self.out_dim

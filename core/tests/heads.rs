@@ -249,29 +249,75 @@ fn regression_losses_match_hand_computation() {
     assert!(close(loss_with(RegressionLoss::Huber, 4.0), (0.125 + 4.5) / 2.0));
 }
 
+/// Bounds clip the predictions (state `"bounds": "clip"`, what `fit` makes
+/// now); a state without it is a run of the sigmoid form, which still
+/// squashes exactly as it was trained.
 #[test]
-fn bounds_are_respected() {
+fn bounds_clip_predictions_and_old_states_still_squash() {
     let config = RegressionConfig { bounds: Some([0.0, 1.0]), hidden: vec![4], ..RegressionConfig::new("v") };
     let state = config.fit(&[Some("0.1"), Some("0.9"), Some("1")]).unwrap();
-    let (vs, head) = build(&config, 3, &state);
-    for bias in [-1e3, -3.0, 0.0, 3.0, 1e3] {
-        constant_output(&vs, &[bias]);
-        let out = head.forward(&(Tensor::randn([16, 3], CPU) * 100.0), false).unwrap();
-        for p in head.decode(&out).unwrap() {
-            let Prediction::Value { value, .. } = p else { panic!() };
-            assert!((0.0..=1.0).contains(&value), "{value}");
+    assert_eq!(state["bounds"], "clip");
+    let mut old = state.clone();
+    old.as_object_mut().unwrap().remove("bounds");
+    for state in [&state, &old] {
+        let (vs, head) = build(&config, 3, state);
+        for bias in [-1e3, -3.0, 0.0, 3.0, 1e3] {
+            constant_output(&vs, &[bias]);
+            let out = head.forward(&(Tensor::randn([16, 3], CPU) * 100.0), false).unwrap();
+            for p in head.decode(&out).unwrap() {
+                let Prediction::Value { value, .. } = p else { panic!() };
+                assert!((0.0..=1.0).contains(&value), "{value}");
+            }
         }
     }
-    // sigmoid(0) = 1/2: the middle of the bounds.
-    constant_output(&vs, &[0.0]);
-    let vars = vs.variables();
-    let _ = tch::no_grad(|| vars["hidden0.weight"].shallow_clone().zero_());
-    let out = head.forward(&Tensor::randn([1, 3], CPU), false).unwrap();
-    assert_eq!(head.decode(&out).unwrap()[0], Prediction::Value { value: 0.5, std: None });
+    let value = |state: &HeadState, bias: f64| {
+        let (vs, head) = build(&config, 3, state);
+        constant_output(&vs, &[bias]);
+        let _ = tch::no_grad(|| vs.variables()["hidden0.weight"].shallow_clone().zero_());
+        let out = head.forward(&Tensor::randn([1, 3], CPU), false).unwrap();
+        match head.decode(&out).unwrap()[0] {
+            Prediction::Value { value, .. } => value,
+            ref p => panic!("{p:?}"),
+        }
+    };
+    // Clipped: an output of z standardised units is mean + z · std, until a bound.
+    let (mean, std) = (state["mean"].as_f64().unwrap(), state["std"].as_f64().unwrap());
+    assert!(close(value(&state, 0.5), mean + 0.5 * std));
+    assert_eq!(value(&state, 50.0), 1.0);
+    assert_eq!(value(&state, -50.0), 0.0);
+    // The old sigmoid form: sigmoid(0) = 1/2, the middle of the bounds.
+    assert_eq!(value(&old, 0.0), 0.5);
+    // Clipped predictions are counted in the scores.
+    let (_vs, head) = build(&config, 3, &state);
+    let v = |value: f64| Prediction::Value { value, std: None };
+    let s = head.score(&[v(0.0), v(0.5), v(1.0)], &[Some("0.1"), Some("0.5"), Some("0.9")]).unwrap();
+    assert_eq!(s.metrics.values.unwrap().clipped, Some(2));
     assert!(matches!(config.fit(&[Some("1.5")]), Err(Error::Label { index: 0, .. })));
     assert!(matches!(head.encode(&[Some("0.5"), Some("-0.1")]), Err(Error::Label { index: 1, .. })));
     let bad = RegressionConfig { bounds: Some([1.0, 1.0]), ..RegressionConfig::new("v") };
     assert!(bad.fit(&[Some("1")]).is_err());
+}
+
+/// Only a linear head with squared loss that does not squash is least squares.
+#[test]
+fn least_squares_heads_are_linear_mse_and_unsquashed() {
+    let state = serde_json::json!({ "mean": 0.0, "std": 1.0 });
+    let clip = serde_json::json!({ "mean": 0.0, "std": 1.0, "bounds": "clip" });
+    let linear = RegressionConfig::new("v");
+    let bounded = RegressionConfig { bounds: Some([-5.0, 5.0]), ..RegressionConfig::new("v") };
+    let cases: Vec<(RegressionConfig, &HeadState, bool)> = vec![
+        (linear.clone(), &state, true),
+        (bounded.clone(), &clip, true),
+        (bounded, &state, false),
+        (RegressionConfig { hidden: vec![3], ..linear.clone() }, &state, false),
+        (RegressionConfig { loss: RegressionLoss::Huber, ..linear }, &state, false),
+    ];
+    for (config, state, exact) in cases {
+        let (_vs, head) = build(&config, 3, state);
+        assert_eq!(head.least_squares().is_some(), exact, "{config:?} with {state}");
+    }
+    let (_vs, head) = build(&ClassificationConfig::new("c"), 3, &classes(&["a", "b"]));
+    assert!(head.least_squares().is_none());
 }
 
 #[test]

@@ -598,6 +598,7 @@ fn auto_taps_pick_the_informative_tap() {
             train: &train,
             val: &val,
             device: Device::Cpu,
+            exact: &[false],
         };
         let (choices, init) = choose(&problem, &mut Silent).unwrap();
         let head = &choices.heads[0];

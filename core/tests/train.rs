@@ -7,6 +7,7 @@ use furcate_core::config::{LoadedConfig, TrainingConfig};
 use furcate_core::model::MultiHeadModel;
 use furcate_core::progress::Silent;
 use furcate_core::run::build_model;
+use furcate_core::train::ridge::RidgePath;
 use furcate_core::train::{
     evaluate_losses, train, Batch, Checkpointer, Convergence, Iteration, Lbfgs, LbfgsConfig, NoCheckpoints,
     Resume, ResumeInfo,
@@ -279,7 +280,8 @@ fn lbfgs_reaches_torchs_logistic_regression_optimum() {
     // torch stops on tolerance_change once the loss no longer moves in f64 (gradient ~1e-8).
     assert!(torch_grad < 1e-6, "torch did not reach the optimum: gradient {torch_grad:e}");
 
-    let f64_config = LbfgsConfig { tolerance_grad: 1e-10, tolerance_change: 1e-14, ..Default::default() };
+    let f64_config =
+        LbfgsConfig { tolerance_grad: 1e-10, tolerance_change: 1e-14, relative: false, ..Default::default() };
     let (last, iters, evals) = our_logistic_optimum(Kind::Double, f64_config);
     eprintln!(
         "f64: ours {:.15} (|g| {:.1e}, {:?}, {iters} iterations, {evals} evaluations); \
@@ -293,7 +295,8 @@ fn lbfgs_reaches_torchs_logistic_regression_optimum() {
     );
     assert!(last.grad_max < 1e-7, "gradient {:e}", last.grad_max);
 
-    let f32_config = LbfgsConfig { tolerance_grad: 1e-6, tolerance_change: 1e-10, ..Default::default() };
+    let f32_config =
+        LbfgsConfig { tolerance_grad: 1e-6, tolerance_change: 1e-10, relative: false, ..Default::default() };
     let (last, iters, evals) = our_logistic_optimum(Kind::Float, f32_config);
     eprintln!(
         "f32: ours {:.9} (|g| {:.1e}, {:?}, {iters} iterations, {evals} evaluations)",
@@ -327,7 +330,8 @@ fn lbfgs_does_not_stop_after_its_short_first_step() {
         loss.backward();
         Ok(loss.double_value(&[]))
     };
-    let mut opt = Lbfgs::new(vec![x.shallow_clone()], 1.0, LbfgsConfig::default());
+    let config = LbfgsConfig { relative: false, ..Default::default() };
+    let mut opt = Lbfgs::new(vec![x.shallow_clone()], 1.0, config);
     let first = opt.iterate(&mut f).unwrap();
     assert!(first.grad_max > 1e-7, "the start is not converged: {first:?}");
     assert_eq!(first.converged, None, "{first:?}");
@@ -353,7 +357,8 @@ fn lbfgs_solves_rosenbrock() {
         loss.backward();
         Ok(loss.double_value(&[]))
     };
-    let config = LbfgsConfig { tolerance_grad: 1e-10, tolerance_change: 1e-15, ..Default::default() };
+    let config =
+        LbfgsConfig { tolerance_grad: 1e-10, tolerance_change: 1e-15, relative: false, ..Default::default() };
     let mut opt = Lbfgs::new(vec![xy.shallow_clone()], 1.0, config);
     let last = minimise(&mut opt, &mut f, 100).unwrap();
     let v = Vec::<f64>::try_from(&xy.detach()).unwrap();
@@ -379,7 +384,7 @@ fn lbfgs_converges_on_a_quadratic_by_the_gradient_test() {
         loss.backward();
         Ok(loss.double_value(&[]))
     };
-    let config = LbfgsConfig { tolerance_grad: 1e-4, ..Default::default() };
+    let config = LbfgsConfig { tolerance_grad: 1e-4, relative: false, ..Default::default() };
     let mut opt = Lbfgs::new(vec![x.shallow_clone(), z.shallow_clone()], 1.0, config);
     let last = minimise(&mut opt, &mut f, 50).unwrap();
     assert_eq!(last.converged, Some(Convergence::Gradient), "{last:?}");
@@ -469,4 +474,91 @@ fn lbfgs_config_reads_toml_with_defaults() {
         (20, 1e-7, 1e-9, 25)
     );
     assert!(toml::from_str::<LbfgsConfig>("histroy_size = 5").is_err());
+}
+
+#[test]
+fn ridge_leave_one_out_equals_refitting_without_each_row() {
+    let gen = |seed: i64, shape: &[i64]| {
+        tch::manual_seed(seed);
+        Tensor::randn(shape, (Kind::Double, Device::Cpu))
+    };
+    let x = gen(3, &[12, 4]);
+    let y = x.matmul(&Tensor::from_slice(&[1.0, -2.0, 0.5, 0.0]).unsqueeze(1)) + gen(4, &[12, 1]) * 0.3 + 2.0;
+    for alpha in [0.0, 0.7, 30.0] {
+        let loo = RidgePath::new(&x, &y).unwrap().loo_residuals(alpha);
+        for i in 0..12i64 {
+            let keep = Tensor::from_slice(&(0..12).filter(|&j| j != i).collect::<Vec<i64>>());
+            let (w, b) =
+                RidgePath::new(&x.index_select(0, &keep), &y.index_select(0, &keep)).unwrap().solve(alpha);
+            let pred = x.get(i).unsqueeze(0).matmul(&w.transpose(0, 1)) + &b;
+            let direct = y.double_value(&[i, 0]) - pred.double_value(&[0, 0]);
+            let shortcut = loo.double_value(&[i, 0]);
+            assert!((direct - shortcut).abs() < 1e-9, "alpha {alpha}, row {i}: {direct} vs {shortcut}");
+        }
+    }
+}
+
+#[test]
+fn ridge_solution_minimises_the_penalised_objective() {
+    tch::manual_seed(5);
+    let x = Tensor::randn([40, 6], (Kind::Double, Device::Cpu));
+    let y = Tensor::randn([40, 1], (Kind::Double, Device::Cpu));
+    let alpha = 3.0;
+    let (w, b) = RidgePath::new(&x, &y).unwrap().solve(alpha);
+    // The normal equations of [1, X] with the intercept unpenalised.
+    let ones = Tensor::ones([40, 1], (Kind::Double, Device::Cpu));
+    let a = Tensor::cat(&[&ones, &x], 1);
+    let penalty = Tensor::eye(7, (Kind::Double, Device::Cpu)) * alpha;
+    let _ = penalty.get(0).get(0).fill_(0.0);
+    let theta = (a.transpose(0, 1).matmul(&a) + penalty).inverse().matmul(&a.transpose(0, 1).matmul(&y));
+    assert!((theta.double_value(&[0, 0]) - b.double_value(&[0])).abs() < 1e-9);
+    let diff = (theta.narrow(0, 1, 6).squeeze_dim(1) - w.squeeze_dim(0)).abs().max().double_value(&[]);
+    assert!(diff < 1e-9, "{diff}");
+    assert!(RidgePath::new(&x.narrow(0, 0, 1), &y.narrow(0, 0, 1)).is_err(), "one row is not a problem");
+}
+
+/// The relative stopping tests make the objective's scale irrelevant: a
+/// quadratic multiplied by 1e-8 is solved as far as the same quadratic at
+/// scale 1, while absolute tests stop it at the start point.
+#[test]
+fn lbfgs_relative_tolerances_solve_a_tiny_loss_as_far_as_a_unit_one() {
+    let m = Tensor::from_slice(&[1.0f64, -2.0, 0.5]);
+    let c = Tensor::from_slice(&[1.0f64, 10.0, 0.1]);
+    let solve = |scale: f64, relative: bool| {
+        let x = Tensor::zeros([3], (Kind::Double, Device::Cpu)).set_requires_grad(true);
+        let mut f = || -> furcate_core::Result<f64> {
+            zero_grads(&[&x]);
+            let loss = ((&x - &m).square() * &c).sum(Kind::Double) * scale;
+            loss.backward();
+            Ok(loss.double_value(&[]))
+        };
+        let config = LbfgsConfig { relative, ..Default::default() };
+        let mut opt = Lbfgs::new(vec![x.shallow_clone()], 1.0, config);
+        minimise(&mut opt, &mut f, 100).unwrap();
+        (&x - &m).abs().max().double_value(&[])
+    };
+    assert!(solve(1.0, true) < 1e-5);
+    assert!(solve(1e-8, true) < 1e-5, "{}", solve(1e-8, true));
+    assert!(solve(1e-8, false) > 0.4, "absolute tests stop at the start");
+}
+
+/// A linear regression head with squared loss is solved exactly by the
+/// L-BFGS trainer: its weights are the ridge solution of its objective.
+#[test]
+fn lbfgs_trainer_solves_a_linear_squared_loss_head_exactly() {
+    let config = format!(
+        "{}bounds = [-100.0, 100.0]\n[training]\noptimizer = \"lbfgs\"\nweight_decay = 0.01\n",
+        CONFIG.replace("[trunk]\nhidden = [8]\ndropout = 0.2\n", "")
+    );
+    let (mut t, tr, va, vs, model) = problem_of(&config, 80, 7);
+    assert!(model.heads()[1].least_squares().is_some() && model.heads()[0].least_squares().is_none());
+    t.epochs = 50;
+    train(&model, &vs, &tr, Some(&va), &t, &mut NoCheckpoints, &mut Silent).unwrap();
+    let ls = model.heads()[1].least_squares().unwrap();
+    let (x, y) = (tr.features.to_kind(Kind::Double), tr.targets[1].values.to_kind(Kind::Double));
+    // weight · mean(r²) + wd / 2 · |w|² is ridge with alpha = n · wd / 2.
+    let (w, b) = RidgePath::new(&x, &y).unwrap().solve(tr.len() as f64 * 0.01 / 2.0);
+    let dw = (ls.weight.to_kind(Kind::Double) - w).abs().max().double_value(&[]);
+    let db = (ls.bias.to_kind(Kind::Double) - b).abs().max().double_value(&[]);
+    assert!(dw < 1e-5 && db < 1e-5, "weights off by {dw}, bias by {db}");
 }

@@ -143,3 +143,57 @@ pub fn assert_eval_reproduces(run_dir: &Path, metrics: &serde_json::Value) {
         metrics["heads"]["volume_fraction"]["metrics"]["mae"]
     );
 }
+
+/// A binary micrograph of `height` x `width` pixels from a heterogeneous
+/// field: fine Gaussian-filtered noise (filter width 3 px) plus a coarse one
+/// (150 px) that makes the local fraction wander across the frame, as in
+/// real sections, thresholded so that the white fraction is `fraction`.
+/// Returns the pixels (row-major, `true` = white) and the measured fraction.
+pub fn heterogeneous_field(height: i64, width: i64, fraction: f64, seed: i64) -> (Vec<bool>, f64) {
+    use tch::{Device, Kind, Tensor};
+    let opts = (Kind::Double, Device::Cpu);
+    let blur = |noise: &Tensor, sigma: f64| {
+        let fy = Tensor::fft_fftfreq(height, 1.0, opts).unsqueeze(1);
+        let fx = Tensor::fft_fftfreq(width, 1.0, opts).unsqueeze(0);
+        let k = ((fy.square() + fx.square()) * (-2.0 * (std::f64::consts::PI * sigma).powi(2))).exp();
+        let f = (noise.fft_fft2(None::<&[i64]>, [-2, -1], "backward") * k)
+            .fft_ifft2(None::<&[i64]>, [-2, -1], "backward")
+            .real();
+        (&f - f.mean(Kind::Double)) / f.std(true)
+    };
+    tch::manual_seed(seed);
+    let fine = Tensor::randn([height, width], opts);
+    let coarse = Tensor::randn([height, width], opts);
+    let field = blur(&fine, 3.0) + blur(&coarse, 150.0) * 0.8;
+    let flat = field.flatten(0, -1);
+    let k = ((1.0 - fraction) * (height * width) as f64) as i64;
+    let threshold = flat.kthvalue(k.max(1), 0, false).0.double_value(&[]);
+    let white: Vec<bool> = Vec::<f64>::try_from(&flat).unwrap().iter().map(|&v| v > threshold).collect();
+    let measured = white.iter().filter(|&&w| w).count() as f64 / white.len() as f64;
+    (white, measured)
+}
+
+/// `n` frames of `height` x `width` from [`heterogeneous_field`] (fractions
+/// spread evenly over 0.15..0.44), saved under `dir` as 8-bit PNGs with a
+/// data bar of [`DATA_BAR`] rows below; `(file name, true fraction)` each.
+pub fn heterogeneous_frames(dir: &Path, n: usize, height: u32, width: u32, seed: i64) -> Vec<(String, f64)> {
+    std::fs::create_dir_all(dir).unwrap();
+    (0..n)
+        .map(|i| {
+            let target = 0.15 + 0.29 * i as f64 / (n.max(2) - 1) as f64;
+            let (white, fraction) =
+                heterogeneous_field(height as i64, width as i64, target, seed * 1000 + i as i64);
+            let buf = image::GrayImage::from_fn(width, height + DATA_BAR, |x, y| {
+                let v = if y < height {
+                    white[(y * width + x) as usize]
+                } else {
+                    !((x / 6) % 3 == 0 && (y - height) % 10 < 6)
+                };
+                image::Luma([if v { 255 } else { 0 }])
+            });
+            let name = format!("frame_{seed}_{i}.png");
+            buf.save(dir.join(&name)).unwrap();
+            (name, fraction)
+        })
+        .collect()
+}

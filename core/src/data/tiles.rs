@@ -7,6 +7,15 @@
 //! tile = { size = 256, stride = 256 } # pixels of the cropped, rescaled image
 //! ```
 //!
+//! **Training rows.** `[data] tile_fit` says what a head trains on when the
+//! images are tiled ([`TileFit`]): the tiles, each carrying its image's label,
+//! or the images, each one row whose features are the mean of its tiles'.
+//! A property that is an average over the image (a phase fraction, a
+//! porosity) is fitted on the image: a tile's own value scatters around the
+//! image's, so regressing the image's label on a tile's features attenuates
+//! the slope toward the mean. Predictions are made per tile either way, and
+//! averaged per image, with the tiles' spread beside the mean.
+//!
 //! **Grid.** Along each side the grid holds `n = ⌊(side - size) / stride⌋ + 1`
 //! whole tiles; a partial last tile is dropped and the grid is centred: the
 //! pixels left over are split between the two margins (the extra pixel of an
@@ -50,6 +59,38 @@ impl Crop {
             ));
         }
         Ok(Rect { x: self.left, y: self.top, width: width - across as u32, height: height - down as u32 })
+    }
+}
+
+/// `[data] tile_fit`: the rows a head trains on when the images are tiled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TileFit {
+    /// Value heads on images, discrete heads on tiles (the default): a
+    /// value is an average over the image, while a class (a morphology) is
+    /// what every tile of its image shows.
+    #[default]
+    Auto,
+    /// Every head on images (the mean of each image's tiles' features).
+    Image,
+    /// Every head on tiles, each with its image's label.
+    Tile,
+}
+
+impl TileFit {
+    /// Whether it is the default.
+    pub fn is_auto(&self) -> bool {
+        *self == TileFit::Auto
+    }
+
+    /// Whether a head trains on images: `discrete` heads (those that
+    /// stratify the split) do only with `image`, value heads except with `tile`.
+    pub fn per_image(&self, discrete: bool) -> bool {
+        match self {
+            TileFit::Auto => !discrete,
+            TileFit::Image => true,
+            TileFit::Tile => false,
+        }
     }
 }
 

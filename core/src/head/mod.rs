@@ -361,6 +361,16 @@ pub struct HeadScore {
     pub metrics: crate::metrics::HeadMetrics,
 }
 
+/// The linear layer of a head whose training objective is exactly least
+/// squares on it ([`PropertyHead::least_squares`]).
+#[derive(Debug)]
+pub struct LeastSquares {
+    /// `[K, D]` weight (a variable of the head, penalised by weight decay).
+    pub weight: Tensor,
+    /// `[K]` bias (a variable of the head, not penalised).
+    pub bias: Tensor,
+}
+
 /// A trained or trainable head.
 pub trait PropertyHead: Send {
     /// The head's name (unique in a model).
@@ -391,6 +401,15 @@ pub trait PropertyHead: Send {
 
     /// Scores predictions against raw labels (missing labels are skipped).
     fn score(&self, predictions: &[Prediction], labels: &Labels) -> Result<HeadScore>;
+
+    /// `Some` when the head's output is one linear layer of its input and
+    /// its [`loss`](Self::loss) is the mean squared error against the encoded
+    /// targets: with `optimizer = "lbfgs"` the trainer then solves it exactly
+    /// ([`crate::train::ridge`]) and scores its whole weight-decay path by
+    /// leave-one-out, instead of iterating. Default `None`.
+    fn least_squares(&self) -> Option<LeastSquares> {
+        None
+    }
 
     /// The class names, for heads that predict classes (`None` for value heads).
     fn classes(&self) -> Option<&[String]> {

@@ -24,17 +24,26 @@
 //! back to data units; with `standardise = false` the state is kept but not used.
 //! The loss, and so `huber_delta`, is in those learned units.
 //!
-//! **Bounds.** With `bounds = [lo, hi]` the last layer's output `z` becomes
-//! `lo + (hi - lo) · sigmoid(z)` in data units (then standardised as above), so
-//! every prediction lies inside the bounds, smoothly, and the gradient never
-//! vanishes abruptly as it would with a clamp. A training label outside the
-//! bounds is an error.
+//! **Bounds.** With `bounds = [lo, hi]` a label outside the bounds is an
+//! error, and every prediction is clipped into them: the model itself stays
+//! linear in its last layer, so a squared-loss head without hidden layers is
+//! still least squares, solved exactly ([`PropertyHead::least_squares`]).
+//! The scores count the predictions that were clipped (`clipped`). Runs made
+//! before bounds were clipped squashed the output through
+//! `lo + (hi - lo) · sigmoid(z)` instead; their state has no `"bounds":
+//! "clip"` and they still load and predict exactly as they were trained.
+//!
+//! **Exact solution.** With `loss = "mse"`, `hidden = []` and `optimizer =
+//! "lbfgs"`, the head is ridge regression on its standardised taps: solved in
+//! closed form, its weight decay chosen along the whole path by leave-one-out
+//! ([`crate::train::ridge`]).
 //!
 //! ```
 //! use furcate_core::head::regression::RegressionConfig;
 //! use furcate_core::HeadConfig;
 //!
 //! let state = RegressionConfig::new("fraction").fit(&[Some("0.1"), None, Some("0.3")]).unwrap();
+//! assert!(state.get("bounds").is_none()); // "clip" only with bounds
 //! assert!((state["mean"].as_f64().unwrap() - 0.2).abs() < 1e-12);
 //! assert!((state["std"].as_f64().unwrap() - 0.1).abs() < 1e-12);
 //! ```
@@ -43,7 +52,8 @@ use serde::{Deserialize, Serialize};
 use tch::{nn, Reduction, Tensor};
 
 use super::{
-    cell, encode_cells, HeadConfig, HeadScore, HeadState, Labels, Prediction, PropertyHead, Targets,
+    cell, encode_cells, HeadConfig, HeadScore, HeadState, Labels, LeastSquares, Prediction, PropertyHead,
+    Targets,
 };
 use crate::metrics::{self, HeadMetrics};
 use crate::model::{to_vec_f64, Mlp};
@@ -79,7 +89,7 @@ crate::head_config! {
         /// Huber's delta, in the learned (standardised) units (default 1).
         #[serde(default = "one")]
         pub huber_delta: f64,
-        /// `[lo, hi]`: predictions are squashed into these bounds, in data units (default none).
+        /// `[lo, hi]`: labels must lie inside, predictions are clipped into them, in data units (default none).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub bounds: Option<[f64; 2]>,
         /// Learn standardised targets (default true).
@@ -150,6 +160,10 @@ pub fn scaling(head: &str, state: &HeadState, standardise: bool) -> Result<(f64,
     Ok(if standardise { (mean, std) } else { (0.0, 1.0) })
 }
 
+/// The state's `"bounds"` of a head whose predictions are clipped into its
+/// bounds (absent in runs that squashed them through a sigmoid).
+const CLIP: &str = "clip";
+
 crate::register_type!(Head, "regression");
 
 #[typetag::serde(name = "regression")]
@@ -157,7 +171,8 @@ impl HeadConfig for RegressionConfig {
     crate::head_config_methods!();
 
     /// Mean and population standard deviation of the non-missing labels
-    /// (`{"mean": .., "std": ..}`, a zero std stored as 1).
+    /// (`{"mean": .., "std": ..}`, a zero std stored as 1), and `"bounds":
+    /// "clip"` with bounds (predictions clipped, not squashed).
     fn fit(&self, labels: &Labels) -> Result<HeadState> {
         self.check()?;
         let mut values = Vec::new();
@@ -173,7 +188,11 @@ impl HeadConfig for RegressionConfig {
         let mean = values.iter().sum::<f64>() / n;
         let std = (values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n).sqrt();
         let std = if std > 0.0 && std.is_finite() { std } else { 1.0 };
-        Ok(serde_json::json!({ "mean": mean, "std": std }))
+        let mut state = serde_json::json!({ "mean": mean, "std": std });
+        if self.bounds.is_some() {
+            state["bounds"] = CLIP.into();
+        }
+        Ok(state)
     }
 
     fn build(&self, path: nn::Path, in_dim: i64, state: &HeadState) -> Result<Box<dyn PropertyHead>> {
@@ -186,6 +205,7 @@ impl HeadConfig for RegressionConfig {
             shift,
             scale,
             bounds: self.bounds,
+            squash: self.bounds.is_some() && state.get("bounds").and_then(|b| b.as_str()) != Some(CLIP),
             loss: self.loss,
             huber_delta: self.huber_delta,
             tolerance: self.tolerance,
@@ -201,6 +221,8 @@ pub struct RegressionHead {
     shift: f64,
     scale: f64,
     bounds: Option<[f64; 2]>,
+    /// The sigmoid form of bounds (runs made before predictions were clipped).
+    squash: bool,
     loss: RegressionLoss,
     huber_delta: f64,
     tolerance: Option<f64>,
@@ -223,8 +245,9 @@ impl PropertyHead for RegressionHead {
         &self.name
     }
 
-    /// The prediction in learned units (standardised when configured),
-    /// already squashed into the bounds when there are some.
+    /// The prediction in learned units (standardised when configured); a run
+    /// of the sigmoid form squashes it into the bounds here (clipping is in
+    /// [`decode`](PropertyHead::decode)).
     ///
     /// # Shapes
     /// `[N, D]` -> `[N, 1]`.
@@ -232,9 +255,14 @@ impl PropertyHead for RegressionHead {
         let z =
             self.mlp.forward_t(features, train).map_err(|e| self.invalid_input(format!("forward: {e}")))?;
         Ok(match self.bounds {
-            None => z,
-            Some([lo, hi]) => ((z.sigmoid() * (hi - lo) + lo) - self.shift) / self.scale,
+            Some([lo, hi]) if self.squash => ((z.sigmoid() * (hi - lo) + lo) - self.shift) / self.scale,
+            _ => z,
         })
+    }
+
+    fn least_squares(&self) -> Option<LeastSquares> {
+        let linear = self.mlp.single_linear().filter(|_| self.loss == RegressionLoss::Mse && !self.squash)?;
+        Some(LeastSquares { weight: linear.ws.shallow_clone(), bias: linear.bs.as_ref()?.shallow_clone() })
     }
 
     /// MSE, Huber or L1, mean over the rows, in learned units.
@@ -264,7 +292,7 @@ impl PropertyHead for RegressionHead {
         Ok(Targets { values: t.values.reshape([-1, 1]), mask: t.mask })
     }
 
-    /// Values in data units (inside the bounds), without a standard deviation.
+    /// Values in data units (clipped into the bounds), without a standard deviation.
     fn decode(&self, output: &Tensor) -> Result<Vec<Prediction>> {
         if !matches!(output.size().as_slice(), [_, 1] | [_]) {
             return Err(self.invalid_input(format!("an output of shape {:?}, not [N, 1]", output.size())));
@@ -304,7 +332,10 @@ impl PropertyHead for RegressionHead {
             correct.push(self.tolerance.map(|t| (value - truth).abs() <= t));
             pairs.push((truth, *value));
         }
-        let m = metrics::regression(&pairs, self.tolerance);
+        let mut m = metrics::regression(&pairs, self.tolerance);
+        if let Some([lo, hi]) = self.bounds {
+            m.clipped = Some(pairs.iter().filter(|(_, p)| *p <= lo || *p >= hi).count() as u64);
+        }
         Ok(HeadScore {
             error_rate: m.within_tolerance.map(|w| 1.0 - w),
             correct,

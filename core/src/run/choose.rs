@@ -17,7 +17,7 @@ use tch::{nn, Device, Tensor};
 use crate::config::{RunConfig, TrainingConfig};
 use crate::data::{split, Dataset};
 use crate::extractor::taps::{TapLayout, TapSelection};
-use crate::head::{HeadConfig, HeadState, Targets};
+use crate::head::{HeadConfig, HeadScore, HeadState, Targets};
 use crate::model::{MultiHeadModel, Routes};
 use crate::progress::{Progress, Silent};
 use crate::train::{self, Batch, Decay, NoCheckpoints};
@@ -137,13 +137,18 @@ pub struct Problem<'a> {
     pub val: &'a [usize],
     /// Where models train.
     pub device: Device,
+    /// Per head (config order): whether it is solved exactly (a separable
+    /// least-squares head under `optimizer = "lbfgs"`), its weight decay
+    /// then chosen along its whole path ([`super::exact`]).
+    pub exact: &'a [bool],
 }
 
 /// (fit rows, score rows) pairs.
-type Plan = Vec<(Vec<usize>, Vec<usize>)>;
+pub(super) type Plan = Vec<(Vec<usize>, Vec<usize>)>;
 
 impl Problem<'_> {
-    fn plan(&self) -> (Plan, String) {
+    /// The (fit rows, score rows) pairs candidates are scored on, and how.
+    pub(super) fn plan(&self) -> (Plan, String) {
         if self.val.len() >= MIN_VALIDATION_ROWS {
             return (
                 vec![(self.train.to_vec(), self.val.to_vec())],
@@ -178,8 +183,8 @@ impl Problem<'_> {
             let strata: Vec<String> = self.train.iter().map(|&i| self.strata[i].clone()).collect();
             return (k, split::folds(&strata, k, seed));
         };
-        let mut images: Vec<usize> = self.train.iter().map(|&r| groups[r]).collect();
-        images.dedup();
+        let mut seen = std::collections::BTreeSet::new();
+        let images: Vec<usize> = self.train.iter().map(|&r| groups[r]).filter(|&g| seen.insert(g)).collect();
         let first: std::collections::BTreeMap<usize, usize> =
             self.train.iter().rev().map(|&r| (groups[r], r)).collect();
         let strata: Vec<String> = images.iter().map(|g| self.strata[first[g]].clone()).collect();
@@ -264,11 +269,7 @@ impl Problem<'_> {
             for (j, &h) in heads.iter().enumerate() {
                 let labels = subset.labels(self.config.heads[h].column())?;
                 let s = model.heads()[j].score(&predictions[j], &labels)?;
-                let (value, measure) = match (s.error_rate, s.metrics.mae()) {
-                    (Some(e), _) => (e, "error_rate"),
-                    (None, Some(m)) => (m, "mae"),
-                    (None, None) => (losses[j], "loss"),
-                };
+                let (value, measure) = measure(&s).unwrap_or((losses[j], "loss"));
                 sums[j].0 += value / plan.len() as f64;
                 sums[j].1 = measure.to_string();
                 sums[j].2 += losses[j] / plan.len() as f64;
@@ -284,6 +285,17 @@ impl Problem<'_> {
     fn take(&self, targets: &[Targets], head: usize) -> Targets {
         let t = &targets[head];
         Targets { values: t.values.shallow_clone(), mask: t.mask.shallow_clone() }
+    }
+}
+
+/// A head's score for choosing (lower is better): its error rate (discrete
+/// heads, or a value head with a tolerance), else its MAE; `None` when it
+/// has neither (the caller falls back to the loss).
+pub(super) fn measure(score: &HeadScore) -> Option<(f64, &'static str)> {
+    match (score.error_rate, score.metrics.mae()) {
+        (Some(e), _) => Some((e, "error_rate")),
+        (None, Some(m)) => Some((m, "mae")),
+        (None, None) => None,
     }
 }
 
@@ -362,6 +374,7 @@ pub fn choose(problem: &Problem, progress: &mut dyn Progress) -> Result<Chosen> 
         scored_on: None,
     };
     let searching = grid.len() > 1;
+    let auto_grid = t.weight_decay.is_auto();
     let auto: Vec<usize> = (0..heads.len()).filter(|&i| heads[i].auto_taps).collect();
     if auto.is_empty() && !searching {
         choices.heads = heads;
@@ -379,7 +392,21 @@ pub fn choose(problem: &Problem, progress: &mut dyn Progress) -> Result<Chosen> 
         let mut best: Option<Candidate> = None;
         let mut best_vars = Vec::new();
         let prefix = vec![format!("heads.{}.", heads[h].head)];
-        for run in &runs {
+        for run in runs.iter().filter(|_| problem.exact[h]) {
+            for (wd, score, measure, loss) in
+                problem.exact_path(h, Some(&layout.columns(run)), &grid, auto_grid)?
+            {
+                let cand =
+                    Candidate { taps: Some(layout.label(run)), weight_decay: wd, score, measure, loss };
+                if best.as_ref().is_none_or(|b| better(&cand, b)) {
+                    best = Some(cand.clone());
+                }
+                heads[h].candidates.push(cand);
+            }
+            done += grid.len() as u64;
+            progress.advance(done, Some(&format!("{}: {} (exact)", heads[h].head, layout.label(run))));
+        }
+        for run in runs.iter().filter(|_| !problem.exact[h]) {
             let routes = Routes { trunk: None, heads: vec![Some(layout.columns(run))] };
             let mut warm = Vec::new();
             for &wd in &grid {
@@ -405,12 +432,36 @@ pub fn choose(problem: &Problem, progress: &mut dyn Progress) -> Result<Chosen> 
         heads[h].taps = best.taps.as_ref().map(|l| l.split('+').map(str::to_string).collect());
         heads[h].weight_decay = best.weight_decay;
     }
-    // 2. The weight decay of the other heads (and the trunk), on their inputs.
-    let rest: Vec<usize> = (0..heads.len()).filter(|&i| !heads[i].auto_taps).collect();
+    // 2. The weight decay of the other heads (and the trunk), on their
+    // inputs: exact heads along their paths, the others by L-BFGS fits.
+    let fixed_routes = |heads: &[HeadChoice]| {
+        Choices {
+            layout: Some(layout.clone()),
+            trunk_taps: trunk_taps.clone(),
+            heads: heads.to_vec(),
+            ..Default::default()
+        }
+        .routes(has_trunk)
+    };
+    let exact_rest: Vec<usize> =
+        (0..heads.len()).filter(|&i| !heads[i].auto_taps && problem.exact[i] && searching).collect();
+    for h in exact_rest {
+        let columns = fixed_routes(&heads)?.heads[h].clone();
+        let mut best: Option<Candidate> = None;
+        for (wd, score, measure, loss) in problem.exact_path(h, columns.as_deref(), &grid, auto_grid)? {
+            let cand = Candidate { taps: None, weight_decay: wd, score, measure, loss };
+            if best.as_ref().is_none_or(|b| better(&cand, b)) {
+                best = Some(cand.clone());
+            }
+            heads[h].candidates.push(cand);
+        }
+        if let Some(b) = best {
+            heads[h].weight_decay = b.weight_decay;
+        }
+    }
+    let rest: Vec<usize> = (0..heads.len()).filter(|&i| !heads[i].auto_taps && !problem.exact[i]).collect();
     if searching && !rest.is_empty() {
-        let layout_routes =
-            Choices { layout: Some(layout.clone()), trunk_taps, heads: heads.clone(), ..Default::default() }
-                .routes(has_trunk)?;
+        let layout_routes = fixed_routes(&heads)?;
         let routes = Routes {
             trunk: layout_routes.trunk.clone(),
             heads: rest.iter().map(|&i| layout_routes.heads[i].clone()).collect(),

@@ -6,7 +6,7 @@ use tch::{nn, Tensor};
 use super::assemble::{build_model_for, build_model_routed, encode, select_rows, FeatureScaler};
 use super::choose;
 use super::consistency::consistency_pairs;
-use crate::config::LoadedConfig;
+use crate::config::{LoadedConfig, OptimizerKind};
 use crate::data::{split, Dataset};
 use crate::extractor::FeatureExtractor;
 use crate::head::HeadState;
@@ -42,7 +42,8 @@ pub(crate) struct FitData<'a> {
     pub(crate) groups: Option<&'a [usize]>,
 }
 
-/// Fits head states on the training rows of `parts`, makes the run's
+/// Fits head states on the training rows of `parts` (with image rows added
+/// for the heads that train on images, [`super::tile_fit`]), makes the run's
 /// choices, builds the model and trains it on `parts.train` (validating on
 /// `parts.val`). Every row of `rows.data` is encoded first, so a label a
 /// head cannot use is an error naming its line before training.
@@ -56,6 +57,13 @@ pub(crate) fn fit_rows(
 ) -> Result<Fitted> {
     let c = &cfg.config;
     let t = &c.training;
+    // Tiled: the heads that train on images get one row per image ([data] tile_fit).
+    let pooled = super::tile_fit::pool_images(c, rows, parts)?;
+    let pooled_rows = pooled.as_ref().map(|p| p.rows(rows.layout));
+    let (rows, parts) = match (&pooled, &pooled_rows) {
+        (Some(p), Some(r)) => (r, &p.parts),
+        _ => (rows, parts),
+    };
     let (data, features) = (rows.data, rows.features);
     let (train_set, val_set) = (data.subset(&parts.train), data.subset(&parts.val));
     let states = c
@@ -83,6 +91,13 @@ pub(crate) fn fit_rows(
         scaler.fit(&select_rows(features, &parts.train));
     }
     let all_targets = encode(&probe, c, data, device)?;
+    let exact: Vec<bool> = (0..c.heads.len())
+        .map(|h| {
+            t.optimizer == OptimizerKind::Lbfgs
+                && probe.heads_are_separable()
+                && probe.heads()[h].least_squares().is_some()
+        })
+        .collect();
     let scaled = scaler.apply(features);
     let (choices, init) = choose::choose(
         &choose::Problem {
@@ -97,6 +112,7 @@ pub(crate) fn fit_rows(
             train: &parts.train,
             val: &parts.val,
             device,
+            exact: &exact,
         },
         progress,
     )

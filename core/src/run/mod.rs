@@ -11,7 +11,8 @@
 //! 1. [`features`]: images -> extractor (taps) -> feature cache -> rows;
 //! 2. [`parts`]: label columns checked, strata, test and validation parts
 //!    ([`folds`] for cross-validation, [`warnings`] on the split);
-//! 3. [`fit`]: head states, [`choose`] (taps, weight decay), [`assemble`]
+//! 3. [`fit`]: head states, [`choose`] (taps, weight decay; [`exact`] paths
+//!    for least-squares heads), [`assemble`]
 //!    (scaler, trunk, heads) and training;
 //! 4. [`evaluate`]: predictions ([`aggregate`] per image for tiles), scores,
 //!    [`consistency`];
@@ -28,6 +29,7 @@ pub mod checkpoint;
 pub mod choose;
 pub mod consistency;
 pub mod evaluate;
+pub mod exact;
 pub mod extract;
 pub mod features;
 pub mod fit;
@@ -37,6 +39,7 @@ pub mod parts;
 pub mod results;
 pub mod saved;
 pub mod table;
+mod tile_fit;
 pub mod warnings;
 pub mod write;
 

@@ -76,6 +76,16 @@ pub struct LbfgsConfig {
     /// Most function evaluations per iteration inside the line search (default 25).
     #[serde(default = "default_max_line_search")]
     pub max_line_search: usize,
+    /// Whether `tolerance_grad` and the loss-change test of `tolerance_change`
+    /// are relative to the objective's scale, `|f|` at the start point
+    /// (default true): a head whose loss starts at 1e-6 is then solved as far
+    /// as one whose loss starts at 1. `false`: absolute, as `torch.optim.LBFGS`.
+    #[serde(default = "default_relative")]
+    pub relative: bool,
+}
+
+fn default_relative() -> bool {
+    true
 }
 
 fn default_history_size() -> usize {
@@ -101,6 +111,7 @@ impl Default for LbfgsConfig {
             tolerance_grad: default_tolerance_grad(),
             tolerance_change: default_tolerance_change(),
             max_line_search: default_max_line_search(),
+            relative: default_relative(),
         }
     }
 }
@@ -166,6 +177,9 @@ pub struct Lbfgs {
     h_diag: f64,
     /// Whether the next iteration is the first since the start or a reset.
     fresh: bool,
+    /// What the gradient and loss-change tolerances are multiplied by: `|f|`
+    /// at the start point with `relative`, else 1.
+    scale: f64,
     current: Option<Point>,
     iterations: usize,
     evaluations: usize,
@@ -186,6 +200,7 @@ impl Lbfgs {
             history: VecDeque::new(),
             h_diag: 1.0,
             fresh: true,
+            scale: 1.0,
             current: None,
             iterations: 0,
             evaluations: 0,
@@ -231,14 +246,19 @@ impl Lbfgs {
                     "the gradient of the objective is not finite at the start point (objective {loss})"
                 )));
             }
+            if self.config.relative {
+                self.scale = loss.abs().max(f64::MIN_POSITIVE);
+            }
             self.current = Some(Point { loss, grad });
         }
+        let (tol_grad, tol_change) =
+            (self.config.tolerance_grad * self.scale, self.config.tolerance_change * self.scale);
         let (loss, grad) = {
             let p = self.current.as_ref().expect("set above");
             (p.loss, p.grad.shallow_clone())
         };
         let grad_max = max_abs(&grad);
-        if grad_max <= self.config.tolerance_grad {
+        if grad_max <= tol_grad {
             return Ok(Iteration { loss, grad_max, evaluations, converged: Some(Convergence::Gradient) });
         }
         self.iterations += 1;
@@ -262,7 +282,7 @@ impl Lbfgs {
                 "the L-BFGS search direction is not finite (g·d = {gtd}); the curvature history is broken"
             )));
         }
-        if gtd > -self.config.tolerance_change && !first_step {
+        if gtd > -tol_change && !first_step {
             return Ok(Iteration { loss, grad_max, evaluations, converged: Some(Convergence::LossChange) });
         }
 
@@ -292,13 +312,13 @@ impl Lbfgs {
         }
 
         let new_max = max_abs(&ls.grad);
-        let converged = if new_max <= self.config.tolerance_grad {
+        let converged = if new_max <= tol_grad {
             Some(Convergence::Gradient)
         } else if first_step {
             None
         } else if max_abs(&step) <= self.config.tolerance_change {
             Some(Convergence::Step)
-        } else if (ls.loss - loss).abs() < self.config.tolerance_change {
+        } else if (ls.loss - loss).abs() < tol_change {
             Some(Convergence::LossChange)
         } else {
             None

@@ -1,5 +1,7 @@
 //! `optimizer = "lbfgs"`: the model solved full batch by [`Lbfgs`], one
-//! history row per iteration.
+//! history row per iteration; a separable head that is least squares on its
+//! input ([`crate::head::PropertyHead::least_squares`]) is solved exactly
+//! first ([`super::ridge`]).
 
 use tch::{nn, Tensor};
 
@@ -130,6 +132,19 @@ pub(super) fn train_lbfgs(
             Ok(model.heads()[h].masked_loss(&out, &batch.targets[h])?.f_double_value(&[])?)
         })
     };
+    // A separable head that is least squares on its input (a linear
+    // regression with squared loss) has a closed form: solved once, exactly.
+    let mut converged = vec![false; groups.len()];
+    for (g, (head, _)) in groups.iter().enumerate() {
+        let (Some(h), Some(input)) = (*head, &train_inputs[g]) else { continue };
+        let Some(ls) = model.heads()[h].least_squares() else { continue };
+        let weight_decay = vars
+            .iter()
+            .find(|(_, t)| t.data_ptr() == ls.weight.data_ptr())
+            .map_or(0.0, |(name, _)| decay.of(name));
+        super::ridge::solve_head(&names[h], &ls, input, &data.targets[h], weight_decay, weights[h])?;
+        converged[g] = true;
+    }
     let separable = groups.iter().all(|(h, _)| h.is_some()) && train_inputs.iter().all(Option::is_some);
     let (mut train_losses, mut val_losses) = if separable {
         let (_, t) = evaluate_losses(model, data)?;
@@ -137,7 +152,6 @@ pub(super) fn train_lbfgs(
     } else {
         (Vec::new(), None)
     };
-    let mut converged = vec![false; groups.len()];
     progress.start("solving (L-BFGS)", cfg.epochs as u64);
     progress.advance(start as u64, None);
     let mut stopped_early = false;

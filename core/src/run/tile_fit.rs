@@ -1,0 +1,108 @@
+//! `[data] tile_fit` ([`crate::data::tiles::TileFit`]): image rows beside
+//! the tiles, for the heads that train on images.
+//!
+//! Each training and validation image gets one more row: the mean of its
+//! tiles' features, with the image's labels, in the image's part, stratum
+//! and group. A head that trains on images keeps its labels on those rows
+//! only, a head that trains on tiles on the tiles only (its cells elsewhere
+//! are emptied, so the masked losses and the scores see exactly its rows).
+//! The test part is untouched: it is predicted per tile and averaged per
+//! image, which for a linear head equals predicting the image row.
+
+use std::collections::BTreeMap;
+
+use tch::{Kind, Tensor};
+
+use super::fit::FitData;
+use crate::config::RunConfig;
+use crate::data::{split::Split, Dataset};
+use crate::Result;
+
+/// The rows of a tiled run with the image rows added.
+pub(crate) struct Pooled {
+    pub(crate) data: Dataset,
+    pub(crate) features: Tensor,
+    pub(crate) strata: Vec<String>,
+    pub(crate) groups: Vec<usize>,
+    pub(crate) parts: Split,
+}
+
+impl Pooled {
+    /// These rows as [`FitData`] (the taps of `layout`).
+    pub(crate) fn rows<'a>(&'a self, layout: &'a crate::extractor::taps::TapLayout) -> FitData<'a> {
+        FitData {
+            data: &self.data,
+            features: &self.features,
+            layout,
+            strata: &self.strata,
+            groups: Some(&self.groups),
+        }
+    }
+}
+
+/// The rows of `rows` with the image rows added (see the module docs), or
+/// `None` when the rows are not tiles or every head trains on tiles.
+pub(crate) fn pool_images(config: &RunConfig, rows: &FitData, parts: &Split) -> Result<Option<Pooled>> {
+    let Some(groups) = rows.groups else { return Ok(None) };
+    let fit = config.data.tile_fit;
+    let per_image: Vec<bool> = config.heads.iter().map(|h| fit.per_image(h.stratify())).collect();
+    if !per_image.contains(&true) {
+        return Ok(None);
+    }
+    let n = rows.data.len();
+    // Each training and validation image's tiles, in the order the parts list them.
+    let mut order: Vec<(usize, bool)> = Vec::new();
+    let mut tiles: BTreeMap<usize, Vec<i64>> = BTreeMap::new();
+    for (&r, val) in parts.train.iter().map(|r| (r, false)).chain(parts.val.iter().map(|r| (r, true))) {
+        let entry = tiles.entry(groups[r]).or_default();
+        if entry.is_empty() {
+            order.push((groups[r], val));
+        }
+        entry.push(r as i64);
+    }
+    let means: Vec<Tensor> = order
+        .iter()
+        .map(|(image, _)| {
+            let idx = Tensor::from_slice(&tiles[image]).to_device(rows.features.device());
+            rows.features.f_index_select(0, &idx)?.f_mean_dim(0, true, Kind::Float)
+        })
+        .collect::<std::result::Result<_, _>>()?;
+    let features = if means.is_empty() {
+        rows.features.shallow_clone()
+    } else {
+        Tensor::f_cat(&[rows.features, &Tensor::f_cat(&means, 0)?.f_to_kind(rows.features.kind())?], 0)?
+    };
+    let first: Vec<usize> = order.iter().map(|(image, _)| tiles[image][0] as usize).collect();
+    let mut data = rows.data.subset(&(0..n).chain(first.iter().copied()).collect::<Vec<_>>());
+    // Each column keeps its labels on the rows its heads train on.
+    let mut modes: BTreeMap<&str, Vec<bool>> = BTreeMap::new();
+    for (h, &image) in config.heads.iter().zip(&per_image) {
+        modes.entry(h.column()).or_default().push(image);
+    }
+    for (column, modes) in modes {
+        let Some(cells) = data.columns.get_mut(column) else { continue };
+        let blank = if modes.iter().all(|&m| m) {
+            0..n
+        } else if modes.iter().all(|&m| !m) {
+            n..cells.len()
+        } else {
+            tracing::warn!(
+                "column `{column}` is read by heads that train on images and by heads that train on \
+                 tiles ([data] tile_fit): each of them trains on both"
+            );
+            0..0
+        };
+        for cell in &mut cells[blank] {
+            *cell = None;
+        }
+    }
+    let mut strata = rows.strata.to_vec();
+    strata.extend(first.iter().map(|&r| rows.strata[r].clone()));
+    let mut all_groups = groups.to_vec();
+    all_groups.extend(order.iter().map(|(image, _)| *image));
+    let mut parts = parts.clone();
+    for (k, (_, val)) in order.iter().enumerate() {
+        if *val { &mut parts.val } else { &mut parts.train }.push(n + k);
+    }
+    Ok(Some(Pooled { data, features, strata, groups: all_groups, parts }))
+}
