@@ -19,8 +19,8 @@ use crate::data::{split, Dataset};
 use crate::extractor::taps::{TapLayout, TapSelection};
 use crate::head::{HeadConfig, HeadScore, HeadState, Targets};
 use crate::model::{MultiHeadModel, Routes};
-use crate::progress::{Progress, Silent};
-use crate::train::{self, Batch, Decay, NoCheckpoints};
+use crate::progress::Progress;
+use crate::train::{self, Batch, Decay};
 use crate::{Error, Result};
 
 /// Below this many validation rows, candidates are scored by k-fold inside the training rows.
@@ -30,6 +30,13 @@ pub const MIN_VALIDATION_ROWS: usize = 100;
 /// compared, not kept (the final training starts from the chosen one and runs
 /// to convergence), and each weight decay starts from the previous solution.
 pub const SELECTION_ITERATIONS: usize = 300;
+
+/// The relative loss change at which a candidate's L-BFGS fit stops (at
+/// most; a config's own `tolerance_change` when larger): candidates are
+/// compared by their validation scores, which do not move once the loss
+/// moves by a millionth of itself; the final solve runs to the config's
+/// tolerances from the chosen candidate's solution.
+pub const SELECTION_TOLERANCE: f64 = 1e-6;
 
 /// The folds of that cross-validation.
 pub const FOLDS: usize = 5;
@@ -232,8 +239,13 @@ impl Problem<'_> {
         warm: &mut Vec<Option<nn::VarStore>>,
     ) -> Result<Vec<(f64, String, f64)>> {
         let mut sums = vec![(0.0, String::new(), 0.0); heads.len()];
+        let lbfgs = crate::train::LbfgsConfig {
+            tolerance_change: training.lbfgs.tolerance_change.max(SELECTION_TOLERANCE),
+            relative: true,
+            ..training.lbfgs
+        };
         let training =
-            &TrainingConfig { epochs: training.epochs.min(SELECTION_ITERATIONS), ..training.clone() };
+            &TrainingConfig { epochs: training.epochs.min(SELECTION_ITERATIONS), lbfgs, ..training.clone() };
         for (p, (fit, score)) in plan.iter().enumerate() {
             tch::manual_seed(training.seed as i64);
             let mut vs = nn::VarStore::new(self.device);
@@ -253,16 +265,7 @@ impl Problem<'_> {
             fit_batch.targets = heads.iter().map(|&h| self.take(&fit_batch.targets, h)).collect();
             let mut score_batch = self.batch(score);
             score_batch.targets = heads.iter().map(|&h| self.take(&score_batch.targets, h)).collect();
-            train::train_with(
-                &model,
-                &vs,
-                &fit_batch,
-                None,
-                training,
-                decay,
-                &mut NoCheckpoints,
-                &mut Silent,
-            )?;
+            train::train_candidate(&model, &vs, &fit_batch, training, decay)?;
             let (_, losses) = train::evaluate_losses(&model, &score_batch)?;
             let predictions = super::evaluate::predict_features(&model, &score_batch.features)?;
             let subset = self.data.subset(score);

@@ -174,7 +174,7 @@ pub fn train_with(
     progress: &mut dyn Progress,
 ) -> Result<TrainOutcome> {
     if cfg.optimizer == crate::config::OptimizerKind::Lbfgs {
-        let job = solve::Job { model, vs, data, val, cfg, decay };
+        let job = solve::Job { model, vs, data, val, cfg, decay, record: true };
         return solve::train_lbfgs(&job, checkpointer, progress);
     }
     let names = model.head_names();
@@ -310,6 +310,24 @@ pub fn evaluate_losses(model: &MultiHeadModel, data: &Batch) -> Result<(f64, Vec
         let total = model.total_loss(&losses).f_double_value(&[])?;
         Ok((total, losses.iter().map(|l| l.f_double_value(&[])).collect::<std::result::Result<_, _>>()?))
     })
+}
+
+/// [`train_with`] for a candidate that is compared, not kept: with
+/// `optimizer = "lbfgs"` no per-iteration losses are evaluated (the outcome's
+/// history is empty), no checkpoints or progress; other optimisers train as
+/// [`train_with`] does.
+pub(crate) fn train_candidate(
+    model: &MultiHeadModel,
+    vs: &nn::VarStore,
+    data: &Batch,
+    cfg: &TrainingConfig,
+    decay: &Decay,
+) -> Result<TrainOutcome> {
+    if cfg.optimizer == crate::config::OptimizerKind::Lbfgs {
+        let job = solve::Job { model, vs, data, val: None, cfg, decay, record: false };
+        return solve::train_lbfgs(&job, &mut NoCheckpoints, &mut crate::progress::Silent);
+    }
+    train_with(model, vs, data, None, cfg, decay, &mut NoCheckpoints, &mut crate::progress::Silent)
 }
 
 pub(crate) fn check_finite(names: &[String], values: &[f64], epoch: usize) -> Result<()> {

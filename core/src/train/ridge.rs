@@ -25,7 +25,7 @@
 //!
 //! // y = 2 x0 - x1 + 3, exactly.
 //! let x = Tensor::from_slice(&[0.0, 1.0, 1.0, 0.0, 2.0, 1.0, 3.0, 5.0, -1.0, 2.0]).reshape([5, 2]);
-//! let y = Tensor::from_slice(&[2.0, 5.0, 6.0, 4.0, 1.0]).reshape([5, 1]);
+//! let y = Tensor::from_slice(&[2.0, 5.0, 6.0, 4.0, -1.0]).reshape([5, 1]);
 //! let path = RidgePath::new(&x, &y)?;
 //! let (w, b) = path.solve(0.0);
 //! assert!((w.double_value(&[0, 0]) - 2.0).abs() < 1e-9 && (w.double_value(&[0, 1]) + 1.0).abs() < 1e-9);

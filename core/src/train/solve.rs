@@ -21,6 +21,9 @@ pub(super) struct Job<'a> {
     pub val: Option<&'a Batch>,
     pub cfg: &'a TrainingConfig,
     pub decay: &'a Decay,
+    /// Whether each iteration's losses are evaluated for the history (the
+    /// candidates of a choice are compared, not kept: they skip it).
+    pub record: bool,
 }
 
 /// See [`super::train_with`].
@@ -29,7 +32,7 @@ pub(super) fn train_lbfgs(
     checkpointer: &mut dyn Checkpointer,
     progress: &mut dyn Progress,
 ) -> Result<TrainOutcome> {
-    let &Job { model, vs, data, val, cfg, decay } = job;
+    let &Job { model, vs, data, val, cfg, decay, record } = job;
     if data.is_empty() {
         return Err(Error::Training("no training rows".into()));
     }
@@ -155,6 +158,7 @@ pub(super) fn train_lbfgs(
     progress.start("solving (L-BFGS)", cfg.epochs as u64);
     progress.advance(start as u64, None);
     let mut stopped_early = false;
+    let mut last = start;
     for iteration in start + 1..=cfg.epochs {
         let mut objective_value = 0.0;
         for (g, ((solver, f), done)) in
@@ -166,6 +170,15 @@ pub(super) fn train_lbfgs(
             let step = solver.iterate(f.as_mut())?;
             objective_value += step.loss;
             *done = step.converged.is_some();
+            if !step.loss.is_finite() {
+                return Err(Error::Training(format!(
+                    "the objective is {} at iteration {iteration}",
+                    step.loss
+                )));
+            }
+            if !record {
+                continue;
+            }
             if let (true, Some(h), Some(input)) = (separable, groups[g].0, &train_inputs[g]) {
                 train_losses[h] = head_loss(h, input, data)?;
                 if let (Some(v), Some(vl), Some(vi)) = (val, val_losses.as_mut(), &val_inputs) {
@@ -174,6 +187,15 @@ pub(super) fn train_lbfgs(
                     }
                 }
             }
+        }
+        last = iteration;
+        let all_converged = converged.iter().all(|&c| c);
+        if !record {
+            if all_converged {
+                stopped_early = iteration < cfg.epochs;
+                break;
+            }
+            continue;
         }
         let weighted = |l: &[f64]| l.iter().zip(&weights).map(|(l, w)| l * w).sum::<f64>();
         let (train_total, train, val_total, val_record) = if separable {
@@ -187,7 +209,6 @@ pub(super) fn train_lbfgs(
         check_finite(&names, &train, iteration)?;
         history.push(EpochRecord { epoch: iteration, train_total, train, val_total, val: val_record });
         progress.advance(iteration as u64, Some(&format!("objective {objective_value:.6}")));
-        let all_converged = converged.iter().all(|&c| c);
         let finished = all_converged || iteration == cfg.epochs;
         if cfg.checkpoint_every > 0 && iteration % cfg.checkpoint_every == 0 && !finished {
             let mut tensors: Vec<(String, Tensor)> = Vec::new();
@@ -205,6 +226,6 @@ pub(super) fn train_lbfgs(
         }
     }
     progress.finish();
-    let epochs_run = history.last().map(|r| r.epoch).unwrap_or(start);
+    let epochs_run = last;
     Ok(TrainOutcome { best_epoch: epochs_run, epochs_run, stopped_early, history })
 }
