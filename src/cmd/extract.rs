@@ -37,13 +37,13 @@ pub struct Args {
 
 /// Runs `furcate extract`.
 pub fn run(args: &Args, quiet: bool) -> Result<()> {
+    let shard = args.shard.as_deref().map(|s| Shard::parse(s, "--shard")).transpose()?;
     let cfg = LoadedConfig::for_extraction(&args.config, args.images.is_empty())?;
     let data = if args.images.is_empty() {
         Dataset::load(&cfg.config.data, &cfg.dir())?
     } else {
         Dataset::from_paths(&args.images)?
     };
-    let shard = args.shard.as_deref().map(|s| Shard::parse(s, "--shard")).transpose()?;
     let out = match (&args.out, shard) {
         (Some(out), Some(shard)) => Some(part_path(out, shard)),
         (Some(out), None) => Some(out.clone()),

@@ -62,7 +62,9 @@ pub fn run(args: &Args) -> Result<()> {
         }
         SlurmJob::Predict {
             run: abs(&args.config_or_run)?,
-            images: args.images.iter().map(|p| abs(p)).collect::<Result<_>>()?,
+            // As given: the jobs run in this folder, and the CSV names the images as a
+            // `furcate predict` here would.
+            images: args.images.clone(),
             out: abs(args.out.as_deref().unwrap_or(Path::new("predictions.csv")))?,
         }
     } else {

@@ -143,3 +143,6 @@ pub fn assert_eval_reproduces(run_dir: &Path, metrics: &serde_json::Value) {
         metrics["heads"]["volume_fraction"]["metrics"]["mae"]
     );
 }
+
+#[path = "../../core/tests/common/skip.rs"]
+pub mod skip_rule;
