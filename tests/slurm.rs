@@ -258,10 +258,8 @@ fn killed_shard_leaves_no_torn_entry_and_its_index_completes_the_set() {
     eprintln!("shard 1 {status}; caught while writing a segment: {caught_writing}");
     let info = cache(d);
     assert_segments_whole(&info);
-    let killed = !status.success();
-    if killed {
-        assert_eq!(info.folders[0].entries, 6, "a killed shard added no row: {info:?}");
-    }
+    // All or nothing: shard 1's 6 rows are in one segment (the kill may land after its rename).
+    assert!([6, 12].contains(&info.folders[0].entries), "a torn shard: {info:?}");
     // Only the failed index again: the set is complete and read from the cache.
     sbatch_wait(&["--array=1"], &array);
     let info = cache(d);
