@@ -10,6 +10,8 @@ export CI="${CI:-true}"
 # The Slurm tests (tests/slurm.rs) need a cluster: when none answers, start a local one
 # (as root; scripts/slurm-local.sh installs Debian's packages if missing).
 if ! sinfo -h >/dev/null 2>&1 && [[ $(id -u) == 0 ]]; then
-    eval "$(scripts/slurm-local.sh start)" && trap 'scripts/slurm-local.sh stop' EXIT
+    # Stopped at the end only when this script started it.
+    scripts/slurm-local.sh status >/dev/null 2>&1 || trap 'scripts/slurm-local.sh stop' EXIT
+    eval "$(scripts/slurm-local.sh start)"
 fi
 cargo test --workspace "$@"

@@ -101,10 +101,8 @@ impl SlurmPlan {
                 format!("predict {} {} {shard} --out {}", quote(run), images.join(" "), quote(out))
             }
         };
-        let mut s = self.header(
-            &format!("shard $SLURM_ARRAY_TASK_ID of {n}"),
-            &format!("%x-%A_%a.out\n#SBATCH --array=0-{}", n - 1),
-        );
+        let mut s = self.header("", &format!("shard $SLURM_ARRAY_TASK_ID of {n}"), "%x-%A_%a.out");
+        s.push_str(&format!("#SBATCH --array=0-{}\n", n - 1));
         s.push_str(&format!(
             "# A failed task runs again alone: sbatch --array=I {}\n",
             quote(&self.dir.join(format!("{}.array.sh", self.name())))
@@ -140,7 +138,7 @@ impl SlurmPlan {
                 )
             }
         };
-        let mut s = self.header("after every shard succeeded", "%x-%j.out");
+        let mut s = self.header("-finish", "after every shard succeeded", "%x-%j.out");
         s.push_str(&self.resources());
         s.push_str(&self.prologue());
         s.push_str(&commands);
@@ -158,8 +156,9 @@ impl SlurmPlan {
         Ok(SlurmScripts { array, finish })
     }
 
-    fn header(&self, what: &str, output: &str) -> String {
-        let suffix = if output.starts_with("%x-%j") { "-finish" } else { "" };
+    /// The shebang, a comment saying `what`, the job's name (`furcate-NAME` +
+    /// `suffix`) and its log file (`output` in `logs/`, Slurm's `%` patterns).
+    fn header(&self, suffix: &str, what: &str, output: &str) -> String {
         format!(
             "#!/bin/bash\n# Written by `furcate slurm`: furcate {} over {} shards, {what}.\n#SBATCH \
              --job-name=furcate-{}{suffix}\n#SBATCH --output={}/{output}\n",

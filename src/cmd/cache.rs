@@ -17,7 +17,8 @@ pub struct Args {
 enum Command {
     /// Per extractor config: entries (images or tiles), segment files, size, stray temporary files.
     Info {
-        /// The cache's folder (default: the cache's `features/`, or a config's `data.feature_cache`).
+        /// The cache's folder (default: `$FURCATE_CACHE/features`; a config with
+        /// `data.feature_cache` keeps its cache in that folder instead).
         dir: Option<PathBuf>,
         /// Print JSON.
         #[arg(long)]
@@ -26,7 +27,7 @@ enum Command {
     /// Fold each config's segment files into one, and remove temporary files
     /// that killed writers left (older than an hour, so running writers keep theirs).
     Merge {
-        /// The cache's folder (default: the cache's `features/`).
+        /// The cache's folder (default: `$FURCATE_CACHE/features`).
         dir: Option<PathBuf>,
     },
 }
