@@ -163,7 +163,7 @@ impl FeatureCache {
 
     /// The segments read and the rows they hold. A segment that vanished
     /// while it was read (folded into another by [`FeatureCache::compact`])
-    /// makes it list the folder again, a few times at most.
+    /// makes it list the folder again (up to 20 times).
     fn read(&self) -> (Vec<PathBuf>, HashMap<String, Tensor>) {
         let mut tries = 0;
         loop {
@@ -188,7 +188,7 @@ impl FeatureCache {
                     }
                 }
             }
-            if !vanished || tries >= 5 {
+            if !vanished || tries >= 20 {
                 return (read, known);
             }
         }

@@ -116,33 +116,45 @@ fn concurrent_writers_compaction_and_readers_lose_no_row() {
     };
     let cache = FeatureCache::for_config(dir.path(), description.clone());
     let hashes: Vec<String> = (0..64).map(|i| format!("h{i:03}")).collect();
-    // Half the rows first, then 4 writers store the rest, 2 rows a segment,
-    // while segments are folded and the cache is read.
+    // Half the rows first, then 4 writers store the rest, one row a segment,
+    // while segments are folded and the cache is read until they are done.
     let (first, rest) = hashes.split_at(32);
     cache
         .store(&mut HashMap::new(), first.to_vec(), &fake_rows(first, &(0..32).collect::<Vec<_>>()))
         .unwrap();
+    let writing = std::sync::atomic::AtomicUsize::new(4);
+    let done = || writing.load(std::sync::atomic::Ordering::SeqCst) == 0;
+    let reads = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|scope| {
         for w in 0..4 {
-            let (cache, rest) = (&cache, rest);
+            let (cache, rest, writing) = (&cache, rest, &writing);
             scope.spawn(move || {
-                for pair in rest.chunks(2).skip(w).step_by(4) {
-                    cache.store(&mut HashMap::new(), pair.to_vec(), &fake_rows(pair, &[0, 1])).unwrap();
+                for one in rest.chunks(1).skip(w).step_by(4) {
+                    cache.store(&mut HashMap::new(), one.to_vec(), &fake_rows(one, &[0])).unwrap();
+                    std::thread::sleep(std::time::Duration::from_millis(2));
                 }
+                writing.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             });
         }
         scope.spawn(|| {
-            for _ in 0..8 {
+            while !done() {
                 cache.compact().unwrap();
             }
         });
-        scope.spawn(|| {
-            for _ in 0..16 {
-                let known = cache.known();
-                assert!(first.iter().all(|h| known.contains_key(h)), "a reader lost rows stored before it");
-            }
-        });
+        for _ in 0..2 {
+            scope.spawn(|| {
+                while !done() {
+                    let known = cache.known();
+                    assert!(
+                        first.iter().all(|h| known.contains_key(h)),
+                        "a reader lost rows stored before it"
+                    );
+                    reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+        }
     });
+    assert!(reads.into_inner() > 0);
     let known = cache.known();
     assert_eq!(known.len(), 64);
     assert!(FeatureCache::gather(&known, &hashes).equal(&fake_rows(&hashes, &(0..64).collect::<Vec<_>>())));
