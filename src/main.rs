@@ -49,6 +49,10 @@ enum Command {
     Extract(cmd::extract::Args),
     /// Generate a synthetic data set (default: the thesis's 3500 images) as PNGs and a manifest.
     Generate(cmd::generate::Args),
+    /// What the feature cache holds (`cache info`), or fold its segment files into one (`cache merge`).
+    Cache(cmd::cache::Args),
+    /// Write (and with --submit run) Slurm job-array scripts that extract or predict in shards.
+    Slurm(cmd::slurm::Args),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +73,8 @@ fn main() -> ExitCode {
         Command::Experiment(args) => cmd::experiment::run(&args, cli.quiet),
         Command::Extract(args) => cmd::extract::run(&args, cli.quiet),
         Command::Generate(args) => cmd::generate::run(&args, cli.quiet),
+        Command::Cache(args) => cmd::cache::run(&args),
+        Command::Slurm(args) => cmd::slurm::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

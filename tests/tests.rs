@@ -7,3 +7,4 @@ mod common;
 mod cli;
 mod experiment;
 mod plugins;
+mod slurm;

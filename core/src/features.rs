@@ -8,11 +8,22 @@
 //! and a checksum of the rows. A later run on any subset or superset of the
 //! same images extracts only what is missing. A shard that fails its checks is
 //! removed and its rows extracted again.
+//!
+//! Many processes may fill one cache at once (the shards of a Slurm array on
+//! a shared file system): each writes its own segment files, atomically
+//! (temp file, fsync, rename), so a reader sees a segment whole or not at
+//! all, and every segment finished before it lists the folder. A process
+//! killed mid-write leaves only a hidden `.NAME.XXXXXX.tmp`, which no reader
+//! takes for a segment. [`FeatureCache::compact`] folds a folder's segments
+//! into one; a reader that loses a segment to it lists the folder again.
+//! Each folder keeps what it is a cache of in `config.json`
+//! ([`CacheDescription`]) for [`cache_info`].
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use safetensors::{tensor::TensorView, Dtype, SafeTensors};
+use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use crate::{fsutil, Error, Result};
@@ -90,7 +101,23 @@ pub fn load_features(path: &Path) -> Result<FeatureFile> {
 #[derive(Debug, Clone)]
 pub struct FeatureCache {
     dir: PathBuf,
+    description: Option<CacheDescription>,
 }
+
+/// What one folder of the cache holds features of: its `config.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheDescription {
+    /// The extractor's resolved config, as JSON.
+    pub extractor: String,
+    /// The SHA-256 of its weights file, if it has one.
+    pub weights_sha256: Option<String>,
+    /// How images are fitted to the input size (JSON).
+    pub fit: String,
+}
+
+/// The file in each cache folder that holds its [`CacheDescription`].
+pub const DESCRIPTION_FILE: &str = "config.json";
 
 /// What [`FeatureCache::get_or_extract`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,7 +131,15 @@ pub struct CacheStats {
 impl FeatureCache {
     /// The cache for `key` under `root` (see [`FeatureCache::key`]).
     pub fn new(root: &Path, key: &str) -> Self {
-        FeatureCache { dir: root.join(key) }
+        FeatureCache { dir: root.join(key), description: None }
+    }
+
+    /// The cache under `root` of an extractor's resolved config (JSON), its
+    /// weights SHA-256 and fit mode (JSON); the first segment it stores also
+    /// writes that description to the folder's `config.json`.
+    pub fn for_config(root: &Path, description: CacheDescription) -> Self {
+        let key = Self::key(&description.extractor, description.weights_sha256.as_deref(), &description.fit);
+        FeatureCache { dir: root.join(key), description: Some(description) }
     }
 
     /// The folder of this cache.
@@ -123,21 +158,68 @@ impl FeatureCache {
     /// Every row this cache holds, by image hash. A shard that fails its
     /// checks is removed (its rows are then missing, and extracted again).
     pub fn known(&self) -> HashMap<String, Tensor> {
-        let mut known: HashMap<String, Tensor> = HashMap::new();
-        for shard in self.shards() {
-            match load_features(&shard) {
-                Ok(file) => {
-                    for (i, name) in file.names.iter().enumerate() {
-                        known.entry(name.clone()).or_insert_with(|| file.features.get(i as i64));
+        self.read().1
+    }
+
+    /// The segments read and the rows they hold. A segment that vanished
+    /// while it was read (folded into another by [`FeatureCache::compact`])
+    /// makes it list the folder again (up to 20 times).
+    fn read(&self) -> (Vec<PathBuf>, HashMap<String, Tensor>) {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let mut known: HashMap<String, Tensor> = HashMap::new();
+            let mut read = Vec::new();
+            let mut vanished = false;
+            for shard in self.shards() {
+                match load_features(&shard) {
+                    Ok(file) => {
+                        for (i, name) in file.names.iter().enumerate() {
+                            known.entry(name.clone()).or_insert_with(|| file.features.get(i as i64));
+                        }
+                        read.push(shard);
+                    }
+                    Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                        vanished = true;
+                    }
+                    Err(e) => {
+                        tracing::warn!("removing a corrupt feature cache shard: {e}");
+                        let _ = std::fs::remove_file(&shard);
                     }
                 }
-                Err(e) => {
-                    tracing::warn!("removing a corrupt feature cache shard: {e}");
-                    let _ = std::fs::remove_file(&shard);
-                }
+            }
+            if !vanished || tries >= 20 {
+                return (read, known);
             }
         }
-        known
+    }
+
+    /// Folds this folder's segments into one (every row once, sorted by
+    /// name), then removes the segments it read; segments written meanwhile
+    /// are kept. Returns how many segments it removed.
+    pub fn compact(&self) -> Result<usize> {
+        let (read, known) = self.read();
+        if read.len() < 2 {
+            return Ok(0);
+        }
+        let mut names: Vec<String> = known.keys().cloned().collect();
+        names.sort();
+        let rows = Self::gather(&known, &names);
+        let merged = self.segment_path(&names);
+        save_features(&merged, &rows, &names, &HashMap::new())?;
+        let mut removed = 0;
+        for segment in read.iter().filter(|p| **p != merged) {
+            match std::fs::remove_file(segment) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(segment, e)),
+            }
+        }
+        Ok(removed)
+    }
+
+    fn segment_path(&self, names: &[String]) -> PathBuf {
+        self.dir.join(format!("{}.safetensors", fsutil::sha256_bytes(names.join("\n").as_bytes())))
     }
 
     /// The indices of `hashes` that `known` lacks, each hash once.
@@ -164,9 +246,14 @@ impl FeatureCache {
         if names.is_empty() {
             return Ok(());
         }
-        let shard =
-            self.dir.join(format!("{}.safetensors", fsutil::sha256_bytes(names.join("\n").as_bytes())));
-        save_features(&shard, rows, &names, &HashMap::new())?;
+        save_features(&self.segment_path(&names), rows, &names, &HashMap::new())?;
+        if let Some(d) = &self.description {
+            let path = self.dir.join(DESCRIPTION_FILE);
+            if !path.exists() {
+                let text = serde_json::to_string_pretty(d).map_err(|e| Error::Invalid(e.to_string()))?;
+                fsutil::write_atomic(&path, text.as_bytes())?;
+            }
+        }
         for (j, name) in names.into_iter().enumerate() {
             known.insert(name, rows.get(j as i64));
         }
@@ -203,15 +290,127 @@ impl FeatureCache {
     }
 
     fn shards(&self) -> Vec<PathBuf> {
-        let mut shards: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+        segments(&self.dir)
+    }
+}
+
+/// The segment files of one cache folder, sorted (hidden temporary files left out).
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut shards: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.extension().is_some_and(|e| e == "safetensors")
+                        && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    shards.sort();
+    shards
+}
+
+/// One folder of a feature cache, as [`cache_info`] sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CacheFolder {
+    /// The folder's name: the key of its extractor config ([`FeatureCache::key`]).
+    pub key: String,
+    /// What it is a cache of (`None` for a folder written before furcate recorded it).
+    pub config: Option<CacheDescription>,
+    /// Segment files.
+    pub segments: usize,
+    /// Distinct images (or tiles) it holds features of.
+    pub entries: usize,
+    /// Rows over all segments (more than `entries` when segments overlap).
+    pub rows: usize,
+    /// Bytes of its segments.
+    pub bytes: u64,
+    /// Segments that could not be read (a reader removes them).
+    pub unreadable: Vec<PathBuf>,
+    /// Temporary files left by writers that were killed mid-write (or are writing now).
+    pub temporary: usize,
+}
+
+/// A whole feature cache, as `furcate cache info` prints it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CacheInfo {
+    /// The cache's root folder.
+    pub dir: PathBuf,
+    /// One entry per extractor config, sorted by key.
+    pub folders: Vec<CacheFolder>,
+}
+
+/// What the feature cache under `root` holds, read from the segments'
+/// headers only (the features themselves are not read).
+pub fn cache_info(root: &Path) -> Result<CacheInfo> {
+    let entries = std::fs::read_dir(root).map_err(|e| Error::io(root, e))?;
+    let mut dirs: Vec<PathBuf> = entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    dirs.sort();
+    let mut folders = Vec::new();
+    for dir in dirs {
+        let key = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let config =
+            std::fs::read(dir.join(DESCRIPTION_FILE)).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        let mut folder = CacheFolder {
+            key,
+            config,
+            segments: 0,
+            entries: 0,
+            rows: 0,
+            bytes: 0,
+            unreadable: Vec::new(),
+            temporary: 0,
+        };
+        let mut names = std::collections::HashSet::new();
+        for segment in segments(&dir) {
+            match segment_names(&segment) {
+                Ok(n) => {
+                    folder.segments += 1;
+                    folder.rows += n.len();
+                    folder.bytes += std::fs::metadata(&segment).map(|m| m.len()).unwrap_or(0);
+                    names.extend(n);
+                }
+                Err(_) => folder.unreadable.push(segment),
+            }
+        }
+        folder.entries = names.len();
+        folder.temporary = std::fs::read_dir(&dir)
             .map(|rd| {
                 rd.flatten()
-                    .map(|e| e.path())
-                    .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
-                    .collect()
+                    .filter(|e| {
+                        let n = e.file_name().to_string_lossy().into_owned();
+                        n.starts_with('.') && n.ends_with(".tmp")
+                    })
+                    .count()
             })
-            .unwrap_or_default();
-        shards.sort();
-        shards
+            .unwrap_or(0);
+        if folder.segments > 0 || !folder.unreadable.is_empty() || folder.temporary > 0 {
+            folders.push(folder);
+        }
     }
+    Ok(CacheInfo { dir: root.to_path_buf(), folders })
+}
+
+/// The row names of a segment, from its header alone.
+fn segment_names(path: &Path) -> Result<Vec<String>> {
+    use std::io::Read as _;
+    let bad = |m: &str| Error::data(path, m.to_string());
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).map_err(|e| Error::io(path, e))?;
+    let len = u64::from_le_bytes(len);
+    if len > 1 << 30 {
+        return Err(bad("not a safetensors file (header too large)"));
+    }
+    let mut header = vec![0u8; len as usize];
+    f.read_exact(&mut header).map_err(|e| Error::io(path, e))?;
+    #[derive(Deserialize)]
+    struct Header {
+        #[serde(rename = "__metadata__")]
+        metadata: HashMap<String, String>,
+    }
+    let header: Header = serde_json::from_slice(&header).map_err(|_| bad("not a safetensors header"))?;
+    let names = header.metadata.get("names").ok_or_else(|| bad("metadata has no `names` list"))?;
+    serde_json::from_str(names).map_err(|_| bad("metadata has no valid `names` list"))
 }

@@ -185,14 +185,25 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 /// process is killed mid-write (`.NAME.XXXXXX.tmp`), so a resumed run folder
 /// does not carry them into the finished one. Returns how many it removed.
 pub fn remove_stray_temps(dir: &Path) -> usize {
+    remove_stray_temps_older(dir, std::time::Duration::ZERO)
+}
+
+/// [`remove_stray_temps`] for the temporary files last modified at least
+/// `age` ago: in a folder that other processes may be writing to (a shared
+/// feature cache), a running writer's temporary file is young.
+pub fn remove_stray_temps_older(dir: &Path, age: std::time::Duration) -> usize {
+    let old = |p: &Path| {
+        age.is_zero()
+            || fs::metadata(p).and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().is_ok_and(|e| e >= age))
+    };
     let mut removed = 0;
     let Ok(entries) = fs::read_dir(dir) else { return 0 };
     for entry in entries.flatten() {
         let p = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
         match entry.file_type() {
-            Ok(t) if t.is_dir() => removed += remove_stray_temps(&p),
-            Ok(t) if t.is_file() && name.starts_with('.') && name.ends_with(".tmp") => {
+            Ok(t) if t.is_dir() => removed += remove_stray_temps_older(&p, age),
+            Ok(t) if t.is_file() && name.starts_with('.') && name.ends_with(".tmp") && old(&p) => {
                 removed += usize::from(fs::remove_file(&p).is_ok());
             }
             _ => {}

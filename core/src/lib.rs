@@ -30,6 +30,8 @@ pub mod registry;
 pub mod report;
 pub mod run;
 pub mod runtime;
+pub mod shard;
+pub mod slurm;
 pub mod train;
 pub mod weights;
 

@@ -3,7 +3,9 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use furcate_core::features::{load_features, save_features, CacheStats, FeatureCache};
+use furcate_core::features::{
+    cache_info, load_features, save_features, CacheDescription, CacheStats, FeatureCache,
+};
 use tch::Tensor;
 
 /// A stand-in extractor: row i of image hash `h` is `[len(h), first byte of h]`.
@@ -98,4 +100,69 @@ fn cache_rebuilds_a_corrupt_shard_and_keys_differ_by_weights() {
     assert!(t.equal(&fake_rows(&hashes, &[0, 1])));
     // The corrupt shard is gone; one good shard remains.
     assert_eq!(std::fs::read_dir(cache.dir()).unwrap().count(), 1);
+}
+
+/// Many writers fill one cache at once while it is compacted and read: no
+/// row is lost or torn, a reader that loses segments to the compaction
+/// still sees every row stored before it started, and `cache_info` counts
+/// each entry once, with the description the first segment recorded.
+#[test]
+fn concurrent_writers_compaction_and_readers_lose_no_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let description = CacheDescription {
+        extractor: "{\"type\":\"x\"}".into(),
+        weights_sha256: None,
+        fit: "\"resize\"".into(),
+    };
+    let cache = FeatureCache::for_config(dir.path(), description.clone());
+    let hashes: Vec<String> = (0..64).map(|i| format!("h{i:03}")).collect();
+    // Half the rows first, then 4 writers store the rest, one row a segment,
+    // while segments are folded and the cache is read until they are done.
+    let (first, rest) = hashes.split_at(32);
+    cache
+        .store(&mut HashMap::new(), first.to_vec(), &fake_rows(first, &(0..32).collect::<Vec<_>>()))
+        .unwrap();
+    let writing = std::sync::atomic::AtomicUsize::new(4);
+    let done = || writing.load(std::sync::atomic::Ordering::SeqCst) == 0;
+    let reads = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for w in 0..4 {
+            let (cache, rest, writing) = (&cache, rest, &writing);
+            scope.spawn(move || {
+                for one in rest.chunks(1).skip(w).step_by(4) {
+                    cache.store(&mut HashMap::new(), one.to_vec(), &fake_rows(one, &[0])).unwrap();
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                writing.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            });
+        }
+        scope.spawn(|| {
+            while !done() {
+                cache.compact().unwrap();
+            }
+        });
+        for _ in 0..2 {
+            scope.spawn(|| {
+                while !done() {
+                    let known = cache.known();
+                    assert!(
+                        first.iter().all(|h| known.contains_key(h)),
+                        "a reader lost rows stored before it"
+                    );
+                    reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    assert!(reads.into_inner() > 0);
+    let known = cache.known();
+    assert_eq!(known.len(), 64);
+    assert!(FeatureCache::gather(&known, &hashes).equal(&fake_rows(&hashes, &(0..64).collect::<Vec<_>>())));
+    cache.compact().unwrap();
+    let info = cache_info(dir.path()).unwrap();
+    assert_eq!(info.folders.len(), 1);
+    let f = &info.folders[0];
+    assert_eq!((f.entries, f.rows, f.segments, f.temporary), (64, 64, 1, 0));
+    assert_eq!(f.config.as_ref(), Some(&description));
+    assert_eq!(cache.dir().file_name().unwrap().to_string_lossy(), f.key);
 }

@@ -14,5 +14,6 @@ mod heads;
 mod loss_weighting;
 mod model_props;
 mod report;
+mod shard;
 mod train;
 mod weights_errors;

@@ -6,6 +6,7 @@ use anyhow::Result;
 use furcate_core::config::LoadedConfig;
 use furcate_core::data::Dataset;
 use furcate_core::run::output::features_csv;
+use furcate_core::shard::{part_path, Shard};
 use furcate_core::{features, fsutil, run};
 
 use super::progress::Bars;
@@ -19,9 +20,16 @@ pub struct Args {
     /// Extract these images, or the images inside these folders, instead of the config's data.
     #[arg(long, num_args = 1..)]
     pub images: Vec<PathBuf>,
-    /// Output file (safetensors: tensor `features` [N, D], metadata `names`).
-    #[arg(long, default_value = "features.safetensors")]
-    pub out: PathBuf,
+    /// Output file (safetensors: tensor `features` [N, D], metadata `names`);
+    /// default `features.safetensors`, and with `--shard` none (the shard
+    /// only fills the feature cache; with `--out` it writes its rows to
+    /// `STEM.part-I-of-N.safetensors`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Extract only shard I of N (from 0) of the images, in their order; or
+    /// `slurm`: the Slurm array task's (`SLURM_ARRAY_TASK_ID` of `SLURM_ARRAY_TASK_COUNT`).
+    #[arg(long, value_name = "I/N|slurm")]
+    pub shard: Option<String>,
     /// Also write a CSV (`file`, the manifest's label columns, `f0,f1,...`) next to it.
     #[arg(long)]
     pub csv: bool,
@@ -29,21 +37,42 @@ pub struct Args {
 
 /// Runs `furcate extract`.
 pub fn run(args: &Args, quiet: bool) -> Result<()> {
+    let shard = args.shard.as_deref().map(|s| Shard::parse(s, "--shard")).transpose()?;
     let cfg = LoadedConfig::for_extraction(&args.config, args.images.is_empty())?;
     let data = if args.images.is_empty() {
         Dataset::load(&cfg.config.data, &cfg.dir())?
     } else {
         Dataset::from_paths(&args.images)?
     };
+    let out = match (&args.out, shard) {
+        (Some(out), Some(shard)) => Some(part_path(out, shard)),
+        (Some(out), None) => Some(out.clone()),
+        (None, Some(_)) => None,
+        (None, None) => Some(PathBuf::from("features.safetensors")),
+    };
+    let data = match shard {
+        Some(shard) => {
+            let rows = shard.rows(data.len());
+            println!("shard {}: images {}..{} of {}", shard.label(), rows.start, rows.end, data.len());
+            shard.select(&data)
+        }
+        None => data,
+    };
+    if data.is_empty() {
+        println!("nothing to extract");
+        return Ok(());
+    }
     // A tiled config gives one row per tile, named `<image>#<tile>`.
-    let (data, feats, meta) = run::extract_from(&cfg, &data, &mut Bars::new(quiet))?;
-    features::save_features(&args.out, &feats, &data.names, &meta)?;
-    let (n, d) = (feats.size()[0], feats.size()[1]);
+    let ex = run::extract_from(&cfg, &data, &mut Bars::new(quiet))?;
+    println!("features: {} rows from the cache, {} extracted", ex.stats.hits, ex.stats.extracted);
+    let Some(out) = out else { return Ok(()) };
+    features::save_features(&out, &ex.features, &ex.data.names, &ex.metadata)?;
+    let (n, d) = (ex.features.size()[0], ex.features.size()[1]);
     if args.csv {
-        let path = args.out.with_extension("csv");
-        fsutil::write_atomic(&path, features_csv(&data, &feats)?.as_bytes())?;
+        let path = out.with_extension("csv");
+        fsutil::write_atomic(&path, features_csv(&ex.data, &ex.features)?.as_bytes())?;
         println!("wrote {}", path.display());
     }
-    println!("wrote {} ({n} rows x {d} features)", args.out.display());
+    println!("wrote {} ({n} rows x {d} features)", out.display());
     Ok(())
 }

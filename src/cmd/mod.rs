@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod cache;
 pub mod check;
 pub mod demo;
 pub mod eval;
@@ -9,4 +10,5 @@ pub mod generate;
 pub mod info;
 pub mod predict;
 pub mod progress;
+pub mod slurm;
 pub mod train;

@@ -1,10 +1,12 @@
 //! `furcate predict`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
+use furcate_core::data::Dataset;
 use furcate_core::fsutil;
 use furcate_core::run::{PredictOptions, SavedRun};
+use furcate_core::shard::{self, Shard};
 
 use super::progress::Bars;
 
@@ -12,10 +14,20 @@ use super::progress::Bars;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// A run folder written by `furcate train`.
-    pub run: PathBuf,
+    #[arg(required_unless_present = "merge")]
+    pub run: Option<PathBuf>,
     /// Images, or folders of images.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "merge")]
     pub images: Vec<PathBuf>,
+    /// Predict only shard I of N (from 0) of the images, in their order
+    /// (folders' files sorted); or `slurm`: the Slurm array task's. The CSV
+    /// goes to `STEM.part-I-of-N.csv` beside `--out` (default `predictions.csv`).
+    #[arg(long, value_name = "I/N|slurm", conflicts_with = "json")]
+    pub shard: Option<String>,
+    /// Join the CSV parts that `--shard` wrote (every part of one N, any
+    /// order) into one file, in the images' order, instead of predicting.
+    #[arg(long, num_args = 1.., value_name = "PART", conflicts_with_all = ["run", "shard", "json"])]
+    pub merge: Vec<PathBuf>,
     /// Write the CSV here instead of standard output.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -36,16 +48,37 @@ pub struct Args {
 
 /// Runs `furcate predict`.
 pub fn run(args: &Args, quiet: bool) -> Result<()> {
-    let saved = SavedRun::open(&args.run)?;
+    if !args.merge.is_empty() {
+        return write(&args.out, &shard::merge_parts(&args.merge)?, quiet);
+    }
+    let run = args.run.as_deref().expect("clap requires RUN without --merge");
+    let Some(shard) = args.shard.as_deref().map(|s| Shard::parse(s, "--shard")).transpose()? else {
+        return write(&args.out, &predict(args, run, &args.images, quiet)?, quiet);
+    };
+    // The shard's files, in the order the whole list has them (folders expanded and sorted).
+    let set = shard.select(&Dataset::from_paths(&args.images)?);
+    let out = shard::part_path(args.out.as_deref().unwrap_or(Path::new("predictions.csv")), shard);
+    // A shard with no images writes an empty part, which --merge skips.
+    let text = if set.is_empty() { String::new() } else { predict(args, run, &set.files, quiet)? };
+    write(&Some(out), &text, quiet)
+}
+
+/// The predictions of `images` as the CSV or JSON text `args` asks for.
+fn predict(args: &Args, run: &Path, images: &[PathBuf], quiet: bool) -> Result<String> {
+    let saved = SavedRun::open(run)?;
     let opts =
         PredictOptions { tiles: args.tiles, pixel_size: args.pixel_size, probabilities: args.probabilities };
-    let predicted = saved.predict_table(&args.images, &opts, &mut Bars::new(quiet || args.json))?;
-    let text = if args.json {
+    let predicted = saved.predict_table(images, &opts, &mut Bars::new(quiet || args.json))?;
+    Ok(if args.json {
         serde_json::to_string_pretty(&predicted.table.rows(&predicted.images))? + "\n"
     } else {
         predicted.csv
-    };
-    match &args.out {
+    })
+}
+
+/// Writes `text` to `out` atomically, or to standard output.
+fn write(out: &Option<PathBuf>, text: &str, quiet: bool) -> Result<()> {
+    match out {
         Some(path) => {
             fsutil::write_atomic(path, text.as_bytes())?;
             if !quiet {

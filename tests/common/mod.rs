@@ -197,3 +197,6 @@ pub fn heterogeneous_frames(dir: &Path, n: usize, height: u32, width: u32, seed:
         })
         .collect()
 }
+
+#[path = "../../core/tests/common/skip.rs"]
+pub mod skip_rule;

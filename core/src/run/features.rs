@@ -17,7 +17,7 @@ use crate::data::prepare::{DataSummary, Preprocess, RowPlan};
 use crate::data::{image, Dataset};
 use crate::extractor::taps::TapLayout;
 use crate::extractor::{ExtractorConfig, FeatureExtractor};
-use crate::features::{CacheStats, FeatureCache};
+use crate::features::{CacheDescription, CacheStats, FeatureCache};
 use crate::progress::Progress;
 use crate::{weights, Error, Result};
 
@@ -111,11 +111,12 @@ impl FeatureSource<'_> {
         };
         let fit = serde_json::to_string(&self.fit).unwrap_or_default();
         let caches: Vec<FeatureCache> = keyed
-            .iter()
-            .map(|j| {
-                FeatureCache::new(
+            .into_iter()
+            .map(|extractor_json| {
+                let weights_sha256 = extractor.weights_sha256();
+                FeatureCache::for_config(
                     self.root,
-                    &FeatureCache::key(j, extractor.weights_sha256().as_deref(), &fit),
+                    CacheDescription { extractor: extractor_json, weights_sha256, fit: fit.clone() },
                 )
             })
             .collect();

@@ -59,7 +59,7 @@ pub use assemble::{build_model, build_model_for, build_model_routed, FeatureScal
 pub use checkpoint::CheckpointState;
 pub use consistency::Consistency;
 pub use evaluate::{evaluate, predict_features, predict_images, Evaluation, HeadSummary};
-pub use extract::{extract, extract_from};
+pub use extract::{extract, extract_from, Extracted};
 pub use features::{features_for, Features};
 pub use results::{HeadResult, RunFacts, RunResults, TileResult};
 pub use saved::{PredictOptions, Predicted, SavedRun};

@@ -15,22 +15,12 @@ use furcate_core::runtime::DeviceSpec;
 use furcate_core::HeadState;
 use tch::Tensor;
 
-/// Whether this is a CI run (`CI` is `true` or `1`, as `.ci/run` and
-/// `scripts/test.sh` set it): the set-up installed every reference, so a
-/// missing one is a broken set-up.
-pub fn is_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
-}
+#[path = "skip.rs"]
+mod skip_rule;
 
-/// The one rule for a test whose reference (an interpreter, a Python module, a
-/// weights file of the set-up) is missing: under CI ([`is_ci`]) the test fails
-/// with `why`; otherwise it prints `SKIPPED: why` to stderr and the caller
-/// returns early.
+/// [`skip_rule::skip_unless_ci`] for a reference that the test set-up installs.
 pub fn skip(why: &str) {
-    if is_ci() {
-        panic!("{why}: CI is set, so a missing reference fails (`eval \"$(scripts/setup.sh --test)\"` installs them)");
-    }
-    eprintln!("SKIPPED: {why} (`eval \"$(scripts/setup.sh --test)\"` installs the references)");
+    skip_rule::skip_unless_ci(why, "`eval \"$(scripts/setup.sh --test)\"`");
 }
 
 /// `$FURCATE_PYTHON` when it can import all of `modules`; otherwise [`skip`]s
