@@ -27,7 +27,9 @@ fn main() {
         .map(PathBuf::from)
         .filter(|d| d.join("lib").exists())
         .or_else(|| ask("import os, torch; print(os.path.dirname(torch.__file__))").map(PathBuf::from))
-        .expect("no libtorch: set LIBTORCH to the `torch` folder of PyTorch 2.11.0, or LIBTORCH_USE_PYTORCH=1");
+        .expect(
+            "no libtorch: set LIBTORCH to the `torch` folder of PyTorch 2.11.0, or LIBTORCH_USE_PYTORCH=1",
+        );
     let include = ask("import sysconfig; print(sysconfig.get_paths()['include'])")
         .unwrap_or_else(|| panic!("{python} gave no include folder (sysconfig)"));
     let abi = ask("import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))").unwrap_or_else(|| "1".into());

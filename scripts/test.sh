@@ -8,3 +8,9 @@ eval "$(scripts/setup.sh --test)"
 # instead of skipping (core/tests/common: `skip`). CI=false keeps the skips.
 export CI="${CI:-true}"
 cargo test --workspace "$@"
+
+# ---- Python: build the package `furcate` (python/) into the same target/,
+# install it into the set-up's environment, run its tests (pytest, which
+# also execute docs/notebooks/quickstart.ipynb). They compare against the
+# `furcate` binary `cargo test` just built.
+scripts/python.sh --test

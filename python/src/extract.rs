@@ -3,12 +3,12 @@
 
 use std::path::PathBuf;
 
+use crate::tensor::PyTensor;
 use furcate_core::config::LoadedConfig;
 use furcate_core::data::Dataset;
 use furcate_core::extractor::{ExtractorConfig, FeatureExtractor};
 use furcate_core::run::{self, Features};
 use pyo3::prelude::*;
-use crate::tensor::PyTensor;
 use tch::{Kind, Tensor};
 
 use crate::{err, PyProgress};

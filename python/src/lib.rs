@@ -15,10 +15,10 @@ mod tensor;
 
 use std::path::PathBuf;
 
+use crate::tensor::PyTensor;
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
-use crate::tensor::PyTensor;
 // Linked for its typetag registrations (`type = "ordinal"`, `type = "gaussian"`).
 use furcate_heads as _;
 
@@ -68,7 +68,13 @@ impl furcate_core::progress::Progress for PyProgress {
 /// Returns the number of images written.
 #[pyfunction]
 #[pyo3(signature = (out, config=None, seed=None, force=false))]
-fn generate(py: Python<'_>, out: PathBuf, config: Option<PathBuf>, seed: Option<u64>, force: bool) -> PyResult<usize> {
+fn generate(
+    py: Python<'_>,
+    out: PathBuf,
+    config: Option<PathBuf>,
+    seed: Option<u64>,
+    force: bool,
+) -> PyResult<usize> {
     let mut cfg = match &config {
         Some(path) => furcate_synth::SynthConfig::from_file(path).map_err(err)?,
         None => furcate_synth::SynthConfig::default(),
@@ -77,7 +83,8 @@ fn generate(py: Python<'_>, out: PathBuf, config: Option<PathBuf>, seed: Option<
         cfg.seed = seed;
         cfg.validate().map_err(|e| err(format!("seed: {e}")))?;
     }
-    let summary = py.allow_threads(|| furcate_synth::write_dataset(&cfg, &out, force).map_err(|e| e.to_string()));
+    let summary =
+        py.allow_threads(|| furcate_synth::write_dataset(&cfg, &out, force).map_err(|e| e.to_string()));
     summary.map(|s| s.images).map_err(|e| err(format!("generating {}: {e}", out.display())))
 }
 

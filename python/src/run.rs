@@ -77,7 +77,12 @@ impl Run {
 
     /// `furcate predict`: the CSV text for the images (files or folders).
     #[pyo3(signature = (images, probabilities=false, progress=None))]
-    fn predict_csv(&self, images: Vec<PathBuf>, probabilities: bool, progress: Option<Py<PyAny>>) -> PyResult<String> {
+    fn predict_csv(
+        &self,
+        images: Vec<PathBuf>,
+        probabilities: bool,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<String> {
         let opts = PredictOptions { probabilities, ..PredictOptions::default() };
         let predicted = self.saved.predict_table(&images, &opts, &mut PyProgress(progress)).map_err(err)?;
         Ok(predicted.csv)
