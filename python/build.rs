@@ -15,9 +15,11 @@ fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!("cargo:rerun-if-env-changed=LIBTORCH_USE_PYTORCH");
     println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
-    let python = std::env::var("PYO3_PYTHON").unwrap_or_else(|_| {
-        if std::env::var_os("VIRTUAL_ENV").is_some() { "python" } else { "python3" }.into()
-    });
+    println!("cargo:rerun-if-env-changed=FURCATE_PYTHON");
+    let python =
+        std::env::var("PYO3_PYTHON").or_else(|_| std::env::var("FURCATE_PYTHON")).unwrap_or_else(|_| {
+            if std::env::var_os("VIRTUAL_ENV").is_some() { "python" } else { "python3" }.into()
+        });
     let ask = |code: &str| -> Option<String> {
         let out = Command::new(&python).args(["-c", code]).output().ok()?;
         let text = String::from_utf8_lossy(&out.stdout).trim().to_string();

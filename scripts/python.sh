@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# furcate's Python package: builds the extension `furcate._furcate` into this
-# clone's target/ (sharing every crate the main build compiled: only the
-# python/ crate and pyo3 are new) and installs `furcate` into the virtual
-# environment of scripts/setup.sh (editable), so that
-#   "$FURCATE_PYTHON" -c "import furcate"
-# works afterwards.
+# furcate's Python package: builds the extension `furcate._furcate` (the
+# workspace member python/, a cdylib) with the very features and units
+# `cargo test --workspace` builds (only pyo3 and python/ itself are new),
+# puts it into python/furcate/, and makes the set-up's virtual environment
+# import this clone's `furcate` (a .pth file, like an editable install), so
+# that  "$FURCATE_PYTHON" -c "import furcate"  works afterwards.
+# (`pip install ./python --no-build-isolation` builds a wheel with maturin
+# instead: see the README, section "Python".)
 #
 # Usage:  scripts/python.sh [--test [PYTEST ARGS...]]
 #   --test   then run the Python tests (python/tests, pytest), which also
@@ -13,17 +15,19 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo=$(pwd)
 eval "$(scripts/setup.sh --python ${1:+--test})"
-venv=$(dirname "$(dirname "$FURCATE_PYTHON")")
-# maturin installs into the active environment; torch-sys and the build
-# scripts find the same libtorch as the main build (LIBTORCH, from setup.sh).
-export VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH" CARGO_TARGET_DIR="$repo/target"
+export PYO3_PYTHON="$FURCATE_PYTHON"
 start=$(date +%s)
-(cd python && maturin develop --quiet 2>&1 | grep -v '^📦\|^🛠\|^🍹\|^🐍\|^🔗\|^📡' || true)
-test -e python/furcate/_furcate*.so || { echo "furcate python: the extension was not built" >&2; exit 1; }
-echo "furcate python: extension built and installed in $(( $(date +%s) - start )) s" >&2
+# `--tests`: the feature set of `cargo test --workspace`, so that this reuses its units.
+cargo build --workspace --tests --quiet
+suffix=$("$FURCATE_PYTHON" -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+ext="python/furcate/_furcate$suffix"
+cp target/debug/lib_furcate.so "$ext.tmp" && mv -f "$ext.tmp" "$ext"
+site=$("$FURCATE_PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+printf '%s\n' "$repo/python" > "$site/furcate-dev.pth"
+echo "furcate python: $ext built in $(( $(date +%s) - start )) s; $FURCATE_PYTHON imports furcate from $repo/python" >&2
 if [ "${1:-}" = "--test" ]; then
   shift
-  # This clone's package first (the shared environment may hold another clone's).
+  # This clone's package first (the shared environment may point at another clone's).
   PYTHONPATH="$repo/python${PYTHONPATH:+:$PYTHONPATH}" FURCATE_BIN="${FURCATE_BIN:-$repo/target/debug/furcate}" \
     "$FURCATE_PYTHON" -m pytest -q python/tests "$@"
 fi

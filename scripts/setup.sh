@@ -6,9 +6,9 @@
 # Usage:  source <(scripts/setup.sh [--python] [--test])      # or: eval "$(scripts/setup.sh)"
 #   --test   also install the reference implementations the parity tests use
 #            (torchvision 0.26.0, efficientnet-lite-pytorch 0.1.0).
-#   --python also install what the Python package needs to build and run
-#            (maturin, pandas, tqdm; with --test: pytest, nbclient, nbformat,
-#            ipykernel). scripts/python.sh builds and installs the package.
+#   --python also install what the Python package needs to run (pandas,
+#            tqdm; with --test: pytest, nbclient, nbformat, ipykernel,
+#            pillow). scripts/python.sh builds and installs the package.
 #
 # Everything it installs goes under $FURCATE_CACHE (default
 # ${XDG_CACHE_HOME:-$HOME/.cache}/furcate). It does nothing when all is there.
@@ -63,7 +63,6 @@ if [ "$want_test" = 1 ]; then
   have efficientnet-lite-pytorch "$LITE_REF_VERSION" || need+=("efficientnet-lite-pytorch==$LITE_REF_VERSION")
 fi
 if [ "$want_python" = 1 ]; then
-  have maturin "" || need+=("maturin>=1.8,<2")
   have pandas "" || need+=(pandas)
   have tqdm "" || need+=(tqdm)
   if [ "$want_test" = 1 ]; then

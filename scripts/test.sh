@@ -7,6 +7,9 @@ eval "$(scripts/setup.sh --test)"
 # The references are installed now: a parity test that cannot find one fails
 # instead of skipping (core/tests/common: `skip`). CI=false keeps the skips.
 export CI="${CI:-true}"
+# The Python extension (python/, a cdylib) is built here too, with the same
+# features and units as everything else; pyo3 configures for this Python.
+export PYO3_PYTHON="$FURCATE_PYTHON"
 cargo test --workspace "$@"
 
 # ---- Python: build the package `furcate` (python/) into the same target/,

@@ -123,8 +123,8 @@ class Run:
 
     @property
     def plots(self) -> List[Path]:
-        """The report's plots (PNG files in the run folder)."""
-        return sorted(self.path.glob("*.png"))
+        """The report's plots (PNG files in the run folder's ``plots/``)."""
+        return sorted(self.path.glob("plots/*.png"))
 
     def predict(self, images: Images, probabilities: bool = False, progress: bool = False) -> "pandas.DataFrame":  # noqa: F821
         """Predicts every head's property for images (files, or folders of

@@ -116,7 +116,7 @@ fn set_threads(n: Option<usize>) -> PyResult<usize> {
 /// (a check that tensors cross without copies).
 #[pyfunction]
 fn data_ptr(tensor: PyTensor) -> usize {
-    tensor.data_ptr() as usize
+    tensor.0.data_ptr() as usize
 }
 
 /// Returns the tensor it is given, through libtorch on the Rust side (a
