@@ -7,13 +7,11 @@ eval "$(scripts/setup.sh --test)"
 # The references are installed now: a parity test that cannot find one fails
 # instead of skipping (core/tests/common: `skip`). CI=false keeps the skips.
 export CI="${CI:-true}"
-# The Python extension (python/, a cdylib) is built here too, with the same
-# features and units as everything else; pyo3 configures for this Python.
-export PYO3_PYTHON="$FURCATE_PYTHON"
 cargo test --workspace "$@"
 
-# ---- Python: build the package `furcate` (python/) into the same target/,
-# install it into the set-up's environment, run its tests (pytest, which
-# also execute docs/notebooks/quickstart.ipynb). They compare against the
-# `furcate` binary `cargo test` just built.
+# ---- Python: build the extension of the package `furcate` (python/, a
+# workspace member that `cargo test` leaves out: only pyo3 and python/ are
+# compiled, every other unit is the one just built), install the package
+# into the set-up's environment, run its tests (pytest; they also execute
+# docs/notebooks/quickstart.ipynb and compare with the `furcate` binary).
 scripts/python.sh --test

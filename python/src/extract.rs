@@ -13,6 +13,9 @@ use tch::{Kind, Tensor};
 
 use crate::{err, PyProgress};
 
+/// The rows' names, and each tap's features.
+type Extracted = (Vec<String>, Vec<(String, PyTensor)>);
+
 /// `furcate extract`: the features of the config's images (or of `images`,
 /// files or folders), through the feature cache. Returns the rows' names (a
 /// tiled config names each tile `<image>#<tile>`) and, per tap in the
@@ -25,7 +28,7 @@ pub fn extract(
     images: Option<Vec<PathBuf>>,
     taps: Option<Vec<String>>,
     progress: Option<Py<PyAny>>,
-) -> PyResult<(Vec<String>, Vec<(String, PyTensor)>)> {
+) -> PyResult<Extracted> {
     let cfg = LoadedConfig::for_extraction(&config, images.is_none()).map_err(err)?;
     let data = match &images {
         None => Dataset::load(&cfg.config.data, &cfg.dir()),
