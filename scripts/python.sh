@@ -17,8 +17,9 @@ repo=$(pwd)
 eval "$(scripts/setup.sh --python ${1:+--test})"
 export PYO3_PYTHON="$FURCATE_PYTHON"
 start=$(date +%s)
-# `--tests`: the feature set of `cargo test --workspace`, so that this reuses its units.
-cargo build --workspace --tests --quiet
+# `--lib --tests`: the libraries (this cdylib too) with the feature set of
+# `cargo test --workspace`, so that every unit but pyo3 and python/ is reused.
+cargo build --workspace --lib --tests --quiet
 suffix=$("$FURCATE_PYTHON" -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
 ext="python/furcate/_furcate$suffix"
 cp target/debug/lib_furcate.so "$ext.tmp" && mv -f "$ext.tmp" "$ext"
