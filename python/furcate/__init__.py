@@ -63,10 +63,10 @@ class _Bars:
 
     def advance(self, done: int, message: Optional[str]) -> None:
         if self._bar is not None:
-            self._bar.n = done
             if message:
                 self._bar.set_postfix_str(message, refresh=False)
-            self._bar.refresh()
+            # update() redraws at most every `mininterval` seconds.
+            self._bar.update(done - self._bar.n)
 
     def finish(self) -> None:
         if self._bar is not None:
