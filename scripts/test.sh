@@ -15,3 +15,10 @@ if ! sinfo -h >/dev/null 2>&1 && [[ $(id -u) == 0 ]]; then
     eval "$(scripts/slurm-local.sh start)"
 fi
 cargo test --workspace "$@"
+
+# ---- Python: build the extension of the package `furcate` (python/, a
+# workspace member that `cargo test` leaves out: only pyo3 and python/ are
+# compiled, every other unit is the one just built), install the package
+# into the set-up's environment, run its tests (pytest; they also execute
+# docs/notebooks/quickstart.ipynb and compare with the `furcate` binary).
+scripts/python.sh --test
