@@ -104,6 +104,7 @@ fn bench_lbfgs(c: &mut Criterion) {
     use furcate_core::extractor::taps::TapLayout;
     use furcate_core::run::build_model_routed;
     use furcate_core::run::choose::{apply_init, choose, Problem};
+    use furcate_core::run::exact::exact_heads;
     use furcate_core::train::train_with;
 
     let demo = include_str!("../configs/default.toml");
@@ -176,6 +177,7 @@ fn bench_lbfgs(c: &mut Criterion) {
             h.encode(&labels).expect("encode")
         })
         .collect();
+    let exact = exact_heads(&cfg.config, &probe);
     let mut group = c.benchmark_group("lbfgs");
     group.sample_size(10).measurement_time(Duration::from_secs(30));
     group.throughput(Throughput::Elements(ROWS as u64));
@@ -193,6 +195,7 @@ fn bench_lbfgs(c: &mut Criterion) {
                 train: &train,
                 val: &val,
                 device: Device::Cpu,
+                exact: &exact,
             };
             let (choices, init) = choose(&problem, &mut Silent).expect("choose");
             let routes = choices.routes(false).expect("routes");

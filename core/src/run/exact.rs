@@ -13,6 +13,7 @@
 use tch::{nn, Device, Tensor};
 
 use super::choose::{measure, Problem};
+use crate::config::{OptimizerKind, RunConfig};
 use crate::head::Targets;
 use crate::model::{MultiHeadModel, Routes};
 use crate::train::ridge::{self, RidgePath};
@@ -28,6 +29,14 @@ pub const EXTEND_DECADES: i32 = 4;
 fn decades(from: i32, to: i32, per_decade: usize) -> Vec<f64> {
     let steps = ((to - from) as usize) * per_decade;
     (0..=steps).map(|i| 10f64.powf(from as f64 + i as f64 / per_decade as f64)).collect()
+}
+
+/// Per head of `model` (built from `config`, heads in config order):
+/// whether it is solved exactly, a separable least-squares head under
+/// `optimizer = "lbfgs"` ([`Problem::exact`]).
+pub fn exact_heads(config: &RunConfig, model: &MultiHeadModel) -> Vec<bool> {
+    let lbfgs = config.training.optimizer == OptimizerKind::Lbfgs && model.heads_are_separable();
+    model.heads().iter().map(|h| lbfgs && h.least_squares().is_some()).collect()
 }
 
 /// One weight decay's score: (weight decay, score, measure, loss).

@@ -6,7 +6,7 @@ use tch::{nn, Tensor};
 use super::assemble::{build_model_for, build_model_routed, encode, select_rows, FeatureScaler};
 use super::choose;
 use super::consistency::consistency_pairs;
-use crate::config::{LoadedConfig, OptimizerKind};
+use crate::config::LoadedConfig;
 use crate::data::{split, Dataset};
 use crate::extractor::FeatureExtractor;
 use crate::head::HeadState;
@@ -91,13 +91,7 @@ pub(crate) fn fit_rows(
         scaler.fit(&select_rows(features, &parts.train));
     }
     let all_targets = encode(&probe, c, data, device)?;
-    let exact: Vec<bool> = (0..c.heads.len())
-        .map(|h| {
-            t.optimizer == OptimizerKind::Lbfgs
-                && probe.heads_are_separable()
-                && probe.heads()[h].least_squares().is_some()
-        })
-        .collect();
+    let exact = super::exact::exact_heads(c, &probe);
     let scaled = scaler.apply(features);
     let (choices, init) = choose::choose(
         &choose::Problem {
