@@ -114,9 +114,9 @@ for r, p in zip(runs, peer["splits"]):
     for name, column, kind, _ in heads:
         key = "error_rate" if kind == "class" else "mae"
         ours, theirs = r["scores"][name][key], p["scores"][column][key]
-        fmt = (lambda v: f"{100 * v:.2f} %") if kind == "class" else (lambda v: f"{v:.5f}")
-        ratio = "=" if ours == theirs else (f"{theirs / ours:.2f}x better" if ours and ours < theirs else
-                                           ("better" if ours < theirs else f"{ours / theirs:.2f}x worse" if theirs else "worse"))
+        fmt = (lambda v: f"{100 * v:.2f} %") if kind == "class" else (lambda v: f"{v:.6f}")
+        ratio = "=" if ours == theirs else (f"{theirs / ours:.3f}x better" if ours and ours < theirs else
+                                           ("better" if ours < theirs else f"{ours / theirs:.3f}x worse" if theirs else "worse"))
         rows.append((f"{r['name']}: {name} {'error' if kind == 'class' else 'MAE'}", fmt(theirs), fmt(ours), ratio))
 table = ["| same images, same splits | Python peer | furcate | furcate vs peer |", "| --- | --- | --- | --- |"]
 table += [f"| {a_} | {b} | {c} | {d} |" for a_, b, c, d in rows]

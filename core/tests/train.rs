@@ -543,7 +543,8 @@ fn lbfgs_relative_tolerances_solve_a_tiny_loss_as_far_as_a_unit_one() {
 }
 
 /// A linear regression head with squared loss is solved exactly by the
-/// L-BFGS trainer: its weights are the ridge solution of its objective.
+/// L-BFGS trainer: its weights are the ridge solution of its objective over
+/// the training and validation rows.
 #[test]
 fn lbfgs_trainer_solves_a_linear_squared_loss_head_exactly() {
     let config = format!(
@@ -555,9 +556,11 @@ fn lbfgs_trainer_solves_a_linear_squared_loss_head_exactly() {
     t.epochs = 50;
     train(&model, &vs, &tr, Some(&va), &t, &mut NoCheckpoints, &mut Silent).unwrap();
     let ls = model.heads()[1].least_squares().unwrap();
-    let (x, y) = (tr.features.to_kind(Kind::Double), tr.targets[1].values.to_kind(Kind::Double));
+    // Fitted on the training and validation rows together (its penalty needs no held-out rows).
+    let x = Tensor::cat(&[&tr.features, &va.features], 0).to_kind(Kind::Double);
+    let y = Tensor::cat(&[&tr.targets[1].values, &va.targets[1].values], 0).to_kind(Kind::Double);
     // weight · mean(r²) + wd / 2 · |w|² is ridge with alpha = n · wd / 2.
-    let (w, b) = RidgePath::new(&x, &y).unwrap().solve(tr.len() as f64 * 0.01 / 2.0);
+    let (w, b) = RidgePath::new(&x, &y).unwrap().solve(x.size()[0] as f64 * 0.01 / 2.0);
     let dw = (ls.weight.to_kind(Kind::Double) - w).abs().max().double_value(&[]);
     let db = (ls.bias.to_kind(Kind::Double) - b).abs().max().double_value(&[]);
     assert!(dw < 1e-5 && db < 1e-5, "weights off by {dw}, bias by {db}");

@@ -4,7 +4,8 @@
 //! ([`crate::train::ridge`]).
 //!
 //! Rows that are images are scored by exact leave-one-out over the training
-//! rows (as scikit-learn's `RidgeCV`); rows that are tiles (`[data] tile`)
+//! and validation rows (as scikit-learn's `RidgeCV` over all it is given; the
+//! final solve fits both); rows that are tiles (`[data] tile`)
 //! by the run's plan (the validation part, or k folds of whole images),
 //! since a left-out tile's neighbours from the same image would flatter it.
 //! With `weight_decay = "auto"` the path is [`AUTO_PATH`], extended by
@@ -145,7 +146,9 @@ impl Scorer<'_> {
     fn score(&self, grid: &[f64]) -> Result<Vec<PathPoint>> {
         let p = self.problem;
         if p.groups.is_none() {
-            let (rows, x, y) = self.labelled(p.train)?;
+            // The final solve fits the training and validation rows together: so does leave-one-out.
+            let all: Vec<usize> = p.train.iter().chain(p.val).copied().collect();
+            let (rows, x, y) = self.labelled(&all)?;
             let path = RidgePath::new(&x, &y)?;
             return grid
                 .iter()

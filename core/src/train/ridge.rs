@@ -175,3 +175,8 @@ pub fn solve_head(
     })?;
     Ok(path.rows())
 }
+
+/// A second handle on `targets` (the same tensors).
+pub fn same_targets(targets: &Targets) -> Targets {
+    Targets { values: targets.values.shallow_clone(), mask: targets.mask.shallow_clone() }
+}

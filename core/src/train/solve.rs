@@ -1,7 +1,9 @@
 //! `optimizer = "lbfgs"`: the model solved full batch by [`Lbfgs`], one
 //! history row per iteration; a separable head that is least squares on its
 //! input ([`crate::head::PropertyHead::least_squares`]) is solved exactly
-//! first ([`super::ridge`]).
+//! first ([`super::ridge`]), on the training and validation rows together
+//! (its penalty is chosen by leave-one-out over both: it needs no held-out
+//! rows, so its validation loss in the history is in-sample).
 
 use tch::{nn, Tensor};
 
@@ -145,7 +147,20 @@ pub(super) fn train_lbfgs(
             .iter()
             .find(|(_, t)| t.data_ptr() == ls.weight.data_ptr())
             .map_or(0.0, |(name, _)| decay.of(name));
-        super::ridge::solve_head(&names[h], &ls, input, &data.targets[h], weight_decay, weights[h])?;
+        // Its penalty was chosen by leave-one-out, so it needs no held-out
+        // rows: it is fitted on the training and validation rows together.
+        let rows = match (val, val_inputs.as_ref().and_then(|v| v[g].as_ref())) {
+            (Some(v), Some(vi)) => {
+                let t = (&data.targets[h], &v.targets[h]);
+                let targets = crate::head::Targets {
+                    values: Tensor::f_cat(&[&t.0.values, &t.1.values.f_to_device(t.0.values.device())?], 0)?,
+                    mask: Tensor::f_cat(&[&t.0.mask, &t.1.mask.f_to_device(t.0.mask.device())?], 0)?,
+                };
+                (Tensor::f_cat(&[input, &vi.f_to_device(input.device())?], 0)?, targets)
+            }
+            _ => (input.shallow_clone(), super::ridge::same_targets(&data.targets[h])),
+        };
+        super::ridge::solve_head(&names[h], &ls, &rows.0, &rows.1, weight_decay, weights[h])?;
         converged[g] = true;
     }
     let separable = groups.iter().all(|(h, _)| h.is_some()) && train_inputs.iter().all(Option::is_some);
