@@ -11,11 +11,11 @@
 //! With `weight_decay = "auto"` the path is [`AUTO_PATH`], extended by
 //! [`EXTEND_DECADES`] wherever its best value sits at an end.
 
-use tch::{nn, Device, Tensor};
+use tch::{nn, Device, Kind, Tensor};
 
 use super::choose::{measure, Problem};
 use crate::config::{OptimizerKind, RunConfig};
-use crate::head::Targets;
+use crate::data::Dataset;
 use crate::model::{MultiHeadModel, Routes};
 use crate::train::ridge::{self, RidgePath};
 use crate::Result;
@@ -111,28 +111,27 @@ struct Scorer<'a> {
 }
 
 impl Scorer<'_> {
-    /// The rows of `rows` whose label is present, with their features and targets.
-    fn labelled(&self, rows: &[usize]) -> Result<(Vec<usize>, Tensor, Tensor)> {
+    /// The rows of `rows` whose label is present, with their features and
+    /// targets (`f64`) and their part of the data set (for the labels).
+    fn labelled(&self, rows: &[usize]) -> Result<(Dataset, Tensor, Tensor)> {
         let t = &self.problem.targets[self.h];
         let mask: Vec<bool> = Vec::<bool>::try_from(&t.mask.to_device(Device::Cpu))?;
         let kept: Vec<usize> = rows.iter().copied().filter(|&r| mask[r]).collect();
         let idx = Tensor::from_slice(&kept.iter().map(|&r| r as i64).collect::<Vec<_>>());
-        let targets = Targets {
-            values: t.values.to_device(Device::Cpu).index_select(0, &idx),
-            mask: Tensor::ones([kept.len() as i64], (tch::Kind::Bool, Device::Cpu)),
-        };
-        let (x, y) =
-            ridge::labelled_rows(&self.input.to_device(Device::Cpu).index_select(0, &idx), &targets)?;
-        Ok((kept, x, y))
+        let select =
+            |t: &Tensor| t.f_to_device(Device::Cpu)?.f_index_select(0, &idx)?.f_to_kind(Kind::Double);
+        let y = select(&t.values)?;
+        let y = if y.dim() == 1 { y.f_unsqueeze(1)? } else { y };
+        Ok((self.problem.data.subset(&kept), select(self.input)?, y))
     }
 
-    /// The head's (score, measure) of outputs `output` (learned units) on `rows`, and the mean squared residual.
-    fn measure(&self, rows: &[usize], output: &Tensor, target: &Tensor) -> Result<(f64, &'static str, f64)> {
+    /// The head's (score, measure) of outputs `output` (learned units) on the
+    /// rows `data`, and the mean squared residual against `target`.
+    fn measure(&self, data: &Dataset, output: &Tensor, target: &Tensor) -> Result<(f64, &'static str, f64)> {
         let head = &self.model.heads()[0];
         let predictions = head.decode(output)?;
-        let subset = self.problem.data.subset(rows);
-        let labels = subset.labels(self.problem.config.heads[self.h].column())?;
-        let loss = (output - target).square().mean(tch::Kind::Double).double_value(&[]);
+        let labels = data.labels(self.problem.config.heads[self.h].column())?;
+        let loss = (output - target).square().mean(Kind::Double).double_value(&[]);
         let (score, measure) = measure(&head.score(&predictions, &labels)?).unwrap_or((loss, "loss"));
         Ok((score, measure, loss))
     }
