@@ -6,5 +6,6 @@ mod common;
 
 mod cli;
 mod experiment;
+mod few_labels;
 mod plugins;
 mod slurm;

@@ -68,18 +68,25 @@ pub(crate) fn fit_semi(
     if t.semi_supervised == SemiSupervised::Off {
         return Ok((fit_rows(cfg, extractor, rows, parts, snapshots, progress)?, None));
     }
-    let first = fit_rows(cfg, extractor, rows, parts, &mut train::NoCheckpoints, progress)?;
-    let Some((data, report)) = pseudo_labels(cfg, &first, rows, parts)? else {
-        return Ok((first, None));
-    };
-    drop(first);
-    let mut parts = parts.clone();
+    let mut fitted = fit_rows(cfg, extractor, rows, parts, &mut train::NoCheckpoints, progress)?;
+    let mut train_parts = parts.clone();
     if t.transductive {
-        parts.train.extend_from_slice(&parts.test);
-        parts.train.sort_unstable();
+        train_parts.train.extend_from_slice(&parts.test);
+        train_parts.train.sort_unstable();
     }
-    let rows = FitData { data: &data, ..*rows };
-    let fitted = fit_rows(cfg, extractor, &rows, &parts, snapshots, progress)?;
+    let mut report = None;
+    for round in 0..t.propagation.rounds {
+        // Each round spreads the true labels over the graph of the last fit's logits.
+        let Some((data, done)) = pseudo_labels(cfg, &fitted, rows, parts)? else { break };
+        drop(fitted);
+        let last = round + 1 == t.propagation.rounds;
+        let rows = FitData { data: &data, ..*rows };
+        let mut no_snapshots = train::NoCheckpoints;
+        let snapshots: &mut dyn train::Checkpointer = if last { &mut *snapshots } else { &mut no_snapshots };
+        fitted = fit_rows(cfg, extractor, &rows, &train_parts, snapshots, progress)?;
+        report = Some(done);
+    }
+    let Some(report) = report else { return Ok((fitted, None)) };
     Ok((fitted, Some(report)))
 }
 

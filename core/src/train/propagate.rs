@@ -43,6 +43,10 @@ pub struct PropagationConfig {
     /// scores against a node's own seed label. Default 0.99.
     #[serde(default = "default_alpha")]
     pub alpha: f64,
+    /// Rounds of spreading and refitting: each round spreads the labels over
+    /// the graph of the heads' logits from the previous fit. Default 1.
+    #[serde(default = "default_rounds")]
+    pub rounds: usize,
 }
 
 fn default_neighbours() -> usize {
@@ -51,10 +55,13 @@ fn default_neighbours() -> usize {
 fn default_alpha() -> f64 {
     0.99
 }
+fn default_rounds() -> usize {
+    1
+}
 
 impl Default for PropagationConfig {
     fn default() -> Self {
-        PropagationConfig { neighbours: default_neighbours(), alpha: default_alpha() }
+        PropagationConfig { neighbours: default_neighbours(), alpha: default_alpha(), rounds: default_rounds() }
     }
 }
 
@@ -68,6 +75,9 @@ impl PropagationConfig {
     pub fn validate(&self) -> std::result::Result<(), (&'static str, String)> {
         if self.neighbours == 0 {
             return Err(("neighbours", "training.propagation.neighbours must be at least 1".into()));
+        }
+        if self.rounds == 0 {
+            return Err(("rounds", "training.propagation.rounds must be at least 1".into()));
         }
         if !(self.alpha > 0.0 && self.alpha < 1.0) {
             return Err((
