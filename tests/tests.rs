@@ -5,6 +5,7 @@
 mod common;
 
 mod cli;
+mod docs;
 mod experiment;
 mod few_labels;
 mod plugins;
