@@ -1,5 +1,7 @@
 //! The run's parts: label columns checked, strata, and the validation part.
 
+use tch::Tensor;
+
 use crate::config::{LoadedConfig, RunConfig};
 use crate::data::{split, Dataset};
 use crate::Result;
@@ -49,4 +51,14 @@ pub(crate) fn validation_split(
     let inner = split::stratified(&sub, 0.0, fraction, t.seed);
     let map = |v: &[usize]| v.iter().map(|&i| rows[i]).collect::<Vec<_>>();
     (map(&inner.train), map(&inner.val), why)
+}
+
+/// What [`super::fit::fit_rows`] fits on: the rows of a data set with their features.
+pub(crate) struct FitData<'a> {
+    pub(crate) data: &'a Dataset,
+    pub(crate) features: &'a Tensor,
+    pub(crate) layout: &'a crate::extractor::taps::TapLayout,
+    pub(crate) strata: &'a [String],
+    /// The image of each row, when rows are tiles (k-fold keeps an image's tiles together).
+    pub(crate) groups: Option<&'a [usize]>,
 }
