@@ -580,8 +580,11 @@ fn propagation_recovers_labels_on_separable_features() {
         let x = Tensor::randn([per, 6], (Kind::Double, Device::Cpu)) * 0.3;
         // Long along dimension 0 (spread 12), centred on `c` in dimensions 1-2.
         let long = Tensor::linspace(-6.0, 6.0, per, (Kind::Double, Device::Cpu));
-        let x = x + Tensor::stack(&[long, Tensor::full([per], c[1], (Kind::Double, Device::Cpu))], 1)
-            .pad([0, 4], "constant", Some(0.0));
+        let x = x + Tensor::stack(&[long, Tensor::full([per], c[1], (Kind::Double, Device::Cpu))], 1).pad(
+            [0, 4],
+            "constant",
+            Some(0.0),
+        );
         blocks.push(x);
     }
     let x = Tensor::cat(&blocks, 0);

@@ -2,6 +2,7 @@
 //! decoding, the pipeline of real micrographs (intensity, crop, pixel size,
 //! tiles) and the train/validation/test split.
 
+pub mod config;
 pub mod image;
 pub mod intensity;
 pub mod prepare;
@@ -13,9 +14,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::DataConfig;
 use crate::error::abridged;
 use crate::{Error, Result};
+pub use config::{DataConfig, Fit};
 
 /// Collects the results of a parallel pass over a data set's images. On
 /// failure the error is the first failing image's in data order, whichever

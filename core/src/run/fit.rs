@@ -15,6 +15,8 @@ use crate::progress::Progress;
 use crate::train::{self, Batch, TrainOutcome};
 use crate::{Error, Result};
 
+pub(crate) use super::parts::FitData;
+
 /// A model fitted on some rows of a data set ([`fit_rows`]).
 pub(crate) struct Fitted {
     pub(crate) vs: nn::VarStore,
@@ -30,16 +32,6 @@ impl Fitted {
     pub(crate) fn rows(&self, features: &Tensor, idx: &[usize]) -> Tensor {
         self.scaler.apply(&select_rows(features, idx))
     }
-}
-
-/// What [`fit_rows`] fits on: the rows of a data set with their features.
-pub(crate) struct FitData<'a> {
-    pub(crate) data: &'a Dataset,
-    pub(crate) features: &'a Tensor,
-    pub(crate) layout: &'a crate::extractor::taps::TapLayout,
-    pub(crate) strata: &'a [String],
-    /// The image of each row, when rows are tiles (k-fold keeps an image's tiles together).
-    pub(crate) groups: Option<&'a [usize]>,
 }
 
 /// Fits head states on the training rows of `parts` (with image rows added

@@ -56,13 +56,14 @@ use fit::{FitData, Fitted};
 use parts::{check_columns, strata, validation_split};
 use write::{data_sha256, partial_dir};
 
+pub use crate::results::{HeadResult, RunResults, TileResult};
 pub use assemble::{build_model, build_model_for, build_model_routed, FeatureScaler};
 pub use checkpoint::CheckpointState;
 pub use consistency::Consistency;
 pub use evaluate::{evaluate, predict_features, predict_images, Evaluation, HeadSummary};
 pub use extract::{extract, extract_from, Extracted};
 pub use features::{features_for, Features};
-pub use results::{HeadResult, RunFacts, RunResults, TileResult};
+pub use results::RunFacts;
 pub use saved::{PredictOptions, Predicted, SavedRun};
 pub use table::{exact_match_label, format_choices, format_table};
 pub use write::{history_columns, history_csv, predictions_csv};

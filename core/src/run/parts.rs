@@ -1,5 +1,7 @@
 //! The run's parts: label columns checked, strata, and the validation part.
 
+use tch::Tensor;
+
 use crate::config::{LoadedConfig, RunConfig};
 use crate::data::{split, Dataset};
 use crate::Result;
@@ -80,4 +82,14 @@ pub(crate) fn split_labelled(
     train.extend_from_slice(&unlabelled);
     train.sort_unstable();
     (split::Split { train, val: map(&inner.val), test: map(&inner.test) }, why)
+}
+
+/// What [`super::fit::fit_rows`] fits on: the rows of a data set with their features.
+pub(crate) struct FitData<'a> {
+    pub(crate) data: &'a Dataset,
+    pub(crate) features: &'a Tensor,
+    pub(crate) layout: &'a crate::extractor::taps::TapLayout,
+    pub(crate) strata: &'a [String],
+    /// The image of each row, when rows are tiles (k-fold keeps an image's tiles together).
+    pub(crate) groups: Option<&'a [usize]>,
 }

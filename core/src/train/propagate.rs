@@ -61,7 +61,11 @@ fn default_rounds() -> usize {
 
 impl Default for PropagationConfig {
     fn default() -> Self {
-        PropagationConfig { neighbours: default_neighbours(), alpha: default_alpha(), rounds: default_rounds() }
+        PropagationConfig {
+            neighbours: default_neighbours(),
+            alpha: default_alpha(),
+            rounds: default_rounds(),
+        }
     }
 }
 
