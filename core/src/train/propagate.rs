@@ -36,7 +36,7 @@ const CHUNK: i64 = 1024;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PropagationConfig {
-    /// Neighbours joined to each point. Default 10.
+    /// Neighbours joined to each point. Default 20.
     #[serde(default = "default_neighbours")]
     pub neighbours: usize,
     /// How far labels spread, in (0, 1): the weight of the neighbours'
@@ -44,19 +44,19 @@ pub struct PropagationConfig {
     #[serde(default = "default_alpha")]
     pub alpha: f64,
     /// Rounds of spreading and refitting: each round spreads the labels over
-    /// the graph of the heads' logits from the previous fit. Default 1.
+    /// the graph of the heads' logits from the previous fit. Default 2.
     #[serde(default = "default_rounds")]
     pub rounds: usize,
 }
 
 fn default_neighbours() -> usize {
-    10
+    20
 }
 fn default_alpha() -> f64 {
     0.99
 }
 fn default_rounds() -> usize {
-    1
+    2
 }
 
 impl Default for PropagationConfig {
