@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::augment::Transform;
 use crate::data::intensity::Intensity;
 use crate::data::tiles::{Crop, TileConfig, TileFit};
 use crate::data::Duplicates;
@@ -190,6 +191,15 @@ pub struct DataConfig {
     /// (default) or `drop` (keep the first line, warn about the others).
     #[serde(default, skip_serializing_if = "Duplicates::is_error")]
     pub duplicates: Duplicates,
+    /// Transformations that leave every label unchanged ([`crate::data::augment`]):
+    /// each adds one row per image, a view of it, used as an extra training row.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub augment: Vec<Transform>,
+    /// Test-time augmentation: a prediction is the mean over the image's
+    /// plain row and its `augment` views (mean probability of a class head,
+    /// mean value of a value head), at validation, test and `furcate predict`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tta: bool,
 }
 
 fn default_percentiles() -> [f64; 2] {
@@ -725,6 +735,14 @@ impl LoadedConfig {
                 0,
                 "training.folds with data.tile is not supported yet (the folds would have to keep each \
                  image's tiles together); leave out one of them",
+            ));
+        }
+        if t.folds.is_some() && !c.data.augment.is_empty() {
+            errors.push(self.error_at_key(
+                "folds",
+                0,
+                "training.folds with data.augment is not supported yet (the folds would have to keep each \
+                 image's views together); leave out one of them",
             ));
         }
         if t.epochs == 0 {

@@ -38,8 +38,13 @@ pub(crate) struct FitData<'a> {
     pub(crate) features: &'a Tensor,
     pub(crate) layout: &'a crate::extractor::taps::TapLayout,
     pub(crate) strata: &'a [String],
-    /// The image of each row, when rows are tiles (k-fold keeps an image's tiles together).
+    /// The image of each row, when an image has several rows (tiles, views):
+    /// k-fold and leave-one-out keep an image's rows together.
     pub(crate) groups: Option<&'a [usize]>,
+    /// The plain row each row is a view of, when some rows are `[data]
+    /// augment` views: scores count plain rows (or, with `tta`, each plain
+    /// row averaged over its views), never the views as rows of their own.
+    pub(crate) base: Option<&'a [usize]>,
 }
 
 /// Fits head states on the training rows of `parts` (with image rows added
@@ -103,6 +108,7 @@ pub(crate) fn fit_rows(
             data,
             strata: rows.strata,
             groups: rows.groups,
+            base: rows.base,
             train: &parts.train,
             val: &parts.val,
             device,

@@ -177,7 +177,14 @@ pub fn cross_validate(
                 warnings.push(w);
             }
         }
-        let rows = FitData { data: &sub, features: &sub_features, layout, strata: &sub_strata, groups: None };
+        let rows = FitData {
+            data: &sub,
+            features: &sub_features,
+            layout,
+            strata: &sub_strata,
+            groups: None,
+            base: None,
+        };
         let fitted = fit_rows(cfg, extractor, &rows, &parts, &mut crate::train::NoCheckpoints, progress)
             .map_err(|e| Error::Training(format!("fold {}/{k}: {e}", f + 1)))?;
         let held_set = data.subset(held);
