@@ -91,3 +91,59 @@ fn views_train_scores_count_images_and_tta_is_the_mean_over_the_views() {
     let o = run(&["predict", s(&dir.path().join("none")), s(&file), "--tta"]);
     assert!(!o.status.success() && text(&o).contains("has no augment"), "{}", text(&o));
 }
+
+/// The ` ```toml ` blocks of the guide's page on `augment` load as run
+/// configurations (each a `[data]` table, merged into a minimal run).
+#[test]
+fn the_guide_s_augment_examples_load() {
+    let page = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/src/augment.md");
+    let text = std::fs::read_to_string(&page).unwrap();
+    let blocks: Vec<&str> = text.split("```toml\n").skip(1).map(|b| b.split("```").next().unwrap()).collect();
+    assert!(blocks.len() >= 3, "{} blocks", blocks.len());
+    let base = "[extractor]\ntype = \"two_point\"\nsize = 32\nwindow = 4\n\n[[heads]]\ntype = \"classification\"\nname = \"morphology\"\n";
+    for block in blocks {
+        let run = format!("{block}\n{base}");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/run.toml");
+        if let Err(e) = furcate_core::config::LoadedConfig::from_str(&run, &path) {
+            panic!("{}: a block does not load: {e}\n{block}", page.display());
+        }
+    }
+}
+
+/// An exact head's leave-one-out leaves an image out with its views. Under
+/// a half turn two-point statistics do not change, so `rot180` views are
+/// copies of their images: left out with them, each weight decay scores as
+/// without the copies (a copy left in would predict its twin, and small
+/// penalties would look best), and the same penalty is chosen.
+#[test]
+fn an_image_is_left_out_with_its_views() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dataset_3x6(dir.path());
+    let two_point = "[extractor]\ntype = \"two_point\"\nsize = 32\nwindow = 4\n";
+    let heads = crate::common::head("regression", "sigma_x");
+    let training = "optimizer = \"lbfgs\"\nweight_decay = \"auto\"\ntest_fraction = 0.25\nseed = 3\n";
+    let candidates = |data: &str, out: &str| {
+        let text_ = config_text(&manifest, two_point, &heads, training).replacen(
+            "[data]\n",
+            &format!("[data]\n{data}\n"),
+            1,
+        );
+        let cfg = write_config(dir.path(), &format!("{out}.toml"), &text_);
+        let o = run(&["train", s(&cfg), "--out", s(&dir.path().join(out))]);
+        assert!(o.status.success(), "{}", text(&o));
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join(out).join("metrics.json")).unwrap())
+                .unwrap();
+        let head = m["choices"]["heads"][0].clone();
+        (head["weight_decay"].as_f64().unwrap(), head["candidates"].as_array().unwrap().clone(), m)
+    };
+    let (plain_wd, plain, _) = candidates("", "plain");
+    let (views_wd, views, m) = candidates("augment = [\"rot180\"]", "views");
+    assert_eq!(m["data"]["views"], 27);
+    assert_eq!(plain.len(), views.len());
+    for (a, b) in plain.iter().zip(&views) {
+        let (a, b) = (a["score"].as_f64().unwrap(), b["score"].as_f64().unwrap());
+        assert!((a - b).abs() <= 1e-4 * a.abs(), "leave-one-out MAE {a} without views, {b} with");
+    }
+    assert_eq!(plain_wd, views_wd);
+}

@@ -132,9 +132,7 @@ impl RidgePath {
         let denom = (leverage.neg() + 1.0).clamp_min(1e-12).unsqueeze(1);
         (&self.y - fitted) / denom
     }
-}
 
-impl RidgePath {
     /// The leave-group-out residuals `y_G - ŷ_(-G)` at `α`, `[n, K]`: the
     /// rows of each group of `groups` (lists of rows, each row in one) left
     /// out together, exactly what refitting without them would leave (see
