@@ -192,6 +192,7 @@ fn bench_lbfgs(c: &mut Criterion) {
                 data: &data,
                 strata: &strata,
                 groups: None,
+                base: None,
                 train: &train,
                 val: &val,
                 device: Device::Cpu,

@@ -4,6 +4,7 @@
 
 mod common;
 
+mod augment;
 mod cli;
 mod docs;
 mod experiment;

@@ -332,6 +332,14 @@ impl LoadedConfig {
                  image's tiles together); leave out one of them",
             ));
         }
+        if t.folds.is_some() && !c.data.augment.is_empty() {
+            errors.push(self.error_at_key(
+                "folds",
+                0,
+                "training.folds with data.augment is not supported yet (the folds would have to keep each \
+                 image's views together); leave out one of them",
+            ));
+        }
         if t.epochs == 0 {
             errors.push(self.error_at("epochs", "training.epochs must be at least 1"));
         }

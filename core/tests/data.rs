@@ -6,7 +6,7 @@ use furcate_core::config::Fit;
 use furcate_core::data::{image as load, split, Dataset, Duplicates};
 use proptest::prelude::*;
 
-fn write_gray_png(path: &Path, w: u32, h: u32, f: impl Fn(u32, u32) -> u8) {
+pub(crate) fn write_gray_png(path: &Path, w: u32, h: u32, f: impl Fn(u32, u32) -> u8) {
     image::GrayImage::from_fn(w, h, |x, y| image::Luma([f(x, y)])).save(path).unwrap();
 }
 
@@ -202,7 +202,7 @@ use furcate_core::run::aggregate::{aggregate_class, aggregate_value, mean_std};
 use furcate_core::Prediction;
 
 /// A smooth two-phase-ish grey pattern, 0..=255.
-fn pattern(x: u32, y: u32) -> u8 {
+pub(crate) fn pattern(x: u32, y: u32) -> u8 {
     let v = ((x as f64 / 5.0).sin() * (y as f64 / 7.0).cos() * 0.5 + 0.5) * 255.0;
     v.round() as u8
 }
@@ -213,12 +213,12 @@ fn write_u16_tiff(path: &Path, w: u32, h: u32, f: impl Fn(u32, u32) -> u16) {
         .unwrap();
 }
 
-fn data_config(extra: &str) -> DataConfig {
+pub(crate) fn data_config(extra: &str) -> DataConfig {
     toml::from_str(&format!("manifest = \"m.csv\"\n{extra}")).unwrap()
 }
 
 /// A manifest of `files` with a `porosity` column and the given extra columns.
-fn manifest(dir: &Path, rows: &[&str], header: &str) -> Dataset {
+pub(crate) fn manifest(dir: &Path, rows: &[&str], header: &str) -> Dataset {
     let m = dir.join("m.csv");
     std::fs::write(&m, format!("{header}\n{}\n", rows.join("\n"))).unwrap();
     Dataset::from_manifest(&m, "file").unwrap()

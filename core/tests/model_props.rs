@@ -595,6 +595,7 @@ fn auto_taps_pick_the_informative_tap() {
             data: &data,
             strata: &strata,
             groups: None,
+            base: None,
             train: &train,
             val: &val,
             device: Device::Cpu,

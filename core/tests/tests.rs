@@ -4,6 +4,7 @@
 
 mod common;
 
+mod augment;
 mod data;
 mod extractor_classical;
 mod extractor_finetune;

@@ -44,6 +44,12 @@ pub struct Args {
     /// The images' micrometres per pixel (needed by a run with `data.pixel_size`).
     #[arg(long)]
     pub pixel_size: Option<f64>,
+    /// Test-time augmentation: average each image's prediction over the
+    /// views the run's `[data] augment` makes (mean probability of a class
+    /// head, mean value of a value head). Always on for a run trained with
+    /// `[data] tta = true`.
+    #[arg(long)]
+    pub tta: bool,
 }
 
 /// Runs `furcate predict`.
@@ -66,8 +72,12 @@ pub fn run(args: &Args, quiet: bool) -> Result<()> {
 /// The predictions of `images` as the CSV or JSON text `args` asks for.
 fn predict(args: &Args, run: &Path, images: &[PathBuf], quiet: bool) -> Result<String> {
     let saved = SavedRun::open(run)?;
-    let opts =
-        PredictOptions { tiles: args.tiles, pixel_size: args.pixel_size, probabilities: args.probabilities };
+    let opts = PredictOptions {
+        tiles: args.tiles,
+        pixel_size: args.pixel_size,
+        probabilities: args.probabilities,
+        tta: args.tta,
+    };
     let predicted = saved.predict_table(images, &opts, &mut Bars::new(quiet || args.json))?;
     Ok(if args.json {
         serde_json::to_string_pretty(&predicted.table.rows(&predicted.images))? + "\n"

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::augment::Transform;
 use super::intensity::Intensity;
 use super::tiles::{Crop, TileConfig, TileFit};
 use super::Duplicates;
@@ -80,6 +81,15 @@ pub struct DataConfig {
     /// in the training part, and used by `[training] semi_supervised`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unlabelled: Vec<String>,
+    /// Transformations that leave every label unchanged ([`crate::data::augment`]):
+    /// each adds one row per image, a view of it, used as an extra training row.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub augment: Vec<Transform>,
+    /// Test-time augmentation: a prediction is the mean over the image's
+    /// plain row and its `augment` views (mean probability of a class head,
+    /// mean value of a value head), at validation, test and `furcate predict`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tta: bool,
 }
 
 fn default_percentiles() -> [f64; 2] {

@@ -1,7 +1,8 @@
 //! Labelled image sets: a manifest CSV or one folder per class, image
 //! decoding, the pipeline of real micrographs (intensity, crop, pixel size,
-//! tiles) and the train/validation/test split.
+//! tiles, symmetries) and the train/validation/test split.
 
+pub mod augment;
 pub mod config;
 pub mod image;
 pub mod intensity;

@@ -11,7 +11,9 @@
 //!    manifest's `pixel_size_column`), bilinear;
 //! 5. **tile** (`[data] tile`): each tile is a row; without `tile` the whole
 //!    image is one row, fitted as `[data] fit` says;
-//! 6. each row resized to the extractor's input, then the intensity map applied.
+//! 6. each row resized to the extractor's input, then the intensity map applied;
+//! 7. **augment** (`[data] augment`, [`crate::data::augment`]): after each
+//!    row, one view of it per transformation, where the caller asks for them.
 //!
 //! Images whose side (after crop and rescale) is under `[data] min_size`
 //! (default: a quarter of the extractor's input) are refused.
@@ -21,7 +23,9 @@
 //! rescale, a tile, an intensity map that changes this image) gets that
 //! geometry and mapping appended to the name (`<sha>#crop0,64,0,0;tile0,256,256`),
 //! so the cache folder of an extractor stays the same and 8-bit data under the
-//! default settings keeps its cached features.
+//! default settings keeps its cached features. A view made by `augment` has
+//! its transformation appended last (`<sha>#hflip`, `<sha>#tile0,256,256;rot180`),
+//! so it never takes the plain row's place.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -30,6 +34,7 @@ use image::imageops::FilterType;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::augment::Transform;
 use super::config::DataConfig;
 use super::image::{decode_image, fit_image, to_pixels, Pixels};
 use super::intensity::{self, Intensity, Storage, TiffTags};
@@ -60,6 +65,20 @@ impl DataConfig {
                     format!("data.tile: size ({}) and stride ({}) must be at least 1", t.size, t.step()),
                 ));
             }
+        }
+        for (i, t) in self.augment.iter().enumerate() {
+            if self.augment[..i].contains(t) {
+                return Err(("augment", format!("data.augment lists \"{}\" twice", t.name())));
+            }
+        }
+        if self.tta && self.augment.is_empty() {
+            return Err((
+                "tta",
+                "data.tta = true averages over the views data.augment makes, and data.augment is empty: \
+                 list the transformations that leave every label unchanged (e.g. augment = [\"hflip\", \
+                 \"vflip\", \"rot180\"])"
+                    .to_string(),
+            ));
         }
         if let Some(p) = self.pixel_size {
             if !(p.is_finite() && p > 0.0) {
@@ -100,13 +119,18 @@ pub struct ImageInfo {
     pub tiles: Vec<Rect>,
 }
 
-/// The rows a data set becomes: one per image, or one per tile.
+/// The rows a data set becomes: one per image, or one per tile; with
+/// `[data] augment`, each followed by its views (the same image and tile,
+/// transformed).
 #[derive(Debug, Clone, Default)]
 pub struct RowPlan {
     /// The image of each row.
     pub image: Vec<usize>,
     /// The tile of each row (`None`: the whole image).
     pub tile: Vec<Option<Rect>>,
+    /// The transformation of each row (`None`: the row as read, a *plain*
+    /// row). A plain row's views come right after it.
+    pub transform: Vec<Option<Transform>>,
     /// The feature-cache name of each row.
     pub names: Vec<String>,
     /// Per image.
@@ -141,6 +165,7 @@ impl RowPlan {
             for &r in &groups[i] {
                 sub.image.push(new);
                 sub.tile.push(self.tile[r]);
+                sub.transform.push(self.transform[r]);
                 sub.names.push(self.names[r].clone());
                 rows.push(r);
             }
@@ -149,16 +174,62 @@ impl RowPlan {
         (sub, rows)
     }
 
+    /// Whether some rows are views (`[data] augment`).
+    pub fn augmented(&self) -> bool {
+        self.transform.iter().any(Option::is_some)
+    }
+
+    /// The plain row each row is a view of (itself for a plain row).
+    pub fn base(&self) -> Vec<usize> {
+        let mut last = 0;
+        self.transform
+            .iter()
+            .enumerate()
+            .map(|(r, t)| {
+                if t.is_none() {
+                    last = r;
+                }
+                last
+            })
+            .collect()
+    }
+
+    /// The plan of the plain rows only, and the rows of `self` its rows are.
+    pub fn plain(&self) -> (RowPlan, Vec<usize>) {
+        let rows: Vec<usize> = (0..self.image.len()).filter(|&r| self.transform[r].is_none()).collect();
+        let plan = RowPlan {
+            image: rows.iter().map(|&r| self.image[r]).collect(),
+            tile: rows.iter().map(|&r| self.tile[r]).collect(),
+            transform: vec![None; rows.len()],
+            names: rows.iter().map(|&r| self.names[r].clone()).collect(),
+            infos: self.infos.clone(),
+            tiled: self.tiled,
+        };
+        (plan, rows)
+    }
+
+    /// Per plain row (in order), its rows: itself, then its views.
+    pub fn views(&self) -> Vec<Vec<usize>> {
+        let mut out: Vec<Vec<usize>> = Vec::new();
+        for (r, t) in self.transform.iter().enumerate() {
+            match (t, out.last_mut()) {
+                (Some(_), Some(group)) => group.push(r),
+                _ => out.push(vec![r]),
+            }
+        }
+        out
+    }
+
     /// The data set, strata and split of the images, made per row: each row
     /// has its image's labels and stratum, and goes to its image's part (the
-    /// split is by image, never by tile).
+    /// split is by image, never by tile or view).
     pub fn expand(
         &self,
         images: &Dataset,
         strata: Vec<String>,
         parts: &Split,
     ) -> (Dataset, Vec<String>, Split) {
-        if !self.tiled {
+        if !self.tiled && !self.augmented() {
             return (images.clone(), strata, parts.clone());
         }
         let rows = Split {
@@ -186,7 +257,8 @@ impl RowPlan {
             intensity: intensity.name(),
             bit_depths,
             images: self.infos.len(),
-            tiles: self.tiled.then_some(self.image.len()),
+            tiles: self.tiled.then(|| self.transform.iter().filter(|t| t.is_none()).count()),
+            views: self.augmented().then(|| self.transform.iter().filter(|t| t.is_some()).count()),
         }
     }
 }
@@ -203,6 +275,9 @@ pub struct DataSummary {
     /// Tiles, when the images were tiled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tiles: Option<usize>,
+    /// Rows that are views of another (`[data] augment`), when there are any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub views: Option<usize>,
 }
 
 impl std::fmt::Display for DataSummary {
@@ -212,16 +287,25 @@ impl std::fmt::Display for DataSummary {
         if let Some(t) = self.tiles {
             write!(f, " -> {t} tiles")?;
         }
+        if let Some(v) = self.views {
+            write!(f, " + {v} views (augment)")?;
+        }
         write!(f, "; intensity {} (bit depths: {})", self.intensity, depths.join(", "))
     }
 }
 
 impl Preprocess<'_> {
     /// Reads every image of `data` (hashing it and probing its header; a
-    /// 16-bit image is decoded for its bit depth) and lays out its rows.
+    /// 16-bit image is decoded for its bit depth) and lays out its plain rows.
     /// Errors name the file (bad crop, too small, smaller than a tile) or the
     /// manifest line (pixel size).
     pub fn plan(&self, data: &Dataset) -> Result<RowPlan> {
+        self.plan_augmented(data, &vec![false; data.len()])
+    }
+
+    /// [`Preprocess::plan`], each row of the images `augmented[i]` followed
+    /// by one view per transformation of `[data] augment`.
+    pub fn plan_augmented(&self, data: &Dataset, augmented: &[bool]) -> Result<RowPlan> {
         let pixel_sizes = self.pixel_sizes(data)?;
         let probed = super::collect_in_order(data.files.par_iter().zip(&pixel_sizes).map(|(f, px)| {
             let bytes = std::fs::read(f).map_err(|e| Error::io(f, e))?;
@@ -232,18 +316,24 @@ impl Preprocess<'_> {
             let base = self.describe(&info);
             let rows: Vec<Option<Rect>> =
                 if plan.tiled { info.tiles.iter().copied().map(Some).collect() } else { vec![None] };
+            let views: &[Transform] = if augmented.get(i) == Some(&true) { &self.data.augment } else { &[] };
             for tile in rows {
                 let mut parts = base.clone();
                 if let Some(t) = tile {
                     parts.push(format!("tile{},{},{}", t.x, t.y, t.width));
                 }
-                plan.names.push(if parts.is_empty() {
-                    hash.clone()
-                } else {
-                    format!("{hash}#{}", parts.join(";"))
-                });
-                plan.image.push(i);
-                plan.tile.push(tile);
+                for transform in std::iter::once(None).chain(views.iter().copied().map(Some)) {
+                    let mut parts = parts.clone();
+                    parts.extend(transform.map(|t| t.name().to_string()));
+                    plan.names.push(if parts.is_empty() {
+                        hash.clone()
+                    } else {
+                        format!("{hash}#{}", parts.join(";"))
+                    });
+                    plan.image.push(i);
+                    plan.tile.push(tile);
+                    plan.transform.push(transform);
+                }
             }
             plan.infos.push(info);
         }
@@ -260,7 +350,11 @@ impl Preprocess<'_> {
             }
         }
         let decoded = super::collect_in_order(groups.par_iter().map(|(i, g)| {
-            self.image_rows(&data.files[*i], &plan.infos[*i], g.iter().map(|&r| plan.tile[r]))
+            self.image_rows(
+                &data.files[*i],
+                &plan.infos[*i],
+                g.iter().map(|&r| (plan.tile[r], plan.transform[r])),
+            )
         }))?;
         Ok(decoded.into_iter().flatten().collect())
     }
@@ -269,7 +363,7 @@ impl Preprocess<'_> {
         &self,
         path: &Path,
         info: &ImageInfo,
-        tiles: impl Iterator<Item = Option<Rect>>,
+        rows: impl Iterator<Item = (Option<Rect>, Option<Transform>)>,
     ) -> Result<Vec<Pixels>> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let mut img = decode_image(&bytes, path)?;
@@ -283,15 +377,27 @@ impl Preprocess<'_> {
             let (w, h) = scaled(c, info.scale);
             img = img.resize_exact(w, h, FilterType::Triangle);
         }
-        Ok(tiles
-            .map(|tile| {
-                let part = match tile {
-                    Some(t) => img.crop_imm(t.x, t.y, t.width, t.height),
-                    None => fit_image(img.clone(), self.data.fit),
+        // A row's views come right after it: each tile is read once.
+        let mut last: Option<(Option<Rect>, Pixels)> = None;
+        Ok(rows
+            .map(|(tile, transform)| {
+                let px = match &last {
+                    Some((t, px)) if *t == tile => px.clone(),
+                    _ => {
+                        let part = match tile {
+                            Some(t) => img.crop_imm(t.x, t.y, t.width, t.height),
+                            None => fit_image(img.clone(), self.data.fit),
+                        };
+                        let mut px = to_pixels(&part, self.size);
+                        resolved.mapping.apply(&mut px.data);
+                        last = Some((tile, px.clone()));
+                        px
+                    }
                 };
-                let mut px = to_pixels(&part, self.size);
-                resolved.mapping.apply(&mut px.data);
-                px
+                match transform {
+                    Some(t) => t.apply(&px),
+                    None => px,
+                }
             })
             .collect())
     }

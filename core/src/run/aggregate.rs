@@ -9,6 +9,10 @@
 //!   fraction of tiles whose own class it is beside it
 //!   (`<head>_tile_agreement`). A head without [`PropertyHead::probabilities`]
 //!   counts each tile's decoded class with its probability, other classes 0.
+//!
+//! **Views** (`[data] augment` with `tta`, [`crate::data::augment`]): a row
+//! and its transformed views are averaged the same way into one row first
+//! ([`average_views`]), before a tiled run's tiles are.
 
 use tch::{Device, Tensor};
 
@@ -92,6 +96,89 @@ pub fn predict_rows(model: &MultiHeadModel, features: &Tensor) -> Result<RowOutp
         }
         Ok(RowOutputs { predictions, probabilities })
     })
+}
+
+/// `rows` reduced to one row per group of `views` (each a list of rows of
+/// `rows`): a group of one keeps its row's own prediction; a larger group
+/// gets the mean probability of a class head (its class the most probable)
+/// and the mean value of a value head, as an image's tiles do.
+pub fn average_views(heads: &[Box<dyn PropertyHead>], rows: &RowOutputs, views: &[Vec<usize>]) -> RowOutputs {
+    let (predictions, probabilities) = heads
+        .iter()
+        .enumerate()
+        .map(|(h, head)| {
+            average_head(head.as_ref(), &rows.predictions[h], rows.probabilities[h].as_ref(), views)
+        })
+        .unzip();
+    RowOutputs { predictions, probabilities }
+}
+
+/// One head's predictions for its outputs `output` (learned units, one row
+/// per row), one per group of `views`, averaged as [`average_views`] does.
+///
+/// # Shapes
+/// `output`: `[N, ...]` as the head's `forward` gives it.
+pub fn average_outputs(
+    head: &dyn PropertyHead,
+    output: &Tensor,
+    views: &[Vec<usize>],
+) -> Result<Vec<Prediction>> {
+    let output = output.f_to_device(Device::Cpu)?;
+    let predictions = head.decode(&output)?;
+    let probabilities = head.probabilities(&output)?.map(|p| crate::head::probability_rows(&p));
+    Ok(average_head(head, &predictions, probabilities.as_ref(), views).0)
+}
+
+fn average_head(
+    head: &dyn PropertyHead,
+    predictions: &[Prediction],
+    probabilities: Option<&Vec<Vec<f64>>>,
+    views: &[Vec<usize>],
+) -> (Vec<Prediction>, Option<Vec<Vec<f64>>>) {
+    let preds = views
+        .iter()
+        .map(|g| match (g.as_slice(), head.classes()) {
+            ([r], _) => predictions[*r].clone(),
+            (_, Some(classes)) => {
+                let probs: Vec<Vec<f64>> = match probabilities {
+                    Some(p) => g.iter().map(|&r| p[r].clone()).collect(),
+                    None => g.iter().map(|&r| one_hot(classes, &predictions[r])).collect(),
+                };
+                aggregate_class(classes, &probs, g.iter().map(|&r| &predictions[r])).0
+            }
+            (_, None) => aggregate_value(g.iter().map(|&r| &predictions[r])).0,
+        })
+        .collect();
+    let probs = probabilities.map(|p| {
+        views
+            .iter()
+            .map(|g| mean_probabilities(&g.iter().map(|&r| p[r].clone()).collect::<Vec<_>>()))
+            .collect()
+    });
+    (preds, probs)
+}
+
+/// The rows scored among `rows` (indices into a set of rows whose plain
+/// row is `base`, [`crate::data::prepare::RowPlan::base`]): per plain row,
+/// in the order first seen, the plain row and the positions in `rows` of the
+/// rows that make its prediction: all its views with `tta`, else itself.
+pub fn view_groups(rows: &[usize], base: &[usize], tta: bool) -> (Vec<usize>, Vec<Vec<usize>>) {
+    let mut keys: Vec<usize> = Vec::new();
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut at = std::collections::HashMap::new();
+    for (p, &r) in rows.iter().enumerate() {
+        let b = base[r];
+        if !tta && b != r {
+            continue;
+        }
+        let k = *at.entry(b).or_insert_with(|| {
+            keys.push(b);
+            groups.push(Vec::new());
+            keys.len() - 1
+        });
+        groups[k].push(p);
+    }
+    (keys, groups)
 }
 
 /// Per-image predictions of a tiled run (see the module).

@@ -5,9 +5,11 @@
 //! Candidates are fitted on the training rows and scored on the validation
 //! rows; when there are fewer than [`MIN_VALIDATION_ROWS`] of those, by
 //! stratified [`FOLDS`]-fold cross-validation inside the training rows (folds
-//! of whole images when the rows are tiles, `[data] tile`). A
-//! head's score is its error rate (discrete heads), else its MAE (value
-//! heads), else its loss; ties go to the lower validation loss, then to the
+//! of whole images when the rows are tiles, `[data] tile`, or views, `[data]
+//! augment`). A head's score is its error rate (discrete heads), else its MAE (value
+//! heads), else its loss, on the plain rows scored (views are averaged into
+//! their plain row with `[data] tta`, else left out of the score; they count
+//! in the loss, each image's rows alike); ties go to the lower validation loss, then to the
 //! shallower, shorter candidate (the first in [`TapLayout::runs`] order) and
 //! the larger weight decay.
 
@@ -56,9 +58,13 @@ pub struct Problem<'a> {
     pub data: &'a Dataset,
     /// Strata of every row (for the folds).
     pub strata: &'a [String],
-    /// The image of every row when rows are tiles (`[data] tile`): the folds
-    /// then keep each image's tiles together. `None`: every row is an image.
+    /// The image of every row when an image has several rows (tiles, `[data]
+    /// tile`, or views, `[data] augment`): the folds then keep each image's
+    /// rows together. `None`: every row is an image.
     pub groups: Option<&'a [usize]>,
+    /// The plain row each row is a view of (`[data] augment`); `None`: every
+    /// row is plain. Scores count plain rows only.
+    pub base: Option<&'a [usize]>,
     /// Training and validation rows.
     pub train: &'a [usize],
     /// Validation rows.
@@ -77,10 +83,12 @@ pub(super) type Plan = Vec<(Vec<usize>, Vec<usize>)>;
 impl Problem<'_> {
     /// The (fit rows, score rows) pairs candidates are scored on, and how.
     pub(super) fn plan(&self) -> (Plan, String) {
-        if self.val.len() >= MIN_VALIDATION_ROWS {
+        // Views are no more validation rows than their plain rows are.
+        let plain = self.base.map_or(self.val.len(), |b| self.val.iter().filter(|&&r| b[r] == r).count());
+        if plain >= MIN_VALIDATION_ROWS {
             return (
                 vec![(self.train.to_vec(), self.val.to_vec())],
-                format!("validation part ({} rows)", self.val.len()),
+                format!("validation part ({plain} rows)"),
             );
         }
         let (k, folds) = self.folds();
@@ -96,8 +104,7 @@ impl Problem<'_> {
         (
             plan,
             format!(
-                "{k}-fold cross-validation inside the training part (the validation part has {} rows, fewer than {MIN_VALIDATION_ROWS})",
-                self.val.len()
+                "{k}-fold cross-validation inside the training part (the validation part has {plain} rows, fewer than {MIN_VALIDATION_ROWS})"
             ),
         )
     }
@@ -188,8 +195,7 @@ impl Problem<'_> {
             score_batch.targets = heads.iter().map(|&h| self.take(&score_batch.targets, h)).collect();
             train::train_candidate(&model, &vs, &fit_batch, training, decay)?;
             let (_, losses) = train::evaluate_losses(&model, &score_batch)?;
-            let predictions = super::evaluate::predict_features(&model, &score_batch.features)?;
-            let subset = self.data.subset(score);
+            let (subset, predictions) = self.scored(&model, &score_batch.features, score)?;
             for (j, &h) in heads.iter().enumerate() {
                 let labels = subset.labels(self.config.heads[h].column())?;
                 let s = model.heads()[j].score(&predictions[j], &labels)?;
@@ -204,6 +210,36 @@ impl Problem<'_> {
             warm[p] = Some(vs);
         }
         Ok(sums)
+    }
+
+    /// The predictions of `model` for the rows `rows` (their features
+    /// `features`) that are scored, and those rows' part of the data set:
+    /// one per plain row ([`Problem::scored_groups`]).
+    fn scored(
+        &self,
+        model: &MultiHeadModel,
+        features: &Tensor,
+        rows: &[usize],
+    ) -> Result<(Dataset, Vec<Vec<crate::head::Prediction>>)> {
+        let Some((plain, views)) = self.scored_groups(rows) else {
+            return Ok((self.data.subset(rows), super::evaluate::predict_features(model, features)?));
+        };
+        let outputs = tch::no_grad(|| model.forward_eval(features))?;
+        let predictions = model
+            .heads()
+            .iter()
+            .zip(&outputs)
+            .map(|(h, o)| super::aggregate::average_outputs(h.as_ref(), o, &views))
+            .collect::<Result<_>>()?;
+        Ok((self.data.subset(&plain), predictions))
+    }
+
+    /// With views (`[data] augment`): the plain rows scored among `rows`,
+    /// and per plain row the positions in `rows` that make its prediction
+    /// (all its views with `[data] tta`, else itself). `None`: no views.
+    pub(super) fn scored_groups(&self, rows: &[usize]) -> Option<(Vec<usize>, Vec<Vec<usize>>)> {
+        let base = self.base?;
+        Some(super::aggregate::view_groups(rows, base, self.config.data.tta))
     }
 
     fn take(&self, targets: &[Targets], head: usize) -> Targets {

@@ -107,20 +107,50 @@ pub fn evaluate(
     })
 }
 
+/// What [`predict_images`] returns.
+#[derive(Debug, Clone)]
+pub struct ImagePredictions {
+    /// Per head, one prediction per image.
+    pub predictions: Vec<Vec<Prediction>>,
+    /// Every head's outputs per plain row (a row averaged over its views
+    /// where the plan has them).
+    pub rows: aggregate::RowOutputs,
+    /// The plan of those plain rows.
+    pub plan: RowPlan,
+    /// Tiled runs: the per-image aggregates of the tiles.
+    pub aggregated: Option<aggregate::Aggregated>,
+}
+
 /// Per-image predictions of the rows `features` (laid out by `plan`, over
-/// the images of `data`): the rows' own for a run without tiles, aggregated
-/// per image ([`aggregate`]) for a tiled one, with the rows' outputs.
-pub fn predict_images(
-    model: &MultiHeadModel,
-    features: &Tensor,
-    plan: &RowPlan,
-) -> Result<(Vec<Vec<Prediction>>, Option<aggregate::Tiled>)> {
-    if !plan.tiled {
-        return Ok((predict_features(model, features)?, None));
-    }
+/// the images of `data`). Where the plan has `[data] augment` views, each
+/// plain row's prediction is first averaged over it and its views
+/// (test-time augmentation, [`aggregate::average_views`]); then a run without
+/// tiles has one row per image, and a tiled one aggregates its tiles per
+/// image ([`aggregate`]).
+pub fn predict_images(model: &MultiHeadModel, features: &Tensor, plan: &RowPlan) -> Result<ImagePredictions> {
     let rows = aggregate::predict_rows(model, features)?;
-    let agg = aggregate::aggregate(model.heads(), &rows, &plan.groups());
-    Ok((agg.predictions.clone(), Some((agg, rows))))
+    let (rows, plan) = if plan.augmented() {
+        (aggregate::average_views(model.heads(), &rows, &plan.views()), plan.plain().0)
+    } else {
+        (rows, plan.clone())
+    };
+    let aggregated = plan.tiled.then(|| aggregate::aggregate(model.heads(), &rows, &plan.groups()));
+    let predictions = match &aggregated {
+        Some(a) => a.predictions.clone(),
+        None => rows.predictions.clone(),
+    };
+    Ok(ImagePredictions { predictions, rows, plan, aggregated })
+}
+
+impl ImagePredictions {
+    /// The per-image aggregates of a tiled run, for `predictions.csv`, with
+    /// each tile's row when `tiles`.
+    pub fn tiled_rows(&self, tiles: bool) -> Option<aggregate::TiledRows<'_>> {
+        self.aggregated.as_ref().map(|a| aggregate::TiledRows {
+            aggregated: a,
+            tiles: tiles.then_some((&self.plan, self.rows.predictions.as_slice())),
+        })
+    }
 }
 
 /// [`predict_images`] scored against the labels of `data`: per image, and
@@ -131,12 +161,13 @@ pub(crate) fn score_images(
     features: &Tensor,
     data: &Dataset,
     plan: &RowPlan,
-) -> Result<(Evaluation, Vec<Vec<Prediction>>, Option<aggregate::Tiled>)> {
-    let (predictions, tiled) = predict_images(model, features, plan)?;
-    let mut evaluation = evaluate(config, model, &predictions, data)?;
-    if let Some((_, rows)) = &tiled {
-        let per_tile = evaluate(config, model, &rows.predictions, &data.subset(&plan.image))?;
+) -> Result<(Evaluation, ImagePredictions)> {
+    let predicted = predict_images(model, features, plan)?;
+    let mut evaluation = evaluate(config, model, &predicted.predictions, data)?;
+    if predicted.aggregated.is_some() {
+        let tiles = data.subset(&predicted.plan.image);
+        let per_tile = evaluate(config, model, &predicted.rows.predictions, &tiles)?;
         evaluation.tiles = Some(Box::new(per_tile));
     }
-    Ok((evaluation, predictions, tiled))
+    Ok((evaluation, predicted))
 }

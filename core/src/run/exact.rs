@@ -5,7 +5,11 @@
 //!
 //! Rows that are images are scored by exact leave-one-out over the training
 //! and validation rows (as scikit-learn's `RidgeCV` over all it is given; the
-//! final solve fits both); rows that are tiles (`[data] tile`)
+//! final solve fits both); an image with `[data] augment` views is left out
+//! with its views (exact leave-group-out, [`RidgePath::loo_group_residuals`]),
+//! since a view of the left-out image would flatter it, and is scored once
+//! (its plain row, or with `[data] tta` the mean over its views). Rows that
+//! are tiles (`[data] tile`)
 //! by the run's plan (the validation part, or k folds of whole images),
 //! since a left-out tile's neighbours from the same image would flatter it.
 //! With `weight_decay = "auto"` the path is [`AUTO_PATH`], extended by
@@ -13,6 +17,7 @@
 
 use tch::{nn, Device, Kind, Tensor};
 
+use super::aggregate::average_outputs;
 use super::choose::{measure, Problem};
 use crate::config::{OptimizerKind, RunConfig};
 use crate::data::Dataset;
@@ -112,8 +117,8 @@ struct Scorer<'a> {
 
 impl Scorer<'_> {
     /// The rows of `rows` whose label is present, with their features and
-    /// targets (`f64`) and their part of the data set (for the labels).
-    fn labelled(&self, rows: &[usize]) -> Result<(Dataset, Tensor, Tensor)> {
+    /// targets (`f64`).
+    fn labelled(&self, rows: &[usize]) -> Result<(Vec<usize>, Tensor, Tensor)> {
         let t = &self.problem.targets[self.h];
         let mask: Vec<bool> = Vec::<bool>::try_from(&t.mask.to_device(Device::Cpu))?;
         let kept: Vec<usize> = rows.iter().copied().filter(|&r| mask[r]).collect();
@@ -122,14 +127,21 @@ impl Scorer<'_> {
             |t: &Tensor| t.f_to_device(Device::Cpu)?.f_index_select(0, &idx)?.f_to_kind(Kind::Double);
         let y = select(&t.values)?;
         let y = if y.dim() == 1 { y.f_unsqueeze(1)? } else { y };
-        Ok((self.problem.data.subset(&kept), select(self.input)?, y))
+        let (x, y) = (select(self.input)?, y);
+        Ok((kept, x, y))
     }
 
     /// The head's (score, measure) of outputs `output` (learned units) on the
-    /// rows `data`, and the mean squared residual against `target`.
-    fn measure(&self, data: &Dataset, output: &Tensor, target: &Tensor) -> Result<(f64, &'static str, f64)> {
+    /// rows `rows` (scored per plain row, [`Problem::scored_groups`]), and
+    /// the mean squared residual against `target`.
+    fn measure(&self, rows: &[usize], output: &Tensor, target: &Tensor) -> Result<(f64, &'static str, f64)> {
         let head = &self.model.heads()[0];
-        let predictions = head.decode(output)?;
+        let (data, predictions): (Dataset, _) = match self.problem.scored_groups(rows) {
+            Some((plain, views)) => {
+                (self.problem.data.subset(&plain), average_outputs(head.as_ref(), output, &views)?)
+            }
+            None => (self.problem.data.subset(rows), head.decode(output)?),
+        };
         let labels = data.labels(self.problem.config.heads[self.h].column())?;
         let loss = (output - target).square().mean(Kind::Double).double_value(&[]);
         let (score, measure) = measure(&head.score(&predictions, &labels)?).unwrap_or((loss, "loss"));
@@ -144,15 +156,32 @@ impl Scorer<'_> {
     /// Every weight decay of `grid` scored.
     fn score(&self, grid: &[f64]) -> Result<Vec<PathPoint>> {
         let p = self.problem;
-        if p.groups.is_none() {
+        if p.groups.is_none() || p.config.data.tile.is_none() {
             // The final solve fits the training and validation rows together: so does leave-one-out.
             let all: Vec<usize> = p.train.iter().chain(p.val).copied().collect();
             let (rows, x, y) = self.labelled(&all)?;
             let path = RidgePath::new(&x, &y)?;
+            // An image's rows (it and its views) are left out together.
+            let groups = p.groups.map(|g| {
+                let mut at = std::collections::HashMap::new();
+                let mut groups: Vec<Vec<usize>> = Vec::new();
+                for (i, &r) in rows.iter().enumerate() {
+                    let k = *at.entry(g[r]).or_insert_with(|| {
+                        groups.push(Vec::new());
+                        groups.len() - 1
+                    });
+                    groups[k].push(i);
+                }
+                groups
+            });
             return grid
                 .iter()
                 .map(|&wd| {
-                    let residual = path.loo_residuals(self.alpha(wd, rows.len(), y.size()[1]));
+                    let alpha = self.alpha(wd, rows.len(), y.size()[1]);
+                    let residual = match &groups {
+                        Some(g) => path.loo_group_residuals(alpha, g)?,
+                        None => path.loo_residuals(alpha),
+                    };
                     let (score, m, loss) = self.measure(&rows, &(&y - residual), &y)?;
                     Ok((wd, score, format!("loo_{m}"), loss))
                 })

@@ -22,7 +22,8 @@ use crate::progress::Progress;
 use crate::{weights, Error, Result};
 
 /// The features of a data set: rows in data order (one per image, or one per
-/// tile with `[data] tile`), and the taps they are made of.
+/// tile with `[data] tile`, each followed by its `[data] augment` views where
+/// asked for), and the taps they are made of.
 #[derive(Debug)]
 pub struct Features {
     /// `[N, D]` features, `f32`, CPU: one row per row of `plan`.
@@ -37,7 +38,8 @@ pub struct Features {
     pub summary: DataSummary,
 }
 
-/// Features of every image of `data` for `cfg`'s extractor, through the feature cache.
+/// Features of every image of `data` for `cfg`'s extractor, through the
+/// feature cache: the plain rows only (no `[data] augment` views).
 ///
 /// Statistics count a row as extracted when any part or tap had to extract it.
 pub fn features_for(
@@ -46,9 +48,21 @@ pub fn features_for(
     data: &Dataset,
     progress: &mut dyn Progress,
 ) -> Result<Features> {
+    features_augmented(cfg, extractor, data, &vec![false; data.len()], progress)
+}
+
+/// [`features_for`], the rows of each image `augmented[i]` followed by their
+/// `[data] augment` views ([`crate::data::augment`]), each cached under its own name.
+pub fn features_augmented(
+    cfg: &LoadedConfig,
+    extractor: &dyn FeatureExtractor,
+    data: &Dataset,
+    augmented: &[bool],
+    progress: &mut dyn Progress,
+) -> Result<Features> {
     let c = &cfg.config;
     let pre = Preprocess { data: &c.data, size: extractor.input_spec().size as usize };
-    let plan = pre.plan(data)?;
+    let plan = pre.plan_augmented(data, augmented)?;
     let root = match &c.data.feature_cache {
         Some(p) if p.is_absolute() => p.clone(),
         Some(p) => cfg.dir().join(p),

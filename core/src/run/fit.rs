@@ -95,6 +95,7 @@ pub(crate) fn fit_rows(
             data,
             strata: rows.strata,
             groups: rows.groups,
+            base: rows.base,
             train: &parts.train,
             val: &parts.val,
             device,

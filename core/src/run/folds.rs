@@ -36,9 +36,10 @@ pub use crate::results::folds::{CvSummary, FoldResult, MeanStd, FOLDS_CSV, OUT_O
 
 use super::assemble::select_rows;
 use super::evaluate::{evaluate, predict_features, Evaluation};
-use super::fit::{fit_rows, FitData};
+use super::fit::fit_rows;
 use super::output::{predictions_csv_with, ExtraColumn};
 use super::parts::validation_split;
+use super::parts::FitData;
 
 /// A finished cross-validation, before the final model.
 #[derive(Debug)]
@@ -111,7 +112,14 @@ pub fn cross_validate(
                 warnings.push(w);
             }
         }
-        let rows = FitData { data: &sub, features: &sub_features, layout, strata: &sub_strata, groups: None };
+        let rows = FitData {
+            data: &sub,
+            features: &sub_features,
+            layout,
+            strata: &sub_strata,
+            groups: None,
+            base: None,
+        };
         let fitted = fit_rows(cfg, extractor, &rows, &parts, &mut crate::train::NoCheckpoints, progress)
             .map_err(|e| Error::Training(format!("fold {}/{k}: {e}", f + 1)))?;
         let held_set = data.subset(held);

@@ -60,9 +60,9 @@ pub use crate::results::{HeadResult, RunResults, TileResult};
 pub use assemble::{build_model, build_model_for, build_model_routed, FeatureScaler};
 pub use checkpoint::CheckpointState;
 pub use consistency::Consistency;
-pub use evaluate::{evaluate, predict_features, predict_images, Evaluation, HeadSummary};
+pub use evaluate::{evaluate, predict_features, predict_images, Evaluation, HeadSummary, ImagePredictions};
 pub use extract::{extract, extract_from, Extracted};
-pub use features::{features_for, Features};
+pub use features::{features_augmented, features_for, Features};
 pub use results::RunFacts;
 pub use saved::{PredictOptions, Predicted, SavedRun};
 pub use table::{exact_match_label, format_choices, format_table};
@@ -110,11 +110,28 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
     check_columns(cfg, &images)?;
     let extractor = c.extractor.build(&cfg.build_context())?;
     let weights_sha256 = extractor.weights_sha256();
-    let Features { features, layout, stats: cache, plan, summary } =
-        features_for(cfg, extractor.as_ref(), &images, progress)?;
     let t = &c.training;
-    // The split is by image; with tiles, each image's rows (tiles) follow it.
+    // The split is by image; with tiles and views, each image's rows follow it.
     let image_strata = strata(c, &images)?;
+    let (image_parts, why_val) = match t.folds {
+        // The final model: every labelled image (less the validation part, if any).
+        Some(_) => {
+            let all: Vec<usize> = (0..images.len()).collect();
+            let (train, val, why) = validation_split(t, &image_strata, &all);
+            (split::Split { train, val, test: Vec::new() }, why)
+        }
+        None => parts::split_labelled(c, &images, &image_strata),
+    };
+    // [data] augment: views of the training and validation images, and of
+    // the test images only when they are predicted with them ([data] tta).
+    let mut augmented = vec![!c.data.augment.is_empty(); images.len()];
+    if !c.data.tta {
+        for &i in &image_parts.test {
+            augmented[i] = false;
+        }
+    }
+    let Features { features, layout, stats: cache, plan, summary } =
+        features_augmented(cfg, extractor.as_ref(), &images, &augmented, progress)?;
     let mut cv = match t.folds {
         Some(k) => Some(folds::cross_validate(
             cfg,
@@ -128,16 +145,8 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
         )?),
         None => None,
     };
-    let (image_parts, why_val) = match &cv {
-        // The final model: every labelled image (less the validation part, if any).
-        Some(_) => {
-            let all: Vec<usize> = (0..images.len()).collect();
-            let (train, val, why) = validation_split(t, &image_strata, &all);
-            (split::Split { train, val, test: Vec::new() }, why)
-        }
-        None => parts::split_labelled(c, &images, &image_strata),
-    };
     let mut warnings = warnings::split_warnings(c, &images, &image_parts)?;
+    warnings.extend(crate::data::augment::closure_warning(&c.data.augment));
     if let Some(cv) = &cv {
         warnings.extend(cv.warnings.iter().cloned());
     }
@@ -166,12 +175,14 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
         std::fs::remove_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
     }
     std::fs::create_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
+    let base = plan.augmented().then(|| plan.base());
     let rows = FitData {
         data: &data,
         features: &features,
         layout: &layout,
         strata: &strata,
-        groups: plan.tiled.then_some(plan.image.as_slice()),
+        groups: (plan.tiled || plan.augmented()).then_some(plan.image.as_slice()),
+        base: base.as_deref(),
     };
     let (fitted, semi) = semi::fit_semi(cfg, extractor.as_ref(), &rows, &parts, &mut snapshots, progress)?;
     if let Some(semi) = &semi {
@@ -186,15 +197,15 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
         Some(cv) => (cv.pooled(c, model, &data)?, cv.predictions_csv(c, &data)?),
         None => {
             let test_features = fitted.rows(&features, &parts.test);
-            let (mut evaluation, predictions, tiled) =
+            let (mut evaluation, predicted) =
                 score_images(c, model, &test_features, &test_images, &test_plan)?;
             evaluation.data = Some(test_plan.summary(c.data.intensity));
             let text = aggregate::predictions_table(
                 c,
                 &test_images,
                 &vec!["test".to_string(); test_images.len()],
-                &predictions,
-                tiled.as_ref().map(|(a, _)| aggregate::TiledRows { aggregated: a, tiles: None }),
+                &predicted.predictions,
+                predicted.tiled_rows(false),
                 &[],
             )?;
             (evaluation, text)

@@ -90,6 +90,11 @@ pub(crate) struct FitData<'a> {
     pub(crate) features: &'a Tensor,
     pub(crate) layout: &'a crate::extractor::taps::TapLayout,
     pub(crate) strata: &'a [String],
-    /// The image of each row, when rows are tiles (k-fold keeps an image's tiles together).
+    /// The image of each row, when an image has several rows (tiles, views):
+    /// k-fold and leave-one-out keep an image's rows together.
     pub(crate) groups: Option<&'a [usize]>,
+    /// The plain row each row is a view of, when some rows are `[data]
+    /// augment` views: scores count plain rows (or, with `tta`, each plain
+    /// row averaged over its views), never the views as rows of their own.
+    pub(crate) base: Option<&'a [usize]>,
 }

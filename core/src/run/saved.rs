@@ -7,7 +7,7 @@ use tch::{nn, Device, Tensor};
 
 use super::assemble::{build_model_routed, encode, FeatureScaler};
 use super::evaluate::{predict_images, score_images, Evaluation};
-use super::features::{features_for, Features};
+use super::features::{features_augmented, Features};
 use super::parts::check_columns;
 use super::write::data_sha256;
 use super::{aggregate, checkpoint, output, CheckpointState};
@@ -27,6 +27,10 @@ pub struct PredictOptions {
     pub pixel_size: Option<f64>,
     /// Add every class's probability as columns `<head>_p_<class>` to the CSV.
     pub probabilities: bool,
+    /// Test-time augmentation: average each image's prediction over its
+    /// `[data] augment` views ([`crate::data::augment`]). A run trained with
+    /// `[data] tta = true` always does.
+    pub tta: bool,
 }
 
 /// What [`SavedRun::predict_table`] returns.
@@ -110,8 +114,22 @@ impl SavedRun {
         Ok(self.rows(data, progress)?.features)
     }
 
-    /// [`SavedRun::features`] with the rows' plan (image and tile of each row).
+    /// [`SavedRun::features`] with the rows' plan (image and tile of each
+    /// row); with the run's `[data] tta`, each row followed by its views.
     pub fn rows(&self, data: &Dataset, progress: &mut dyn Progress) -> Result<Features> {
+        self.rows_with(data, self.config.config.data.tta, progress)
+    }
+
+    /// [`SavedRun::rows`], with the `[data] augment` views of every image when
+    /// `tta` (test-time augmentation); an error when the run has no `augment`.
+    pub fn rows_with(&self, data: &Dataset, tta: bool, progress: &mut dyn Progress) -> Result<Features> {
+        if tta && self.config.config.data.augment.is_empty() {
+            return Err(Error::data(
+                self.dir.join("config.toml"),
+                "test-time augmentation (--tta) averages over the views that [data] augment makes, and \
+                 this run has no augment",
+            ));
+        }
         let extractor = self.config.config.extractor.build(&self.config.build_context())?;
         if extractor.weights_sha256() != self.state.weights_sha256 {
             return Err(Error::weights(
@@ -123,7 +141,8 @@ impl SavedRun {
                 ),
             ));
         }
-        let mut f = features_for(&self.config, extractor.as_ref(), data, progress)?;
+        let mut f =
+            features_augmented(&self.config, extractor.as_ref(), data, &vec![tta; data.len()], progress)?;
         f.features = self.scaler.apply(&f.features);
         Ok(f)
     }
@@ -169,7 +188,8 @@ impl SavedRun {
 
     /// Predictions for unlabelled images: one row per image (a tiled run
     /// aggregates its tiles, [`aggregate`]: value heads by the mean, class
-    /// heads by the mean probability), every class's probability, and the
+    /// heads by the mean probability; with [`PredictOptions::tta`] each row
+    /// is first averaged over its views the same way), every class's probability, and the
     /// CSV text (with [`PredictOptions::tiles`] each tile's row after its
     /// image's; with [`PredictOptions::probabilities`] the `<head>_p_<class>`
     /// columns).
@@ -189,25 +209,18 @@ impl SavedRun {
                  pixel size (predict --pixel-size)"
             )));
         }
-        let rows = self.rows(&set, progress)?;
-        let (predictions, tiled) = predict_images(&self.model, &rows.features, &rows.plan)?;
-        let table = match &tiled {
-            None => output::PredictionTable::predict(&self.model, &rows.features)?,
-            Some((_, r)) => {
-                output::PredictionTable::per_image(&self.model, &predictions, r, &rows.plan.groups())
-            }
-        };
+        let rows = self.rows_with(&set, opts.tta || c.data.tta, progress)?;
+        let predicted = predict_images(&self.model, &rows.features, &rows.plan)?;
+        let groups = predicted.plan.groups();
+        let table =
+            output::PredictionTable::per_image(&self.model, &predicted.predictions, &predicted.rows, &groups);
         let extra = if opts.probabilities { table.probability_columns() } else { Vec::new() };
-        let tiled_rows = tiled.as_ref().map(|(a, r)| aggregate::TiledRows {
-            aggregated: a,
-            tiles: opts.tiles.then_some((&rows.plan, r.predictions.as_slice())),
-        });
         let csv = aggregate::predictions_table(
             c,
             &set,
             &vec!["predict".to_string(); set.len()],
-            &predictions,
-            tiled_rows,
+            &predicted.predictions,
+            predicted.tiled_rows(opts.tiles),
             &extra,
         )?;
         Ok(Predicted { images: set, table, csv })

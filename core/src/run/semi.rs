@@ -16,7 +16,8 @@
 //! `[training] transductive = true`, the test part's rows: their pixels,
 //! never their labels, which are only used to score.
 
-use super::fit::{fit_rows, FitData, Fitted};
+use super::fit::{fit_rows, Fitted};
+use super::parts::FitData;
 use crate::config::{LoadedConfig, SemiSupervised};
 use crate::data::{split, Dataset};
 use crate::extractor::FeatureExtractor;

@@ -8,6 +8,12 @@
 //! are emptied, so the masked losses and the scores see exactly its rows).
 //! The test part is untouched: it is predicted per tile and averaged per
 //! image, which for a linear head equals predicting the image row.
+//!
+//! **Views** (`[data] augment`): a transformed image is an image too. Its
+//! image row is the mean of its tiles' features under that transformation
+//! (one image row per image and transformation, each a view of the plain
+//! image row), so a head that trains on images gets the views as extra
+//! training rows exactly as a head on untiled images does.
 
 use std::collections::BTreeMap;
 
@@ -24,6 +30,7 @@ pub(crate) struct Pooled {
     pub(crate) features: Tensor,
     pub(crate) strata: Vec<String>,
     pub(crate) groups: Vec<usize>,
+    pub(crate) base: Option<Vec<usize>>,
     pub(crate) parts: Split,
 }
 
@@ -36,6 +43,7 @@ impl Pooled {
             layout,
             strata: &self.strata,
             groups: Some(&self.groups),
+            base: self.base.as_deref(),
         }
     }
 }
@@ -43,27 +51,31 @@ impl Pooled {
 /// The rows of `rows` with the image rows added (see the module docs), or
 /// `None` when the rows are not tiles or every head trains on tiles.
 pub(crate) fn pool_images(config: &RunConfig, rows: &FitData, parts: &Split) -> Result<Option<Pooled>> {
-    let Some(groups) = rows.groups else { return Ok(None) };
+    let Some(groups) = rows.groups.filter(|_| config.data.tile.is_some()) else { return Ok(None) };
     let fit = config.data.tile_fit;
     let per_image: Vec<bool> = config.heads.iter().map(|h| fit.per_image(h.stratify())).collect();
     if !per_image.contains(&true) {
         return Ok(None);
     }
     let n = rows.data.len();
-    // Each training and validation image's tiles, in the order the parts list them.
-    let mut order: Vec<(usize, bool)> = Vec::new();
-    let mut tiles: BTreeMap<usize, Vec<i64>> = BTreeMap::new();
+    // A view follows its plain row in the order of `augment`: the k-th view
+    // of every tile (k = 0: the tile itself) makes the image's k-th view.
+    let view = |r: usize| rows.base.map_or(0, |b| r - b[r]);
+    // Each training and validation image's (and view's) tiles, in the order the parts list them.
+    let mut order: Vec<((usize, usize), bool)> = Vec::new();
+    let mut tiles: BTreeMap<(usize, usize), Vec<i64>> = BTreeMap::new();
     for (&r, val) in parts.train.iter().map(|r| (r, false)).chain(parts.val.iter().map(|r| (r, true))) {
-        let entry = tiles.entry(groups[r]).or_default();
+        let key = (groups[r], view(r));
+        let entry = tiles.entry(key).or_default();
         if entry.is_empty() {
-            order.push((groups[r], val));
+            order.push((key, val));
         }
         entry.push(r as i64);
     }
     let means: Vec<Tensor> = order
         .iter()
-        .map(|(image, _)| {
-            let idx = Tensor::from_slice(&tiles[image]).to_device(rows.features.device());
+        .map(|(key, _)| {
+            let idx = Tensor::from_slice(&tiles[key]).to_device(rows.features.device());
             rows.features.f_index_select(0, &idx)?.f_mean_dim(0, true, Kind::Float)
         })
         .collect::<std::result::Result<_, _>>()?;
@@ -72,7 +84,7 @@ pub(crate) fn pool_images(config: &RunConfig, rows: &FitData, parts: &Split) -> 
     } else {
         Tensor::f_cat(&[rows.features, &Tensor::f_cat(&means, 0)?.f_to_kind(rows.features.kind())?], 0)?
     };
-    let first: Vec<usize> = order.iter().map(|(image, _)| tiles[image][0] as usize).collect();
+    let first: Vec<usize> = order.iter().map(|(key, _)| tiles[key][0] as usize).collect();
     let mut data = rows.data.subset(&(0..n).chain(first.iter().copied()).collect::<Vec<_>>());
     // Each column keeps its labels on the rows its heads train on.
     let mut modes: BTreeMap<&str, Vec<bool>> = BTreeMap::new();
@@ -99,10 +111,23 @@ pub(crate) fn pool_images(config: &RunConfig, rows: &FitData, parts: &Split) -> 
     let mut strata = rows.strata.to_vec();
     strata.extend(first.iter().map(|&r| rows.strata[r].clone()));
     let mut all_groups = groups.to_vec();
-    all_groups.extend(order.iter().map(|(image, _)| *image));
+    all_groups.extend(order.iter().map(|((image, _), _)| *image));
+    // Each image row's plain image row (its view 0, which comes first).
+    let base = rows.base.map(|b| {
+        let at: BTreeMap<(usize, usize), usize> =
+            order.iter().enumerate().map(|(k, (key, _))| (*key, n + k)).collect();
+        let mut base = b.to_vec();
+        base.extend(
+            order
+                .iter()
+                .enumerate()
+                .map(|(k, ((image, _), _))| at.get(&(*image, 0)).copied().unwrap_or(n + k)),
+        );
+        base
+    });
     let mut parts = parts.clone();
     for (k, (_, val)) in order.iter().enumerate() {
         if *val { &mut parts.val } else { &mut parts.train }.push(n + k);
     }
-    Ok(Some(Pooled { data, features, strata, groups: all_groups, parts }))
+    Ok(Some(Pooled { data, features, strata, groups: all_groups, base, parts }))
 }

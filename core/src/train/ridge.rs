@@ -10,7 +10,10 @@
 //! - the leave-one-out residuals `(y_i - ŷ_i) / (1 - h_i)` with the leverage
 //!   `h_i = 1/n + Σ_j U_ij² s_j² / (s_j² + α)` (the intercept's `1/n`
 //!   included), exactly what refitting without row `i` would leave
-//!   (scikit-learn's `RidgeCV` scores its path the same way).
+//!   (scikit-learn's `RidgeCV` scores its path the same way);
+//! - the leave-group-out residuals `(I - H_GG)⁻¹ (y_G - ŷ_G)` of a group of
+//!   rows `G` left out together (an image and its views), `H_GG` the block of
+//!   the hat matrix `H_ij = 1/n + Σ_l U_il U_jl s_l² / (s_l² + α)` on `G`.
 //!
 //! Singular values below `max(s) · max(n, D) · ε` are dropped, so `α = 0`
 //! is the minimum-norm least-squares solution. Everything is in `f64`.
@@ -129,6 +132,72 @@ impl RidgePath {
         let denom = (leverage.neg() + 1.0).clamp_min(1e-12).unsqueeze(1);
         (&self.y - fitted) / denom
     }
+
+    /// The leave-group-out residuals `y_G - ŷ_(-G)` at `α`, `[n, K]`: the
+    /// rows of each group of `groups` (lists of rows, each row in one) left
+    /// out together, exactly what refitting without them would leave (see
+    /// the module docs). A group of one gives [`RidgePath::loo_residuals`]'s
+    /// value; a group whose block `I - H_GG` is singular keeps its residuals.
+    pub fn loo_group_residuals(&self, alpha: f64, groups: &[Vec<usize>]) -> Result<Tensor> {
+        let (_, smooth) = self.filters(alpha);
+        let fitted = self.u.f_matmul(&(&smooth * &self.uty))?.f_add(&self.y_mean)?;
+        let residual = self.y.f_sub(&fitted)?;
+        let (n, k) = (self.rows, residual.size()[1] as usize);
+        let r = self.s.size()[0] as usize;
+        let flat =
+            |t: &Tensor| -> Result<Vec<f64>> { Ok(Vec::<f64>::try_from(t.f_contiguous()?.f_view([-1])?)?) };
+        let (u, f, e) = (flat(&self.u)?, flat(&smooth)?, flat(&residual)?);
+        let mut out = e.clone();
+        for g in groups {
+            let m = g.len();
+            // [I - H_GG | e_G], solved by Gaussian elimination with partial pivoting.
+            let mut a = vec![0.0; m * (m + k)];
+            for (i, &ri) in g.iter().enumerate() {
+                for (j, &rj) in g.iter().enumerate() {
+                    let h: f64 =
+                        (0..r).map(|l| u[ri * r + l] * u[rj * r + l] * f[l]).sum::<f64>() + 1.0 / n as f64;
+                    a[i * (m + k) + j] = f64::from(u8::from(i == j)) - h;
+                }
+                a[i * (m + k) + m..(i + 1) * (m + k)].copy_from_slice(&e[ri * k..(ri + 1) * k]);
+            }
+            if let Some(x) = solve_augmented(&mut a, m, k) {
+                for (i, &ri) in g.iter().enumerate() {
+                    out[ri * k..(ri + 1) * k].copy_from_slice(&x[i * k..(i + 1) * k]);
+                }
+            }
+        }
+        Ok(Tensor::from_slice(&out).f_view([n as i64, k as i64])?)
+    }
+}
+
+/// Solves `A X = B` for the `m x (m + k)` augmented matrix `[A | B]`
+/// (row-major) in place; `None` when `A` is (numerically) singular.
+fn solve_augmented(a: &mut [f64], m: usize, k: usize) -> Option<Vec<f64>> {
+    let w = m + k;
+    for c in 0..m {
+        let p = (c..m).max_by(|&i, &j| a[i * w + c].abs().total_cmp(&a[j * w + c].abs()))?;
+        if a[p * w + c].abs() < 1e-12 {
+            return None;
+        }
+        for j in 0..w {
+            a.swap(c * w + j, p * w + j);
+        }
+        for i in 0..m {
+            if i != c {
+                let factor = a[i * w + c] / a[c * w + c];
+                for j in c..w {
+                    a[i * w + j] -= factor * a[c * w + j];
+                }
+            }
+        }
+    }
+    let mut x = vec![0.0; m * k];
+    for i in 0..m {
+        for j in 0..k {
+            x[i * k + j] = a[i * w + m + j] / a[i * w + i];
+        }
+    }
+    Some(x)
 }
 
 /// The rows of `input` (`[N, D]`) whose mask in `targets` is set, and their
