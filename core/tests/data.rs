@@ -528,3 +528,22 @@ fn a_few_label_split_covers_every_label_evenly() {
     let s = split::stratified(&strata, 0.9, 0.0, 0);
     assert_eq!(s.train.len(), 350);
 }
+
+/// Strata of one row each (7 morphologies x 10 fractions, 70 images) must not
+/// deal every image of one fraction to the same fold: each fold's training
+/// part keeps most fractions.
+#[test]
+fn folds_of_singleton_strata_spread_every_label() {
+    let sep = split::STRATUM_SEPARATOR;
+    let strata: Vec<String> = (0..70).map(|i| format!("m{}{sep}f{}", i / 10, i % 10)).collect();
+    for seed in 0..5 {
+        let folds = split::folds(&strata, 5, seed);
+        let held_out_whole = (0..10)
+            .filter(|f| {
+                let rows: Vec<usize> = (0..70).filter(|i| i % 10 == *f).collect();
+                folds.iter().any(|fold| rows.iter().all(|r| fold.contains(r)))
+            })
+            .count();
+        assert_eq!(held_out_whole, 0, "seed {seed}: a fraction's 7 images all fell in one fold");
+    }
+}

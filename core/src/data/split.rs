@@ -28,7 +28,8 @@ pub struct Split {
 /// least one training sample. The same seed gives the same split on every machine.
 ///
 /// When the training part is to have fewer images than there are strata
-/// (few labels: 35 of 3500 images in 70 strata), the training images are
+/// but at least as many as any stratifying column has labels (few labels:
+/// 35 of 3500 images in 70 strata of 7 x 10 labels), the training images are
 /// chosen one stratum at a time so that each label of each stratifying
 /// column (the parts of a stratum joined by [`STRATUM_SEPARATOR`]) is as
 /// evenly covered as it can be: 35 images of 7 morphologies x 10 fractions
@@ -51,7 +52,19 @@ pub fn stratified(strata: &[String], test_fraction: f64, validation_fraction: f6
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut split = Split::default();
     let n_train = strata.len() - (test_fraction * strata.len() as f64).round() as usize;
-    if n_train >= 1 && n_train < groups.len() {
+    // Fewer training images than strata, but enough to cover every label of
+    // each stratifying column: choose the strata (else, as below, every
+    // stratum keeps one training image).
+    let labels_per_column = {
+        let mut seen: BTreeMap<usize, std::collections::BTreeSet<&str>> = BTreeMap::new();
+        for s in groups.keys() {
+            for (c, v) in s.split(STRATUM_SEPARATOR).enumerate() {
+                seen.entry(c).or_default().insert(v);
+            }
+        }
+        seen.values().map(|v| v.len()).max().unwrap_or(0)
+    };
+    if n_train < groups.len() && n_train >= labels_per_column.max(1) {
         return sparse(groups, n_train, &mut rng);
     }
     for rows in groups.values_mut() {
@@ -116,8 +129,8 @@ fn sparse(mut groups: BTreeMap<&str, Vec<usize>>, n_train: usize, rng: &mut ChaC
 
 /// Stratified `k`-fold assignment of the rows with strata `strata`: each
 /// stratum's rows, shuffled with `seed`, are dealt to the folds in turn
-/// (continuing where the previous stratum stopped), so every fold gets its
-/// share of each stratum. Returns each fold's row indices, sorted.
+/// (continuing where the previous stratum stopped, the strata taken in a
+/// seeded random order), so every fold gets its share of each stratum. Returns each fold's row indices, sorted.
 ///
 /// ```
 /// use furcate_core::data::split::folds;
@@ -139,7 +152,13 @@ pub fn folds(strata: &[String], k: usize, seed: u64) -> Vec<Vec<usize>> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x666f_6c64);
     let mut out = vec![Vec::new(); k];
     let mut next = 0;
-    for rows in groups.values_mut() {
+    // The strata in a seeded random order: dealt in sorted order, strata of
+    // one row each (7 morphologies x 10 fractions, one image each) would
+    // send every image of the same 2 fractions to the same fold, and that
+    // fold's model would never have seen them.
+    let mut groups: Vec<Vec<usize>> = groups.into_values().collect();
+    groups.shuffle(&mut rng);
+    for rows in groups.iter_mut() {
         rows.shuffle(&mut rng);
         for &r in rows.iter() {
             out[next % k].push(r);
