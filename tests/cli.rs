@@ -646,13 +646,35 @@ fn cross_validation_scores_every_image_out_of_fold() {
     for f in ["predictions.csv", "folds.csv"] {
         assert_eq!(std::fs::read(out.join(f)).unwrap(), std::fs::read(again.join(f)).unwrap(), "{f} differs");
     }
-    // The final model predicts; eval without --data explains there is no test part.
+    // The final model predicts; eval without --data shows the out-of-fold
+    // scores training recorded (saying so), as text and as JSON.
     let images = manifest.parent().unwrap().join("images");
     let o = run(&["predict", s(&out), s(&images)]);
     assert!(o.status.success() && o.stdout.split(|b| *b == b'\n').count() > 36, "{}", text(&o));
     let o = run(&["eval", s(&out)]);
-    assert!(!o.status.success() && text(&o).contains("cross-validated"), "{}", text(&o));
-    assert!(run(&["eval", s(&out), "--data", s(&manifest)]).status.success());
+    assert!(o.status.success(), "{}", text(&o));
+    let shown = String::from_utf8_lossy(&o.stdout);
+    assert!(shown.starts_with("out-of-fold scores (3-fold cross-validation"), "{shown}");
+    assert!(shown.contains("scored rows: 36") && shown.contains("mean ± std over folds"), "{shown}");
+    let o = run(&["eval", s(&out), "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let oof: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(oof["scored"], "out_of_fold");
+    assert_eq!(oof["n"], 36);
+    let names: Vec<&str> =
+        oof["heads"].as_array().unwrap().iter().map(|h| h["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["morphology", "volume_fraction"], "model order");
+    assert_eq!(oof["heads"][0]["score"]["error_rate"], metrics["heads"]["morphology"]["error_rate"]);
+    assert_eq!(
+        oof["heads"][1]["score"]["metrics"]["mae"],
+        metrics["heads"]["volume_fraction"]["metrics"]["mae"]
+    );
+    assert_eq!(oof["cross_validation"], metrics["cross_validation"]);
+    // --data still scores other images (their scores, not the out-of-fold ones).
+    let o = run(&["eval", s(&out), "--data", s(&manifest), "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let other: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(other.get("scored").is_none() && other["n"] == 36, "{other}");
     // folds = 1 is refused at its line.
     let bad = config(dir.path(), &manifest, "epochs = 2\nfolds = 1");
     let o = run(&["train", s(&bad), "--out", s(&dir.path().join("bad"))]);

@@ -63,7 +63,7 @@ pub use evaluate::{evaluate, predict_features, predict_images, Evaluation, HeadS
 pub use extract::{extract, extract_from, Extracted};
 pub use features::{features_for, Features};
 pub use results::RunFacts;
-pub use saved::{PredictOptions, Predicted, SavedRun};
+pub use saved::{OutOfFold, PredictOptions, Predicted, SavedRun};
 pub use table::{exact_match_label, format_choices, format_table};
 pub use write::{history_columns, history_csv, predictions_csv};
 
