@@ -38,6 +38,7 @@ pub mod output;
 pub mod parts;
 pub mod results;
 pub mod saved;
+mod scored;
 pub mod table;
 mod tile_fit;
 pub mod warnings;
@@ -182,8 +183,13 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
     let Fitted { vs, model, states, choices, outcome, .. } = &fitted;
     let in_dim = features.size()[1];
 
-    let (evaluation, predictions_text) = match &cv {
-        Some(cv) => (cv.pooled(c, model, &data)?, cv.predictions_csv(c, &data)?),
+    let (evaluation, predictions_text, scored) = match &cv {
+        Some(cv) => {
+            let scored = opts
+                .report
+                .then(|| scored::scored_images(c, model, &data, "out of fold", &cv.predictions, None));
+            (cv.pooled(c, model, &data)?, cv.predictions_csv(c, &data)?, scored)
+        }
         None => {
             let test_features = fitted.rows(&features, &parts.test);
             let (mut evaluation, predictions, tiled) =
@@ -197,7 +203,11 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
                 tiled.as_ref().map(|(a, _)| aggregate::TiledRows { aggregated: a, tiles: None }),
                 &[],
             )?;
-            (evaluation, text)
+            let scored = opts.report.then(|| {
+                let tiles = tiled.as_ref().map(|(_, rows)| (&test_plan, rows.predictions.as_slice()));
+                scored::scored_images(c, model, &test_images, "test", &predictions, tiles)
+            });
+            (evaluation, text, scored)
         }
     };
     let state = CheckpointState {
@@ -242,7 +252,7 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
     fsutil::write_atomic(&partial.join("predictions.csv"), predictions_text.as_bytes())?;
     if opts.report {
         let history = (model.head_names(), outcome.history.as_slice());
-        crate::report::write_report_for(&partial, &results, Some((&history.0, history.1)))?;
+        crate::report::write_report_for(&partial, &results, Some((&history.0, history.1)), scored.as_ref())?;
     }
     output::publish_run_folder(&partial, &opts.out, opts.force)?;
     let Fitted { outcome, .. } = fitted;
