@@ -35,7 +35,7 @@ const MAP: u32 = 320;
 /// The scored images of a run, with every head's prediction of each.
 #[derive(Debug, Clone, Default)]
 pub struct ScoredImages {
-    /// What the images are: `test`, or `out of fold` (a cross-validated run).
+    /// What the images are: `test`, or `out-of-fold` (a cross-validated run).
     pub part: String,
     /// Each image's file.
     pub files: Vec<PathBuf>,

@@ -187,7 +187,7 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
         Some(cv) => {
             let scored = opts
                 .report
-                .then(|| scored::scored_images(c, model, &data, "out of fold", &cv.predictions, None));
+                .then(|| scored::scored_images(c, model, &data, "out-of-fold", &cv.predictions, None));
             (cv.pooled(c, model, &data)?, cv.predictions_csv(c, &data)?, scored)
         }
         None => {
