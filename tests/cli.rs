@@ -83,14 +83,29 @@ fn train_eval_predict_extract() {
     // eval on the test part reproduces the run's own scores.
     common::assert_eval_reproduces(&out, &metrics);
 
-    // The report drawn while training (from the run's results in memory) is
-    // the one drawn later from the folder (metrics.json and history.csv read back).
-    let without_images = |html: &str| -> String {
-        html.split("data:image/png;base64,").map(|part| part.split_once('"').map_or(part, |p| p.1)).collect()
-    };
+    // The report drawn while training shows the test micrographs: every
+    // misclassified test image (predictions.csv says which) and only those,
+    // and the value head's worst predicted images, each with its thumbnail.
     let trained = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert_report_galleries(&trained, &std::fs::read_to_string(out.join("predictions.csv")).unwrap());
+
+    // Besides its micrographs, it is the report drawn later from the folder
+    // (metrics.json and history.csv read back).
+    let without_images = |html: &str| -> String {
+        let no_png: String = html
+            .split("data:image/png;base64,")
+            .map(|part| part.split_once('"').map_or(part, |p| p.1))
+            .collect();
+        let no_galleries: String = no_png
+            .split("<div class=\"micrographs\">")
+            .map(|part| part.split_once("<!-- /micrographs -->").map_or(part, |p| p.1))
+            .collect();
+        let kept = no_galleries.lines().filter(|l| !l.is_empty() && !l.contains("No micrographs"));
+        kept.collect::<Vec<_>>().join("\n")
+    };
     let files = furcate_core::report::write_report(&out).unwrap();
     let redrawn = std::fs::read_to_string(&files.html).unwrap();
+    assert!(!redrawn.contains("<div class=\"micrographs\">") && redrawn.contains("No micrographs"));
     assert_eq!(without_images(&trained), without_images(&redrawn));
     assert!(files.plots.len() >= 4, "{:?}", files.plots);
 
@@ -131,6 +146,42 @@ fn train_eval_predict_extract() {
     assert_eq!(file.features.size(), vec![36, 1280]);
     assert!(file.names[0].starts_with("images/"));
     assert_eq!(std::fs::read_to_string(feats.with_extension("csv")).unwrap().lines().count(), 37);
+}
+
+/// The galleries of `report` against the run's `predictions` (CSV): the
+/// morphology head's misclassified test images are exactly the test rows
+/// whose prediction is not the label, each shown with its thumbnail; the
+/// volume fraction's worst predicted image (largest |error|) leads its gallery.
+fn assert_report_galleries(report: &str, predictions: &str) {
+    let mut r = csv::Reader::from_reader(predictions.as_bytes());
+    let header: Vec<String> = r.headers().unwrap().iter().map(str::to_string).collect();
+    let col = |n: &str| header.iter().position(|h| h == n).unwrap();
+    let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
+    let test: Vec<&csv::StringRecord> = rows.iter().filter(|r| &r[col("split")] == "test").collect();
+    let (truth, pred) = (col("morphology_true"), col("morphology_pred"));
+    let wrong: Vec<&str> = test.iter().filter(|r| r[truth] != r[pred]).map(|r| &r[col("file")]).collect();
+    let right: Vec<&str> = test.iter().filter(|r| r[truth] == r[pred]).map(|r| &r[col("file")]).collect();
+    let heading = format!("Misclassified test images ({} of {} labelled)", wrong.len(), test.len());
+    let gallery = report.split(&heading).nth(1).unwrap_or_else(|| panic!("no `{heading}` in the report"));
+    let gallery = gallery.split("<!-- /micrographs -->").next().unwrap();
+    for f in &wrong {
+        assert!(
+            gallery.contains(&format!("<code class=\"file\">{f}</code>")),
+            "{f} missing from the gallery"
+        );
+    }
+    for f in &right {
+        assert!(!gallery.contains(&format!(">{f}<")), "{f} was classified right, yet is in the gallery");
+    }
+    assert_eq!(gallery.matches("<img alt=").count(), wrong.len(), "one thumbnail per misclassified image");
+    let error = |r: &&csv::StringRecord| {
+        let v = |c: &str| r[col(c)].parse::<f64>().unwrap();
+        (v("volume_fraction_pred") - v("volume_fraction_true")).abs()
+    };
+    let worst = test.iter().max_by(|a, b| error(a).total_cmp(&error(b))).unwrap();
+    let values = report.split("Worst predicted test images").nth(1).expect("a worst-predicted gallery");
+    let first = values.split("<code class=\"file\">").nth(1).unwrap().split('<').next().unwrap();
+    assert_eq!(first, &worst[col("file")], "the worst prediction leads");
 }
 
 #[test]
@@ -646,13 +697,35 @@ fn cross_validation_scores_every_image_out_of_fold() {
     for f in ["predictions.csv", "folds.csv"] {
         assert_eq!(std::fs::read(out.join(f)).unwrap(), std::fs::read(again.join(f)).unwrap(), "{f} differs");
     }
-    // The final model predicts; eval without --data explains there is no test part.
+    // The final model predicts; eval without --data shows the out-of-fold
+    // scores training recorded (saying so), as text and as JSON.
     let images = manifest.parent().unwrap().join("images");
     let o = run(&["predict", s(&out), s(&images)]);
     assert!(o.status.success() && o.stdout.split(|b| *b == b'\n').count() > 36, "{}", text(&o));
     let o = run(&["eval", s(&out)]);
-    assert!(!o.status.success() && text(&o).contains("cross-validated"), "{}", text(&o));
-    assert!(run(&["eval", s(&out), "--data", s(&manifest)]).status.success());
+    assert!(o.status.success(), "{}", text(&o));
+    let shown = String::from_utf8_lossy(&o.stdout);
+    assert!(shown.starts_with("out-of-fold scores (3-fold cross-validation"), "{shown}");
+    assert!(shown.contains("scored rows: 36") && shown.contains("mean ± std over folds"), "{shown}");
+    let o = run(&["eval", s(&out), "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let oof: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(oof["scored"], "out_of_fold");
+    assert_eq!(oof["n"], 36);
+    let names: Vec<&str> =
+        oof["heads"].as_array().unwrap().iter().map(|h| h["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["morphology", "volume_fraction"], "model order");
+    assert_eq!(oof["heads"][0]["score"]["error_rate"], metrics["heads"]["morphology"]["error_rate"]);
+    assert_eq!(
+        oof["heads"][1]["score"]["metrics"]["mae"],
+        metrics["heads"]["volume_fraction"]["metrics"]["mae"]
+    );
+    assert_eq!(oof["cross_validation"], metrics["cross_validation"]);
+    // --data still scores other images (their scores, not the out-of-fold ones).
+    let o = run(&["eval", s(&out), "--data", s(&manifest), "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let other: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(other.get("scored").is_none() && other["n"] == 36, "{other}");
     // folds = 1 is refused at its line.
     let bad = config(dir.path(), &manifest, "epochs = 2\nfolds = 1");
     let o = run(&["train", s(&bad), "--out", s(&dir.path().join("bad"))]);
@@ -819,7 +892,7 @@ fn large_12_bit_micrographs_with_a_data_bar_crop_tile_and_predict_porosity() {
     );
     let cfg = real_config(dir.path(), &manifest, "");
     let out = dir.path().join("run");
-    let o = run(&["train", s(&cfg), "--out", s(&out), "--no-report"]);
+    let o = run(&["train", s(&cfg), "--out", s(&out)]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(
         text(&o).contains("data: 12 images -> 108 tiles; intensity auto (bit depths: 12-bit x 12)"),
@@ -843,6 +916,28 @@ fn large_12_bit_micrographs_with_a_data_bar_crop_tile_and_predict_porosity() {
         assert_eq!(cells[2], "9");
         let (truth, pred): (f64, f64) = (cells[3].parse().unwrap(), cells[4].parse().unwrap());
         assert!((truth - pred).abs() < 0.02, "{l}");
+    }
+    // The report maps each test image's 9 tiles over its thumbnail: in the
+    // file's pixels (below the cropped data bar), each tile's value in its tooltip.
+    let report = std::fs::read_to_string(out.join("report.html")).unwrap();
+    let maps = report.split("Tile map of the test images (3 of 3)").nth(1).expect("a tile map");
+    let maps = maps.split("<!-- /micrographs -->").next().unwrap();
+    assert_eq!(maps.matches("<svg class=\"tilemap\" viewBox=\"0 0 384 416\"").count(), 3, "{maps}");
+    assert_eq!(maps.matches("<image href=\"data:image/png;base64,").count(), 3);
+    let number = |text: &str, key: &str| -> u32 {
+        text.split(key).nth(1).unwrap().split('"').next().unwrap().parse().unwrap()
+    };
+    let corners: Vec<(u32, u32)> = maps
+        .split("<rect ")
+        .skip(1)
+        .map(|r| (number(r, "x=\"") + number(r, "width=\""), number(r, "y=\"") + number(r, "height=\"")))
+        .collect();
+    assert_eq!(corners.len(), 27);
+    assert!(corners.iter().all(|&(right, bottom)| right <= 384 && bottom <= 384), "{corners:?}");
+    assert_eq!(maps.matches("<title>tile x").count(), 27);
+    for l in &lines[1..] {
+        let file = l.split(',').next().unwrap();
+        assert!(maps.contains(&format!("<code class=\"file\">{file}</code>")), "{file}");
     }
     // No tile of a test image was trained on: the split is by image.
     let state: serde_json::Value =

@@ -12,7 +12,8 @@ use super::progress::Bars;
 pub struct Args {
     /// A run folder written by `furcate train`.
     pub run: PathBuf,
-    /// Score on this labelled manifest instead of the run's test part.
+    /// Score on this labelled manifest instead of the run's test part (a
+    /// cross-validated run, which has none, otherwise shows its out-of-fold scores).
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Print JSON.
@@ -23,6 +24,16 @@ pub struct Args {
 /// Runs `furcate eval`.
 pub fn run(args: &Args, quiet: bool) -> Result<()> {
     let saved = SavedRun::open(&args.run)?;
+    if args.data.is_none() {
+        if let Some(oof) = saved.out_of_fold()? {
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&oof)?);
+            } else {
+                print!("{}", oof.format());
+            }
+            return Ok(());
+        }
+    }
     let eval = saved.evaluate(args.data.as_deref(), &mut Bars::new(quiet))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&eval)?);

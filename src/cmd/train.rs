@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use furcate_core::config::LoadedConfig;
+use furcate_core::config::{LoadedConfig, OptimizerKind};
 use furcate_core::run::{self, TrainOptions};
 
 use super::progress::Bars;
@@ -86,14 +86,15 @@ pub fn summary_json(summary: &run::RunSummary) -> serde_json::Value {
 /// Prints the results table of a finished run.
 pub fn print_summary(summary: &run::RunSummary) {
     let o = &summary.outcome;
-    println!(
-        "trained {} epochs (best epoch {}{}); features: {} extracted, {} from cache",
-        o.epochs_run,
-        o.best_epoch,
-        if o.stopped_early { ", stopped early" } else { "" },
-        summary.cache.extracted,
-        summary.cache.hits
-    );
+    let trained = if summary.results.optimizer == OptimizerKind::Lbfgs {
+        // L-BFGS keeps its last iterate: no best epoch, and converging is no early stop.
+        let end = if o.stopped_early { "converged" } else { "at the iteration limit" };
+        format!("solved in {} L-BFGS iterations ({end})", o.epochs_run)
+    } else {
+        let early = if o.stopped_early { ", stopped early" } else { "" };
+        format!("trained {} epochs (best epoch {}{early})", o.epochs_run, o.best_epoch)
+    };
+    println!("{trained}; features: {} extracted, {} from cache", summary.cache.extracted, summary.cache.hits);
     let r = &summary.results;
     if let Some(data) = &r.data {
         println!("{data}");

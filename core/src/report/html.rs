@@ -7,7 +7,8 @@ use base64::Engine as _;
 use serde_json::Value;
 
 use crate::metrics::{ClassMetrics, HeadMetrics};
-use crate::results::{Choices, CvSummary, RunResults};
+use crate::results::{Choices, CvSummary, HeadChoice, RunResults};
+use crate::train::OptimizerKind;
 
 /// A plot written under `plots/`, shown inline.
 pub(super) struct Figure {
@@ -25,6 +26,12 @@ pub(super) struct HeadView<'a> {
     pub error_rate: Option<f64>,
     pub metrics: Option<&'a HeadMetrics>,
     pub figures: Vec<Figure>,
+    /// What the run chose for the head (its taps and weight decay, every candidate).
+    pub choice: Option<&'a HeadChoice>,
+    /// Its validation score against weight decay and taps.
+    pub choice_figures: Vec<Figure>,
+    /// Its micrographs (HTML; empty without the run's scored images).
+    pub gallery: String,
 }
 
 /// Everything the page shows.
@@ -32,9 +39,12 @@ pub(super) struct Page<'a> {
     pub results: &'a RunResults,
     /// The taps and weight decays the run chose (`metrics.json`'s `choices`).
     pub choices: Option<&'a Choices>,
+    /// The trunk's weight decay choice, drawn.
+    pub choice_figures: &'a [Figure],
     /// The cross-validation (`metrics.json`'s `cross_validation`) and its plots.
     pub cross_validation: Option<(&'a CvSummary, &'a [Figure])>,
-    pub total: Option<&'a Figure>,
+    /// The training curves (the final solve's, for L-BFGS).
+    pub training: &'a [Figure],
     pub heads: &'a [HeadView<'a>],
     pub config: Option<&'a str>,
     pub notes: &'a [String],
@@ -45,7 +55,13 @@ padding:0 1em;color:#222}h1,h2,h3{font-weight:600}table{border-collapse:collapse
 th,td{border:1px solid #ccc;padding:.3em .7em;text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums}\
 th{background:#f3f3f3}pre{background:#f7f7f7;border:1px solid #ddd;padding:1em;overflow-x:auto}\
 figure{display:inline-block;margin:.5em 1em .5em 0;vertical-align:top}img{max-width:100%;border:1px solid #eee}\
-figcaption{font-size:.9em;color:#555}.note{color:#8a5300}code{font-size:.95em}";
+figcaption{font-size:.9em;color:#555}.note{color:#8a5300}code{font-size:.95em}\
+.gallery{display:flex;flex-wrap:wrap;gap:.6em;margin:.5em 0 1.5em}.gallery figure.card{margin:0;padding:.4em;\
+border:1px solid #ddd;border-radius:4px;max-width:340px;background:#fafafa}.misclassified figure.card,\
+.worst figure.card{width:170px}.gallery img{display:block;\
+image-rendering:auto}.gallery figcaption{font-size:.8em;word-break:break-all}\
+.swatch{display:inline-block;width:1em;height:1em;margin:0 .3em 0 .8em;vertical-align:middle;border:1px solid #999}\
+tr.chosen td{font-weight:600;background:#eef6ee}";
 
 /// Keys of metrics shown as percentages.
 const RATES: [&str; 6] =
@@ -87,12 +103,9 @@ pub(super) fn render(page: &Page) -> String {
         cross_validation(&mut out, cv, figures);
     }
     if let Some(c) = page.choices {
-        choices(&mut out, c);
+        choices(&mut out, c, page.choice_figures);
     }
-    if let Some(fig) = page.total {
-        out.push_str("<h2>Training</h2>\n");
-        figure(&mut out, fig);
-    }
+    training(&mut out, page);
     for head in page.heads {
         head_section(&mut out, head);
     }
@@ -120,12 +133,20 @@ fn summary(out: &mut String, r: &RunResults) {
         _ => "exact-match rate (every head with a verdict right)".to_string(),
     };
     let extractor_type = r.extractor.get("type").cloned().unwrap_or(Value::Null);
-    let rows: Vec<(&str, &str, Value)> = vec![
+    let mut rows: Vec<(&str, &str, Value)> = vec![
         ("furcate version", "furcate_version", json(&r.furcate_version)),
         ("extractor", "type", extractor_type),
-        ("best epoch", "best_epoch", json(&r.best_epoch)),
-        ("epochs run", "epochs_run", json(&r.epochs_run)),
-        ("stopped early", "stopped_early", json(&r.stopped_early)),
+    ];
+    if r.optimizer == OptimizerKind::Lbfgs {
+        // The last iterate is kept: no best epoch, and converging is no early stop.
+        rows.push(("L-BFGS iterations of the final solve", "epochs_run", json(&r.epochs_run)));
+        rows.push(("converged before the iteration limit", "stopped_early", json(&r.stopped_early)));
+    } else {
+        rows.push(("best epoch", "best_epoch", json(&r.best_epoch)));
+        rows.push(("epochs run", "epochs_run", json(&r.epochs_run)));
+        rows.push(("stopped early", "stopped_early", json(&r.stopped_early)));
+    }
+    rows.extend([
         ("training rows", "n_train", json(&r.n_train)),
         ("validation rows", "n_val", json(&r.n_val)),
         ("test rows", "n_test", json(&r.n_test)),
@@ -137,7 +158,7 @@ fn summary(out: &mut String, r: &RunResults) {
         (exact_label.as_str(), "exact_match_rate", json(&r.exact_match_rate)),
         ("optimizer", "optimizer", json(&r.optimizer)),
         ("standardised features", "standardise_features", json(&r.standardise_features)),
-    ];
+    ]);
     for (label, key, value) in &rows {
         row(out, label, key, value);
     }
@@ -251,6 +272,102 @@ fn head_section(out: &mut String, head: &HeadView) {
     }
     for fig in &head.figures {
         figure(out, fig);
+    }
+    if let Some(c) = head.choice.filter(|c| !c.candidates.is_empty()) {
+        let _ = writeln!(
+            out,
+            "<h3>Choice of taps and weight decay ({} candidates)</h3>\n<p>Each candidate fitted on the \
+             training rows and scored on held-out rows; the chosen one is marked in the table.</p>",
+            c.candidates.len()
+        );
+        for fig in &head.choice_figures {
+            figure(out, fig);
+        }
+        candidates(out, c);
+    }
+    out.push_str(&head.gallery);
+}
+
+/// Every candidate scored for a head's taps and weight decay, the chosen one
+/// marked, each with how its fit went (the L2 path of an L-BFGS run).
+fn candidates(out: &mut String, c: &HeadChoice) {
+    let measure = c.candidates.first().map_or("score", |k| k.measure.as_str()).replace('_', " ");
+    let _ = writeln!(
+        out,
+        "<table class=\"candidates\">\n<tr><th>taps</th><th>weight decay</th><th>validation {}</th>\
+         <th>validation loss</th><th>iterations</th><th>final objective</th><th>largest |gradient|</th></tr>",
+        esc(&measure)
+    );
+    let chosen_taps = c.taps.as_ref().map(|t| t.join("+"));
+    for k in &c.candidates {
+        let chosen = k.weight_decay == c.weight_decay && (k.taps.is_none() || k.taps == chosen_taps);
+        let opt = |v: Option<f64>| v.map_or_else(|| "-".to_string(), number_text);
+        let (iterations, objective, grad) = match &k.solve {
+            Some(s) => (format!("{:.1}", s.iterations), opt(s.objective), opt(s.grad_max)),
+            None => ("closed form".into(), "-".into(), "-".into()),
+        };
+        let taps = k.taps.clone().or_else(|| chosen_taps.clone()).unwrap_or_else(|| "trunk / all".into());
+        let _ = writeln!(
+            out,
+            "<tr{}><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+             <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+            if chosen { " class=\"chosen\"" } else { "" },
+            esc(&taps),
+            esc(&number_text(k.weight_decay)),
+            esc(&number_text(k.score)),
+            esc(&number_text(k.loss)),
+            esc(&iterations),
+            esc(&objective),
+            esc(&grad)
+        );
+    }
+    out.push_str("</table>\n");
+}
+
+/// The training curves; for L-BFGS the final solve's iterations too.
+fn training(out: &mut String, page: &Page) {
+    let r = page.results;
+    if page.training.is_empty() && r.solve.is_empty() {
+        return;
+    }
+    if r.optimizer == OptimizerKind::Lbfgs {
+        out.push_str("<h2>Training: the final L-BFGS solve</h2>\n");
+        let end = if r.stopped_early { "converged" } else { "stopped at the iteration limit" };
+        let _ = writeln!(
+            out,
+            "<p>Full batch, from the chosen candidate's solution: {} iterations, {end}. The L2 path the \
+             candidates took is in each head's section.</p>",
+            r.epochs_run
+        );
+    } else {
+        out.push_str("<h2>Training</h2>\n");
+    }
+    for fig in page.training {
+        figure(out, fig);
+    }
+    if !r.solve.is_empty() {
+        // The first and last iterations when there are many.
+        let n = r.solve.len();
+        let keep = |i: usize| n <= 40 || i < 20 || i >= n - 20;
+        out.push_str(
+            "<table class=\"solve\">\n<tr><th>iteration</th><th>objective</th><th>largest |gradient|</th></tr>\n",
+        );
+        for (i, s) in r.solve.iter().enumerate() {
+            if !keep(i) {
+                if i == 20 {
+                    let _ = writeln!(out, "<tr><td colspan=\"3\">… {} iterations …</td></tr>", n - 40);
+                }
+                continue;
+            }
+            let _ = writeln!(
+                out,
+                "<tr><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+                s.iteration,
+                esc(&number_text(s.objective)),
+                esc(&number_text(s.grad_max))
+            );
+        }
+        out.push_str("</table>\n");
     }
 }
 
@@ -386,10 +503,9 @@ fn cross_validation(out: &mut String, cv: &CvSummary, figures: &[Figure]) {
     }
 }
 
-/// Escapes text for HTML content and attribute values.
-/// Where each head branches off the network, its weight decay, and every
-/// candidate that was scored.
-fn choices(out: &mut String, c: &Choices) {
+/// Where each head branches off the network and its weight decay (every
+/// candidate scored is in the head's own section).
+fn choices(out: &mut String, c: &Choices, figures: &[Figure]) {
     out.push_str("<h2>Taps and weight decay</h2>\n");
     if let Some(layout) = &c.layout {
         let taps: Vec<String> = layout.taps.iter().map(|(n, w)| format!("{} ({w})", esc(n))).collect();
@@ -415,25 +531,20 @@ fn choices(out: &mut String, c: &Choices) {
         );
     }
     out.push_str("</table>\n");
-    for h in c.heads.iter().filter(|h| !h.candidates.is_empty()) {
-        let _ =
-            writeln!(out, "<details><summary>{}: {} candidates</summary>", esc(&h.head), h.candidates.len());
-        out.push_str("<table>\n<tr><th>taps</th><th>weight decay</th><th>score</th><th>loss</th></tr>\n");
-        for k in &h.candidates {
-            let _ = writeln!(
-                out,
-                "<tr><td>{}</td><td>{:e}</td><td>{} {:.6}</td><td>{:.6}</td></tr>",
-                esc(k.taps.as_deref().unwrap_or("as configured")),
-                k.weight_decay,
-                esc(&k.measure),
-                k.score,
-                k.loss
-            );
-        }
-        out.push_str("</table>\n</details>\n");
+    if !c.trunk_candidates.is_empty() {
+        let _ = writeln!(
+            out,
+            "<p>The heads on the shared trunk share one weight decay, chosen from {} candidates by their \
+             summed validation error rate.</p>",
+            c.trunk_candidates.len()
+        );
+    }
+    for fig in figures {
+        figure(out, fig);
     }
 }
 
+/// Escapes text for HTML content and attribute values.
 pub(super) fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {

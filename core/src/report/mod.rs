@@ -11,12 +11,19 @@
 //!
 //! It writes `plots/loss_total.png`, `plots/loss_<head>.png`,
 //! `plots/confusion_<head>.png` (heads whose metrics hold a confusion matrix),
-//! `plots/pred_vs_true_<head>.png` (regression heads) and `report.html`, which
-//! inlines every plot as a `data:` URI and needs nothing else to display.
+//! `plots/pred_vs_true_<head>.png` (regression heads), for an `lbfgs` run
+//! the final solve (`plots/solve_objective.png`, `plots/solve_gradient.png`)
+//! and per head its validation score against weight decay and taps
+//! (`plots/choice_decay_<head>.png`, `plots/choice_taps_<head>.png`), and
+//! `report.html`, which inlines every plot and thumbnail as a `data:` URI
+//! and needs nothing else to display. Given the run's scored images
+//! ([`ScoredImages`], while the run is written), the page also shows the
+//! micrographs ([`gallery`]).
 //! Every key of `metrics.json` is optional (an older run's file reads with
 //! defaults); a head of a kind the report does not know gets a plain table of
 //! its metrics.
 
+pub mod gallery;
 mod html;
 pub(crate) mod plots;
 
@@ -26,8 +33,11 @@ use std::path::{Path, PathBuf};
 
 use crate::fsutil::write_atomic;
 use crate::metrics::HeadMetrics;
-use crate::results::{RunResults, OUT_OF_FOLD};
+use crate::results::{Candidate, HeadChoice, RunResults, OUT_OF_FOLD};
+use crate::train::OptimizerKind;
 use crate::{Error, Result};
+
+pub use gallery::{HeadImages, ScoredImages, TileScore};
 
 /// The files [`write_report`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,16 +58,18 @@ pub struct ReportFiles {
 /// the report out, with a note saying so.
 pub fn write_report(run_dir: &Path) -> Result<ReportFiles> {
     let results = RunResults::read(run_dir)?;
-    write_report_for(run_dir, &results, None)
+    write_report_for(run_dir, &results, None, None)
 }
 
 /// [`write_report`] for a run whose results are at hand (a run being
 /// written): `metrics.json` is not read, nor `history.csv` when `history`
-/// (head names, records) is given; the predictions and config are.
+/// (head names, records) is given; the predictions and config are. With
+/// `images` (the run's scored images) the page shows the micrographs.
 pub fn write_report_for(
     run_dir: &Path,
     results: &RunResults,
     history: Option<(&[String], &[crate::train::EpochRecord])>,
+    images: Option<&ScoredImages>,
 ) -> Result<ReportFiles> {
     let history = history.map(|(heads, records)| {
         let (header, rows) = crate::train::history_columns(heads, records);
@@ -78,19 +90,48 @@ pub fn write_report_for(
             Ok::<_, Error>(html::Figure { title, rel_path: format!("plots/{stem}.png"), png })
         };
 
-    let best_epoch = Some(results.best_epoch as f64);
+    // L-BFGS keeps its last iterate: no best epoch to mark, iterations not epochs.
+    let lbfgs = results.optimizer == OptimizerKind::Lbfgs;
+    let (best_epoch, step) =
+        if lbfgs { (None, "iteration") } else { (Some(results.best_epoch as f64), "epoch") };
     let mut notes = run.notes.clone();
     notes.extend(results.warnings.iter().chain(&results.notes).cloned());
-    let mut total = None;
+    if images.is_none() {
+        notes.push(
+            "No micrographs: this report was drawn from the run folder alone; the galleries are drawn \
+             while the run is trained, with its scored images at hand."
+                .into(),
+        );
+    }
+    let mut training = Vec::new();
     if let Some(h) = &run.history {
         match h.column("train_total") {
             Some(train) => {
-                let draw =
-                    |t: &str| plots::loss_png(t, &h.epochs, train, h.column("val_total"), best_epoch, true);
-                total = Some(emit("loss", "total", "total loss per epoch".into(), &draw)?);
+                let val = h.column("val_total");
+                let draw = |t: &str| plots::loss_png(t, step, &h.epochs, train, val, best_epoch, true);
+                let title = if lbfgs {
+                    "total loss per iteration of the final solve"
+                } else {
+                    "total loss per epoch"
+                };
+                training.push(emit("loss", "total", title.into(), &draw)?);
             }
             None => notes.push("history.csv has no train_total column: no total loss curve.".into()),
         }
+    }
+    if !results.solve.is_empty() {
+        let its: Vec<f64> = results.solve.iter().map(|s| s.iteration as f64).collect();
+        let objective: Vec<f64> = results.solve.iter().map(|s| s.objective).collect();
+        let grad: Vec<f64> = results.solve.iter().map(|s| s.grad_max).collect();
+        let draw = |t: &str| plots::iterations_png(t, "objective", &its, &objective, true);
+        training.push(emit("solve", "objective", "final solve: objective per iteration".into(), &draw)?);
+        let draw = |t: &str| plots::iterations_png(t, "largest |gradient| entry", &its, &grad, true);
+        training.push(emit(
+            "solve",
+            "gradient",
+            "final solve: largest gradient entry per iteration".into(),
+            &draw,
+        )?);
     }
 
     let mut heads = Vec::new();
@@ -103,8 +144,8 @@ pub fn write_report_for(
         if let Some(h) = &run.history {
             if let Some(train) = h.column(&format!("train_{name}")) {
                 let val = h.column(&format!("val_{name}"));
-                let draw = |t: &str| plots::loss_png(t, &h.epochs, train, val, best_epoch, false);
-                figures.push(emit("loss", &name, format!("{name}: loss per epoch"), &draw)?);
+                let draw = |t: &str| plots::loss_png(t, step, &h.epochs, train, val, best_epoch, false);
+                figures.push(emit("loss", &name, format!("{name}: loss per {step}"), &draw)?);
             }
         }
         if let Some(cm) = metrics.map(|m| confusion(&run.metrics_path, &name, m)).transpose()?.flatten() {
@@ -125,6 +166,16 @@ pub fn write_report_for(
             let draw = |t: &str| plots::pred_vs_true_png(t, &pairs);
             figures.push(emit("pred_vs_true", &name, title, &draw)?);
         }
+        let choice = results.choices.as_ref().and_then(|c| c.heads.iter().find(|h| h.head == name));
+        let mut choice_figures = Vec::new();
+        if let Some(choice) = choice {
+            for (kind, title, draw) in choice_plots(&name, choice) {
+                choice_figures.push(emit(kind, &name, title, &*draw)?);
+            }
+        }
+        let gallery = images
+            .and_then(|im| im.heads.iter().position(|h| h.name == name).map(|h| gallery::head_gallery(im, h)))
+            .unwrap_or_default();
         heads.push(html::HeadView {
             name: name.clone(),
             kind: kind.map(str::to_owned),
@@ -132,6 +183,9 @@ pub fn write_report_for(
             error_rate: entry.and_then(|e| e.error_rate),
             metrics,
             figures,
+            choice,
+            choice_figures,
+            gallery,
         });
     }
 
@@ -157,11 +211,26 @@ pub fn write_report_for(
             cv_figures.push(emit("folds", metric, title, &draw)?);
         }
     }
+    let mut trunk_figures = Vec::new();
+    if let Some(c) = results.choices.as_ref().filter(|c| c.trunk_candidates.len() > 1) {
+        let draw = |t: &str| {
+            let points = c.trunk_candidates.iter().map(|k| (k.weight_decay.log10(), k.score)).collect();
+            plots::xy_png(
+                t,
+                "log10 weight decay",
+                "summed validation error rate",
+                &[("trunk and heads".into(), points)],
+            )
+        };
+        let title = "the shared trunk: validation score against weight decay".to_string();
+        trunk_figures.push(emit("choice_decay", "trunk", title, &draw)?);
+    }
     let page = html::render(&html::Page {
         results,
         choices: results.choices.as_ref(),
+        choice_figures: &trunk_figures,
         cross_validation: cv.map(|cv| (cv, cv_figures.as_slice())),
-        total: total.as_ref(),
+        training: &training,
         heads: &heads,
         config: run.config.as_deref(),
         notes: &notes,
@@ -169,6 +238,87 @@ pub fn write_report_for(
     let html_path = run_dir.join("report.html");
     write_atomic(&html_path, page.as_bytes())?;
     Ok(ReportFiles { html: html_path, plots: written })
+}
+
+/// The most lines of a choice's weight-decay plot (one colour each).
+const MAX_LINES: usize = 6;
+
+/// A plot to draw: its file kind, title and drawing.
+type Plot<'a> = (&'static str, String, Box<dyn Fn(&str) -> plots::DrawResult<Vec<u8>> + 'a>);
+
+/// The plots of a head's choice: its validation score against weight decay
+/// (one line per taps candidate), when more than one decay was tried, and
+/// against the taps it could read (the best over the decays, and at the
+/// chosen decay), when more than one taps candidate was tried: the
+/// bifurcation picture of this run for this head.
+fn choice_plots<'a>(name: &str, choice: &'a HeadChoice) -> Vec<Plot<'a>> {
+    let cands = &choice.candidates;
+    let measure = cands.first().map_or("score", |c| c.measure.as_str());
+    let y = format!("validation {}", measure.replace('_', " "));
+    let taps_of = |c: &Candidate| c.taps.clone().unwrap_or_else(|| "as configured".into());
+    let mut taps: Vec<String> = Vec::new();
+    let mut decays: Vec<f64> = Vec::new();
+    for c in cands {
+        if !taps.contains(&taps_of(c)) {
+            taps.push(taps_of(c));
+        }
+        if !decays.contains(&c.weight_decay) {
+            decays.push(c.weight_decay);
+        }
+    }
+    let mut out: Vec<Plot<'a>> = Vec::new();
+    if decays.len() > 1 {
+        // One line per taps candidate: the best few when there are many.
+        let best_score = |t: &String| {
+            cands.iter().filter(|c| taps_of(c) == *t).map(|c| c.score).fold(f64::INFINITY, f64::min)
+        };
+        let mut lines = taps.clone();
+        lines.sort_by(|a, b| best_score(a).total_cmp(&best_score(b)));
+        lines.truncate(MAX_LINES);
+        let series: Vec<(String, Vec<(f64, f64)>)> = lines
+            .iter()
+            .map(|t| {
+                let mut points: Vec<(f64, f64)> = cands
+                    .iter()
+                    .filter(|c| taps_of(c) == *t && c.weight_decay > 0.0)
+                    .map(|c| (c.weight_decay.log10(), c.score))
+                    .collect();
+                points.sort_by(|a, b| a.0.total_cmp(&b.0));
+                (t.clone(), points)
+            })
+            .collect();
+        let y = y.clone();
+        let best =
+            if taps.len() > MAX_LINES { format!(" (the {MAX_LINES} best taps)") } else { String::new() };
+        let title = format!("{name}: {y} against weight decay{best}");
+        out.push((
+            "choice_decay",
+            title,
+            Box::new(move |t| plots::xy_png(t, "log10 weight decay", &y, &series)),
+        ));
+    }
+    if taps.len() > 1 {
+        let best = |t: &String, wd: Option<f64>| {
+            cands
+                .iter()
+                .filter(|c| taps_of(c) == *t && wd.is_none_or(|w| c.weight_decay == w))
+                .map(|c| c.score)
+                .fold(None, |m: Option<f64>, s| Some(m.map_or(s, |m| m.min(s))))
+        };
+        let mut series =
+            vec![("best over weight decays".to_string(), taps.iter().map(|t| best(t, None)).collect())];
+        if decays.len() > 1 {
+            let label = format!("at the chosen weight decay {:e}", choice.weight_decay);
+            series.push((label, taps.iter().map(|t| best(t, Some(choice.weight_decay))).collect()));
+        }
+        let title = format!("{name}: {y} against the taps it reads");
+        out.push((
+            "choice_taps",
+            title,
+            Box::new(move |t| plots::categories_png(t, "taps the head reads", &y, &taps, &series)),
+        ));
+    }
+    out
 }
 
 /// Everything read from a run folder, beside its [`RunResults`].

@@ -88,11 +88,13 @@ impl Series {
     }
 }
 
-/// Train (and validation) loss against epoch; log-y when all values are
-/// positive and either `log` is set (the total loss) or they span more than
-/// a factor of 100. A dashed grey line marks `best_epoch`.
+/// Train (and validation) loss against epoch (`x_desc`: `epoch`, or
+/// `iteration` for L-BFGS); log-y when all values are positive and either
+/// `log` is set (the total loss) or they span more than a factor of 100. A
+/// dashed grey line marks `best_epoch`.
 pub(super) fn loss_png(
     title: &str,
+    x_desc: &str,
     epochs: &[f64],
     train: &[f64],
     val: Option<&[f64]>,
@@ -103,12 +105,35 @@ pub(super) fn loss_png(
     if let Some(val) = val {
         series.push(Series::new("validation", VAL, epochs, val));
     }
+    lines_png(title, x_desc, "loss", series, best_epoch, log)
+}
+
+/// One value per L-BFGS iteration (the objective, the largest gradient
+/// entry), log-y as [`loss_png`] when `log`.
+pub(super) fn iterations_png(
+    title: &str,
+    label: &'static str,
+    iterations: &[f64],
+    values: &[f64],
+    log: bool,
+) -> DrawResult<Vec<u8>> {
+    lines_png(title, "iteration", label, vec![Series::new(label, TRAIN, iterations, values)], None, log)
+}
+
+fn lines_png(
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    mut series: Vec<Series>,
+    best_epoch: Option<f64>,
+    log: bool,
+) -> DrawResult<Vec<u8>> {
     series.retain(|s| !s.runs.is_empty());
     render(800, 480, |root| {
         let xs = series.iter().flat_map(Series::points).map(|p| p.0);
         let ys: Vec<f64> = series.iter().flat_map(Series::points).map(|p| p.1).collect();
         let (Some(x), Some((lo, hi))) = (padded(xs, 0.0), min_max(ys.iter().copied())) else {
-            return message(root, title, "no finite loss values");
+            return message(root, title, &format!("no finite {y_desc} values"));
         };
         if lo > 0.0 && (log || hi / lo > 100.0) {
             // plotters labels too few ticks on a log axis spanning less than
@@ -120,10 +145,11 @@ pub(super) fn loss_png(
                 (lo, hi)
             };
             let y = (lo / 1.25)..(hi * 1.25);
-            line_chart(root, title, x, (y.clone().log_scale(), "loss (log scale)"), y, &series, best_epoch)
+            let desc = format!("{y_desc} (log scale)");
+            line_chart(root, title, (x, x_desc), (y.clone().log_scale(), &desc), y, &series, best_epoch)
         } else {
             let y = padded(ys.iter().copied(), 0.05).unwrap_or(0.0..1.0);
-            line_chart(root, title, x, (y.clone(), "loss"), y, &series, best_epoch)
+            line_chart(root, title, (x, x_desc), (y.clone(), y_desc), y, &series, best_epoch)
         }
     })
 }
@@ -131,7 +157,7 @@ pub(super) fn loss_png(
 fn line_chart<Y>(
     root: &Area,
     title: &str,
-    x: Range<f64>,
+    (x, x_desc): (Range<f64>, &str),
     (y_coord, y_desc): (Y, &str),
     y: Range<f64>,
     series: &[Series],
@@ -142,7 +168,7 @@ where
     Y::CoordDescType: Ranged<ValueType = f64> + ValueFormatter<f64>,
 {
     let mut chart = chart_builder(root, title).build_cartesian_2d(x.clone(), y_coord)?;
-    numeric_mesh(&mut chart, "epoch", y_desc)?;
+    numeric_mesh(&mut chart, x_desc, y_desc)?;
     if let Some(best) = best_epoch.filter(|b| (x.start..=x.end).contains(b)) {
         let style = ShapeStyle::from(&GRID).stroke_width(1);
         chart

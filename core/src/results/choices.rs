@@ -23,6 +23,26 @@ pub struct Candidate {
     pub measure: String,
     /// Its validation loss (the tie-breaker).
     pub loss: f64,
+    /// How its fit went (absent: solved in closed form, or an older run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub solve: Option<FitSummary>,
+}
+
+/// How a candidate's fit went: a cheap summary kept in place of its
+/// iteration history (the candidates are many, their histories long).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FitSummary {
+    /// Iterations (epochs) it ran, the mean over its fits when choices are
+    /// scored by k-fold.
+    pub iterations: f64,
+    /// Its final training objective (losses plus the L2 penalty; the mean
+    /// over its fits), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objective: Option<f64>,
+    /// L-BFGS: the largest absolute gradient entry at its end (the largest
+    /// over its fits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grad_max: Option<f64>,
 }
 
 /// What was chosen for one head.

@@ -14,13 +14,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::prepare::DataSummary;
 use crate::metrics::HeadMetrics;
-use crate::train::{LossWeighting, OptimizerKind};
+use crate::train::{LossWeighting, OptimizerKind, SolveStep};
 use crate::{fsutil, Error, Result};
 
 pub mod choices;
 pub mod folds;
 
-pub use choices::{Candidate, Choices, HeadChoice};
+pub use choices::{Candidate, Choices, FitSummary, HeadChoice};
 pub use folds::{CvSummary, FoldResult, MeanStd, FOLDS_CSV, OUT_OF_FOLD};
 
 /// `metrics.json`: a run's scores and how it was made.
@@ -39,8 +39,13 @@ pub struct RunResults {
     pub best_epoch: usize,
     /// Epochs (iterations) run.
     pub epochs_run: usize,
-    /// Whether early stopping ended training.
+    /// Whether early stopping ended training (L-BFGS: whether the final
+    /// solve converged before its iteration limit).
     pub stopped_early: bool,
+    /// L-BFGS: the final solve, iteration by iteration (objective and
+    /// largest gradient entry).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub solve: Vec<SolveStep>,
     /// Training rows.
     pub n_train: usize,
     /// Validation rows.

@@ -24,7 +24,7 @@ use crate::progress::Progress;
 use crate::train::{self, Batch, Decay};
 use crate::{Error, Result};
 
-pub use crate::results::choices::{Candidate, Choices, HeadChoice};
+pub use crate::results::choices::{Candidate, Choices, FitSummary, HeadChoice};
 pub use crate::train::config::MIN_VALIDATION_ROWS;
 
 /// The most iterations (epochs) a candidate is fitted for: candidates are
@@ -154,7 +154,8 @@ impl Problem<'_> {
 
     /// Fits a model of the heads `heads` (config indices) with `routes` and
     /// `decay` on each plan's fit rows; per head, the mean (score, measure,
-    /// loss) over the plan's score rows. `warm`: variables to start from.
+    /// loss) over the plan's score rows, and how the fits went. `warm`:
+    /// variables to start from.
     #[allow(clippy::too_many_arguments)]
     fn fit_score(
         &self,
@@ -165,8 +166,9 @@ impl Problem<'_> {
         plan: &Plan,
         training: &TrainingConfig,
         warm: &mut Vec<Option<nn::VarStore>>,
-    ) -> Result<Vec<(f64, String, f64)>> {
+    ) -> Result<(Vec<HeadScored>, FitSummary)> {
         let mut sums = vec![(0.0, String::new(), 0.0); heads.len()];
+        let mut fits = FitSummary { iterations: 0.0, objective: Some(0.0), grad_max: None };
         let lbfgs = crate::train::LbfgsConfig {
             tolerance_change: training.lbfgs.tolerance_change.max(SELECTION_TOLERANCE),
             relative: true,
@@ -193,7 +195,17 @@ impl Problem<'_> {
             fit_batch.targets = heads.iter().map(|&h| self.take(&fit_batch.targets, h)).collect();
             let mut score_batch = self.batch(score);
             score_batch.targets = heads.iter().map(|&h| self.take(&score_batch.targets, h)).collect();
-            train::train_candidate(&model, &vs, &fit_batch, training, decay)?;
+            let outcome = train::train_candidate(&model, &vs, &fit_batch, training, decay)?;
+            let n = plan.len() as f64;
+            fits.iterations += outcome.epochs_run as f64 / n;
+            let objective = match outcome.solve.last() {
+                Some(step) => Some(step.objective),
+                None => outcome.history.last().map(|r| r.train_total),
+            };
+            fits.objective = fits.objective.zip(objective).map(|(sum, o)| sum + o / n);
+            if let Some(step) = outcome.solve.last() {
+                fits.grad_max = Some(fits.grad_max.unwrap_or(0.0).max(step.grad_max));
+            }
             let (_, losses) = train::evaluate_losses(&model, &score_batch)?;
             let (subset, predictions) = self.scored(&model, &score_batch.features, score)?;
             for (j, &h) in heads.iter().enumerate() {
@@ -209,7 +221,7 @@ impl Problem<'_> {
             }
             warm[p] = Some(vs);
         }
-        Ok(sums)
+        Ok((sums, fits))
     }
 
     /// The predictions of `model` for the rows `rows` (their features
@@ -247,6 +259,9 @@ impl Problem<'_> {
         Targets { values: t.values.shallow_clone(), mask: t.mask.shallow_clone() }
     }
 }
+
+/// A head's mean (score, measure, validation loss) over a plan's score rows.
+type HeadScored = (f64, String, f64);
 
 /// A head's score for choosing (lower is better): its error rate (discrete
 /// heads, or a value head with a tolerance), else its MAE; `None` when it
@@ -356,8 +371,14 @@ pub fn choose(problem: &Problem, progress: &mut dyn Progress) -> Result<Chosen> 
             for (wd, score, measure, loss) in
                 problem.exact_path(h, Some(&layout.columns(run)), &grid, auto_grid)?
             {
-                let cand =
-                    Candidate { taps: Some(layout.label(run)), weight_decay: wd, score, measure, loss };
+                let cand = Candidate {
+                    taps: Some(layout.label(run)),
+                    weight_decay: wd,
+                    score,
+                    measure,
+                    loss,
+                    solve: None,
+                };
                 if best.as_ref().is_none_or(|b| better(&cand, b)) {
                     best = Some(cand.clone());
                 }
@@ -370,13 +391,15 @@ pub fn choose(problem: &Problem, progress: &mut dyn Progress) -> Result<Chosen> 
             let routes = Routes { trunk: None, heads: vec![Some(layout.columns(run))] };
             let mut warm = Vec::new();
             for &wd in &grid {
-                let s = problem.fit_score(&[h], false, &routes, &Decay::uniform(wd), &plan, t, &mut warm)?;
+                let (s, fit) =
+                    problem.fit_score(&[h], false, &routes, &Decay::uniform(wd), &plan, t, &mut warm)?;
                 let cand = Candidate {
                     taps: Some(layout.label(run)),
                     weight_decay: wd,
                     score: s[0].0,
                     measure: s[0].1.clone(),
                     loss: s[0].2,
+                    solve: Some(fit),
                 };
                 if best.as_ref().is_none_or(|b| better(&cand, b)) {
                     best = Some(cand.clone());
@@ -409,7 +432,7 @@ pub fn choose(problem: &Problem, progress: &mut dyn Progress) -> Result<Chosen> 
         let columns = fixed_routes(&heads)?.heads[h].clone();
         let mut best: Option<Candidate> = None;
         for (wd, score, measure, loss) in problem.exact_path(h, columns.as_deref(), &grid, auto_grid)? {
-            let cand = Candidate { taps: None, weight_decay: wd, score, measure, loss };
+            let cand = Candidate { taps: None, weight_decay: wd, score, measure, loss, solve: None };
             if best.as_ref().is_none_or(|b| better(&cand, b)) {
                 best = Some(cand.clone());
             }
@@ -433,7 +456,8 @@ pub fn choose(problem: &Problem, progress: &mut dyn Progress) -> Result<Chosen> 
         let mut joint: Option<Candidate> = None;
         let mut joint_vars = Vec::new();
         for &wd in &grid {
-            let s = problem.fit_score(&rest, has_trunk, &routes, &Decay::uniform(wd), &plan, t, &mut warm)?;
+            let (s, fit) =
+                problem.fit_score(&rest, has_trunk, &routes, &Decay::uniform(wd), &plan, t, &mut warm)?;
             for (j, &h) in rest.iter().enumerate() {
                 let cand = Candidate {
                     taps: None,
@@ -441,6 +465,7 @@ pub fn choose(problem: &Problem, progress: &mut dyn Progress) -> Result<Chosen> 
                     score: s[j].0,
                     measure: s[j].1.clone(),
                     loss: s[j].2,
+                    solve: Some(fit),
                 };
                 if per_head[j].as_ref().is_none_or(|b| better(&cand, b)) {
                     per_head[j] = Some(cand.clone());
@@ -456,6 +481,7 @@ pub fn choose(problem: &Problem, progress: &mut dyn Progress) -> Result<Chosen> 
                 score: sum(&|x| if x.1 == "error_rate" { x.0 } else { 0.0 }),
                 measure: "summed error_rate".into(),
                 loss: sum(&|x| x.2),
+                solve: Some(fit),
             };
             if joint.as_ref().is_none_or(|b| better(&cand, b)) {
                 joint = Some(cand.clone());

@@ -38,6 +38,7 @@ pub mod output;
 pub mod parts;
 pub mod results;
 pub mod saved;
+mod scored;
 mod semi;
 pub mod table;
 mod tile_fit;
@@ -64,7 +65,7 @@ pub use evaluate::{evaluate, predict_features, predict_images, Evaluation, HeadS
 pub use extract::{extract, extract_from, Extracted};
 pub use features::{features_augmented, features_for, Features};
 pub use results::RunFacts;
-pub use saved::{PredictOptions, Predicted, SavedRun};
+pub use saved::{OutOfFold, PredictOptions, Predicted, SavedRun};
 pub use table::{exact_match_label, format_choices, format_table};
 pub use write::{history_columns, history_csv, predictions_csv};
 
@@ -193,8 +194,13 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
     let Fitted { vs, model, states, choices, outcome, .. } = &fitted;
     let in_dim = features.size()[1];
 
-    let (evaluation, predictions_text) = match &cv {
-        Some(cv) => (cv.pooled(c, model, &data)?, cv.predictions_csv(c, &data)?),
+    let (evaluation, predictions_text, scored) = match &cv {
+        Some(cv) => {
+            let scored = opts
+                .report
+                .then(|| scored::scored_images(c, model, &data, "out-of-fold", &cv.predictions, None));
+            (cv.pooled(c, model, &data)?, cv.predictions_csv(c, &data)?, scored)
+        }
         None => {
             let test_features = fitted.rows(&features, &parts.test);
             let (mut evaluation, predicted) =
@@ -208,7 +214,14 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
                 predicted.tiled_rows(false),
                 &[],
             )?;
-            (evaluation, text)
+            let scored = opts.report.then(|| {
+                let tiles = predicted
+                    .aggregated
+                    .is_some()
+                    .then(|| (&predicted.plan, predicted.rows.predictions.as_slice()));
+                scored::scored_images(c, model, &test_images, "test", &predicted.predictions, tiles)
+            });
+            (evaluation, text, scored)
         }
     };
     let state = CheckpointState {
@@ -253,7 +266,7 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
     fsutil::write_atomic(&partial.join("predictions.csv"), predictions_text.as_bytes())?;
     if opts.report {
         let history = (model.head_names(), outcome.history.as_slice());
-        crate::report::write_report_for(&partial, &results, Some((&history.0, history.1)))?;
+        crate::report::write_report_for(&partial, &results, Some((&history.0, history.1)), scored.as_ref())?;
     }
     output::publish_run_folder(&partial, &opts.out, opts.force)?;
     let Fitted { outcome, .. } = fitted;

@@ -56,6 +56,7 @@ impl RunResults {
             best_epoch: outcome.best_epoch,
             epochs_run: outcome.epochs_run,
             stopped_early: outcome.stopped_early,
+            solve: outcome.solve.clone(),
             n_train: parts.train.len(),
             n_val: parts.val.len(),
             n_test: parts.test.len(),

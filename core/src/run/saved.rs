@@ -6,16 +6,17 @@ use std::path::{Path, PathBuf};
 use tch::{nn, Device, Tensor};
 
 use super::assemble::{build_model_routed, encode, FeatureScaler};
-use super::evaluate::{predict_images, score_images, Evaluation};
+use super::evaluate::{predict_images, score_images, Evaluation, HeadSummary};
 use super::features::{features_augmented, Features};
 use super::parts::check_columns;
 use super::write::data_sha256;
 use super::{aggregate, checkpoint, output, CheckpointState};
 use crate::config::LoadedConfig;
 use crate::data::Dataset;
-use crate::head::HeadState;
+use crate::head::{HeadScore, HeadState};
 use crate::model::{MultiHeadModel, Routes};
 use crate::progress::Progress;
+use crate::results::{CvSummary, RunResults, OUT_OF_FOLD};
 use crate::{Error, Result};
 
 /// Options of [`SavedRun::predict_with`].
@@ -42,6 +43,65 @@ pub struct Predicted {
     pub table: output::PredictionTable,
     /// The CSV text, as `predictions.csv` writes it.
     pub csv: String,
+}
+
+/// The scores a cross-validated run already holds (`furcate eval` on a run
+/// without a test part): every labelled image was predicted by the fold
+/// model that did not train on it, and training scored those predictions
+/// pooled (`metrics.json`), fold by fold and as mean ± std (`folds.csv`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OutOfFold {
+    /// Always [`OUT_OF_FOLD`]: what the scores are of.
+    pub scored: &'static str,
+    /// The pooled out-of-fold scores, per head in model order (`n`: the
+    /// images predicted out of fold).
+    #[serde(flatten)]
+    pub evaluation: Evaluation,
+    /// The folds' own scores and their mean ± std.
+    pub cross_validation: CvSummary,
+}
+
+impl OutOfFold {
+    /// The scores of `results` when it holds a cross-validation; `None` otherwise.
+    pub fn from_results(results: &RunResults) -> Option<OutOfFold> {
+        let cv = results.cross_validation.clone()?;
+        let mut order = cv.head_order.clone();
+        order.extend(results.heads.keys().filter(|k| !cv.head_order.contains(k)).cloned());
+        let heads = order
+            .iter()
+            .filter_map(|name| {
+                let h = results.heads.get(name)?;
+                let score =
+                    HeadScore { error_rate: h.error_rate, correct: Vec::new(), metrics: h.metrics.clone() };
+                Some(HeadSummary { name: name.clone(), kind: h.kind.clone(), score })
+            })
+            .collect();
+        let evaluation = Evaluation {
+            heads,
+            cumulative_error: results.cumulative_error,
+            exact_match_rate: results.exact_match_rate,
+            exact_match_heads: results.exact_match_heads.clone(),
+            consistency: results.consistency.clone(),
+            n: results.n_out_of_fold.unwrap_or_default(),
+            tiles: None,
+            data: results.data.clone(),
+        };
+        Some(OutOfFold { scored: OUT_OF_FOLD, evaluation, cross_validation: cv })
+    }
+
+    /// The text `furcate eval` prints: what the scores are, the pooled
+    /// table, then the folds' mean ± std.
+    pub fn format(&self) -> String {
+        format!(
+            "out-of-fold scores ({k}-fold cross-validation at training: each of the {n} labelled images \
+             predicted by the fold model that did not train on it; from metrics.json, nothing rescored; \
+             pass --data to score other labelled images):\n{table}{folds}",
+            k = self.cross_validation.k,
+            n = self.evaluation.n,
+            table = super::format_table(&self.evaluation),
+            folds = self.cross_validation.format_table(),
+        )
+    }
 }
 
 /// A saved run, loaded for scoring or prediction.
@@ -179,6 +239,17 @@ impl SavedRun {
         let mut evaluation = score_images(c, &self.model, &rows.features, &set, &rows.plan)?.0;
         evaluation.data = Some(rows.summary);
         Ok(evaluation)
+    }
+
+    /// The out-of-fold scores of a cross-validated run without a test part
+    /// ([`OutOfFold`], read from its `metrics.json`); `None` for a run with
+    /// a test part, which [`SavedRun::evaluate`] scores.
+    pub fn out_of_fold(&self) -> Result<Option<OutOfFold>> {
+        if !self.state.split.test.is_empty() {
+            return Ok(None);
+        }
+        let results = RunResults::read(&self.dir)?;
+        Ok(OutOfFold::from_results(&results))
     }
 
     /// Predictions for unlabelled images, as CSV text (one row per image).

@@ -95,8 +95,26 @@ pub struct TrainOutcome {
     pub best_epoch: usize,
     /// Epochs actually run.
     pub epochs_run: usize,
-    /// Whether early stopping ended the run before `epochs`.
+    /// Whether early stopping ended the run before `epochs` (L-BFGS: whether
+    /// it converged before its iteration limit).
     pub stopped_early: bool,
+    /// L-BFGS: every iteration's objective and largest gradient entry (empty
+    /// for the other optimisers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub solve: Vec<SolveStep>,
+}
+
+/// One L-BFGS iteration of a solve.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SolveStep {
+    /// 1-based iteration.
+    pub iteration: usize,
+    /// The objective after it: the losses (weighted) plus the L2 penalty, of
+    /// every head solved by L-BFGS (a head solved in closed form is left out).
+    pub objective: f64,
+    /// The largest absolute gradient entry after it, over the solvers that
+    /// still ran (the convergence test's `tolerance_grad` bounds it).
+    pub grad_max: f64,
 }
 
 /// Receives resumable snapshots every `checkpoint_every` epochs, and hands
@@ -301,6 +319,7 @@ pub fn train_with(
         epochs_run,
         stopped_early,
         history,
+        solve: Vec::new(),
     })
 }
 

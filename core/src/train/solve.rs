@@ -9,7 +9,8 @@ use tch::{nn, Tensor};
 
 use super::config::TrainingConfig;
 use super::{
-    check_finite, evaluate_losses, Batch, Checkpointer, Decay, EpochRecord, Lbfgs, ResumeInfo, TrainOutcome,
+    check_finite, evaluate_losses, Batch, Checkpointer, Decay, EpochRecord, Lbfgs, ResumeInfo, SolveStep,
+    TrainOutcome,
 };
 use crate::model::MultiHeadModel;
 use crate::progress::Progress;
@@ -174,8 +175,12 @@ pub(super) fn train_lbfgs(
     progress.advance(start as u64, None);
     let mut stopped_early = false;
     let mut last = start;
+    // Each solver's latest objective (a converged one keeps its last).
+    let mut group_objective: Vec<Option<f64>> = vec![None; groups.len()];
+    let mut solve = Vec::new();
     for iteration in start + 1..=cfg.epochs {
         let mut objective_value = 0.0;
+        let mut grad_max: f64 = 0.0;
         for (g, ((solver, f), done)) in
             solvers.iter_mut().zip(&mut objectives).zip(&mut converged).enumerate()
         {
@@ -184,6 +189,8 @@ pub(super) fn train_lbfgs(
             }
             let step = solver.iterate(f.as_mut())?;
             objective_value += step.loss;
+            group_objective[g] = Some(step.loss);
+            grad_max = grad_max.max(step.grad_max);
             *done = step.converged.is_some();
             if !step.loss.is_finite() {
                 return Err(Error::Training(format!(
@@ -204,6 +211,7 @@ pub(super) fn train_lbfgs(
             }
         }
         last = iteration;
+        solve.push(SolveStep { iteration, objective: group_objective.iter().flatten().sum(), grad_max });
         let all_converged = converged.iter().all(|&c| c);
         if !record {
             if all_converged {
@@ -242,5 +250,5 @@ pub(super) fn train_lbfgs(
     }
     progress.finish();
     let epochs_run = last;
-    Ok(TrainOutcome { best_epoch: epochs_run, epochs_run, stopped_early, history })
+    Ok(TrainOutcome { best_epoch: epochs_run, epochs_run, stopped_early, history, solve })
 }
