@@ -32,6 +32,7 @@ pub mod run;
 pub mod runtime;
 pub mod shard;
 pub mod slurm;
+pub mod suggest;
 pub mod train;
 pub mod weights;
 
