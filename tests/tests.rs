@@ -8,3 +8,4 @@ mod cli;
 mod experiment;
 mod plugins;
 mod slurm;
+mod suggest;

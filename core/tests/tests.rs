@@ -15,5 +15,6 @@ mod loss_weighting;
 mod model_props;
 mod report;
 mod shard;
+mod suggest;
 mod train;
 mod weights_errors;
