@@ -153,12 +153,13 @@ pub fn rank(
     let n = c.features.size().first().copied().unwrap_or(0) as usize;
     let measure = strategy.measure();
     let combined = combine(c.heads, measure, n);
-    let u = combined.as_ref().map(|(mean, _)| mean.as_slice());
+    let u = combined.as_ref().map(|c| c.mean.as_slice());
     let k = k.min(n);
     let unsure = |i: usize| -> String {
         // The head that is least sure about image i says why.
-        let Some((_, per_head)) = &combined else { return String::new() };
-        let most = per_head
+        let Some(combined) = &combined else { return String::new() };
+        let most = combined
+            .per_head
             .iter()
             .enumerate()
             .filter_map(|(h, v)| v.as_ref().map(|v| (h, v[i])))

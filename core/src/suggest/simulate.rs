@@ -441,8 +441,19 @@ pub struct HeadCurves {
     pub head: String,
     /// `error_rate` or `mae`.
     pub measure: &'static str,
-    /// Per strategy: per round, (mean labels, mean, std).
-    pub lines: Vec<(Strategy, Vec<(f64, f64, f64)>)>,
+    /// Per strategy: its rounds, in order.
+    pub lines: Vec<(Strategy, Vec<RoundStats>)>,
+}
+
+/// One round of one strategy over the seeds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RoundStats {
+    /// Mean labelled images.
+    pub labels: f64,
+    /// Mean value.
+    pub mean: f64,
+    /// Population standard deviation of the value.
+    pub std: f64,
 }
 
 impl HeadCurves {
@@ -451,9 +462,10 @@ impl HeadCurves {
     /// line. The inner `None`: never reached.
     pub fn to_reach_random(&self, strategy: Strategy) -> Option<(Option<f64>, (f64, f64))> {
         let random = self.lines.iter().find(|(s, _)| *s == Strategy::Random)?;
-        let &(labels, target, _) = random.1.last()?;
+        let last = random.1.last()?;
+        let (labels, target) = (last.labels, last.mean);
         let line = &self.lines.iter().find(|(s, _)| *s == strategy)?.1;
-        let reached = line.iter().find(|(_, m, _)| *m <= target + 1e-12).map(|(l, _, _)| *l);
+        let reached = line.iter().find(|r| r.mean <= target + 1e-12).map(|r| r.labels);
         Some((reached, (labels, target)))
     }
 }
@@ -487,9 +499,9 @@ pub fn curves(points: &[CurvePoint]) -> Vec<HeadCurves> {
                             if at.is_empty() {
                                 return None;
                             }
-                            let (l, _) = mean_std(&labels);
-                            let (m, sd) = mean_std(&values);
-                            Some((l, m, sd))
+                            let (labels, _) = mean_std(&labels);
+                            let (mean, std) = mean_std(&values);
+                            Some(RoundStats { labels, mean, std })
                         })
                         .collect();
                     (s, rows)
@@ -548,11 +560,11 @@ pub fn curve_markdown(sim: &Simulation, points: &[CurvePoint], images: usize) ->
         let _ = writeln!(md, "|{}", " --- |".repeat(header.len()));
         let rounds = hc.lines.iter().map(|(_, r)| r.len()).max().unwrap_or(0);
         for r in 0..rounds {
-            let labels = hc.lines.iter().find_map(|(_, rows)| rows.get(r)).map(|x| x.0).unwrap_or(f64::NAN);
+            let labels = hc.lines.iter().find_map(|(_, rows)| rows.get(r)).map_or(f64::NAN, |x| x.labels);
             let mut row = vec![r.to_string(), labels_text(labels)];
             for (_, rows) in &hc.lines {
                 row.push(match rows.get(r) {
-                    Some(&(_, m, sd)) => {
+                    Some(&RoundStats { mean: m, std: sd, .. }) => {
                         let digits = if hc.measure == "error_rate" { 2 } else { 4 };
                         format!(
                             "{:.*} ± {:.*}",
@@ -607,7 +619,7 @@ fn curve_plots(points: &[CurvePoint]) -> Result<Vec<(String, Vec<u8>)>> {
                 .map(|(st, rows)| {
                     (
                         st.name().to_string(),
-                        rows.iter().map(|&(l, m, _)| (l, scaled(hc.measure, m))).collect(),
+                        rows.iter().map(|r| (r.labels, scaled(hc.measure, r.mean))).collect(),
                     )
                 })
                 .collect();

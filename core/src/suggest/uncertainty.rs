@@ -137,8 +137,17 @@ impl HeadSignal {
     }
 }
 
+/// The heads' uncertainties of every image ([`combine`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Combined {
+    /// Per image, the mean over the heads that give an uncertainty.
+    pub mean: Vec<f64>,
+    /// Per head, per image, its own (`None` for a head without a signal).
+    pub per_head: Vec<Option<Vec<f64>>>,
+}
+
 /// Per image, the mean uncertainty over the heads that give one (`None` when
-/// no head does), with each head's own (`None` for a head without a signal).
+/// no head does), with each head's own.
 ///
 /// ```
 /// use furcate_core::suggest::uncertainty::{combine, HeadSignal, Measure, Signal};
@@ -147,14 +156,11 @@ impl HeadSignal {
 ///     signal: Some(Signal::Probabilities { classes: vec!["x".into(), "y".into()], rows: vec![vec![0.5, 0.5], vec![1.0, 0.0]] }),
 /// };
 /// let b = HeadSignal { name: "b".into(), signal: None };
-/// let (mean, _) = combine(&[a, b], Measure::Margin, 2).unwrap();
-/// assert_eq!(mean, vec![1.0, 0.0]);
+/// let combined = combine(&[a, b], Measure::Margin, 2).unwrap();
+/// assert_eq!(combined.mean, vec![1.0, 0.0]);
+/// assert_eq!(combined.per_head[1], None);
 /// ```
-pub fn combine(
-    heads: &[HeadSignal],
-    measure: Measure,
-    n: usize,
-) -> Option<(Vec<f64>, Vec<Option<Vec<f64>>>)> {
+pub fn combine(heads: &[HeadSignal], measure: Measure, n: usize) -> Option<Combined> {
     let per_head: Vec<Option<Vec<f64>>> = heads.iter().map(|h| h.uncertainties(measure)).collect();
     let given: Vec<&Vec<f64>> = per_head.iter().flatten().collect();
     if given.is_empty() {
@@ -163,5 +169,5 @@ pub fn combine(
     let mean = (0..n)
         .map(|i| given.iter().map(|u| u.get(i).copied().unwrap_or(0.0)).sum::<f64>() / given.len() as f64)
         .collect();
-    Some((mean, per_head))
+    Some(Combined { mean, per_head })
 }
