@@ -190,6 +190,11 @@ pub struct DataConfig {
     /// (default) or `drop` (keep the first line, warn about the others).
     #[serde(default, skip_serializing_if = "Duplicates::is_error")]
     pub duplicates: Duplicates,
+    /// Unlabelled images: folders, files or glob patterns (relative to the
+    /// config file). They are extracted and cached like the others, always
+    /// in the training part, and used by `[training] semi_supervised`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unlabelled: Vec<String>,
 }
 
 fn default_percentiles() -> [f64; 2] {
@@ -414,6 +419,43 @@ pub struct TrainingConfig {
     /// How the heads' losses are combined (`fixed` or `uncertainty`).
     #[serde(default)]
     pub loss_weighting: LossWeighting,
+    /// Whether and how class heads also learn from the training part's
+    /// unlabelled images (`[data] unlabelled`, manifest rows without labels);
+    /// default `off` ([`SemiSupervised`]).
+    #[serde(default, skip_serializing_if = "SemiSupervised::is_off")]
+    pub semi_supervised: SemiSupervised,
+    /// With `semi_supervised`: whether the test part's images (their pixels,
+    /// never their labels) join the unlabelled ones. Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub transductive: bool,
+    /// The graph and spreading of `semi_supervised = "propagation"`.
+    #[serde(default, skip_serializing_if = "crate::train::propagate::PropagationConfig::is_default")]
+    pub propagation: crate::train::propagate::PropagationConfig,
+}
+
+/// `[training] semi_supervised`: how the class heads use unlabelled images.
+///
+/// With `propagation`, the heads are first fitted on the labelled images;
+/// each class head's standardised outputs (logits) on the labelled and
+/// unlabelled images then make a k-nearest-neighbour graph, over which the
+/// labels spread ([`crate::train::propagate`]); the heads are fitted again
+/// with each unlabelled image carrying its spread label. Value heads use the
+/// labelled images only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SemiSupervised {
+    /// Labelled images only.
+    #[default]
+    Off,
+    /// Label spreading over a k-nearest-neighbour graph, then a second fit.
+    Propagation,
+}
+
+impl SemiSupervised {
+    /// Whether it is `off` (the default).
+    pub fn is_off(&self) -> bool {
+        *self == SemiSupervised::Off
+    }
 }
 
 fn default_lr() -> f64 {
@@ -755,6 +797,33 @@ impl LoadedConfig {
                      (or set it to 0)",
                     t.batch_size
                 ),
+            ));
+        }
+        if let Err((key, m)) = t.propagation.validate() {
+            errors.push(self.error_at_key(key, 0, m));
+        }
+        if !t.semi_supervised.is_off() && t.folds.is_some() {
+            errors.push(self.error_at_key(
+                "semi_supervised",
+                0,
+                "training.semi_supervised with training.folds is not supported yet: cross-validate the \
+                 supervised heads, or leave out folds",
+            ));
+        }
+        if t.transductive && t.semi_supervised.is_off() {
+            errors.push(self.error_at_key(
+                "transductive",
+                0,
+                "training.transductive = true has no effect with semi_supervised = \"off\": set \
+                 semi_supervised = \"propagation\" or remove transductive",
+            ));
+        }
+        if !c.data.unlabelled.is_empty() && t.folds.is_some() {
+            errors.push(self.error_at_key(
+                "unlabelled",
+                0,
+                "data.unlabelled with training.folds is not supported yet (the folds would score \
+                 images without labels); leave out one of them",
             ));
         }
         if t.lbfgs.history_size == 0 {

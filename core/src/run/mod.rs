@@ -38,6 +38,7 @@ pub mod output;
 pub mod parts;
 pub mod results;
 pub mod saved;
+mod semi;
 pub mod table;
 mod tile_fit;
 pub mod warnings;
@@ -51,7 +52,7 @@ use crate::progress::Progress;
 use crate::train::TrainOutcome;
 use crate::{fsutil, Error, Result};
 use evaluate::score_images;
-use fit::{fit_rows, FitData, Fitted};
+use fit::{FitData, Fitted};
 use parts::{check_columns, strata, validation_split};
 use write::{data_sha256, partial_dir};
 
@@ -133,12 +134,7 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
             let (train, val, why) = validation_split(t, &image_strata, &all);
             (split::Split { train, val, test: Vec::new() }, why)
         }
-        None => {
-            let rest =
-                images.len() - split::stratified(&image_strata, t.test_fraction, 0.0, t.seed).test.len();
-            let (validation_fraction, why) = t.validation_fraction_for(rest);
-            (split::stratified(&image_strata, t.test_fraction, validation_fraction, t.seed), why)
-        }
+        None => parts::split_labelled(c, &images, &image_strata),
     };
     let mut warnings = warnings::split_warnings(c, &images, &image_parts)?;
     if let Some(cv) = &cv {
@@ -176,7 +172,11 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
         strata: &strata,
         groups: plan.tiled.then_some(plan.image.as_slice()),
     };
-    let fitted = fit_rows(cfg, extractor.as_ref(), &rows, &parts, &mut snapshots, progress)?;
+    let (fitted, semi) = semi::fit_semi(cfg, extractor.as_ref(), &rows, &parts, &mut snapshots, progress)?;
+    if let Some(semi) = &semi {
+        tracing::info!("{}", semi.note());
+        notes.push(semi.note());
+    }
     drop(extractor);
     let Fitted { vs, model, states, choices, outcome, .. } = &fitted;
     let in_dim = features.size()[1];

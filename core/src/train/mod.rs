@@ -6,6 +6,7 @@
 pub mod decay;
 pub mod lbfgs;
 pub mod optim;
+pub mod propagate;
 pub mod ridge;
 mod solve;
 
