@@ -18,7 +18,7 @@ pub struct Args {
     #[arg(required_unless_present = "simulate")]
     pub run: Option<PathBuf>,
     /// The unlabelled images: files, folders, or quoted glob patterns
-    /// ("new/*.png"; `*` and `?` in any part of the path).
+    /// ("new/*.png", "scans/**/*.tif").
     #[arg(required_unless_present = "simulate")]
     pub pool: Vec<PathBuf>,
     /// How many images to suggest.

@@ -480,18 +480,21 @@ impl Suggestions {
     }
 }
 
-/// The images the run trained on (training and validation parts), when its
-/// data can still be read as it was; else a note why not.
+/// The labelled images the run trained on (its training and validation
+/// parts, less the images without any label that `semi_supervised` used),
+/// when its data can still be read as it was; else a note why not.
 fn labelled_images(saved: &SavedRun) -> std::result::Result<Dataset, String> {
     let c = &saved.config.config;
     let all = Dataset::load(&c.data, &saved.config.dir()).map_err(|e| e.to_string())?;
     if saved.state.data_sha256.is_some() && crate::run::write::data_sha256(&all) != saved.state.data_sha256 {
         return Err(format!("{} changed since training", all.source.display()));
     }
+    let columns: Vec<&str> = c.heads.iter().map(|h| h.column()).collect();
+    let unlabelled = all.unlabelled_rows(&columns);
     let split = &saved.state.split;
     let mut rows: Vec<usize> = split.train.iter().chain(&split.val).copied().collect();
     rows.sort_unstable();
-    rows.retain(|&r| r < all.len());
+    rows.retain(|&r| r < all.len() && unlabelled.binary_search(&r).is_err());
     Ok(all.subset(&rows))
 }
 

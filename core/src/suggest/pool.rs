@@ -1,82 +1,25 @@
 //! The pool of unlabelled images as the command line names it: image files,
-//! folders (their images, sorted) and glob patterns (`*` any run of
-//! characters, `?` one character, in any component of the path; quote them
-//! so the shell leaves them to furcate). Every bad entry is an error naming it.
+//! folders (their images, sorted) and glob patterns (`*`, `?`, `[...]`, `**`
+//! for any depth of folders; quote them so that the shell leaves them to
+//! furcate). Every bad entry is an error naming it.
 
 use std::collections::HashSet;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
-use crate::data::{Dataset, IMAGE_EXTENSIONS};
+use crate::data::{is_image, Dataset, IMAGE_EXTENSIONS};
 use crate::{Error, Result};
 
-/// Whether `name` has one of the image extensions furcate reads.
-fn is_image(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-}
-
 fn has_wildcard(s: &str) -> bool {
-    s.contains(['*', '?'])
+    s.contains(['*', '?', '['])
 }
 
-/// Whether `name` matches `pattern` (`*`: any run of characters, `?`: one).
-///
-/// ```
-/// use furcate_core::suggest::pool::wildcard;
-/// assert!(wildcard("img_*.png", "img_007.png"));
-/// assert!(wildcard("img_??.png", "img_07.png"));
-/// assert!(!wildcard("img_*.png", "img_007.tif"));
-/// assert!(wildcard("*", ""));
-/// ```
-pub fn wildcard(pattern: &str, name: &str) -> bool {
-    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
-    // Iterative matching with one backtrack point (the last `*`).
-    let (mut i, mut j) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while j < n.len() {
-        if i < p.len() && (p[i] == '?' || p[i] == n[j]) {
-            i += 1;
-            j += 1;
-        } else if i < p.len() && p[i] == '*' {
-            star = Some((i, j));
-            i += 1;
-        } else if let Some((si, sj)) = star {
-            i = si + 1;
-            j = sj + 1;
-            star = Some((si, sj + 1));
-        } else {
-            return false;
-        }
-    }
-    p[i..].iter().all(|&c| c == '*')
-}
-
-/// The files matching the glob `pattern`, sorted.
+/// The image files matching the glob `pattern`, sorted.
 fn glob(pattern: &Path) -> Result<Vec<PathBuf>> {
-    let mut found: Vec<PathBuf> = vec![PathBuf::new()];
-    for component in pattern.components() {
-        let text = component.as_os_str().to_string_lossy();
-        let wild = matches!(component, Component::Normal(_)) && has_wildcard(&text);
-        let mut next = Vec::new();
-        for base in &found {
-            if !wild {
-                next.push(base.join(component.as_os_str()));
-                continue;
-            }
-            let dir = if base.as_os_str().is_empty() { Path::new(".") } else { base.as_path() };
-            let Ok(entries) = std::fs::read_dir(dir) else { continue };
-            let mut names: Vec<String> = entries
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| !n.starts_with('.') && wildcard(&text, n))
-                .collect();
-            names.sort();
-            next.extend(names.into_iter().map(|n| base.join(n)));
-        }
-        found = next;
-    }
-    Ok(found.into_iter().filter(|p| p.is_file() && is_image(p)).collect())
+    let text = pattern.to_string_lossy();
+    let paths = glob::glob(&text).map_err(|e| Error::data(pattern, format!("not a valid pattern: {e}")))?;
+    let mut found: Vec<PathBuf> = paths.filter_map(|p| p.ok()).filter(|p| is_image(p)).collect();
+    found.sort();
+    Ok(found)
 }
 
 /// The image files of the pool entries `entries`, in order (a folder's

@@ -22,7 +22,7 @@
 //! ([`super::rank`], the labelled images as the covered centres). Every
 //! strategy of a seed starts from the same images and is scored on the same
 //! test part. The base config's `test_fraction` is not used; tiled data
-//! (`[data] tile`) is refused.
+//! (`[data] tile`) and `semi_supervised` are refused.
 //!
 //! The output folder gets `curve.csv` (one row per strategy, seed, round
 //! and head), `curve.md` (per head, the mean ± std over seeds by round, and
@@ -197,6 +197,14 @@ impl Simulation {
             return Err(at(
                 "heads",
                 format!("no head `{bad}` in {}; its heads are: {}", base_path.display(), names.join(", ")),
+            ));
+        }
+        if !base.config.training.semi_supervised.is_off() {
+            return Err(base.error_at_key(
+                "semi_supervised",
+                0,
+                "the simulation fits the heads on the labelled images only: set semi_supervised = \"off\" \
+                 in the base config of a simulation",
             ));
         }
         if base.config.data.tile.is_some() {
