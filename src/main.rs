@@ -43,6 +43,8 @@ enum Command {
     Eval(cmd::eval::Args),
     /// Predict every head's property for unlabelled micrographs.
     Predict(cmd::predict::Args),
+    /// Which unlabelled images to label next (CSV to fill in, contact sheet); --simulate: learning curves.
+    Suggest(cmd::suggest::Args),
     /// Sweep a base config over splits, seeds, trunks, head sets and extractors; tabulate the results.
     Experiment(cmd::experiment::Args),
     /// Write the extractor's features of a config's images (safetensors, optionally CSV).
@@ -70,6 +72,7 @@ fn main() -> ExitCode {
         Command::Train(args) => cmd::train::run(&args, cli.quiet),
         Command::Eval(args) => cmd::eval::run(&args, cli.quiet),
         Command::Predict(args) => cmd::predict::run(&args, cli.quiet),
+        Command::Suggest(args) => cmd::suggest::run(&args, cli.quiet),
         Command::Experiment(args) => cmd::experiment::run(&args, cli.quiet),
         Command::Extract(args) => cmd::extract::run(&args, cli.quiet),
         Command::Generate(args) => cmd::generate::run(&args, cli.quiet),

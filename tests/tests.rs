@@ -11,3 +11,4 @@ mod experiment;
 mod few_labels;
 mod plugins;
 mod slurm;
+mod suggest;

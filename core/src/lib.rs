@@ -34,6 +34,7 @@ pub mod run;
 pub mod runtime;
 pub mod shard;
 pub mod slurm;
+pub mod suggest;
 pub mod train;
 pub(crate) mod values;
 pub mod weights;

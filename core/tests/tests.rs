@@ -17,5 +17,6 @@ mod model_props;
 mod module_cycles;
 mod report;
 mod shard;
+mod suggest;
 mod train;
 mod weights_errors;

@@ -11,4 +11,5 @@ pub mod info;
 pub mod predict;
 pub mod progress;
 pub mod slurm;
+pub mod suggest;
 pub mod train;

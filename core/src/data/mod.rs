@@ -413,7 +413,7 @@ fn resolve(base: &Path, p: &Path) -> PathBuf {
 }
 
 /// Whether `p` is a file with an image extension ([`IMAGE_EXTENSIONS`]).
-fn is_image(p: &Path) -> bool {
+pub(crate) fn is_image(p: &Path) -> bool {
     p.is_file()
         && p.extension()
             .and_then(|e| e.to_str())

@@ -14,11 +14,11 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::FontTransform;
 
 /// What drawing returns; plotters' errors are boxed.
-pub(super) type DrawResult<T> = std::result::Result<T, Box<dyn StdError>>;
+pub(crate) type DrawResult<T> = std::result::Result<T, Box<dyn StdError>>;
 
 type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
 
-const FONT: &str = "sans-serif";
+pub(crate) const FONT: &str = "sans-serif";
 const TRAIN: RGBColor = RGBColor(31, 119, 180);
 const VAL: RGBColor = RGBColor(255, 127, 14);
 const GRID: RGBColor = RGBColor(150, 150, 150);
@@ -30,7 +30,7 @@ const DESC_SIZE: u32 = 18;
 static REGISTER_FONT: Once = Once::new();
 
 /// Registers the embedded font under plotters' `sans-serif` family, once.
-fn ensure_font() {
+pub(crate) fn ensure_font() {
     REGISTER_FONT.call_once(|| {
         // A failure leaves the family unregistered; drawing text then returns
         // plotters' "font unavailable" error, which the caller reports.
@@ -48,13 +48,18 @@ fn render(width: u32, height: u32, draw: impl FnOnce(&Area) -> DrawResult<()>) -
         draw(&root)?;
         root.present()?;
     }
+    encode_rgb(&pixels, width, height)
+}
+
+/// `width` x `height` RGB pixels (8 bits, row-major) as PNG.
+pub(crate) fn encode_rgb(pixels: &[u8], width: u32, height: u32) -> DrawResult<Vec<u8>> {
     let mut out = Vec::new();
     {
         let mut encoder = png::Encoder::new(&mut out, width, height);
         encoder.set_color(png::ColorType::Rgb);
         encoder.set_depth(png::BitDepth::Eight);
         let mut writer = encoder.write_header()?;
-        writer.write_image_data(&pixels)?;
+        writer.write_image_data(pixels)?;
         writer.finish()?;
     }
     Ok(out)

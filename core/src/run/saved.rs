@@ -252,6 +252,23 @@ impl SavedRun {
         Ok(OutOfFold::from_results(&results))
     }
 
+    /// The unlabelled images `paths` (files, and the images inside folders)
+    /// as a data set, each with the micrometres per pixel `pixel_size`;
+    /// errors when the run works at a `data.pixel_size` and none is given.
+    pub fn unlabelled(&self, paths: &[PathBuf], pixel_size: Option<f64>) -> Result<Dataset> {
+        let mut set = Dataset::from_paths(paths)?;
+        let c = &self.config.config;
+        if let Some(px) = pixel_size {
+            set.columns.insert(c.data.pixel_size_column.clone(), vec![Some(px.to_string()); set.len()]);
+        } else if let Some(target) = c.data.pixel_size {
+            return Err(Error::Invalid(format!(
+                "this run works at data.pixel_size = {target} micrometres per pixel; give the images' own \
+                 pixel size (--pixel-size)"
+            )));
+        }
+        Ok(set)
+    }
+
     /// Predictions for unlabelled images, as CSV text (one row per image).
     pub fn predict(&self, paths: &[PathBuf], progress: &mut dyn Progress) -> Result<String> {
         Ok(self.predict_table(paths, &PredictOptions::default(), progress)?.csv)
@@ -270,16 +287,8 @@ impl SavedRun {
         opts: &PredictOptions,
         progress: &mut dyn Progress,
     ) -> Result<Predicted> {
-        let mut set = Dataset::from_paths(paths)?;
+        let set = self.unlabelled(paths, opts.pixel_size)?;
         let c = &self.config.config;
-        if let Some(px) = opts.pixel_size {
-            set.columns.insert(c.data.pixel_size_column.clone(), vec![Some(px.to_string()); set.len()]);
-        } else if let Some(target) = c.data.pixel_size {
-            return Err(Error::Invalid(format!(
-                "this run works at data.pixel_size = {target} micrometres per pixel; give the images' own \
-                 pixel size (predict --pixel-size)"
-            )));
-        }
         let rows = self.rows_with(&set, opts.tta || c.data.tta, progress)?;
         let predicted = predict_images(&self.model, &rows.features, &rows.plan)?;
         let groups = predicted.plan.groups();
