@@ -231,5 +231,23 @@ fn bench_lbfgs(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_train, bench_lbfgs);
+/// `[training] semi_supervised = "propagation"`'s graph step: label spreading
+/// over 3500 points (a class head's 7 standardised logits), 35 seeds, as in
+/// the thesis's data set at test fraction 0.99. Target (issue 21): the whole
+/// semi-supervised fit of 3500 images under 30 s; this step is a part of it.
+fn bench_propagation(c: &mut Criterion) {
+    use furcate_core::train::propagate::{spread, PropagationConfig};
+    tch::manual_seed(0);
+    let points = Tensor::randn([3500, 7], (Kind::Double, Device::Cpu));
+    let seeds: Vec<(usize, usize)> = (0..35).map(|i| (i * 100, i % 7)).collect();
+    let cfg = PropagationConfig::default();
+    let mut g = c.benchmark_group("propagation");
+    g.sample_size(10).throughput(Throughput::Elements(3500));
+    g.bench_function("spread_3500x7_35_seeds", |b| {
+        b.iter(|| spread(&points, &seeds, 7, &cfg).expect("spreads"))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_train, bench_lbfgs, bench_propagation);
 criterion_main!(benches);

@@ -6,7 +6,7 @@
 # import this clone's `furcate` (a .pth file, like an editable install), so
 # that  "$FURCATE_PYTHON" -c "import furcate"  works afterwards.
 # (`pip install ./python --no-build-isolation` builds a wheel with maturin
-# instead: see the README, section "Python".)
+# instead: see the user guide, docs/src/python.md.)
 #
 # Usage:  scripts/python.sh [--test [PYTEST ARGS...]]
 #   --test   then run the Python tests (python/tests, pytest), which also

@@ -1,16 +1,22 @@
-"""Pastes `furcate experiment` tables into the README, so that no number in it
-is typed: every `### <title>` section of the given results.md files replaces
-the README's section of the same title (from its heading to the next heading
-or prose paragraph after its table).
+"""Pastes `furcate experiment` tables into the README and the user guide, so
+that no number in them is typed: every `### <title>` section of the given
+results.md files replaces the section of the same title (from its heading to
+the end of its table, less image lines) in README.md or in a chapter of
+docs/src/ (each file that has it).
 
   python3 scripts/readme_tables.py runs/thesis/table1/results.md runs/thesis/table3/results.md
+  python3 scripts/readme_tables.py --partial runs/evidence/bifurcation/results.md
 
-Exits non-zero, changing nothing, when a title is not in the README.
+Exits non-zero, changing nothing, when a title is in none of those files
+(with --partial: skips those titles and names them on stderr).
 """
-import re, sys
+import glob, os, re, sys
 
-readme_path = "README.md"
-readme = open(readme_path).read()
+root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+paths = [os.path.join(root, "README.md")] + sorted(
+    glob.glob(os.path.join(root, "docs", "src", "**", "*.md"), recursive=True)
+)
+texts = {p: open(p).read() for p in paths}
 
 
 def sections(text):
@@ -21,14 +27,25 @@ def sections(text):
     return out
 
 
+args = sys.argv[1:]
+partial = "--partial" in args
 missing = []
-for path in sys.argv[1:]:
+for path in [a for a in args if a != "--partial"]:
     for title, block in sections(open(path).read()):
-        old = [b for t, b in sections(readme) if t == title]
-        if not old:
+        # Images are named relative to the run folder: the guide shows its own copies.
+        block = re.sub(r"(?m)^!\[.*\n\n?", "", block)
+        found = False
+        for p, text in texts.items():
+            old = [b for t, b in sections(text) if t == title]
+            if old:
+                texts[p] = text.replace(old[0], block, 1)
+                found = True
+        if not found:
             missing.append(f"{path}: `### {title}`")
-            continue
-        readme = readme.replace(old[0], block, 1)
-if missing:
-    sys.exit("not in README.md: " + "; ".join(missing))
-open(readme_path, "w").write(readme)
+if missing and partial:
+    print("skipped (not in README.md or docs/src): " + "; ".join(missing), file=sys.stderr)
+elif missing:
+    sys.exit("not in README.md or docs/src: " + "; ".join(missing))
+for p, text in texts.items():
+    with open(p, "w") as f:
+        f.write(text)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Images/s of sharded extraction on the local Slurm (scripts/slurm-local.sh)
-# against one process, and the cost of the merge: README "Many machines".
+# against one process, and the cost of the merge: docs/src/many-machines.md.
 # Hold both `heavy` slots while it runs: nothing else may use the cores.
 # Usage: scripts/slurm-bench.sh [IMAGES (default 784)] [FURCATE (default target/debug/furcate)]
 set -euo pipefail

@@ -14,7 +14,7 @@ fn dataset(dir: &Path) -> PathBuf {
 
 /// Builds the example and the incompatible plugin with the profile of this
 /// test, once per process, and returns their paths.
-fn plugins() -> &'static (PathBuf, PathBuf) {
+pub(crate) fn plugins() -> &'static (PathBuf, PathBuf) {
     static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     BUILT.get_or_init(|| {
         // target/<profile>/deps/tests-<hash>

@@ -6,6 +6,8 @@ mod common;
 
 mod augment;
 mod cli;
+mod docs;
 mod experiment;
+mod few_labels;
 mod plugins;
 mod slurm;

@@ -26,17 +26,18 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::augment::Transform;
-use crate::data::intensity::Intensity;
-use crate::data::tiles::{Crop, TileConfig, TileFit};
-use crate::data::Duplicates;
 use crate::extractor::taps::TapSelection;
 use crate::extractor::{BuildContext, ExtractorConfig};
 use crate::head::HeadConfig;
 use crate::model::TrunkConfig;
 use crate::plugin::{self, PluginSet};
-use crate::runtime::DeviceSpec;
 use crate::{Error, Result};
+
+pub use crate::data::config::{DataConfig, Fit};
+pub use crate::train::config::{
+    LossWeighting, OptimizerKind, SemiSupervised, TrainingConfig, WeightDecay, DEFAULT_VALIDATION_FRACTION,
+    MIN_ROWS_FOR_VALIDATION, MIN_VALIDATION_ROWS,
+};
 
 /// A whole run configuration.
 #[derive(Debug, Serialize, Deserialize)]
@@ -110,412 +111,6 @@ pub struct ConsistencyPair {
     /// Each class's centre; absent: every class name must be a number, which is its centre.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub centres: Option<std::collections::BTreeMap<String, f64>>,
-}
-
-/// How the heads' losses make the training objective.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LossWeighting {
-    /// `Σ weight_i · loss_i` with each head's configured `weight`.
-    #[default]
-    Fixed,
-    /// Learned homoscedastic-uncertainty weighting (Kendall, Gal and Cipolla,
-    /// CVPR 2018): `Σ weight_i · (exp(-s_i) · loss_i + s_i / 2)` with one
-    /// trained log-variance `s_i` per head (starting at 0, so the first epoch
-    /// equals fixed weighting). A head whose loss stays high is down-weighted.
-    Uncertainty,
-}
-
-/// How images become the extractor's square input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Fit {
-    /// Resize the whole image to the square (aspect ratio not kept).
-    #[default]
-    Resize,
-    /// Cut the largest centred square, then resize it.
-    CenterCrop,
-}
-
-/// `[data]`: a manifest CSV, or one folder per class.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DataConfig {
-    /// A CSV with an image column (paths relative to the CSV) and one column per property.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub manifest: Option<PathBuf>,
-    /// A folder holding one sub-folder of images per class, for a single classification head.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub folders: Option<PathBuf>,
-    /// The manifest column holding image paths.
-    #[serde(default = "default_image_column")]
-    pub image_column: String,
-    /// The label column the folder names fill, with `folders`.
-    #[serde(default = "default_folder_column")]
-    pub folder_column: String,
-    /// How images are brought to the extractor's size.
-    #[serde(default)]
-    pub fit: Fit,
-    /// Where extracted features are cached (default: `<furcate cache>/features`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub feature_cache: Option<PathBuf>,
-    /// How raw grey values become `[0, 1]` ([`crate::data::intensity`]; default `auto`).
-    #[serde(default, skip_serializing_if = "Intensity::is_auto")]
-    pub intensity: Intensity,
-    /// The percentiles (in %) `intensity = "percentile"` stretches to 0 and 1.
-    #[serde(default = "default_percentiles", skip_serializing_if = "is_default_percentiles")]
-    pub percentiles: [f64; 2],
-    /// Pixels removed from each side of every image first (a data bar), [`crate::data::tiles`].
-    #[serde(default, skip_serializing_if = "Crop::is_none")]
-    pub crop: Crop,
-    /// Cut every image into tiles at native resolution ([`crate::data::tiles`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tile: Option<TileConfig>,
-    /// With `tile`: whether each head trains on the tiles or on the images
-    /// (their tiles' mean features), [`crate::data::tiles::TileFit`]; default
-    /// `auto` (value heads on images, discrete heads on tiles).
-    #[serde(default, skip_serializing_if = "TileFit::is_auto")]
-    pub tile_fit: TileFit,
-    /// The scale to work at, micrometres per pixel: every image is resampled
-    /// from its own `pixel_size_column` value to it before tiling.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pixel_size: Option<f64>,
-    /// The manifest column holding each image's micrometres per pixel.
-    #[serde(default = "default_pixel_size_column", skip_serializing_if = "is_default_pixel_size_column")]
-    pub pixel_size_column: String,
-    /// Smallest side (after crop and rescale) an image may have; default: a
-    /// quarter of the extractor's input.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub min_size: Option<u32>,
-    /// What a manifest listing the same image file twice does: `error`
-    /// (default) or `drop` (keep the first line, warn about the others).
-    #[serde(default, skip_serializing_if = "Duplicates::is_error")]
-    pub duplicates: Duplicates,
-    /// Transformations that leave every label unchanged ([`crate::data::augment`]):
-    /// each adds one row per image, a view of it, used as an extra training row.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub augment: Vec<Transform>,
-    /// Test-time augmentation: a prediction is the mean over the image's
-    /// plain row and its `augment` views (mean probability of a class head,
-    /// mean value of a value head), at validation, test and `furcate predict`.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub tta: bool,
-}
-
-fn default_percentiles() -> [f64; 2] {
-    [0.5, 99.5]
-}
-
-fn is_default_percentiles(p: &[f64; 2]) -> bool {
-    *p == default_percentiles()
-}
-
-fn default_pixel_size_column() -> String {
-    "pixel_size".into()
-}
-
-fn is_default_pixel_size_column(c: &str) -> bool {
-    c == default_pixel_size_column()
-}
-
-impl Default for DataConfig {
-    fn default() -> Self {
-        toml::from_str("").expect("every data field has a default")
-    }
-}
-
-fn default_image_column() -> String {
-    "file".into()
-}
-
-fn default_folder_column() -> String {
-    "class".into()
-}
-
-/// The optimiser.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OptimizerKind {
-    /// Adam (L2 penalty added to the gradient when `weight_decay > 0`).
-    #[default]
-    Adam,
-    /// AdamW (decoupled weight decay).
-    Adamw,
-    /// Full-batch L-BFGS with a strong-Wolfe line search (torch.optim.LBFGS's
-    /// algorithm, [`crate::train::lbfgs`]): the heads on cached features are a
-    /// (nearly) convex problem, solved to its optimum. `epochs` is the most
-    /// iterations; `weight_decay` is an L2 penalty; dropout is off (the
-    /// objective must be deterministic); `batch_size` must be 0.
-    Lbfgs,
-}
-
-/// `[training] weight_decay`: one value, a list to choose from, or `"auto"`.
-///
-/// The penalty is `weight_decay / 2 · ||w||²` on every trained weight except
-/// biases and learned loss weights. A list (or `"auto"`: [`WeightDecay::AUTO_GRID`])
-/// is tried value by value; the one with the best validation score is kept
-/// (per head when the heads share no trunk) and recorded in `metrics.json`.
-#[derive(Debug, Clone, PartialEq)]
-pub enum WeightDecay {
-    /// This value.
-    Fixed(f64),
-    /// The best of these, by validation.
-    Grid(Vec<f64>),
-}
-
-impl WeightDecay {
-    /// The grid `"auto"` tries: 10^-6 .. 10^-1.
-    pub const AUTO_GRID: [f64; 6] = [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1];
-
-    /// The values to try (one for a fixed value).
-    pub fn values(&self) -> Vec<f64> {
-        match self {
-            WeightDecay::Fixed(v) => vec![*v],
-            WeightDecay::Grid(g) => g.clone(),
-        }
-    }
-
-    /// Whether this is `"auto"` (an exact head then searches a wider path of
-    /// its own, [`crate::run::exact::AUTO_PATH`]).
-    pub fn is_auto(&self) -> bool {
-        matches!(self, WeightDecay::Grid(g) if *g == WeightDecay::AUTO_GRID)
-    }
-
-    /// Whether there is a choice to make.
-    pub fn is_search(&self) -> bool {
-        matches!(self, WeightDecay::Grid(g) if g.len() > 1)
-    }
-}
-
-impl Default for WeightDecay {
-    fn default() -> Self {
-        WeightDecay::Fixed(0.0)
-    }
-}
-
-impl Serialize for WeightDecay {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        match self {
-            WeightDecay::Fixed(v) => s.serialize_f64(*v),
-            WeightDecay::Grid(g) if *g == WeightDecay::AUTO_GRID => s.serialize_str("auto"),
-            WeightDecay::Grid(g) => g.serialize(s),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for WeightDecay {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let expected = "a number, a list of numbers, or \"auto\"";
-        match WordOrNumbers::read(d, expected)? {
-            WordOrNumbers::Number(v) => Ok(WeightDecay::Fixed(v)),
-            WordOrNumbers::List(g) => Ok(WeightDecay::Grid(g)),
-            WordOrNumbers::Word(w) if w == "auto" => Ok(WeightDecay::Grid(WeightDecay::AUTO_GRID.to_vec())),
-            WordOrNumbers::Word(w) => {
-                Err(serde::de::Error::custom(format!("weight_decay = \"{w}\": expected {expected}")))
-            }
-        }
-    }
-}
-
-/// A TOML value that is a word, a number or a list of numbers: what keys
-/// such as `weight_decay` and `intensity` take before they are told apart.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum WordOrNumbers {
-    /// A string.
-    Word(String),
-    /// A number (an integer is read as a float).
-    Number(f64),
-    /// A list of numbers.
-    List(Vec<f64>),
-}
-
-impl WordOrNumbers {
-    /// Reads one from `d`; any other value is an error saying `expected`.
-    pub(crate) fn read<'de, D: serde::Deserializer<'de>>(
-        d: D,
-        expected: &'static str,
-    ) -> std::result::Result<Self, D::Error> {
-        struct V(&'static str);
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = WordOrNumbers;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.0)
-            }
-            fn visit_f64<E: serde::de::Error>(self, v: f64) -> std::result::Result<WordOrNumbers, E> {
-                Ok(WordOrNumbers::Number(v))
-            }
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<WordOrNumbers, E> {
-                Ok(WordOrNumbers::Number(v as f64))
-            }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<WordOrNumbers, E> {
-                Ok(WordOrNumbers::Number(v as f64))
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<WordOrNumbers, E> {
-                Ok(WordOrNumbers::Word(v.to_string()))
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> std::result::Result<WordOrNumbers, A::Error> {
-                let mut list = Vec::new();
-                while let Some(v) = seq.next_element::<f64>()? {
-                    list.push(v);
-                }
-                Ok(WordOrNumbers::List(list))
-            }
-        }
-        d.deserialize_any(V(expected))
-    }
-}
-
-/// `[training]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrainingConfig {
-    /// Adam or AdamW.
-    #[serde(default)]
-    pub optimizer: OptimizerKind,
-    /// Learning rate.
-    #[serde(default = "default_lr")]
-    pub learning_rate: f64,
-    /// Weight decay (L2): a number, a list to choose from by validation, or
-    /// `"auto"` (see [`WeightDecay`]).
-    #[serde(default)]
-    pub weight_decay: WeightDecay,
-    /// Rows per step; absent or 0 means full batch.
-    #[serde(default)]
-    pub batch_size: usize,
-    /// Most epochs to train.
-    #[serde(default = "default_epochs")]
-    pub epochs: usize,
-    /// Stop after this many epochs without a better validation loss (needs a validation part).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub patience: Option<usize>,
-    /// Fraction of the samples held out for testing.
-    #[serde(default = "default_test_fraction")]
-    pub test_fraction: f64,
-    /// Fraction of the remaining samples used for validation (early stopping,
-    /// best epoch, choices). Absent: see [`TrainingConfig::validation_fraction_for`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub validation_fraction: Option<f64>,
-    /// Cross-validate in this many stratified folds before training the
-    /// final model on all the labelled images (see [`crate::run::folds`]);
-    /// absent: one train / test split.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub folds: Option<usize>,
-    /// Seed of the split, the initialisation and the batch order.
-    #[serde(default)]
-    pub seed: u64,
-    /// Where the heads train.
-    #[serde(default = "default_train_device")]
-    pub device: DeviceSpec,
-    /// Standardise each feature with the training rows' mean and std before
-    /// the trunk and heads (stored in the checkpoint). Default: on with
-    /// `lbfgs` (an L2 penalty and a line search need features on one scale),
-    /// off with Adam. Refused with `extractor.trainable_stages > 0`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub standardise_features: Option<bool>,
-    /// L-BFGS settings, for `optimizer = "lbfgs"`.
-    #[serde(default)]
-    pub lbfgs: crate::train::lbfgs::LbfgsConfig,
-    /// Write a resumable checkpoint every this many epochs.
-    #[serde(default = "default_checkpoint_every")]
-    pub checkpoint_every: usize,
-    /// How the heads' losses are combined (`fixed` or `uncertainty`).
-    #[serde(default)]
-    pub loss_weighting: LossWeighting,
-}
-
-fn default_lr() -> f64 {
-    1e-3
-}
-fn default_epochs() -> usize {
-    1024
-}
-fn default_test_fraction() -> f64 {
-    0.2
-}
-fn default_train_device() -> DeviceSpec {
-    DeviceSpec::Cpu
-}
-fn default_checkpoint_every() -> usize {
-    64
-}
-
-/// Below this many rows left after the test part, the default validation part is empty.
-pub const MIN_ROWS_FOR_VALIDATION: usize = 50;
-
-/// The default validation fraction, where a validation part is made.
-pub const DEFAULT_VALIDATION_FRACTION: f64 = 0.1;
-
-impl TrainingConfig {
-    /// The validation fraction for a training part of `rows` rows (the rows
-    /// left after the test part), and why, when it is the default.
-    ///
-    /// `validation_fraction` when it is set. Otherwise
-    /// [`DEFAULT_VALIDATION_FRACTION`] when there are at least
-    /// [`MIN_ROWS_FOR_VALIDATION`] rows (Adam and AdamW: the best epoch and
-    /// early stopping need it), else 0. With `lbfgs` (no early stopping; the
-    /// weight decay is chosen by k-fold inside the training part when the
-    /// validation part would be small) the default is
-    /// [`DEFAULT_VALIDATION_FRACTION`] only when that makes at least
-    /// [`crate::run::choose::MIN_VALIDATION_ROWS`] rows, else 0, so that no
-    /// row is kept from the fit for nothing.
-    ///
-    /// ```
-    /// use furcate_core::config::TrainingConfig;
-    ///
-    /// let adam = TrainingConfig::default();
-    /// assert_eq!(adam.validation_fraction_for(90).0, 0.1);
-    /// assert_eq!(adam.validation_fraction_for(30).0, 0.0);
-    /// let lbfgs: TrainingConfig = toml::from_str("optimizer = \"lbfgs\"").unwrap();
-    /// assert_eq!(lbfgs.validation_fraction_for(90).0, 0.0);
-    /// assert_eq!(lbfgs.validation_fraction_for(3150).0, 0.1);
-    /// ```
-    pub fn validation_fraction_for(&self, rows: usize) -> (f64, Option<String>) {
-        if let Some(v) = self.validation_fraction {
-            return (v, None);
-        }
-        let min_val = crate::run::choose::MIN_VALIDATION_ROWS;
-        let lbfgs = self.optimizer == OptimizerKind::Lbfgs;
-        let enough = if lbfgs {
-            (DEFAULT_VALIDATION_FRACTION * rows as f64).round() as usize >= min_val
-        } else {
-            rows >= MIN_ROWS_FOR_VALIDATION
-        };
-        if enough {
-            let why = format!(
-                "validation part: {DEFAULT_VALIDATION_FRACTION} of the {rows} training rows (the default; \
-                 set training.validation_fraction to change it)"
-            );
-            (DEFAULT_VALIDATION_FRACTION, Some(why))
-        } else if lbfgs {
-            let why = format!(
-                "no validation part: with lbfgs and {rows} training rows, 10 % would be fewer than \
-                 {min_val} rows, so choices are scored by k-fold inside the training part and every \
-                 row is fitted (the default; set training.validation_fraction to change it)"
-            );
-            (0.0, Some(why))
-        } else {
-            let why = format!(
-                "no validation part: only {rows} training rows (fewer than {MIN_ROWS_FOR_VALIDATION}; \
-                 the default; set training.validation_fraction to change it)"
-            );
-            (0.0, Some(why))
-        }
-    }
-
-    /// Whether features are standardised: `standardise_features`, by default
-    /// on with `lbfgs` and off otherwise.
-    pub fn standardise(&self) -> bool {
-        self.standardise_features.unwrap_or(self.optimizer == OptimizerKind::Lbfgs)
-    }
-}
-
-impl Default for TrainingConfig {
-    fn default() -> Self {
-        toml::from_str("").expect("every training field has a default")
-    }
 }
 
 /// A parsed configuration with the file it came from.
@@ -773,6 +368,33 @@ impl LoadedConfig {
                      (or set it to 0)",
                     t.batch_size
                 ),
+            ));
+        }
+        if let Err((key, m)) = t.propagation.validate() {
+            errors.push(self.error_at_key(key, 0, m));
+        }
+        if !t.semi_supervised.is_off() && t.folds.is_some() {
+            errors.push(self.error_at_key(
+                "semi_supervised",
+                0,
+                "training.semi_supervised with training.folds is not supported yet: cross-validate the \
+                 supervised heads, or leave out folds",
+            ));
+        }
+        if t.transductive && t.semi_supervised.is_off() {
+            errors.push(self.error_at_key(
+                "transductive",
+                0,
+                "training.transductive = true has no effect with semi_supervised = \"off\": set \
+                 semi_supervised = \"propagation\" or remove transductive",
+            ));
+        }
+        if !c.data.unlabelled.is_empty() && t.folds.is_some() {
+            errors.push(self.error_at_key(
+                "unlabelled",
+                0,
+                "data.unlabelled with training.folds is not supported yet (the folds would score \
+                 images without labels); leave out one of them",
             ));
         }
         if t.lbfgs.history_size == 0 {

@@ -326,3 +326,15 @@ impl<'de> Deserialize<'de> for HeadMetrics {
         Ok(m)
     }
 }
+
+/// Mean and sample standard deviation of the finite values (`None` when there are none).
+pub fn mean_std(values: &[f64]) -> Option<(f64, f64)> {
+    let v: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let var = if v.len() > 1 { v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+    Some((mean, var.sqrt()))
+}

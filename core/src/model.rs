@@ -39,140 +39,14 @@
 use std::borrow::Borrow;
 
 use serde::{Deserialize, Serialize};
-use tch::{nn, Kind, Tensor};
+use tch::{nn, Tensor};
 
 use crate::extractor::taps::select_columns;
 use crate::extractor::TrainableTail;
 use crate::head::{HeadConfig, HeadState, Prediction, PropertyHead, Targets};
 use crate::{Error, Result};
 
-/// The non-linearity after each hidden layer.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Activation {
-    /// `max(0, x)`.
-    #[default]
-    Relu,
-    /// Gaussian error linear unit (exact, erf-based).
-    Gelu,
-    /// Hyperbolic tangent.
-    Tanh,
-    /// None: the layer stays linear (`activation = "none"`).
-    #[serde(rename = "none")]
-    Identity,
-}
-
-impl Activation {
-    /// Applies the activation element-wise.
-    pub fn apply(self, x: &Tensor) -> Result<Tensor> {
-        Ok(match self {
-            Activation::Relu => x.f_relu()?,
-            Activation::Gelu => x.f_gelu("none")?,
-            Activation::Tanh => x.f_tanh()?,
-            Activation::Identity => x.shallow_clone(),
-        })
-    }
-}
-
-/// A stack of linear layers, each followed by an activation and dropout, with
-/// an optional final linear layer without either. The building block of the
-/// trunk and of the built-in heads; heads written elsewhere may use it too.
-///
-/// Hidden layer `i` is named `<prefix><i>` under the path, the final layer `out`.
-///
-/// ```
-/// use furcate_core::model::{Activation, Mlp};
-/// use tch::{nn, Device, Kind, Tensor};
-///
-/// let vs = nn::VarStore::new(Device::Cpu);
-/// let mlp = Mlp::new(&vs.root(), 6, &[4], "hidden", Activation::Relu, 0.0)?.with_output(&vs.root(), 2)?;
-/// assert_eq!(mlp.forward_t(&Tensor::zeros([3, 6], (Kind::Float, Device::Cpu)), false)?.size(), [3, 2]);
-/// // Features of the wrong width are an error, not a panic.
-/// assert!(mlp.forward_t(&Tensor::zeros([3, 5], (Kind::Float, Device::Cpu)), false).is_err());
-/// assert!(vs.variables().contains_key("hidden0.weight"));
-/// assert!(vs.variables().contains_key("out.bias"));
-/// # Ok::<(), furcate_core::Error>(())
-/// ```
-#[derive(Debug)]
-pub struct Mlp {
-    hidden: Vec<nn::Linear>,
-    out: Option<nn::Linear>,
-    activation: Activation,
-    dropout: f64,
-    out_dim: i64,
-}
-
-impl Mlp {
-    /// Builds `hidden.len()` linear layers under `p`, named `<prefix>0`,
-    /// `<prefix>1`, ... Errors on a non-positive width or a dropout outside
-    /// `[0, 1)`.
-    pub fn new(
-        p: &nn::Path,
-        in_dim: i64,
-        hidden: &[i64],
-        prefix: &str,
-        activation: Activation,
-        dropout: f64,
-    ) -> Result<Mlp> {
-        if in_dim <= 0 {
-            return Err(Error::Invalid(format!("input width must be positive, got {in_dim}")));
-        }
-        if let Some(bad) = hidden.iter().find(|w| **w <= 0) {
-            return Err(Error::Invalid(format!("layer widths must be positive, got {bad} in {hidden:?}")));
-        }
-        if !(0.0..1.0).contains(&dropout) {
-            return Err(Error::Invalid(format!("dropout must be in [0, 1), got {dropout}")));
-        }
-        let mut width = in_dim;
-        let mut layers = Vec::with_capacity(hidden.len());
-        for (i, &h) in hidden.iter().enumerate() {
-            layers.push(nn::linear(p / format!("{prefix}{i}"), width, h, Default::default()));
-            width = h;
-        }
-        Ok(Mlp { hidden: layers, out: None, activation, dropout, out_dim: width })
-    }
-
-    /// Adds a final linear layer `p / "out"` of width `k` (no activation, no
-    /// dropout after it). Errors on a non-positive `k`.
-    pub fn with_output(mut self, p: &nn::Path, k: i64) -> Result<Mlp> {
-        if k <= 0 {
-            return Err(Error::Invalid(format!("output width must be positive, got {k}")));
-        }
-        self.out = Some(nn::linear(p / "out", self.out_dim, k, Default::default()));
-        self.out_dim = k;
-        Ok(self)
-    }
-
-    /// The one linear layer of an MLP without hidden layers; `None` otherwise.
-    pub fn single_linear(&self) -> Option<&nn::Linear> {
-        self.out.as_ref().filter(|_| self.hidden.is_empty())
-    }
-
-    /// Width of the output.
-    pub fn out_dim(&self) -> i64 {
-        self.out_dim
-    }
-
-    /// Runs the layers; dropout only when `train`. Input of the wrong width
-    /// (or any other libtorch failure) is an [`Error::Torch`].
-    ///
-    /// # Shapes
-    /// `[N, in_dim]` -> `[N, out_dim]`.
-    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let linear = |l: &nn::Linear, x: &Tensor| x.f_linear(&l.ws, l.bs.as_ref());
-        let mut x = x.shallow_clone();
-        for layer in &self.hidden {
-            x = self.activation.apply(&linear(layer, &x)?)?;
-            if self.dropout > 0.0 {
-                x = x.f_dropout(self.dropout, train)?;
-            }
-        }
-        Ok(match &self.out {
-            Some(out) => linear(out, &x)?,
-            None => x,
-        })
-    }
-}
+pub use crate::layers::{to_vec_f64, Activation, Mlp};
 
 fn default_trunk_hidden() -> Vec<i64> {
     vec![100]
@@ -622,11 +496,4 @@ impl MultiHeadModel {
     pub fn decode(&self, outputs: &[Tensor]) -> Result<Vec<Vec<Prediction>>> {
         self.heads.iter().zip(outputs).map(|(h, o)| h.decode(o)).collect()
     }
-}
-
-/// `t` as a flat `Vec<f64>` on the CPU (NaN where it cannot be read); for
-/// heads' [`decode`](crate::PropertyHead::decode) and scores.
-pub fn to_vec_f64(t: &Tensor) -> Vec<f64> {
-    let flat = t.detach().to_device(tch::Device::Cpu).to_kind(Kind::Double).reshape([-1]);
-    Vec::<f64>::try_from(&flat).unwrap_or_else(|_| vec![f64::NAN; flat.numel()])
 }

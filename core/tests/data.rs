@@ -498,3 +498,33 @@ fn intensity_and_weight_decay_values_are_told_apart_with_errors_at_their_line() 
         assert!(e.contains("line 2") && e.contains(says), "{value}: {e}");
     }
 }
+
+/// With fewer training images than strata (35 of 3500 images in 70 strata),
+/// the split takes one image from 35 strata chosen so that every label of
+/// every stratifying column is covered evenly: 5 per morphology and 3 or 4
+/// per fraction, the test part as asked, no validation part.
+#[test]
+fn a_few_label_split_covers_every_label_evenly() {
+    let sep = split::STRATUM_SEPARATOR;
+    let strata: Vec<String> = (0..3500).map(|i| format!("m{}{sep}f{}", i / 500, (i / 50) % 10)).collect();
+    for seed in 0..3 {
+        let s = split::stratified(&strata, 0.99, 0.1, seed);
+        assert_eq!((s.train.len(), s.val.len(), s.test.len()), (35, 0, 3465));
+        let count = |part: usize| {
+            let mut c = std::collections::BTreeMap::new();
+            for &i in &s.train {
+                *c.entry(strata[i].split(sep).nth(part).unwrap().to_string()).or_insert(0) += 1;
+            }
+            c
+        };
+        assert!(count(0).values().all(|&n| n == 5), "{:?}", count(0));
+        assert_eq!(count(1).len(), 10);
+        assert!(count(1).values().all(|&n| (3..=4).contains(&n)), "{:?}", count(1));
+        let mut all: Vec<usize> = s.train.iter().chain(&s.test).copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..3500).collect::<Vec<_>>());
+    }
+    // Enough training images for every stratum: the usual per-stratum split.
+    let s = split::stratified(&strata, 0.9, 0.0, 0);
+    assert_eq!(s.train.len(), 350);
+}

@@ -14,6 +14,7 @@ mod features_cache;
 mod heads;
 mod loss_weighting;
 mod model_props;
+mod module_cycles;
 mod report;
 mod shard;
 mod train;

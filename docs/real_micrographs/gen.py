@@ -1,4 +1,4 @@
-# Renders the micrographs of README "Real micrographs" (run in this folder):
+# Renders the micrographs of the guide's "Real micrographs" chapter (run in this folder):
 # two-phase Gaussian-field structures, blur, noise, an illumination gradient,
 # 12-bit data in 16-bit TIFFs, a data bar on sem_1..5. Needs numpy and Pillow.
 import numpy as np

@@ -7,7 +7,7 @@ use image::{imageops::FilterType, DynamicImage};
 use rayon::prelude::*;
 use tch::Tensor;
 
-use crate::config::Fit;
+use super::config::Fit;
 use crate::{Error, Result};
 
 /// One decoded image at the target size: `channels` planes of `size * size`

@@ -100,7 +100,7 @@ impl Serialize for Intensity {
 
 impl<'de> Deserialize<'de> for Intensity {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        use crate::config::WordOrNumbers;
+        use crate::values::WordOrNumbers;
         let expected = "\"auto\", \"full_range\", \"bit_depth\", \"percentile\" or [low, high]";
         let bad =
             |value: String| serde::de::Error::custom(format!("intensity = {value}: expected {expected}"));

@@ -3,6 +3,7 @@
 //! tiles, symmetries) and the train/validation/test split.
 
 pub mod augment;
+pub mod config;
 pub mod image;
 pub mod intensity;
 pub mod prepare;
@@ -14,9 +15,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::DataConfig;
 use crate::error::abridged;
 use crate::{Error, Result};
+pub use config::{DataConfig, Fit};
 
 /// Collects the results of a parallel pass over a data set's images. On
 /// failure the error is the first failing image's in data order, whichever
@@ -69,8 +70,51 @@ pub struct Dataset {
 impl Dataset {
     /// Reads the set a `[data]` table names; relative paths are from `base`.
     /// A file listed twice is handled as `cfg.duplicates` says.
+    /// The images of `[data] unlabelled` are appended with empty cells.
     pub fn load(cfg: &DataConfig, base: &Path) -> Result<Dataset> {
-        Dataset::load_listed(cfg, base)?.with_duplicates(cfg.duplicates)
+        let set = Dataset::load_listed(cfg, base)?.with_duplicates(cfg.duplicates)?;
+        if cfg.unlabelled.is_empty() {
+            return Ok(set);
+        }
+        set.with_unlabelled(&unlabelled_files(&cfg.unlabelled, base)?)
+    }
+
+    /// This set followed by the images `files`, every label cell empty. A
+    /// file that is already in the set is an error naming both.
+    pub fn with_unlabelled(mut self, files: &[PathBuf]) -> Result<Dataset> {
+        let known: std::collections::HashMap<PathBuf, usize> = self
+            .files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (std::fs::canonicalize(f).unwrap_or_else(|_| f.clone()), i))
+            .collect();
+        for f in files {
+            let key = std::fs::canonicalize(f).unwrap_or_else(|_| f.clone());
+            if let Some(&i) = known.get(&key) {
+                return Err(Error::data(
+                    &self.source,
+                    format!(
+                        "{} is both labelled ({}) and in data.unlabelled; list it once",
+                        f.display(),
+                        self.origins[i]
+                    ),
+                ));
+            }
+            self.names.push(f.display().to_string());
+            self.origins.push(format!("data.unlabelled: {}", f.display()));
+            self.files.push(f.clone());
+            for cells in self.columns.values_mut() {
+                cells.push(None);
+            }
+        }
+        Ok(self)
+    }
+
+    /// The images without a label in any of `columns` (the unlabelled ones).
+    pub fn unlabelled_rows(&self, columns: &[&str]) -> Vec<usize> {
+        (0..self.len())
+            .filter(|&i| columns.iter().all(|c| self.columns.get(*c).is_none_or(|v| v[i].is_none())))
+            .collect()
     }
 
     /// [`Dataset::load`] keeping every row as listed, repeats included (for
@@ -325,6 +369,41 @@ impl Dataset {
     }
 }
 
+/// The images `[data] unlabelled` names: each entry a folder (its images),
+/// a file, or a glob pattern (`micrographs/**/*.tif`), relative to `base`.
+/// An entry that names nothing is an error naming it.
+pub fn unlabelled_files(entries: &[String], base: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = resolve(base, Path::new(entry));
+        let found = if entry.contains(['*', '?', '[']) {
+            let pattern = path.to_string_lossy().to_string();
+            let paths = glob::glob(&pattern)
+                .map_err(|e| Error::Invalid(format!("data.unlabelled: pattern \"{entry}\": {e}")))?;
+            let mut matched: Vec<PathBuf> = paths.filter_map(|p| p.ok()).filter(|p| is_image(p)).collect();
+            matched.sort();
+            matched
+        } else if path.is_dir() {
+            list_images(&path)?
+        } else if path.is_file() {
+            vec![path.clone()]
+        } else {
+            return Err(Error::Invalid(format!(
+                "data.unlabelled: \"{entry}\" ({}) is no file, folder or pattern that matches",
+                path.display()
+            )));
+        };
+        if found.is_empty() {
+            return Err(Error::Invalid(format!(
+                "data.unlabelled: \"{entry}\" ({}) holds no images",
+                path.display()
+            )));
+        }
+        files.extend(found);
+    }
+    Ok(files)
+}
+
 fn resolve(base: &Path, p: &Path) -> PathBuf {
     if p.is_absolute() {
         p.to_path_buf()
@@ -333,17 +412,20 @@ fn resolve(base: &Path, p: &Path) -> PathBuf {
     }
 }
 
+/// Whether `p` is a file with an image extension ([`IMAGE_EXTENSIONS`]).
+fn is_image(p: &Path) -> bool {
+    p.is_file()
+        && p.extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
 fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| Error::io(dir, e))?
         .flatten()
         .map(|e| e.path())
-        .filter(|p| {
-            p.is_file()
-                && p.extension()
-                    .and_then(|e| e.to_str())
-                    .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-        })
+        .filter(|p| is_image(p))
         .collect();
     files.sort();
     Ok(files)

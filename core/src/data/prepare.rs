@@ -35,12 +35,12 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::augment::Transform;
+use super::config::DataConfig;
 use super::image::{decode_image, fit_image, to_pixels, Pixels};
 use super::intensity::{self, Intensity, Storage, TiffTags};
 use super::split::Split;
 use super::tiles::Rect;
 use super::Dataset;
-use crate::config::DataConfig;
 use crate::{fsutil, Error, Result};
 
 /// An image more than this many times the extractor's input on a side, read

@@ -26,6 +26,23 @@ pub struct Split {
 /// `round(validation_fraction * rest)` to validation, the rest to training,
 /// so every part has the classes in the data's proportions. A group keeps at
 /// least one training sample. The same seed gives the same split on every machine.
+///
+/// When the training part is to have fewer images than there are strata
+/// (few labels: 35 of 3500 images in 70 strata), the training images are
+/// chosen one stratum at a time so that each label of each stratifying
+/// column (the parts of a stratum joined by [`STRATUM_SEPARATOR`]) is as
+/// evenly covered as it can be: 35 images of 7 morphologies x 10 fractions
+/// get 5 per morphology and 3 or 4 per fraction. The validation part is then empty.
+///
+/// ```
+/// use furcate_core::data::split::{stratified, STRATUM_SEPARATOR};
+///
+/// let strata: Vec<String> =
+///     (0..700).map(|i| format!("m{}{STRATUM_SEPARATOR}f{}", i % 7, (i / 7) % 10)).collect();
+/// let s = stratified(&strata, 0.99, 0.1, 0);
+/// assert_eq!(s.train.len(), 7);
+/// assert_eq!(s.test.len(), 693);
+/// ```
 pub fn stratified(strata: &[String], test_fraction: f64, validation_fraction: f64, seed: u64) -> Split {
     let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, s) in strata.iter().enumerate() {
@@ -33,6 +50,10 @@ pub fn stratified(strata: &[String], test_fraction: f64, validation_fraction: f6
     }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut split = Split::default();
+    let n_train = strata.len() - (test_fraction * strata.len() as f64).round() as usize;
+    if n_train >= 1 && n_train < groups.len() {
+        return sparse(groups, n_train, &mut rng);
+    }
     for rows in groups.values_mut() {
         rows.shuffle(&mut rng);
         let n = rows.len();
@@ -45,6 +66,50 @@ pub fn stratified(strata: &[String], test_fraction: f64, validation_fraction: f6
     }
     split.train.sort_unstable();
     split.val.sort_unstable();
+    split.test.sort_unstable();
+    split
+}
+
+/// What joins the labels of several stratifying columns into one stratum.
+pub const STRATUM_SEPARATOR: char = '\u{1f}';
+
+/// The few-labels split of [`stratified`]: `n_train` images, one per
+/// stratum, the strata chosen so that every column's labels are covered evenly.
+fn sparse(mut groups: BTreeMap<&str, Vec<usize>>, n_train: usize, rng: &mut ChaCha8Rng) -> Split {
+    let mut order: Vec<&str> = groups.keys().copied().collect();
+    order.shuffle(rng);
+    for rows in groups.values_mut() {
+        rows.shuffle(rng);
+    }
+    let parts = |s: &str| -> Vec<(usize, String)> {
+        s.split(STRATUM_SEPARATOR).enumerate().map(|(c, v)| (c, v.to_string())).collect()
+    };
+    let mut covered: BTreeMap<(usize, String), usize> = BTreeMap::new();
+    let mut chosen = std::collections::BTreeSet::new();
+    let mut split = Split::default();
+    for _ in 0..n_train {
+        // The stratum whose labels have been chosen least (most-covered label first, then the sum).
+        let best = order
+            .iter()
+            .filter(|s| !chosen.contains(*s))
+            .min_by_key(|s| {
+                let counts: Vec<usize> =
+                    parts(s).into_iter().map(|k| covered.get(&k).copied().unwrap_or(0)).collect();
+                (counts.iter().copied().max().unwrap_or(0), counts.iter().sum::<usize>())
+            })
+            .copied();
+        let Some(best) = best else { break };
+        chosen.insert(best);
+        for k in parts(best) {
+            *covered.entry(k).or_insert(0) += 1;
+        }
+        split.train.push(groups[best][0]);
+    }
+    for (s, rows) in &groups {
+        let skip = usize::from(chosen.contains(s));
+        split.test.extend_from_slice(&rows[skip..]);
+    }
+    split.train.sort_unstable();
     split.test.sort_unstable();
     split
 }

@@ -28,6 +28,7 @@ use crate::{Error, Result};
 pub mod concat;
 pub mod efficientnet_lite0;
 pub mod frozen;
+pub mod network;
 pub mod resnet50;
 pub mod taps;
 pub mod trainable;

@@ -47,7 +47,7 @@
 use tch::nn::{self, VarStore};
 use tch::{Kind, Tensor};
 
-use super::frozen::Network;
+use super::network::Network;
 use crate::{Error, Result};
 
 /// The trainable last stages of a backbone: from the flattened activation at

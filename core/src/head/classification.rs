@@ -33,8 +33,8 @@ use super::{
     cell, class_list, classes_state, encode_cells, HeadConfig, HeadScore, HeadState, Labels, Prediction,
     PropertyHead, Targets,
 };
+use crate::layers::{to_vec_f64, Mlp};
 use crate::metrics::{self, HeadMetrics};
-use crate::model::{to_vec_f64, Mlp};
 use crate::{Error, Result};
 
 crate::head_config! {

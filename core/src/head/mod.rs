@@ -112,9 +112,9 @@ macro_rules! head_config {
                 path: &tch::nn::Path,
                 in_dim: i64,
                 outputs: i64,
-            ) -> $crate::Result<$crate::model::Mlp> {
-                let relu = $crate::model::Activation::Relu;
-                $crate::model::Mlp::new(path, in_dim, &self.hidden, "hidden", relu, self.dropout)
+            ) -> $crate::Result<$crate::layers::Mlp> {
+                let relu = $crate::layers::Activation::Relu;
+                $crate::layers::Mlp::new(path, in_dim, &self.hidden, "hidden", relu, self.dropout)
                     .and_then(|m| m.with_output(path, outputs))
                     .map_err(|e| self.invalid(e))
             }
@@ -487,6 +487,6 @@ pub trait HeadConfig: Debug + Send + Sync {
 /// one `Vec` of `K` probabilities per row.
 pub fn probability_rows(probabilities: &Tensor) -> Vec<Vec<f64>> {
     let k = probabilities.size().get(1).copied().unwrap_or(0) as usize;
-    let flat = crate::model::to_vec_f64(&probabilities.contiguous().view([-1]));
+    let flat = crate::layers::to_vec_f64(&probabilities.contiguous().view([-1]));
     flat.chunks(k.max(1)).map(<[f64]>::to_vec).collect()
 }

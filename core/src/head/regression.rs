@@ -55,8 +55,8 @@ use super::{
     cell, encode_cells, HeadConfig, HeadScore, HeadState, Labels, LeastSquares, Prediction, PropertyHead,
     Targets,
 };
+use crate::layers::{to_vec_f64, Mlp};
 use crate::metrics::{self, HeadMetrics};
-use crate::model::{to_vec_f64, Mlp};
 use crate::{Error, Result};
 
 /// The loss of a regression head.

@@ -7,7 +7,7 @@ use base64::Engine as _;
 use serde_json::Value;
 
 use crate::metrics::{ClassMetrics, HeadMetrics};
-use crate::run::RunResults;
+use crate::results::{Choices, CvSummary, RunResults};
 
 /// A plot written under `plots/`, shown inline.
 pub(super) struct Figure {
@@ -31,9 +31,9 @@ pub(super) struct HeadView<'a> {
 pub(super) struct Page<'a> {
     pub results: &'a RunResults,
     /// The taps and weight decays the run chose (`metrics.json`'s `choices`).
-    pub choices: Option<&'a crate::run::choose::Choices>,
+    pub choices: Option<&'a Choices>,
     /// The cross-validation (`metrics.json`'s `cross_validation`) and its plots.
-    pub cross_validation: Option<(&'a crate::run::folds::CvSummary, &'a [Figure])>,
+    pub cross_validation: Option<(&'a CvSummary, &'a [Figure])>,
     pub total: Option<&'a Figure>,
     pub heads: &'a [HeadView<'a>],
     pub config: Option<&'a str>,
@@ -354,7 +354,7 @@ pub(super) fn number_text(x: f64) -> String {
 
 /// The per-fold spread: per head and metric, the mean ± std over folds and
 /// every fold's value.
-fn cross_validation(out: &mut String, cv: &crate::run::folds::CvSummary, figures: &[Figure]) {
+fn cross_validation(out: &mut String, cv: &CvSummary, figures: &[Figure]) {
     let _ = writeln!(out, "<h2>Cross-validation ({} folds)</h2>\n<p>{}</p>", cv.k, esc(&cv.final_model));
     out.push_str("<table class=\"folds\">\n<tr><th>head</th><th>metric</th><th>mean ± std</th>");
     for f in &cv.folds {
@@ -389,7 +389,7 @@ fn cross_validation(out: &mut String, cv: &crate::run::folds::CvSummary, figures
 /// Escapes text for HTML content and attribute values.
 /// Where each head branches off the network, its weight decay, and every
 /// candidate that was scored.
-fn choices(out: &mut String, c: &crate::run::choose::Choices) {
+fn choices(out: &mut String, c: &Choices) {
     out.push_str("<h2>Taps and weight decay</h2>\n");
     if let Some(layout) = &c.layout {
         let taps: Vec<String> = layout.taps.iter().map(|(n, w)| format!("{} ({w})", esc(n))).collect();

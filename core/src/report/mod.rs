@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 use crate::fsutil::write_atomic;
 use crate::metrics::HeadMetrics;
-use crate::run::RunResults;
+use crate::results::{RunResults, OUT_OF_FOLD};
 use crate::{Error, Result};
 
 /// The files [`write_report`] wrote.
@@ -60,7 +60,7 @@ pub fn write_report_for(
     history: Option<(&[String], &[crate::train::EpochRecord])>,
 ) -> Result<ReportFiles> {
     let history = history.map(|(heads, records)| {
-        let (header, rows) = crate::run::history_columns(heads, records);
+        let (header, rows) = crate::train::history_columns(heads, records);
         History::from_rows(header, &rows)
     });
     let run = RunFolder::read(run_dir, results, history)?;
@@ -321,7 +321,7 @@ impl Predictions {
     /// `(true, predicted)` of the scored rows where both cells are finite
     /// numbers, with what they are: the test rows (`split` = `test`), or,
     /// when there are none, the out-of-fold rows of a cross-validated run
-    /// (`split` = [`crate::run::folds::OUT_OF_FOLD`]). `None` when the file
+    /// (`split` = [`OUT_OF_FOLD`]). `None` when the file
     /// has no `<head>_true` / `<head>_pred` columns.
     fn scored_pairs(&self, head: &str) -> Option<(&'static str, Vec<(f64, f64)>)> {
         let col = |name: String| self.header.iter().position(|h| *h == name);
@@ -339,8 +339,8 @@ impl Predictions {
         };
         let test = of("test");
         let has = |part: &str| self.rows.iter().any(|r| r.get(split).map(str::trim) == Some(part));
-        if !has("test") && has(crate::run::folds::OUT_OF_FOLD) {
-            return Some(("out of fold", of(crate::run::folds::OUT_OF_FOLD)));
+        if !has("test") && has(OUT_OF_FOLD) {
+            return Some(("out of fold", of(OUT_OF_FOLD)));
         }
         Some(("test", test))
     }

@@ -16,7 +16,6 @@
 
 use tch::{Device, Tensor};
 
-use super::output::ExtraColumn;
 use crate::config::RunConfig;
 use crate::data::prepare::RowPlan;
 use crate::data::Dataset;
@@ -262,6 +261,15 @@ fn one_hot(classes: &[String], p: &Prediction) -> Vec<f64> {
         }
     }
     v
+}
+
+/// A column added after the prediction columns of `predictions.csv`.
+#[derive(Debug, Clone)]
+pub struct ExtraColumn {
+    /// Its header.
+    pub name: String,
+    /// One cell per row.
+    pub cells: Vec<String>,
 }
 
 /// A tiled run's per-image aggregates with the rows' own outputs.

@@ -6,21 +6,7 @@ use crate::head::Prediction;
 use crate::model::MultiHeadModel;
 use crate::{Error, Result};
 
-/// How a value head's predictions, rounded to the nearest class centre, agree
-/// with a class head's (see [`crate::config::ConsistencyPair`]).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Consistency {
-    /// The value head.
-    pub value: String,
-    /// The class head.
-    pub class: String,
-    /// Fraction of rows where the rounded value is the class head's prediction.
-    pub agreement: f64,
-    /// Fraction of labelled rows where the rounded value is not the true class.
-    pub rounded_error: Option<f64>,
-    /// Rows compared.
-    pub n: usize,
-}
+pub use crate::results::Consistency;
 
 /// A value head, a class head and each class's centre.
 #[derive(Debug, Clone)]

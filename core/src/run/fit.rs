@@ -15,6 +15,8 @@ use crate::progress::Progress;
 use crate::train::{self, Batch, TrainOutcome};
 use crate::{Error, Result};
 
+pub(crate) use super::parts::FitData;
+
 /// A model fitted on some rows of a data set ([`fit_rows`]).
 pub(crate) struct Fitted {
     pub(crate) vs: nn::VarStore,
@@ -30,21 +32,6 @@ impl Fitted {
     pub(crate) fn rows(&self, features: &Tensor, idx: &[usize]) -> Tensor {
         self.scaler.apply(&select_rows(features, idx))
     }
-}
-
-/// What [`fit_rows`] fits on: the rows of a data set with their features.
-pub(crate) struct FitData<'a> {
-    pub(crate) data: &'a Dataset,
-    pub(crate) features: &'a Tensor,
-    pub(crate) layout: &'a crate::extractor::taps::TapLayout,
-    pub(crate) strata: &'a [String],
-    /// The image of each row, when an image has several rows (tiles, views):
-    /// k-fold and leave-one-out keep an image's rows together.
-    pub(crate) groups: Option<&'a [usize]>,
-    /// The plain row each row is a view of, when some rows are `[data]
-    /// augment` views: scores count plain rows (or, with `tta`, each plain
-    /// row averaged over its views), never the views as rows of their own.
-    pub(crate) base: Option<&'a [usize]>,
 }
 
 /// Fits head states on the training rows of `parts` (with image rows added

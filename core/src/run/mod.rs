@@ -38,6 +38,7 @@ pub mod output;
 pub mod parts;
 pub mod results;
 pub mod saved;
+mod semi;
 pub mod table;
 mod tile_fit;
 pub mod warnings;
@@ -51,17 +52,18 @@ use crate::progress::Progress;
 use crate::train::TrainOutcome;
 use crate::{fsutil, Error, Result};
 use evaluate::score_images;
-use fit::{fit_rows, FitData, Fitted};
+use fit::{FitData, Fitted};
 use parts::{check_columns, strata, validation_split};
 use write::{data_sha256, partial_dir};
 
+pub use crate::results::{HeadResult, RunResults, TileResult};
 pub use assemble::{build_model, build_model_for, build_model_routed, FeatureScaler};
 pub use checkpoint::CheckpointState;
 pub use consistency::Consistency;
 pub use evaluate::{evaluate, predict_features, predict_images, Evaluation, HeadSummary, ImagePredictions};
 pub use extract::{extract, extract_from, Extracted};
 pub use features::{features_augmented, features_for, Features};
-pub use results::{HeadResult, RunFacts, RunResults, TileResult};
+pub use results::RunFacts;
 pub use saved::{PredictOptions, Predicted, SavedRun};
 pub use table::{exact_match_label, format_choices, format_table};
 pub use write::{history_columns, history_csv, predictions_csv};
@@ -118,12 +120,7 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
             let (train, val, why) = validation_split(t, &image_strata, &all);
             (split::Split { train, val, test: Vec::new() }, why)
         }
-        None => {
-            let rest =
-                images.len() - split::stratified(&image_strata, t.test_fraction, 0.0, t.seed).test.len();
-            let (validation_fraction, why) = t.validation_fraction_for(rest);
-            (split::stratified(&image_strata, t.test_fraction, validation_fraction, t.seed), why)
-        }
+        None => parts::split_labelled(c, &images, &image_strata),
     };
     // [data] augment: views of the training and validation images, and of
     // the test images only when they are predicted with them ([data] tta).
@@ -187,7 +184,11 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
         groups: (plan.tiled || plan.augmented()).then_some(plan.image.as_slice()),
         base: base.as_deref(),
     };
-    let fitted = fit_rows(cfg, extractor.as_ref(), &rows, &parts, &mut snapshots, progress)?;
+    let (fitted, semi) = semi::fit_semi(cfg, extractor.as_ref(), &rows, &parts, &mut snapshots, progress)?;
+    if let Some(semi) = &semi {
+        tracing::info!("{}", semi.note());
+        notes.push(semi.note());
+    }
     drop(extractor);
     let Fitted { vs, model, states, choices, outcome, .. } = &fitted;
     let in_dim = features.size()[1];

@@ -18,6 +18,8 @@ use crate::head::Prediction;
 use crate::model::MultiHeadModel;
 use crate::{Error, Result};
 
+pub use super::aggregate::ExtraColumn;
+
 /// Takes the lock on the run folder `out` ([`OutputLock`]; with `wait`,
 /// waiting for another run writing it to end), then, under the lock, checks
 /// that `out` does not exist unless `force`: two runs on one folder never
@@ -46,15 +48,6 @@ fn already_exists(out: &Path) -> Error {
         out,
         std::io::Error::new(std::io::ErrorKind::AlreadyExists, "already exists (use --force to replace it)"),
     )
-}
-
-/// A column added after the prediction columns of `predictions.csv`.
-#[derive(Debug, Clone)]
-pub struct ExtraColumn {
-    /// Its header.
-    pub name: String,
-    /// One cell per row.
-    pub cells: Vec<String>,
 }
 
 /// Every head's predictions for a set of images, with each class's

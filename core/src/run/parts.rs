@@ -1,5 +1,7 @@
 //! The run's parts: label columns checked, strata, and the validation part.
 
+use tch::Tensor;
+
 use crate::config::{LoadedConfig, RunConfig};
 use crate::data::{split, Dataset};
 use crate::Result;
@@ -13,7 +15,12 @@ pub(crate) fn strata(config: &RunConfig, data: &Dataset) -> Result<Vec<String>> 
         }
     }
     Ok((0..data.len())
-        .map(|i| cols.iter().map(|c| c[i].unwrap_or("")).collect::<Vec<_>>().join("\u{1f}"))
+        .map(|i| {
+            cols.iter()
+                .map(|c| c[i].unwrap_or(""))
+                .collect::<Vec<_>>()
+                .join(&split::STRATUM_SEPARATOR.to_string())
+        })
         .collect())
 }
 
@@ -49,4 +56,45 @@ pub(crate) fn validation_split(
     let inner = split::stratified(&sub, 0.0, fraction, t.seed);
     let map = |v: &[usize]| v.iter().map(|&i| rows[i]).collect::<Vec<_>>();
     (map(&inner.train), map(&inner.val), why)
+}
+
+/// The split of a run without cross-validation: the images with a label
+/// for some head are split into training, validation and test parts
+/// (stratified, `training.test_fraction`, the validation fraction for the
+/// rest); the images without any label (`[data] unlabelled`, empty manifest
+/// rows) all go to the training part, where only `semi_supervised` uses them.
+/// Returns the parts and why the validation fraction is the default.
+pub(crate) fn split_labelled(
+    config: &RunConfig,
+    images: &Dataset,
+    strata: &[String],
+) -> (split::Split, Option<String>) {
+    let t = &config.training;
+    let columns: Vec<&str> = config.heads.iter().map(|h| h.column()).collect();
+    let unlabelled = images.unlabelled_rows(&columns);
+    let labelled: Vec<usize> = (0..images.len()).filter(|i| unlabelled.binary_search(i).is_err()).collect();
+    let sub: Vec<String> = labelled.iter().map(|&i| strata[i].clone()).collect();
+    let rest = labelled.len() - split::stratified(&sub, t.test_fraction, 0.0, t.seed).test.len();
+    let (validation_fraction, why) = t.validation_fraction_for(rest);
+    let inner = split::stratified(&sub, t.test_fraction, validation_fraction, t.seed);
+    let map = |v: &[usize]| v.iter().map(|&i| labelled[i]).collect::<Vec<_>>();
+    let mut train = map(&inner.train);
+    train.extend_from_slice(&unlabelled);
+    train.sort_unstable();
+    (split::Split { train, val: map(&inner.val), test: map(&inner.test) }, why)
+}
+
+/// What [`super::fit::fit_rows`] fits on: the rows of a data set with their features.
+pub(crate) struct FitData<'a> {
+    pub(crate) data: &'a Dataset,
+    pub(crate) features: &'a Tensor,
+    pub(crate) layout: &'a crate::extractor::taps::TapLayout,
+    pub(crate) strata: &'a [String],
+    /// The image of each row, when an image has several rows (tiles, views):
+    /// k-fold and leave-one-out keep an image's rows together.
+    pub(crate) groups: Option<&'a [usize]>,
+    /// The plain row each row is a view of, when some rows are `[data]
+    /// augment` views: scores count plain rows (or, with `tta`, each plain
+    /// row averaged over its views), never the views as rows of their own.
+    pub(crate) base: Option<&'a [usize]>,
 }

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 
 use tch::{Kind, Tensor};
 
-use super::fit::FitData;
+use super::parts::FitData;
 use crate::config::RunConfig;
 use crate::data::{split::Split, Dataset};
 use crate::Result;

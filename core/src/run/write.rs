@@ -9,6 +9,8 @@ use crate::config::RunConfig;
 use crate::data::Dataset;
 use crate::head::Prediction;
 use crate::train::EpochRecord;
+
+pub use crate::train::history_columns;
 use crate::{fsutil, Result};
 
 pub(crate) fn partial_dir(out: &Path) -> PathBuf {
@@ -18,25 +20,6 @@ pub(crate) fn partial_dir(out: &Path) -> PathBuf {
 
 pub(crate) fn data_sha256(data: &Dataset) -> Option<String> {
     data.source.is_file().then(|| fsutil::sha256_file(&data.source).ok()).flatten()
-}
-
-/// The columns of `history.csv` and the report's loss curves:
-/// `epoch,train_total,val_total,train_<head>...,val_<head>...`, one row per
-/// epoch (`None`: no validation part).
-pub fn history_columns(heads: &[String], history: &[EpochRecord]) -> (Vec<String>, Vec<Vec<Option<f64>>>) {
-    let mut header: Vec<String> = ["epoch", "train_total", "val_total"].map(String::from).to_vec();
-    header.extend(heads.iter().map(|h| format!("train_{h}")));
-    header.extend(heads.iter().map(|h| format!("val_{h}")));
-    let rows = history
-        .iter()
-        .map(|r| {
-            let mut row = vec![Some(r.epoch as f64), Some(r.train_total), r.val_total];
-            row.extend(r.train.iter().map(|&v| Some(v)));
-            row.extend((0..heads.len()).map(|i| r.val.as_ref().map(|v| v[i])));
-            row
-        })
-        .collect();
-    (header, rows)
 }
 
 /// `history.csv` ([`history_columns`]; the epoch as an integer, losses with 8 decimals).

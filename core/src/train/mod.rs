@@ -3,9 +3,11 @@
 //! mini-batches, early stopping on the validation loss with the best
 //! epoch restored, NaN detection per head, and resumable checkpoints.
 
+pub mod config;
 pub mod decay;
 pub mod lbfgs;
 pub mod optim;
+pub mod propagate;
 pub mod ridge;
 mod solve;
 
@@ -14,11 +16,11 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
 
-use crate::config::TrainingConfig;
 use crate::head::Targets;
 use crate::model::MultiHeadModel;
 use crate::progress::Progress;
 use crate::{Error, Result};
+pub use config::{LossWeighting, OptimizerKind, TrainingConfig, WeightDecay};
 
 pub use decay::Decay;
 pub use lbfgs::{Convergence, Iteration, Lbfgs, LbfgsConfig};
@@ -173,7 +175,7 @@ pub fn train_with(
     checkpointer: &mut dyn Checkpointer,
     progress: &mut dyn Progress,
 ) -> Result<TrainOutcome> {
-    if cfg.optimizer == crate::config::OptimizerKind::Lbfgs {
+    if cfg.optimizer == OptimizerKind::Lbfgs {
         let job = solve::Job { model, vs, data, val, cfg, decay, record: true };
         return solve::train_lbfgs(&job, checkpointer, progress);
     }
@@ -323,7 +325,7 @@ pub(crate) fn train_candidate(
     cfg: &TrainingConfig,
     decay: &Decay,
 ) -> Result<TrainOutcome> {
-    if cfg.optimizer == crate::config::OptimizerKind::Lbfgs {
+    if cfg.optimizer == OptimizerKind::Lbfgs {
         let job = solve::Job { model, vs, data, val: None, cfg, decay, record: false };
         return solve::train_lbfgs(&job, &mut NoCheckpoints, &mut crate::progress::Silent);
     }
@@ -343,4 +345,23 @@ pub(crate) fn check_finite(names: &[String], values: &[f64], epoch: usize) -> Re
 
 pub(crate) fn seed_for(seed: u64, epoch: usize) -> i64 {
     (seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ epoch as u64) as i64 & i64::MAX
+}
+
+/// The columns of `history.csv` and the report's loss curves:
+/// `epoch,train_total,val_total,train_<head>...,val_<head>...`, one row per
+/// epoch (`None`: no validation part).
+pub fn history_columns(heads: &[String], history: &[EpochRecord]) -> (Vec<String>, Vec<Vec<Option<f64>>>) {
+    let mut header: Vec<String> = ["epoch", "train_total", "val_total"].map(String::from).to_vec();
+    header.extend(heads.iter().map(|h| format!("train_{h}")));
+    header.extend(heads.iter().map(|h| format!("val_{h}")));
+    let rows = history
+        .iter()
+        .map(|r| {
+            let mut row = vec![Some(r.epoch as f64), Some(r.train_total), r.val_total];
+            row.extend(r.train.iter().map(|&v| Some(v)));
+            row.extend((0..heads.len()).map(|i| r.val.as_ref().map(|v| v[i])));
+            row
+        })
+        .collect();
+    (header, rows)
 }

@@ -3,7 +3,7 @@
 
 use tch::Tensor;
 
-use crate::config::OptimizerKind;
+use super::config::OptimizerKind;
 
 /// Adam / AdamW over a fixed, ordered list of variables.
 #[derive(Debug)]

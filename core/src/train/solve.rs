@@ -7,10 +7,10 @@
 
 use tch::{nn, Tensor};
 
+use super::config::TrainingConfig;
 use super::{
     check_finite, evaluate_losses, Batch, Checkpointer, Decay, EpochRecord, Lbfgs, ResumeInfo, TrainOutcome,
 };
-use crate::config::TrainingConfig;
 use crate::model::MultiHeadModel;
 use crate::progress::Progress;
 use crate::{Error, Result};

@@ -18,7 +18,7 @@
 //! checks before it calls anything of the plugin. The adapters here run inside
 //! the plugin: they catch every panic of the plugin's code where it happens and
 //! hand it to furcate as a [`PluginFailure`], so no panic unwinds across the
-//! library boundary. See `docs/plugins.md`.
+//! library boundary. See `docs/src/plugins.md`.
 #![deny(missing_docs)]
 
 use std::panic::AssertUnwindSafe;
