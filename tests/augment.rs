@@ -87,25 +87,6 @@ fn views_train_scores_count_images_and_tta_is_the_mean_over_the_views() {
     assert_eq!(plain[0]["morphology_probability"], each[0]["morphology_probability"]);
 }
 
-/// The ` ```toml ` blocks of the guide's page on `augment` load as run
-/// configurations (each a `[data]` table, merged into a minimal run).
-#[test]
-fn the_guide_s_augment_examples_load() {
-    let page = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/src/augment.md");
-    let text = std::fs::read_to_string(&page).unwrap();
-    let blocks: Vec<&str> = text.split("```toml\n").skip(1).map(|b| b.split("```").next().unwrap()).collect();
-    assert!(blocks.len() >= 3, "{} blocks", blocks.len());
-    let base = "[extractor]\ntype = \"two_point\"\nsize = 32\nwindow = 4\n\n\
-                [[heads]]\ntype = \"classification\"\nname = \"morphology\"\n";
-    for block in blocks {
-        let run = format!("{block}\n{base}");
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/run.toml");
-        if let Err(e) = furcate_core::config::LoadedConfig::from_str(&run, &path) {
-            panic!("{}: a block does not load: {e}\n{block}", page.display());
-        }
-    }
-}
-
 /// An exact head's leave-one-out leaves an image out with its views. Under
 /// a half turn two-point statistics do not change, so `rot180` views are
 /// copies of their images: left out with them, each weight decay scores as
