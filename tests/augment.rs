@@ -85,29 +85,6 @@ fn views_train_scores_count_images_and_tta_is_the_mean_over_the_views() {
     // Without --tta, the plain row alone.
     let plain = predict(&[s(&file)]);
     assert_eq!(plain[0]["morphology_probability"], each[0]["morphology_probability"]);
-
-    // --tta needs views to average.
-    let (_, _) = train(dir.path(), &manifest, "", "none");
-    let o = run(&["predict", s(&dir.path().join("none")), s(&file), "--tta"]);
-    assert!(!o.status.success() && text(&o).contains("has no augment"), "{}", text(&o));
-}
-
-/// The ` ```toml ` blocks of the guide's page on `augment` load as run
-/// configurations (each a `[data]` table, merged into a minimal run).
-#[test]
-fn the_guide_s_augment_examples_load() {
-    let page = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/src/augment.md");
-    let text = std::fs::read_to_string(&page).unwrap();
-    let blocks: Vec<&str> = text.split("```toml\n").skip(1).map(|b| b.split("```").next().unwrap()).collect();
-    assert!(blocks.len() >= 3, "{} blocks", blocks.len());
-    let base = "[extractor]\ntype = \"two_point\"\nsize = 32\nwindow = 4\n\n[[heads]]\ntype = \"classification\"\nname = \"morphology\"\n";
-    for block in blocks {
-        let run = format!("{block}\n{base}");
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/run.toml");
-        if let Err(e) = furcate_core::config::LoadedConfig::from_str(&run, &path) {
-            panic!("{}: a block does not load: {e}\n{block}", page.display());
-        }
-    }
 }
 
 /// An exact head's leave-one-out leaves an image out with its views. Under
@@ -146,4 +123,8 @@ fn an_image_is_left_out_with_its_views() {
         assert!((a - b).abs() <= 1e-4 * a.abs(), "leave-one-out MAE {a} without views, {b} with");
     }
     assert_eq!(plain_wd, views_wd);
+    // --tta needs views to average.
+    let image = manifest.parent().unwrap().join("images");
+    let o = run(&["predict", s(&dir.path().join("plain")), s(&image), "--tta"]);
+    assert!(!o.status.success() && text(&o).contains("has no augment"), "{}", text(&o));
 }

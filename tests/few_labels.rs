@@ -67,6 +67,23 @@ fn unlabelled_images_train_by_propagation_and_are_never_scored() {
     assert!(notes.contains("transductive: 18 of them are the test part"), "{notes}");
     assert!(m["heads"]["morphology"]["metrics"]["error_rate"].as_f64().is_some(), "{m}");
 
+    // With views ([data] augment, tta): the graph's nodes are the images, each
+    // view takes its image's label; the counts are of images.
+    let cfg = config(
+        dir.path(),
+        &manifest,
+        &format!("{pool}\naugment = [\"rot180\"]\ntta = true"),
+        &format!("{semi}\ntransductive = true"),
+    );
+    let out = dir.path().join("views");
+    let o = run(&["train", s(&cfg), "--out", s(&out), "--no-report"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let m = metrics(&out);
+    let notes = m["notes"].to_string();
+    assert!(notes.contains("morphology: 42 unlabelled rows labelled from 18"), "{notes}");
+    assert!(notes.contains("transductive: 18 of them are the test part"), "{notes}");
+    assert_eq!(m["data"]["views"], 60, "every image has its view: {m}");
+
     // Off: the pool is extracted but nothing is propagated.
     let cfg = config(dir.path(), &manifest, pool, "");
     let out = dir.path().join("off");

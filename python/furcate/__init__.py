@@ -126,14 +126,17 @@ class Run:
         """The report's plots (PNG files in the run folder's ``plots/``)."""
         return sorted(self.path.glob("plots/*.png"))
 
-    def predict(self, images: Images, probabilities: bool = False, progress: bool = False) -> "pandas.DataFrame":  # noqa: F821
+    def predict(
+        self, images: Images, probabilities: bool = False, progress: bool = False, tta: bool = False
+    ) -> "pandas.DataFrame":  # noqa: F821
         """Predicts every head's property for images (files, or folders of
         images): one row per image, the columns of ``furcate predict``'s CSV
         (with ``probabilities``, every class's probability as
-        ``<head>_p_<class>``)."""
+        ``<head>_p_<class>``; with ``tta``, each image averaged over the
+        views of the run's ``[data] augment``, as ``--tta``)."""
         import pandas as pd
 
-        csv = self._run.predict_csv(_paths(images), probabilities, _progress(progress))
+        csv = self._run.predict_csv(_paths(images), probabilities, _progress(progress), tta)
         return pd.read_csv(io.StringIO(csv))
 
     def evaluate(self, manifest: Optional[PathLike] = None, progress: bool = False) -> Dict[str, Any]:

@@ -75,15 +75,17 @@ impl Run {
         serde_json::to_string(&results).map_err(err)
     }
 
-    /// `furcate predict`: the CSV text for the images (files or folders).
-    #[pyo3(signature = (images, probabilities=false, progress=None))]
+    /// `furcate predict`: the CSV text for the images (files or folders);
+    /// `tta`: each image averaged over its `[data] augment` views (`--tta`).
+    #[pyo3(signature = (images, probabilities=false, progress=None, tta=false))]
     fn predict_csv(
         &self,
         images: Vec<PathBuf>,
         probabilities: bool,
         progress: Option<Py<PyAny>>,
+        tta: bool,
     ) -> PyResult<String> {
-        let opts = PredictOptions { probabilities, ..PredictOptions::default() };
+        let opts = PredictOptions { probabilities, tta, ..PredictOptions::default() };
         let predicted = self.saved.predict_table(&images, &opts, &mut PyProgress(progress)).map_err(err)?;
         Ok(predicted.csv)
     }

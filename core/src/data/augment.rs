@@ -29,8 +29,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::image::Pixels;
-
 /// One element of the dihedral group D4 other than the identity, acting on a
 /// square image (`x` to the right, `y` down). Rotations are counter-clockwise
 /// as the image is seen (`rot90` as numpy's `rot90`).
@@ -128,22 +126,21 @@ impl Transform {
         out
     }
 
-    /// `pixels` transformed, every channel alike.
-    pub fn apply(&self, pixels: &Pixels) -> Pixels {
-        let n = pixels.size;
+    /// `planes` (each `n x n`, row-major, one after another: a
+    /// [`crate::data::image::Pixels`]'s data) transformed, every plane alike.
+    pub fn apply(&self, planes: &[f32], n: usize) -> Vec<f32> {
         let source = self.source_indices(n);
-        let mut data = Vec::with_capacity(pixels.data.len());
-        for plane in pixels.data.chunks_exact(n * n) {
+        let mut data = Vec::with_capacity(planes.len());
+        for plane in planes.chunks_exact(n * n) {
             data.extend(source.iter().map(|&s| plane[s]));
         }
-        Pixels { channels: pixels.channels, size: n, data }
+        data
     }
 
     /// `self` after `first` (`first` applied, then `self`): `None` is the identity.
     pub fn after(&self, first: Transform) -> Option<Transform> {
         // Compose on a 3 x 3 probe: every element of D4 moves it differently.
-        let probe: Vec<usize> = (0..9).collect();
-        let once: Vec<usize> = first.source_indices(3).iter().map(|&s| probe[s]).collect();
+        let once: Vec<usize> = first.source_indices(3);
         let twice: Vec<usize> = self.source_indices(3).iter().map(|&s| once[s]).collect();
         Transform::ALL.into_iter().find(|t| t.source_indices(3) == twice)
     }

@@ -395,7 +395,7 @@ impl Preprocess<'_> {
                     }
                 };
                 match transform {
-                    Some(t) => t.apply(&px),
+                    Some(t) => Pixels { data: t.apply(&px.data, px.size), ..px },
                     None => px,
                 }
             })

@@ -15,6 +15,10 @@
 //! head (`[data] unlabelled`, manifest rows with empty cells) and, with
 //! `[training] transductive = true`, the test part's rows: their pixels,
 //! never their labels, which are only used to score.
+//!
+//! With `[data] augment`, the graph's nodes are the plain rows; each view
+//! takes the label spread to its image, so an image and its views always
+//! train with one label.
 
 use super::fit::{fit_rows, Fitted};
 use super::parts::FitData;
@@ -104,6 +108,8 @@ fn pseudo_labels(
     let mut data = rows.data.clone();
     let mut report = SemiReport { heads: Vec::new(), test_rows: 0 };
     let test: &[usize] = if t.transductive { &parts.test } else { &[] };
+    // Views ([data] augment) are not nodes: they take their image's label below.
+    let plain = |r: usize| rows.base.is_none_or(|b| b[r] == r);
     for (i, (head, config)) in fitted.model.heads().iter().zip(&c.heads).enumerate() {
         let Some(classes) = head.classes() else { continue };
         let labels = rows.data.labels(config.column())?;
@@ -111,6 +117,7 @@ fn pseudo_labels(
             .train
             .iter()
             .chain(&parts.val)
+            .filter(|&&r| plain(r))
             .filter_map(|&r| {
                 let label = labels[r]?;
                 classes.iter().position(|c| c == label).map(|k| (r, k))
@@ -122,6 +129,7 @@ fn pseudo_labels(
             .copied()
             .filter(|&r| labels[r].is_none())
             .chain(test.iter().copied())
+            .filter(|&r| plain(r))
             .collect();
         if known.is_empty() || unknown.is_empty() {
             continue;
@@ -142,8 +150,16 @@ fn pseudo_labels(
         for (n, &r) in unknown.iter().enumerate() {
             column[r] = Some(classes[given[known.len() + n]].clone());
         }
+        if let Some(base) = rows.base {
+            let spread_to: std::collections::HashSet<usize> = unknown.iter().copied().collect();
+            for r in 0..column.len() {
+                if base[r] != r && spread_to.contains(&base[r]) {
+                    column[r] = column[base[r]].clone();
+                }
+            }
+        }
         report.heads.push((config.name().to_string(), known.len(), unknown.len()));
-        report.test_rows = test.len();
+        report.test_rows = test.iter().filter(|&&r| plain(r)).count();
     }
     Ok((!report.heads.is_empty()).then_some((data, report)))
 }
