@@ -148,3 +148,20 @@ fn pool_entries_expand_and_bad_ones_are_named() {
         assert!(e.contains(&entry.display().to_string()) && e.contains(says), "{e}");
     }
 }
+
+/// The simulation file in the docs parses, and the repository's own loads with its base config.
+#[test]
+fn simulation_files_of_the_docs_and_configs_load() {
+    use furcate_core::suggest::simulate::{Simulation, SimulationConfig};
+    let md = include_str!("../../docs/src/suggest.md");
+    let blocks: Vec<&str> = md.split("```toml").skip(1).filter_map(|b| b.split("```").next()).collect();
+    assert!(!blocks.is_empty());
+    for b in blocks {
+        let c: SimulationConfig = toml::from_str(b).unwrap_or_else(|e| panic!("{e}\n{b}"));
+        assert_eq!(c.strategies.len(), 5);
+    }
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/thesis/active.toml");
+    let sim = Simulation::from_file(&file).unwrap();
+    assert_eq!(sim.config.seeds, [0, 1, 2]);
+    assert_eq!(sim.base.config.heads.len(), 2);
+}
