@@ -103,6 +103,7 @@ fn toml_blocks(file: &Path, text: &str) -> Vec<Block> {
 enum Kind {
     Cargo,
     Experiment,
+    Simulation,
     Generator,
     Run,
     Fragment,
@@ -112,6 +113,8 @@ fn kind(text: &str, table: &toml::Table) -> Kind {
     let has = |k: &str| table.contains_key(k);
     if text.lines().next().is_some_and(|l| l.trim() == "# Cargo.toml") {
         Kind::Cargo
+    } else if has("strategies") {
+        Kind::Simulation
     } else if has("base") || has("sweep") {
         Kind::Experiment
     } else if has("morphologies") || has("images_per_class") || has("volume_fractions") {
@@ -156,6 +159,11 @@ fn load(text: &str, file: Option<&Path>) -> Result<Kind, String> {
             true => Ok(()),
             false => Err("a `# Cargo.toml` block has no [package]".to_string()),
         },
+        // A `furcate suggest --simulate` file: its keys (the base run config
+        // is checked with configs/thesis/active.toml in core's suggest tests).
+        Kind::Simulation => toml::from_str::<furcate_core::suggest::simulate::SimulationConfig>(text)
+            .map(drop)
+            .map_err(|e| e.to_string()),
         Kind::Generator => furcate_synth::SynthConfig::from_toml_str(text, &at("generator.toml"))
             .map(drop)
             .map_err(|e| e.to_string()),
