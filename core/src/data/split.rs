@@ -40,9 +40,9 @@ pub struct Split {
 ///
 /// let strata: Vec<String> =
 ///     (0..700).map(|i| format!("m{}{STRATUM_SEPARATOR}f{}", i % 7, (i / 7) % 10)).collect();
-/// let s = stratified(&strata, 0.99, 0.1, 0);
-/// assert_eq!(s.train.len(), 7);
-/// assert_eq!(s.test.len(), 693);
+/// // 35 training images for 70 strata (7 x 10 labels): 5 per `m`, 3 or 4 per `f`.
+/// let s = stratified(&strata, 0.95, 0.1, 0);
+/// assert_eq!((s.train.len(), s.val.len(), s.test.len()), (35, 0, 665));
 /// ```
 pub fn stratified(strata: &[String], test_fraction: f64, validation_fraction: f64, seed: u64) -> Split {
     let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
