@@ -218,7 +218,7 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
                 let tiles = predicted
                     .aggregated
                     .is_some()
-                    .then(|| (&predicted.plan, predicted.rows.predictions.as_slice()));
+                    .then_some((&predicted.plan, predicted.rows.predictions.as_slice()));
                 scored::scored_images(c, model, &test_images, "test", &predicted.predictions, tiles)
             });
             (evaluation, text, scored)
