@@ -153,7 +153,17 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn parent_dir(path: &Path) -> PathBuf {
+/// The output folder of a file that names one (`out`, relative to the file),
+/// else `runs/<file stem>`: experiment and simulation files alike.
+pub(crate) fn out_folder(file: &Path, out: Option<&Path>) -> PathBuf {
+    match out {
+        Some(o) => parent_dir(file).join(o),
+        None => PathBuf::from("runs").join(file.file_stem().unwrap_or_default()),
+    }
+}
+
+/// The folder holding `path` (`.` for a bare file name).
+pub(crate) fn parent_dir(path: &Path) -> PathBuf {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),

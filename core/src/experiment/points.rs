@@ -2,17 +2,12 @@
 //! overrides merged in, and one run configuration per combination of the
 //! sweep's lists.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::{ExperimentConfig, Point, BASE_TAPS};
 use crate::{Error, Result};
 
-pub(super) fn parent(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
+pub(super) use crate::fsutil::parent_dir as parent;
 
 /// Merges `over` into `base`, table by table; other values replace.
 pub(super) fn merge(base: &mut toml::Table, over: &toml::Table) {

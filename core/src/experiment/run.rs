@@ -38,10 +38,7 @@ impl Experiment {
 
     /// The output folder: the experiment's `out` relative to its file, or `runs/<file stem>`.
     pub fn default_out(&self) -> PathBuf {
-        match &self.config.out {
-            Some(o) => parent(&self.path).join(o),
-            None => PathBuf::from("runs").join(self.path.file_stem().unwrap_or_default()),
-        }
+        crate::fsutil::out_folder(&self.path, self.config.out.as_deref())
     }
 
     /// Runs (or reads back) every point, then writes `results.csv`,

@@ -151,12 +151,7 @@ pub struct SimulationSummary {
     pub wall_s: f64,
 }
 
-fn parent(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
+use crate::fsutil::parent_dir as parent;
 
 impl Simulation {
     /// Reads a simulation file and its base configuration; a bad value is an
@@ -221,10 +216,7 @@ impl Simulation {
 
     /// The output folder: the file's `out` relative to it, or `runs/<file stem>`.
     pub fn default_out(&self) -> PathBuf {
-        match &self.config.out {
-            Some(o) => parent(&self.path).join(o),
-            None => PathBuf::from("runs").join(self.path.file_stem().unwrap_or_default()),
-        }
+        crate::fsutil::out_folder(&self.path, self.config.out.as_deref())
     }
 
     /// Runs every seed and strategy and writes the output folder (`out`, else
