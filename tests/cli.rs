@@ -1237,3 +1237,44 @@ fn a_value_head_on_tiled_frames_trains_on_the_images() {
     assert!(on_images < 0.01, "trained on images: MAE {on_images}");
     assert!(on_tiles > on_images, "tiles {on_tiles} vs images {on_images}");
 }
+
+/// A training part too small for a validation part chooses the weight decay
+/// by 5-fold cross-validation; the folds' fits run side by side, one per
+/// thread, each on one intra-op thread. How they are scheduled must not
+/// change a fit: every candidate's fit (its objective, gradient, iterations)
+/// is bit for bit the same with `--threads 2` as one after another with
+/// `--threads 1`, and so are the choices. (Scoring runs on the process's
+/// threads, so losses may differ in the last digits.)
+#[test]
+fn cross_validated_fits_do_not_depend_on_the_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dataset(dir.path());
+    let heads = format!("[trunk]\nhidden = [16]\n{}", class_and_value_heads("morphology", "volume_fraction"));
+    let training =
+        "optimizer = \"lbfgs\"\nweight_decay = [1e-3, 1e-1]\nepochs = 60\ntest_fraction = 0.25\nseed = 1\n";
+    let cfg = write_config(dir.path(), "cv.toml", &config_text(&manifest, LITE0_32, &heads, training));
+    let choices = |threads: &str| {
+        let out = dir.path().join(format!("run{threads}"));
+        let o = run(&["train", s(&cfg), "--out", s(&out), "--no-report", "--threads", threads]);
+        assert!(o.status.success(), "{}", text(&o));
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+        m["choices"].clone()
+    };
+    let (two, one) = (choices("2"), choices("1"));
+    let scored_on = two["scored_on"].as_str().unwrap_or_default().to_string();
+    assert!(scored_on.contains("5-fold"), "{scored_on}");
+    let fits = |c: &serde_json::Value| -> Vec<(serde_json::Value, serde_json::Value)> {
+        let candidates = c["trunk_candidates"].as_array().cloned().unwrap_or_default();
+        candidates.iter().map(|k| (k["weight_decay"].clone(), k["solve"].clone())).collect()
+    };
+    assert_eq!(fits(&two).len(), 2, "{two}");
+    assert_eq!(fits(&two), fits(&one));
+    assert_eq!(two["weight_decay"], one["weight_decay"]);
+    for (a, b) in
+        two["trunk_candidates"].as_array().unwrap().iter().zip(one["trunk_candidates"].as_array().unwrap())
+    {
+        let (a, b) = (a["loss"].as_f64().unwrap(), b["loss"].as_f64().unwrap());
+        assert!((a - b).abs() <= 1e-6 * a.abs(), "{a} vs {b}");
+    }
+}

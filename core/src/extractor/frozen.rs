@@ -97,7 +97,7 @@ pub struct BackboneConfig {
     /// Cannot be combined with `trainable_stages`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub taps: Option<Vec<String>>,
-    /// How each tap is pooled over space: `mean` (default) or `mean_std`.
+    /// How each tap is pooled over space: `mean` (default), `mean_std` or `moments`.
     #[serde(default, skip_serializing_if = "Pool::is_mean")]
     pub pool: Pool,
 }

@@ -12,7 +12,8 @@
 //! type = "efficientnet_lite0"
 //! weights = "cache:efficientnet_lite0.safetensors"
 //! taps = ["stem", "stage1", "stage2", "stage3"]
-//! pool = "mean"            # or "mean_std": per-channel mean and standard deviation
+//! pool = "mean"            # or "mean_std" / "moments": per-channel mean and
+//!                          # standard deviation / mean of the square
 //!
 //! [[heads]]
 //! type = "classification"
@@ -30,8 +31,8 @@
 //! | `efficientnet_lite0` | `stem` 32, `stage1` 16, `stage2` 24, `stage3` 40, `stage4` 80, `stage5` 112, `stage6` 192, `stage7` 320, `head` 1280 |
 //! | `resnet50` | `stem` 64, `layer1` 256, `layer2` 512, `layer3` 1024, `layer4` 2048 |
 //!
-//! `pool = "mean_std"` doubles each width (the means, then the standard
-//! deviations). Without `taps`, features are the last tap's mean, exactly the
+//! `pool = "mean_std"` and `pool = "moments"` double each width (the means,
+//! then the standard deviations or the means of the squared activations). Without `taps`, features are the last tap's mean, exactly the
 //! untapped extractor's (and cached under the same key).
 
 use std::fmt;
@@ -52,6 +53,12 @@ pub enum Pool {
     /// The per-channel mean, then the per-channel (population) standard
     /// deviation: `2 C` features.
     MeanStd,
+    /// The per-channel mean, then the per-channel mean of the squared
+    /// activation (the raw second moment): `2 C` features. A linear head on
+    /// them is a quadratic in the activations, which corrects what the
+    /// activation's curvature costs a linear read-out of a first-order
+    /// statistic such as a phase fraction.
+    Moments,
 }
 
 impl Pool {
@@ -65,14 +72,14 @@ impl Pool {
     pub fn factor(self) -> i64 {
         match self {
             Pool::Mean => 1,
-            Pool::MeanStd => 2,
+            Pool::MeanStd | Pool::Moments => 2,
         }
     }
 
     /// Pools an activation over its spatial positions, in `f32`.
     ///
     /// # Shapes
-    /// `[N, C, H, W]` -> `[N, C]` (`mean`) or `[N, 2C]` (`mean_std`).
+    /// `[N, C, H, W]` -> `[N, C]` (`mean`) or `[N, 2C]` (`mean_std`, `moments`).
     pub fn apply(self, x: &Tensor) -> crate::Result<Tensor> {
         let x = x.f_to_kind(Kind::Float)?;
         let dims = [2i64, 3];
@@ -81,6 +88,11 @@ impl Pool {
             Pool::MeanStd => {
                 let (std, mean) = x.f_std_mean_dim(dims.as_slice(), false, false)?;
                 Tensor::f_cat(&[mean, std], 1)?
+            }
+            Pool::Moments => {
+                let mean = x.f_mean_dim(dims.as_slice(), false, Kind::Float)?;
+                let square = x.f_square()?.f_mean_dim(dims.as_slice(), false, Kind::Float)?;
+                Tensor::f_cat(&[mean, square], 1)?
             }
         })
     }

@@ -176,7 +176,11 @@ impl Problem<'_> {
         };
         let training =
             &TrainingConfig { epochs: training.epochs.min(SELECTION_ITERATIONS), lbfgs, ..training.clone() };
-        for (p, (fit, score)) in plan.iter().enumerate() {
+        // Each plan entry's model, built in order (seeded, or started from
+        // the previous weight decay's solution) so that the result does not
+        // depend on how the fits below are scheduled.
+        let mut jobs = Vec::with_capacity(plan.len());
+        for (p, (fit, _)) in plan.iter().enumerate() {
             tch::manual_seed(training.seed as i64);
             let mut vs = nn::VarStore::new(self.device);
             let configs: Vec<(&dyn HeadConfig, HeadState)> =
@@ -193,10 +197,13 @@ impl Problem<'_> {
             }
             let mut fit_batch = self.batch(fit);
             fit_batch.targets = heads.iter().map(|&h| self.take(&fit_batch.targets, h)).collect();
-            let mut score_batch = self.batch(score);
-            score_batch.targets = heads.iter().map(|&h| self.take(&score_batch.targets, h)).collect();
-            let outcome = train::train_candidate(&model, &vs, &fit_batch, training, decay)?;
-            let n = plan.len() as f64;
+            jobs.push(FitJob { model, vs, batch: fit_batch });
+        }
+        let fitted = fit_jobs(jobs, training, decay);
+        let n = plan.len() as f64;
+        for (p, ((_, score), (job, outcome))) in plan.iter().zip(fitted).enumerate() {
+            let outcome = outcome?;
+            let FitJob { model, vs, .. } = job;
             fits.iterations += outcome.epochs_run as f64 / n;
             let objective = match outcome.solve.last() {
                 Some(step) => Some(step.objective),
@@ -206,15 +213,17 @@ impl Problem<'_> {
             if let Some(step) = outcome.solve.last() {
                 fits.grad_max = Some(fits.grad_max.unwrap_or(0.0).max(step.grad_max));
             }
+            let mut score_batch = self.batch(score);
+            score_batch.targets = heads.iter().map(|&h| self.take(&score_batch.targets, h)).collect();
             let (_, losses) = train::evaluate_losses(&model, &score_batch)?;
             let (subset, predictions) = self.scored(&model, &score_batch.features, score)?;
             for (j, &h) in heads.iter().enumerate() {
                 let labels = subset.labels(self.config.heads[h].column())?;
                 let s = model.heads()[j].score(&predictions[j], &labels)?;
                 let (value, measure) = measure(&s).unwrap_or((losses[j], "loss"));
-                sums[j].0 += value / plan.len() as f64;
+                sums[j].0 += value / n;
                 sums[j].1 = measure.to_string();
-                sums[j].2 += losses[j] / plan.len() as f64;
+                sums[j].2 += losses[j] / n;
             }
             if warm.len() <= p {
                 warm.resize_with(p + 1, || None);
@@ -258,6 +267,58 @@ impl Problem<'_> {
         let t = &targets[head];
         Targets { values: t.values.shallow_clone(), mask: t.mask.shallow_clone() }
     }
+}
+
+/// One candidate fit of a plan entry: the model, its variables, its rows.
+struct FitJob {
+    model: MultiHeadModel,
+    vs: nn::VarStore,
+    batch: Batch,
+}
+
+/// Fits `jobs` ([`train::train_candidate`]), returning each with its outcome
+/// in order. Several jobs (the folds of a cross-validation) run side by side,
+/// one per intra-op thread the process has, each on one thread: the folds of
+/// a small training part are too small for libtorch's threads to pay (see
+/// `THREADED_WORK` in `train/solve.rs`), but independent of each other. Each fit is
+/// computed the same way whichever worker runs it.
+fn fit_jobs(
+    jobs: Vec<FitJob>,
+    training: &TrainingConfig,
+    decay: &Decay,
+) -> Vec<(FitJob, Result<train::TrainOutcome>)> {
+    let fit = |job: &FitJob| train::train_candidate(&job.model, &job.vs, &job.batch, training, decay);
+    let workers = (tch::get_num_threads().max(1) as usize).min(jobs.len());
+    if workers < 2 {
+        return jobs
+            .into_iter()
+            .map(|job| {
+                let outcome = fit(&job);
+                (job, outcome)
+            })
+            .collect();
+    }
+    // The workers set their own count; this thread's is restored after them.
+    let _restore = train::OneThread::enter();
+    let queue =
+        std::sync::Mutex::new(jobs.into_iter().enumerate().collect::<std::collections::VecDeque<_>>());
+    let done = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                tch::set_num_threads(1);
+                loop {
+                    let next = queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop_front();
+                    let Some((i, job)) = next else { break };
+                    let outcome = fit(&job);
+                    done.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((i, job, outcome));
+                }
+            });
+        }
+    });
+    let mut done = done.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+    done.sort_by_key(|(i, _, _)| *i);
+    done.into_iter().map(|(_, job, outcome)| (job, outcome)).collect()
 }
 
 /// A head's mean (score, measure, validation loss) over a plan's score rows.

@@ -25,6 +25,7 @@ pub use config::{LossWeighting, OptimizerKind, TrainingConfig, WeightDecay};
 pub use decay::Decay;
 pub use lbfgs::{Convergence, Iteration, Lbfgs, LbfgsConfig};
 pub use optim::Adam;
+pub(crate) use solve::OneThread;
 
 /// Features and per-head targets of one part of the data.
 #[derive(Debug)]
