@@ -80,6 +80,18 @@ impl Pool {
     ///
     /// # Shapes
     /// `[N, C, H, W]` -> `[N, C]` (`mean`) or `[N, 2C]` (`mean_std`, `moments`).
+    ///
+    /// ```
+    /// use furcate_core::extractor::taps::Pool;
+    /// use tch::Tensor;
+    ///
+    /// // One image, one channel of 2 x 2 positions: 1, 2, 3, 4.
+    /// let x = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0]).view([1, 1, 2, 2]);
+    /// let pooled = |p: Pool| Vec::<f32>::try_from(p.apply(&x).unwrap().view([-1])).unwrap();
+    /// assert_eq!(pooled(Pool::Mean), vec![2.5]);
+    /// assert_eq!(pooled(Pool::Moments), vec![2.5, 7.5]); // mean of 1, 4, 9, 16
+    /// assert_eq!(pooled(Pool::MeanStd), vec![2.5, 1.25f32.sqrt()]);
+    /// ```
     pub fn apply(self, x: &Tensor) -> crate::Result<Tensor> {
         let x = x.f_to_kind(Kind::Float)?;
         let dims = [2i64, 3];
