@@ -11,7 +11,8 @@
 //! their plain row with `[data] tta`, else left out of the score; they count
 //! in the loss, each image's rows alike); ties go to the lower validation loss, then to the
 //! shallower, shorter candidate (the first in [`TapLayout::runs`] order) and
-//! the larger weight decay.
+//! the larger weight decay. An `"auto"` grid is extended past an end where a
+//! best, strictly better score sits ([`EXTEND_DECADES`]).
 
 use tch::{nn, Device, Tensor};
 
@@ -335,6 +336,49 @@ pub(super) fn measure(score: &HeadScore) -> Option<(f64, &'static str)> {
     }
 }
 
+/// Decades an `"auto"` weight-decay grid is extended by past an end, at most, each way.
+pub const EXTEND_DECADES: usize = 4;
+
+/// The next weight decay past an end of the candidates tried (`downward`:
+/// below the smallest, else above the largest), a decade on: `Some` when, in
+/// any of `lists` (one list of candidates per head, or the joint one), the
+/// best candidate is at that end and strictly better in score than the
+/// candidate next to it.
+///
+/// ```
+/// use furcate_core::run::choose::{past_the_end, Candidate};
+///
+/// let c = |weight_decay: f64, score: f64, loss: f64| Candidate {
+///     taps: None, weight_decay, score, measure: "error_rate".into(), loss, solve: None,
+/// };
+/// // Errors still falling at the smallest decay: go on below it.
+/// let falling = [c(1e-1, 0.5, 1.2), c(1e-3, 0.2, 0.6), c(1e-6, 0.06, 0.2)];
+/// assert_eq!(past_the_end(&[&falling], true), Some(1e-7));
+/// assert_eq!(past_the_end(&[&falling], false), None);
+/// // No error anywhere: the lower loss at 1e-6 alone is no reason to go on.
+/// let tied = [c(1e-1, 0.0, 0.1), c(1e-6, 0.0, 0.01)];
+/// assert_eq!(past_the_end(&[&tied], true), None);
+/// // Any head's list can ask for it; a best at the top goes up.
+/// let top = [c(1e-1, 0.1, 0.3), c(1e-2, 0.2, 0.4)];
+/// assert_eq!(past_the_end(&[&tied, &top], false), Some(1.0));
+/// ```
+pub fn past_the_end(lists: &[&[Candidate]], downward: bool) -> Option<f64> {
+    let mut end = None;
+    for list in lists {
+        let mut sorted: Vec<&Candidate> = list.iter().collect();
+        sorted.sort_by(|a, b| a.weight_decay.total_cmp(&b.weight_decay));
+        if !downward {
+            sorted.reverse();
+        }
+        let (Some(first), Some(second)) = (sorted.first(), sorted.get(1)) else { continue };
+        let best = list.iter().reduce(|b, c| if better(c, b) { c } else { b });
+        if best.is_some_and(|b| b.weight_decay == first.weight_decay) && first.score < second.score {
+            end = Some(first.weight_decay);
+        }
+    }
+    end.map(|wd| if downward { wd / 10.0 } else { wd * 10.0 })
+}
+
 fn better(a: &Candidate, b: &Candidate) -> bool {
     (a.score, a.loss) < (b.score, b.loss)
 }
@@ -516,9 +560,13 @@ pub fn choose(problem: &Problem, progress: &mut dyn Progress) -> Result<Chosen> 
         let mut per_head_vars: Vec<Vec<(String, Tensor)>> = rest.iter().map(|_| Vec::new()).collect();
         let mut joint: Option<Candidate> = None;
         let mut joint_vars = Vec::new();
-        for &wd in &grid {
+        let mut trunk_candidates = Vec::new();
+        let mut fit_decay = |wd: f64,
+                             warm: &mut Vec<Option<nn::VarStore>>,
+                             heads: &mut [HeadChoice],
+                             trunk_candidates: &mut Vec<Candidate>| {
             let (s, fit) =
-                problem.fit_score(&rest, has_trunk, &routes, &Decay::uniform(wd), &plan, t, &mut warm)?;
+                problem.fit_score(&rest, has_trunk, &routes, &Decay::uniform(wd), &plan, t, warm)?;
             for (j, &h) in rest.iter().enumerate() {
                 let cand = Candidate {
                     taps: None,
@@ -530,7 +578,7 @@ pub fn choose(problem: &Problem, progress: &mut dyn Progress) -> Result<Chosen> 
                 };
                 if per_head[j].as_ref().is_none_or(|b| better(&cand, b)) {
                     per_head[j] = Some(cand.clone());
-                    per_head_vars[j] = snapshot(&warm, &[format!("heads.{}.", heads[h].head)]);
+                    per_head_vars[j] = snapshot(warm, &[format!("heads.{}.", heads[h].head)]);
                 }
                 heads[h].candidates.push(cand);
             }
@@ -546,13 +594,37 @@ pub fn choose(problem: &Problem, progress: &mut dyn Progress) -> Result<Chosen> 
             };
             if joint.as_ref().is_none_or(|b| better(&cand, b)) {
                 joint = Some(cand.clone());
-                joint_vars = snapshot(&warm, &["".to_string()]);
+                joint_vars = snapshot(warm, &["".to_string()]);
             }
-            choices.trunk_candidates.push(cand);
+            trunk_candidates.push(cand);
+            Ok::<(), Error>(())
+        };
+        for &wd in &grid {
+            fit_decay(wd, &mut warm, &mut heads, &mut trunk_candidates)?;
             done += 1;
             progress.advance(done, Some(&format!("weight decay {wd:e}")));
         }
+        // `"auto"`: past an end of the grid while a head's best score (or
+        // the trunk's joint one) sits there and is strictly better than its
+        // neighbour's, a decade at a time, at most EXTEND_DECADES each way.
+        // A tie (0 % errors everywhere, say) is no reason to go further.
+        if auto_grid {
+            for downward in [true, false] {
+                let mut warm_end = if downward { std::mem::take(&mut warm) } else { Vec::new() };
+                for _ in 0..EXTEND_DECADES {
+                    let lists: Vec<&[Candidate]> = if on_trunk {
+                        vec![trunk_candidates.as_slice()]
+                    } else {
+                        rest.iter().map(|&h| heads[h].candidates.as_slice()).collect()
+                    };
+                    let Some(next) = past_the_end(&lists, downward) else { break };
+                    fit_decay(next, &mut warm_end, &mut heads, &mut trunk_candidates)?;
+                    progress.advance(done, Some(&format!("weight decay {next:e} (past the grid's end)")));
+                }
+            }
+        }
         if on_trunk {
+            choices.trunk_candidates = trunk_candidates;
             let wd = joint.map(|j| j.weight_decay).unwrap_or(grid[0]);
             choices.weight_decay = wd;
             for &h in &rest {
@@ -560,7 +632,6 @@ pub fn choose(problem: &Problem, progress: &mut dyn Progress) -> Result<Chosen> 
             }
             init.extend(joint_vars);
         } else {
-            choices.trunk_candidates.clear();
             init.extend(per_head_vars.into_iter().flatten());
             for (j, &h) in rest.iter().enumerate() {
                 if let Some(b) = &per_head[j] {
