@@ -17,7 +17,8 @@
 //!
 //! The weights file uses torchvision's names (`conv1.weight`,
 //! `layer1.0.bn1.running_mean`, ...); `fc.*` and `num_batches_tracked` are
-//! not needed. The README says how to make one from torchvision.
+//! not needed. The guide's Heads and extractors chapter (docs/src/heads.md)
+//! says how to make one from torchvision.
 //!
 //! Its stages, for `trainable_stages` ([`super::trainable`]), are `layer1` ..
 //! `layer4`: `trainable_stages = 1` fine-tunes `layer4` on cached `layer3`
