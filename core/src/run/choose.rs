@@ -12,7 +12,8 @@
 //! in the loss, each image's rows alike); ties go to the lower validation loss, then to the
 //! shallower, shorter candidate (the first in [`TapLayout::runs`] order) and
 //! the larger weight decay. An `"auto"` grid is extended past an end where a
-//! best, strictly better score sits ([`EXTEND_DECADES`]).
+//! best, strictly better score sits, by at most
+//! [`super::exact::EXTEND_DECADES`] decades each way, as exact heads' paths.
 
 use tch::{nn, Device, Tensor};
 
@@ -336,9 +337,6 @@ pub(super) fn measure(score: &HeadScore) -> Option<(f64, &'static str)> {
     }
 }
 
-/// Decades an `"auto"` weight-decay grid is extended by past an end, at most, each way.
-pub const EXTEND_DECADES: usize = 4;
-
 /// The next weight decay past an end of the candidates tried (`downward`:
 /// below the smallest, else above the largest), a decade on: `Some` when, in
 /// any of `lists` (one list of candidates per head, or the joint one), the
@@ -611,7 +609,7 @@ pub fn choose(problem: &Problem, progress: &mut dyn Progress) -> Result<Chosen> 
         if auto_grid {
             for downward in [true, false] {
                 let mut warm_end = if downward { std::mem::take(&mut warm) } else { Vec::new() };
-                for _ in 0..EXTEND_DECADES {
+                for _ in 0..super::exact::EXTEND_DECADES {
                     let lists: Vec<&[Candidate]> = if on_trunk {
                         vec![trunk_candidates.as_slice()]
                     } else {

@@ -61,7 +61,7 @@ pub enum WeightDecay {
 impl WeightDecay {
     /// The grid `"auto"` tries: 10^-6 .. 10^-1, extended past an end where
     /// a head's best, strictly better score sits there
-    /// ([`crate::run::choose::EXTEND_DECADES`]).
+    /// ([`crate::run::choose::past_the_end`]).
     pub const AUTO_GRID: [f64; 6] = [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1];
 
     /// The values to try (one for a fixed value).
