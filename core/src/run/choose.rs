@@ -13,7 +13,7 @@
 //! shallower, shorter candidate (the first in [`TapLayout::runs`] order) and
 //! the larger weight decay. An `"auto"` grid is extended past an end where a
 //! best, strictly better score sits, by at most
-//! [`super::exact::EXTEND_DECADES`] decades each way, as exact heads' paths.
+//! [`crate::train::WeightDecay::EXTEND_DECADES`] decades each way.
 
 use tch::{nn, Device, Tensor};
 
@@ -609,7 +609,7 @@ pub fn choose(problem: &Problem, progress: &mut dyn Progress) -> Result<Chosen> 
         if auto_grid {
             for downward in [true, false] {
                 let mut warm_end = if downward { std::mem::take(&mut warm) } else { Vec::new() };
-                for _ in 0..super::exact::EXTEND_DECADES {
+                for _ in 0..crate::train::WeightDecay::EXTEND_DECADES {
                     let lists: Vec<&[Candidate]> = if on_trunk {
                         vec![trunk_candidates.as_slice()]
                     } else {

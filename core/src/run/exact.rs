@@ -29,7 +29,7 @@ use crate::Result;
 pub const AUTO_PATH: (i32, i32, usize) = (-10, 3, 3);
 
 /// Decades added at an end of the path where the best value sits (at most twice each way).
-pub const EXTEND_DECADES: i32 = 4;
+pub const EXTEND_DECADES: i32 = crate::train::WeightDecay::EXTEND_DECADES;
 
 /// `10^from .. 10^to` (inclusive), `per_decade` values a decade, smallest first.
 fn decades(from: i32, to: i32, per_decade: usize) -> Vec<f64> {

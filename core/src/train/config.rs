@@ -64,6 +64,11 @@ impl WeightDecay {
     /// ([`crate::run::choose::past_the_end`]).
     pub const AUTO_GRID: [f64; 6] = [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1];
 
+    /// Decades `"auto"` adds at an end of its grid or path where the best
+    /// value sits (L-BFGS heads: at most this many, one at a time; exact
+    /// heads: this many at once, at most twice).
+    pub const EXTEND_DECADES: i32 = 4;
+
     /// The values to try (one for a fixed value).
     pub fn values(&self) -> Vec<f64> {
         match self {
