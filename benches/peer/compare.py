@@ -37,7 +37,10 @@ for h in cfg["heads"]:
     taps = h.get("taps")
     if kind is None or not isinstance(taps, list):
         sys.exit(f"compare.py: head `{h['name']}` needs type classification or regression and a list of taps")
-    heads.append((h["name"], h.get("column", h["name"]), kind, taps))
+    # The peer is the script a user writes: every tap mean-pooled, so a
+    # furcate tap's pool suffix (`stem.moments`) reads its plain tap there.
+    bare = [t.rsplit(".", 1)[0] if t.rsplit(".", 1)[-1] in ("mean", "mean_std", "moments") else t for t in taps]
+    heads.append((h["name"], h.get("column", h["name"]), kind, list(dict.fromkeys(bare))))
 
 
 def timed(cmd):

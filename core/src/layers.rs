@@ -117,6 +117,10 @@ impl Mlp {
     /// Runs the layers; dropout only when `train`. Input of the wrong width
     /// (or any other libtorch failure) is an [`Error::Torch`].
     ///
+    /// A final layer of 2 to [`Mlp::COLUMN_MAJOR_OUT`] outputs is computed
+    /// output-major (see there): the result is then a transposed view, with
+    /// the rows as its fastest dimension. Call `contiguous` before `view`.
+    ///
     /// # Shapes
     /// `[N, in_dim]` -> `[N, out_dim]`.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
@@ -129,10 +133,30 @@ impl Mlp {
             }
         }
         Ok(match &self.out {
+            Some(out) if (2..=Self::COLUMN_MAJOR_OUT).contains(&self.out_dim) => {
+                // `W x^T (+ b)`, `[K, N]`, handed out as its transpose.
+                let t = match &out.bs {
+                    Some(b) => b.f_unsqueeze(1)?.f_addmm(&out.ws, &x.f_tr()?)?,
+                    None => out.ws.f_matmul(&x.f_tr()?)?,
+                };
+                t.f_tr()?
+            }
             Some(out) => linear(out, &x)?,
             None => x,
         })
     }
+
+    /// The widest final layer computed output-major, as `W x^T`: one output
+    /// after another, each over all the rows. A few outputs (a class head's
+    /// classes) are narrower than a CPU's vector, so the usual row-major
+    /// product and a softmax over them run mostly scalar, one row at a time;
+    /// output-major, both run vectorised over the rows, and a loss can read
+    /// `[K, N]` without a copy (the classification head's does). Measured
+    /// with libtorch 2.11 on 2 cores of an AMD EPYC (MKL), a linear layer
+    /// plus cross-entropy, forward and backward, on 3150 rows of 144
+    /// features: 2.5x faster for 7 classes, 2-3.8x for 3-15, within 7 %
+    /// either way for 16-32, and 1.1-1.5x slower from 64 classes up.
+    pub const COLUMN_MAJOR_OUT: i64 = 32;
 }
 
 /// `t` as a flat `Vec<f64>` on the CPU (NaN where it cannot be read); for

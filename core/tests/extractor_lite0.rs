@@ -3,7 +3,7 @@
 //! optional classifier.
 
 use crate::common::{assert_taps_match, cpu_config, python_with, read_tensors, rel_err, run_reference, skip};
-use furcate_core::extractor::efficientnet_lite0::EfficientNetLite0;
+use furcate_core::extractor::efficientnet_lite0::{EfficientNetLite0, Lite0Net};
 use furcate_core::extractor::frozen::BackboneConfig;
 use furcate_core::extractor::taps::Pool;
 use furcate_core::{BuildContext, FeatureExtractor};
@@ -126,4 +126,55 @@ fn classifier_is_optional() {
     Tensor::write_safetensors(&kept, &half_fc).unwrap();
     let err = EfficientNetLite0::new(&cpu_config(Some(half_fc), 64), &BuildContext::default()).unwrap_err();
     assert!(err.to_string().contains("_fc.bias"), "{err}");
+}
+
+/// A tap name ending in a pool (`stem.moments`) is that tap pooled so,
+/// whatever the extractor's `pool`: beside the plain `stem` in one pass, its
+/// means are the stem's means, the whole equals the stem under `pool =
+/// "moments"`, and both share one feature-cache identity. An unknown suffix
+/// is an error that says which suffixes there are.
+#[test]
+fn a_pool_suffix_overrides_the_pool_of_its_tap() {
+    let names = |n: &[&str]| Some(n.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    let cfg = BackboneConfig {
+        channels_last: false,
+        taps: names(&["stem", "stem.moments", "stage1.mean_std"]),
+        ..cpu_config(None, 64)
+    };
+    let net = EfficientNetLite0::new(&cfg, &BuildContext::default()).unwrap();
+    assert_eq!(net.output_dim(), 32 + 64 + 32);
+    tch::manual_seed(3);
+    let images = Tensor::rand([2, 3, 64, 64], (Kind::Float, Device::Cpu));
+    let blocks = net.extract_taps(&images, &[0, 1, 2]).unwrap();
+    let widths: Vec<i64> = blocks.iter().map(|b| b.size()[1]).collect();
+    assert_eq!(widths, [32, 64, 32]);
+    assert!(rel_err(&blocks[1].narrow(1, 0, 32), &blocks[0]) <= 1e-7);
+
+    // The same weights under `pool = "moments"`, the stem alone.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("w.safetensors");
+    net.var_store().save(&file).unwrap();
+    let weighted = |taps, pool| BackboneConfig { taps, pool, ..cpu_config(Some(file.clone()), 64) };
+    let with_suffix = weighted(names(&["stem", "stem.moments"]), Pool::Mean);
+    let plain = weighted(names(&["stem"]), Pool::Moments);
+    let a = EfficientNetLite0::new(&with_suffix, &BuildContext::default()).unwrap();
+    let b = EfficientNetLite0::new(&plain, &BuildContext::default()).unwrap();
+    let suffixed = a.extract_taps(&images, &[1]).unwrap();
+    assert!(rel_err(&suffixed[0], &b.extract_taps(&images, &[0]).unwrap()[0]) <= 1e-7);
+    let key = |c: BackboneConfig| serde_json::to_string(&c).unwrap();
+    assert_eq!(
+        key(with_suffix.single_tap::<Lite0Net>(1).unwrap()),
+        key(plain.single_tap::<Lite0Net>(0).unwrap())
+    );
+    // The plain stem keeps the mean-pooled stem's identity.
+    assert_ne!(
+        key(with_suffix.single_tap::<Lite0Net>(0).unwrap()),
+        key(plain.single_tap::<Lite0Net>(0).unwrap())
+    );
+
+    let bad = weighted(names(&["stem.max"]), Pool::Mean);
+    let err = bad.validate::<Lite0Net>().unwrap_err().to_string();
+    assert!(err.contains("unknown tap `stem.max`") && err.contains("`.moments`"), "{err}");
+    let twice = weighted(names(&["stem.moments", "stem.moments"]), Pool::Mean);
+    assert!(twice.validate::<Lite0Net>().unwrap_err().to_string().contains("listed twice"));
 }

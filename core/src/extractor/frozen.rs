@@ -106,7 +106,18 @@ impl BackboneConfig {
     /// Checks `taps` (known names, none twice, not with `trainable_stages`).
     pub fn validate<N: Network>(&self) -> Result<()> {
         let Some(names) = &self.taps else { return Ok(()) };
-        check_tap_names(&format!("extractor `{}`", N::NAME), names, N::TAPS)?;
+        let whose = format!("extractor `{}`", N::NAME);
+        // Empty and repeated lists on the names as written; each network tap
+        // on its own (`stem` and `stem.moments` are two taps).
+        check_tap_names(&whose, names, names)?;
+        for name in names {
+            let (tap, _) = Pool::split(name, self.pool);
+            check_tap_names(&whose, &[tap.to_string()], N::TAPS).map_err(|e| {
+                Error::Invalid(format!(
+                    "{e} (a tap may end in a pool: `.mean`, `.mean_std` or `.moments`, e.g. `stem.moments`)"
+                ))
+            })?;
+        }
         if self.trainable_stages > 0 {
             return Err(Error::Invalid(format!(
                 "extractor `{}`: taps cannot be combined with trainable_stages = {} (a tapped \
@@ -134,9 +145,12 @@ impl BackboneConfig {
     pub fn single_tap<N: Network>(&self, i: usize) -> Option<BackboneConfig> {
         let taps = self.taps.as_ref()?;
         let name = taps.get(i)?;
+        // A pool suffix is the one tap's pool: `stem.moments` is cached as
+        // the stem under `pool = "moments"`, whichever way it was asked for.
+        let (tap, pool) = Pool::split(name, self.pool);
         let mut one = self.clone();
-        one.taps =
-            (name != N::TAPS[N::TAPS.len() - 1] || self.pool != Pool::Mean).then(|| vec![name.clone()]);
+        one.pool = pool;
+        one.taps = (tap != N::TAPS[N::TAPS.len() - 1] || pool != Pool::Mean).then(|| vec![tap.to_string()]);
         Some(one)
     }
 }
@@ -415,9 +429,8 @@ pub struct Backbone<N: Network> {
     net: N,
     trainable: usize,
     boundary: Option<[i64; 3]>,
-    /// With `taps`: each configured tap's index in [`Network::TAPS`].
-    taps: Option<Vec<usize>>,
-    pool: Pool,
+    /// With `taps`: each configured tap's index in [`Network::TAPS`] and its pool.
+    taps: Option<Vec<(usize, Pool)>>,
 }
 
 impl<N: Network> Backbone<N> {
@@ -434,13 +447,17 @@ impl<N: Network> Backbone<N> {
             )));
         }
         cfg.validate::<N>()?;
-        let taps = cfg
-            .taps
-            .as_ref()
-            .map(|names| names.iter().map(|n| N::TAPS.iter().position(|t| t == n).unwrap_or(0)).collect());
+        let taps = cfg.taps.as_ref().map(|names| {
+            names
+                .iter()
+                .map(|n| {
+                    let (tap, pool) = Pool::split(n, cfg.pool);
+                    (N::TAPS.iter().position(|t| *t == tap).unwrap_or(0), pool)
+                })
+                .collect()
+        });
         let (frozen, net) = Frozen::build(N::NAME, cfg, ctx, N::RULES, N::new)?;
-        let mut backbone =
-            Backbone { frozen, net, trainable: cfg.trainable_stages, boundary: None, taps, pool: cfg.pool };
+        let mut backbone = Backbone { frozen, net, trainable: cfg.trainable_stages, boundary: None, taps };
         if backbone.trainable > 0 {
             // One zero image through the frozen part gives the boundary's shape
             // at this size (exactly what `extract` will return, whatever the padding rules).
@@ -493,7 +510,7 @@ impl<N: Network> FeatureExtractor for Backbone<N> {
     /// boundary when `trainable_stages > 0`.
     fn output_dim(&self) -> i64 {
         match (&self.taps, self.boundary) {
-            (Some(taps), _) => taps.iter().map(|&t| N::TAP_CHANNELS[t] * self.pool.factor()).sum(),
+            (Some(taps), _) => taps.iter().map(|&(t, pool)| N::TAP_CHANNELS[t] * pool.factor()).sum(),
             (None, Some([c, h, w])) => c * h * w,
             (None, None) => N::DIM,
         }
@@ -511,7 +528,7 @@ impl<N: Network> FeatureExtractor for Backbone<N> {
                 _ => Err(Error::Invalid(format!("extractor `{}` has one tap, asked for {which:?}", N::NAME))),
             };
         };
-        let wanted: Vec<usize> = which
+        let wanted: Vec<(usize, Pool)> = which
             .iter()
             .map(|&w| {
                 taps.get(w).copied().ok_or_else(|| {
@@ -519,20 +536,21 @@ impl<N: Network> FeatureExtractor for Backbone<N> {
                 })
             })
             .collect::<Result<_>>()?;
-        let Some(&deepest) = wanted.iter().max() else { return Ok(Vec::new()) };
-        let pool = self.pool;
-        let widths: Vec<i64> = wanted.iter().map(|&t| N::TAP_CHANNELS[t] * pool.factor()).collect();
+        let Some(deepest) = wanted.iter().map(|w| w.0).max() else { return Ok(Vec::new()) };
+        let widths: Vec<i64> = wanted.iter().map(|&(t, pool)| N::TAP_CHANNELS[t] * pool.factor()).collect();
         let all = self.frozen.run(images, |x| {
             let mut pooled: Vec<Option<Tensor>> = wanted.iter().map(|_| None).collect();
             self.net.tapped(x, deepest, &mut |i, a| {
-                let mut p: Option<Tensor> = None;
-                for (slot, &w) in pooled.iter_mut().zip(&wanted) {
-                    if w == i {
-                        if p.is_none() {
-                            p = Some(pool.apply(a)?);
-                        }
-                        *slot = p.as_ref().map(Tensor::shallow_clone);
+                // Each pool of this activation computed once.
+                let mut done: Vec<(Pool, Tensor)> = Vec::new();
+                for (slot, &(w, pool)) in pooled.iter_mut().zip(&wanted) {
+                    if w != i {
+                        continue;
                     }
+                    if !done.iter().any(|d| d.0 == pool) {
+                        done.push((pool, pool.apply(a)?));
+                    }
+                    *slot = done.iter().find(|d| d.0 == pool).map(|d| d.1.shallow_clone());
                 }
                 Ok(())
             })?;

@@ -32,8 +32,20 @@
 //! | `resnet50` | `stem` 64, `layer1` 256, `layer2` 512, `layer3` 1024, `layer4` 2048 |
 //!
 //! `pool = "mean_std"` and `pool = "moments"` double each width (the means,
-//! then the standard deviations or the means of the squared activations). Without `taps`, features are the last tap's mean, exactly the
-//! untapped extractor's (and cached under the same key).
+//! then the standard deviations or the means of the squared activations).
+//! Without `taps`, features are the last tap's mean, exactly the untapped
+//! extractor's (and cached under the same key).
+//!
+//! A tap name may end in a pool, which then overrides the extractor's `pool`
+//! for that tap: `taps = ["stem", "stem.moments", "stage2"]` offers the stem's
+//! means to one head and its moments to another (see [`Pool::split`]):
+//!
+//! ```toml
+//! [[heads]]
+//! type = "regression"
+//! name = "volume_fraction"
+//! taps = ["stem.moments"]
+//! ```
 
 use std::fmt;
 
@@ -66,6 +78,43 @@ impl Pool {
     /// extractor table leaves out (so untapped cache keys never change).
     pub fn is_mean(&self) -> bool {
         *self == Pool::Mean
+    }
+
+    /// The name it is configured by (`mean`, `mean_std`, `moments`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Pool::Mean => "mean",
+            Pool::MeanStd => "mean_std",
+            Pool::Moments => "moments",
+        }
+    }
+
+    /// The pool configured by `name`; `None` for any other string.
+    pub fn from_name(name: &str) -> Option<Pool> {
+        [Pool::Mean, Pool::MeanStd, Pool::Moments].into_iter().find(|p| p.name() == name)
+    }
+
+    /// A configured tap name split into the network's tap and its pool:
+    /// `"stem.moments"` is the tap `stem` pooled by [`Pool::Moments`]
+    /// whatever the extractor's `pool`; a name without such a suffix is
+    /// pooled by `default`. So one head can read a tap's moments while
+    /// another reads its mean, each from its own cache entry.
+    ///
+    /// ```
+    /// use furcate_core::extractor::taps::Pool;
+    ///
+    /// assert_eq!(Pool::split("stem.moments", Pool::Mean), ("stem", Pool::Moments));
+    /// assert_eq!(Pool::split("stem", Pool::MeanStd), ("stem", Pool::MeanStd));
+    /// assert_eq!(Pool::split("stem.max", Pool::Mean), ("stem.max", Pool::Mean));
+    /// ```
+    pub fn split(name: &str, default: Pool) -> (&str, Pool) {
+        match name.rsplit_once('.') {
+            Some((tap, suffix)) => match Pool::from_name(suffix) {
+                Some(pool) => (tap, pool),
+                None => (name, default),
+            },
+            None => (name, default),
+        }
     }
 
     /// Features per channel.

@@ -153,6 +153,11 @@ impl PropertyHead for ClassificationHead {
     /// # Shapes
     /// `output`: `[M, K]`, `target`: `[M]` (or `[M, 1]`) class indices -> scalar.
     fn loss(&self, output: &Tensor, target: &Tensor) -> Result<Tensor> {
+        if output.dim() != 2 {
+            return Err(
+                self.invalid_input(format!("loss: an output of shape {:?}, not [M, K]", output.size()))
+            );
+        }
         let run = || -> std::result::Result<Tensor, tch::TchError> {
             let target = target.f_reshape([-1])?.f_to_kind(Kind::Int64)?.f_to_device(output.device())?;
             let weight = match &self.class_weights {
@@ -161,7 +166,17 @@ impl PropertyHead for ClassificationHead {
                 }
                 None => None,
             };
-            output.f_cross_entropy_loss(&target, weight.as_ref(), Reduction::Mean, -100, self.label_smoothing)
+            // As `[1, K, M]` (the classes on dimension 1, the rows as a
+            // spatial dimension): the same loss, with the softmax vectorised
+            // over the rows (see `Mlp::COLUMN_MAJOR_OUT`), and no copy when
+            // the output came output-major.
+            output.f_tr()?.f_unsqueeze(0)?.f_cross_entropy_loss(
+                &target.f_unsqueeze(0)?,
+                weight.as_ref(),
+                Reduction::Mean,
+                -100,
+                self.label_smoothing,
+            )
         };
         run().map_err(|e| self.invalid_input(format!("loss: {e}")))
     }
