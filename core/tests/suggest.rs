@@ -104,6 +104,47 @@ fn suggestions_are_diverse() {
     assert!(first.distance.unwrap() > 1.0, "a new cluster is farther than the median: {first:?}");
 }
 
+/// `badge` on the same clusters, with class probabilities: the unsure
+/// clusters' images first, one per cluster (a copy of a pick has an
+/// embedding at distance ~0 and waits), never the sure cluster while unsure
+/// ones are left; the draw repeats with its seed; without class
+/// probabilities it ranks by distance alone and says so.
+#[test]
+fn badge_draws_unsure_images_unlike_each_other() {
+    let (n_clusters, size) = (6, 5);
+    let features = clusters(n_clusters, size);
+    // Cluster 5 is sure; the others are unsure, each between its own pair of classes.
+    let rows: Vec<Vec<f64>> = (0..n_clusters * size)
+        .map(|i| {
+            let c = (i / size) as usize;
+            let mut p = vec![0.0; 6];
+            if c == 5 {
+                p[5] = 1.0;
+            } else {
+                p[c] = 0.55;
+                p[c + 1] = 0.45;
+            }
+            p
+        })
+        .collect();
+    let heads = [classes(rows)];
+    let c = Candidates { features: &features, labelled: None, heads: &heads };
+    let draw = |seed| -> Vec<usize> {
+        rank(Strategy::Badge, &c, 5, seed, &mut Silent).unwrap().iter().map(|r| r.index).collect()
+    };
+    let mut picked: Vec<i64> = draw(0).iter().map(|&i| i as i64 / size).collect();
+    picked.sort_unstable();
+    assert_eq!(picked, [0, 1, 2, 3, 4], "one image of each unsure cluster");
+    assert_eq!(draw(3), draw(3));
+    let ranked = rank(Strategy::Badge, &c, 1, 0, &mut Silent).unwrap();
+    assert!(ranked[0].reason.contains("gradient embedding"), "{}", ranked[0].reason);
+    let values = vec![0.5; (n_clusters * size) as usize];
+    let scaled = [HeadSignal { name: "v".into(), signal: Some(Signal::Scaled { values, what: "u".into() }) }];
+    let c = Candidates { features: &features, labelled: None, heads: &scaled };
+    let ranked = rank(Strategy::Badge, &c, 2, 0, &mut Silent).unwrap();
+    assert!(ranked[0].reason.contains("by distance alone (kcentre)"), "{}", ranked[0].reason);
+}
+
 #[test]
 fn random_choice_is_seeded_and_never_repeats() {
     let features = Tensor::zeros([50, 3], (Kind::Float, tch::Device::Cpu));

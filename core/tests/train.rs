@@ -401,6 +401,49 @@ fn lbfgs_converges_on_a_quadratic_by_the_gradient_test() {
     assert!(x.detach().equal(&before));
 }
 
+/// The optimiser's arithmetic is on the host up to `HOST_VARIABLES`
+/// variables and on tensors above: both kinds take the same path. A
+/// separable, badly scaled quadratic, the same pattern repeated, is solved
+/// either side of the threshold: every test of L-BFGS is a ratio of sums or
+/// a largest entry (the loss-change tests are off, the first step is 1 on
+/// both), so both take the same steps, to rounding (`f64` on the host,
+/// `f32` tensors above).
+#[test]
+fn lbfgs_takes_the_same_path_with_host_and_tensor_arithmetic() {
+    use furcate_core::train::lbfgs::HOST_VARIABLES;
+    let solve = |n: i64| -> (Vec<f64>, usize) {
+        let x = Tensor::zeros([n], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        // Scales 1..5 repeating, minimum at i mod 7.
+        let c = Tensor::arange(n, (Kind::Float, Device::Cpu)).remainder(5) + 1.0;
+        let m = Tensor::arange(n, (Kind::Float, Device::Cpu)).remainder(7);
+        let mut f = || -> furcate_core::Result<f64> {
+            zero_grads(&[&x]);
+            let loss = ((&x - &m).square() * &c).sum(Kind::Float) * 1e-6;
+            loss.backward();
+            Ok(loss.double_value(&[]))
+        };
+        let config = LbfgsConfig {
+            tolerance_grad: 1e-10,
+            tolerance_change: 0.0,
+            relative: false,
+            ..Default::default()
+        };
+        let mut opt = Lbfgs::new(vec![x.shallow_clone()], 1.0, config);
+        let last = minimise(&mut opt, &mut f, 200).unwrap();
+        assert_eq!(last.converged, Some(Convergence::Gradient), "{n} variables: {last:?}");
+        assert!((&x - &m).abs().max().double_value(&[]) < 1e-3, "{n} variables");
+        (Vec::<f64>::try_from(x.detach().narrow(0, 0, 35).to_kind(Kind::Double)).unwrap(), opt.iterations())
+    };
+    // Multiples of 35 (one period of both patterns), either side of the threshold.
+    let small = 35 * (HOST_VARIABLES / 35);
+    let large = 35 * (HOST_VARIABLES / 35 + 2);
+    assert!(small <= HOST_VARIABLES && large > HOST_VARIABLES);
+    let (a, ia) = solve(small);
+    let (b, ib) = solve(large);
+    assert!(ia.abs_diff(ib) <= 1, "the same number of iterations: {ia} and {ib}");
+    assert!(a.iter().zip(&b).all(|(a, b)| (a - b).abs() < 1e-4), "{a:?} {b:?}");
+}
+
 #[test]
 fn lbfgs_counts_evaluations_and_reports_non_finite_objectives() {
     // A NaN objective at the start is an error, not a panic.

@@ -25,13 +25,14 @@ pub struct Args {
     #[arg(short = 'n', long = "number", default_value_t = 20, value_name = "K")]
     pub k: usize,
     /// How to choose: diverse (uncertainty x distance to what is labelled or
-    /// chosen), margin, entropy (uncertainty alone), kcentre (distance alone), random.
+    /// chosen), margin, entropy (uncertainty alone), kcentre (distance alone),
+    /// badge (k-means++ on the class heads' gradient embeddings), random.
     #[arg(long, default_value = "diverse", value_parser = clap::builder::PossibleValuesParser::new(Strategy::NAMES))]
     pub strategy: String,
     /// Only these heads' uncertainty and features count (repeat for several; default: every head).
     #[arg(long = "head", value_name = "NAME")]
     pub heads: Vec<String>,
-    /// Seed of `--strategy random`.
+    /// Seed of `--strategy random` and `badge`.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// The CSV to write (default `suggestions.csv`); with `--simulate`, the output folder.

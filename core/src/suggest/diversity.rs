@@ -10,6 +10,15 @@
 //!
 //! Distances are Euclidean on the rows given (standardised features), with
 //! one matrix-vector product per pick: `O(N D)` per suggestion.
+//!
+//! [`gradient_seeding`] is the other way to be unsure and diverse at once
+//! (BADGE, Ash et al. 2020): each image's *gradient embedding*, the gradient
+//! of its loss at its predicted class with respect to a linear head's
+//! weights, is `(p - e_ŷ) ⊗ x`: long when the head is unsure, pointing where
+//! its features are. k-means++ seeding (Arthur and Vassilvitskii 2007) on
+//! those embeddings picks images with probability proportional to their
+//! squared distance to the nearest pick: unsure and unlike each other, but
+//! not the few outliers that greedy farthest-first would take.
 
 use tch::{Device, Kind, Tensor};
 
@@ -166,6 +175,93 @@ pub fn k_centre(
         }
         progress.finish();
         Ok(KCentre { picks, scale: scale.unwrap_or(f64::NAN) })
+    })
+}
+
+/// k-means++ seeding on gradient embeddings `g_i = r_i ⊗ x_i`: the first
+/// pick is the longest embedding, each next one is drawn (seeded) with
+/// probability proportional to its squared distance to the nearest pick.
+/// The embeddings are never formed: `g_i · g_j = (r_i · r_j)(x_i · x_j)`, so
+/// each pick costs `O(N (D + R))`. When every remaining distance is 0 (all
+/// alike), the rest are taken in order. `distance` of a pick is its
+/// embedding's distance to the nearest earlier pick (infinite for the first).
+///
+/// # Shapes
+/// `x`: `[N, D]` features, `r`: `[N, R]` residuals `p - e_ŷ` of every class
+/// head side by side -> `k` picks (all `N` when fewer).
+///
+/// ```
+/// use furcate_core::suggest::diversity::gradient_seeding;
+/// use tch::Tensor;
+///
+/// // An unsure image and its copy, a sure image, an unsure image elsewhere.
+/// let x = Tensor::from_slice(&[1.0f32, 0.0, 1.0, 0.0, 0.0, 1.0, -1.0, 0.0]).view([4, 2]);
+/// let r = Tensor::from_slice(&[0.5f32, -0.5, 0.5, -0.5, 0.0, 0.0, 0.4, -0.4]).view([4, 2]);
+/// let mut chosen: Vec<usize> = gradient_seeding(&x, &r, 3, 0)?.iter().map(|p| p.index).collect();
+/// assert_eq!(chosen[0], 0); // the longest embedding first
+/// chosen.sort();
+/// assert_eq!(chosen, vec![0, 2, 3]); // the copy of a pick only when nothing else is left
+/// # Ok::<(), furcate_core::Error>(())
+/// ```
+pub fn gradient_seeding(x: &Tensor, r: &Tensor, k: usize, seed: u64) -> Result<Vec<Pick>> {
+    use rand::{Rng, SeedableRng};
+    tch::no_grad(|| {
+        let x = x.f_to_device(Device::Cpu)?.f_to_kind(Kind::Double)?.f_contiguous()?;
+        let r = r.f_to_device(Device::Cpu)?.f_to_kind(Kind::Double)?.f_contiguous()?;
+        let n = match (x.size().as_slice(), r.size().as_slice()) {
+            (&[n, _], &[m, _]) if n == m => n,
+            (a, b) => {
+                return Err(Error::Invalid(format!(
+                    "gradient embeddings need [N, D] features and [N, R] residuals, got {a:?} and {b:?}"
+                )))
+            }
+        };
+        let norm = |t: &Tensor| t.f_square()?.f_sum_dim_intlist(1, false, Kind::Double);
+        // |g_i|² = |r_i|² |x_i|².
+        let lengths = norm(&r)?.f_mul(&norm(&x)?)?;
+        let k = k.min(n as usize);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut picks: Vec<Pick> = Vec::with_capacity(k);
+        let mut nearest: Option<Vec<f64>> = None;
+        let mut taken = vec![false; n as usize];
+        for _ in 0..k {
+            let index = match &nearest {
+                None => first_max(&crate::model::to_vec_f64(&lengths)),
+                Some(d) => {
+                    let total: f64 = d.iter().zip(&taken).filter(|(_, t)| !**t).map(|(d, _)| d).sum();
+                    if total > 0.0 && total.is_finite() {
+                        let mut at = rng.random::<f64>() * total;
+                        let mut chosen = None;
+                        for (i, (d, t)) in d.iter().zip(&taken).enumerate() {
+                            if *t || *d <= 0.0 {
+                                continue;
+                            }
+                            chosen = Some(i);
+                            at -= d;
+                            if at < 0.0 {
+                                break;
+                            }
+                        }
+                        chosen.unwrap_or(0)
+                    } else {
+                        taken.iter().position(|t| !t).unwrap_or(0)
+                    }
+                }
+            };
+            let distance = nearest.as_ref().map_or(f64::INFINITY, |d| d[index].max(0.0).sqrt());
+            taken[index] = true;
+            picks.push(Pick { index, distance });
+            // |g_i - g_j|² = |g_i|² + |g_j|² - 2 (r_i · r_j)(x_i · x_j).
+            let j = index as i64;
+            let cross = r.f_mv(&r.f_get(j)?)?.f_mul(&x.f_mv(&x.f_get(j)?)?)?;
+            let to_pick = (&lengths + lengths.f_double_value(&[j])? - cross * 2.0).f_clamp_min(0.0)?;
+            let to_pick = crate::model::to_vec_f64(&to_pick);
+            nearest = Some(match nearest {
+                Some(d) => d.iter().zip(&to_pick).map(|(a, b)| a.min(*b)).collect(),
+                None => to_pick,
+            });
+        }
+        Ok(picks)
     })
 }
 

@@ -19,6 +19,7 @@
 //! | `margin` | largest margin uncertainty `1 - (p1 - p2)` |
 //! | `entropy` | largest entropy of the class probabilities |
 //! | `kcentre` | largest distance alone (covers the feature space; needs no uncertainty) |
+//! | `badge` | k-means++ draws on the class heads' gradient embeddings `(p - e_ŷ) ⊗ x` (unsure and unlike each other; [`diversity::gradient_seeding`]) |
 //! | `random` | a random choice (seeded), the reference |
 //!
 //! [`suggest`] does it for a run folder and writes nothing; the command line
@@ -65,13 +66,15 @@ pub enum Strategy {
     /// The largest distance to the nearest labelled or picked image.
     #[serde(rename = "kcentre")]
     KCentre,
+    /// k-means++ seeding on the class heads' gradient embeddings (BADGE).
+    Badge,
     /// A seeded random choice.
     Random,
 }
 
 impl Strategy {
     /// Every strategy's name, as the command line and configs spell it.
-    pub const NAMES: [&'static str; 5] = ["diverse", "margin", "entropy", "kcentre", "random"];
+    pub const NAMES: [&'static str; 6] = ["diverse", "margin", "entropy", "kcentre", "badge", "random"];
 
     /// The name, as in [`Strategy::NAMES`].
     pub fn name(self) -> &'static str {
@@ -80,6 +83,7 @@ impl Strategy {
             Strategy::Margin => "margin",
             Strategy::Entropy => "entropy",
             Strategy::KCentre => "kcentre",
+            Strategy::Badge => "badge",
             Strategy::Random => "random",
         }
     }
@@ -103,8 +107,14 @@ impl FromStr for Strategy {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Strategy> {
-        let all =
-            [Strategy::Diverse, Strategy::Margin, Strategy::Entropy, Strategy::KCentre, Strategy::Random];
+        let all = [
+            Strategy::Diverse,
+            Strategy::Margin,
+            Strategy::Entropy,
+            Strategy::KCentre,
+            Strategy::Badge,
+            Strategy::Random,
+        ];
         all.into_iter().find(|k| k.name() == s).ok_or_else(|| {
             Error::Invalid(format!("unknown strategy `{s}`; strategies are: {}", Strategy::NAMES.join(", ")))
         })
@@ -142,7 +152,8 @@ pub struct Ranked {
 /// there are fewer), best first. `seed` drives [`Strategy::Random`].
 ///
 /// Errors when `margin` or `entropy` is asked for and no head gives an
-/// uncertainty; `diverse` then falls back to `kcentre` (its reason says so).
+/// uncertainty; `diverse` and `badge` then fall back to `kcentre` (their
+/// reasons say so).
 pub fn rank(
     strategy: Strategy,
     c: &Candidates,
@@ -166,7 +177,24 @@ pub fn rank(
             .max_by(|a, b| a.1.total_cmp(&b.1));
         most.and_then(|(h, _)| c.heads[h].describe(i)).unwrap_or_default()
     };
+    let residual = if strategy == Strategy::Badge { uncertainty::residuals(c.heads, n) } else { None };
     let picks: Vec<Ranked> = match (strategy, u) {
+        (Strategy::Badge, _) if residual.is_some() => {
+            let (r, width) = residual.unwrap_or_default();
+            let r = Tensor::f_from_slice(&r)?.f_view([n as i64, width as i64])?;
+            diversity::gradient_seeding(c.features, &r, k, seed)?
+                .into_iter()
+                .map(|p| Ranked {
+                    index: p.index,
+                    uncertainty: u.map(|u| u[p.index]),
+                    distance: None,
+                    reason: format!(
+                        "drawn by its gradient embedding's distance to the earlier picks (seed {seed}): {}",
+                        unsure(p.index)
+                    ),
+                })
+                .collect()
+        }
         (Strategy::Random, _) => {
             let mut order: Vec<usize> = (0..n).collect();
             order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
@@ -202,7 +230,7 @@ pub fn rank(
                 })
                 .collect()
         }
-        (Strategy::Diverse | Strategy::KCentre, _) => {
+        (Strategy::Diverse | Strategy::KCentre | Strategy::Badge, _) => {
             let weights = if strategy == Strategy::Diverse { u } else { None };
             let kc = diversity::k_centre(c.features, c.labelled, weights, k, progress)?;
             let scale = kc.scale;
@@ -223,6 +251,11 @@ pub fn rank(
                         ),
                         (Strategy::Diverse, None) => {
                             format!("no head gives an uncertainty, so by distance alone (kcentre): {far}")
+                        }
+                        (Strategy::Badge, _) => {
+                            format!(
+                                "no class head gives probabilities, so by distance alone (kcentre): {far}"
+                            )
                         }
                         _ => format!("far from what is labelled or picked: {far}"),
                     };

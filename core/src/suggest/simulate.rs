@@ -53,7 +53,14 @@ use crate::run::{evaluate, features_for, predict_features, Features};
 use crate::{fsutil, Error, Result};
 
 fn default_strategies() -> Vec<Strategy> {
-    vec![Strategy::Random, Strategy::Margin, Strategy::Entropy, Strategy::KCentre, Strategy::Diverse]
+    vec![
+        Strategy::Random,
+        Strategy::Margin,
+        Strategy::Entropy,
+        Strategy::KCentre,
+        Strategy::Diverse,
+        Strategy::Badge,
+    ]
 }
 
 fn default_seeds() -> Vec<u64> {

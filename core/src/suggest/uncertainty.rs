@@ -96,6 +96,49 @@ pub enum Signal {
     },
 }
 
+/// Per image, every class head's probabilities less the one-hot of its
+/// likeliest class, side by side (`[N, R]` flattened row by row, `R` the
+/// classes of those heads): the gradient of each head's cross-entropy at
+/// its own prediction with respect to its logits, what
+/// [`super::diversity::gradient_seeding`] embeds. `None` when no head gives
+/// probabilities.
+///
+/// ```
+/// use furcate_core::suggest::uncertainty::{residuals, HeadSignal, Signal};
+///
+/// let rows = vec![vec![0.7, 0.3], vec![0.2, 0.8]];
+/// let head = HeadSignal { name: "phase".into(), signal: Some(Signal::Probabilities { classes: vec![], rows }) };
+/// let (r, width) = residuals(&[head], 2).unwrap();
+/// assert_eq!(width, 2);
+/// let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
+/// assert!(close(r[0], -0.3) && close(r[1], 0.3) && close(r[2], 0.2) && close(r[3], -0.2));
+/// ```
+pub fn residuals(heads: &[HeadSignal], n: usize) -> Option<(Vec<f64>, usize)> {
+    let tables: Vec<&Vec<Vec<f64>>> = heads
+        .iter()
+        .filter_map(|h| match h.signal.as_ref()? {
+            Signal::Probabilities { rows, .. } if rows.len() == n => Some(rows),
+            _ => None,
+        })
+        .collect();
+    if tables.is_empty() {
+        return None;
+    }
+    let widths: Vec<usize> = tables.iter().map(|t| t.iter().map(Vec::len).max().unwrap_or(0)).collect();
+    let width: usize = widths.iter().sum();
+    let mut out = Vec::with_capacity(n * width);
+    for i in 0..n {
+        for (table, &w) in tables.iter().zip(&widths) {
+            let p = &table[i];
+            let top = p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(k, _)| k);
+            out.extend(
+                (0..w).map(|k| p.get(k).copied().unwrap_or(0.0) - if Some(k) == top { 1.0 } else { 0.0 }),
+            );
+        }
+    }
+    Some((out, width))
+}
+
 /// One head's signal, or why it has none.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HeadSignal {

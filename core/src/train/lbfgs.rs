@@ -14,11 +14,11 @@
 //! the gradient flattened and concatenated in the order of the variables
 //! (`f64` when any variable is `f64`, else `f32`). The optimiser's own
 //! vector arithmetic (the correction pairs, the two-loop recursion, the
-//! tests) is on the host in `f64`: it is `4 x history_size` dot products and
-//! updates per iteration, which as libtorch operations on a class head's
-//! thousand variables cost more in dispatch than in arithmetic (measured:
-//! nearly half of the 5-fold choice's solving time at 140 rows). A trial point whose objective or gradient is not finite counts
-//! as a failed trial: the line search shrinks the step by bisection.
+//! tests: `4 x history_size` dot products and updates per iteration) is on
+//! the host in `f64` for at most [`HOST_VARIABLES`] variables on the CPU,
+//! else on that flat tensor. A trial point whose objective or gradient is
+//! not finite counts as a failed trial: the line search shrinks the step by
+//! bisection.
 //!
 //! ```
 //! use furcate_core::train::{Lbfgs, LbfgsConfig};
@@ -63,6 +63,112 @@ const C1: f64 = 1e-4;
 const C2: f64 = 0.9;
 /// Correction pairs with `y·s` at most this are not stored.
 const MIN_CURVATURE: f64 = 1e-10;
+
+/// The most variables (on the CPU) for which the optimiser's own vector
+/// arithmetic runs on the host: as libtorch operations on a class head's
+/// thousand variables it costs more in dispatch (microseconds per
+/// operation) than in arithmetic (nearly half the solving time of a 5-fold
+/// choice at 140 rows, measured), while a 1000-unit trunk's 1.5 x 10^5
+/// variables are faster as vectorised tensors (its Table 3 points took 1.5x
+/// longer on the host: 38 s against 24 s). Around 10^4 the two cost about
+/// the same.
+pub const HOST_VARIABLES: i64 = 1 << 13;
+
+/// A flat vector of the optimiser's own arithmetic: on the host in `f64`
+/// (small problems), or a tensor on the variables' device. The two kinds
+/// never meet in one [`Lbfgs`]; if they did, the tensor is read to the host.
+#[derive(Debug)]
+enum Flat {
+    Host(Vec<f64>),
+    Device(Tensor),
+}
+
+impl Flat {
+    /// `t` (flat) as the kind `host` asks for; a tensor is shared, not copied.
+    fn of(t: &Tensor, host: bool) -> Result<Flat> {
+        Ok(if host { Flat::Host(to_host(t)?) } else { Flat::Device(t.shallow_clone()) })
+    }
+
+    /// The same values: a copy on the host, a shared tensor (never written in place).
+    fn share(&self) -> Flat {
+        match self {
+            Flat::Host(v) => Flat::Host(v.clone()),
+            Flat::Device(t) => Flat::Device(t.shallow_clone()),
+        }
+    }
+
+    /// As a tensor of `kind` on `device`.
+    fn tensor(&self, kind: Kind, device: tch::Device) -> Result<Tensor> {
+        Ok(match self {
+            Flat::Host(v) => Tensor::f_from_slice(v)?.f_to_kind(kind)?.f_to_device(device)?,
+            Flat::Device(t) => t.shallow_clone(),
+        })
+    }
+
+    fn host(&self) -> std::borrow::Cow<'_, [f64]> {
+        match self {
+            Flat::Host(v) => std::borrow::Cow::Borrowed(v),
+            Flat::Device(t) => {
+                std::borrow::Cow::Owned(to_host(t).unwrap_or_else(|_| vec![f64::NAN; t.numel()]))
+            }
+        }
+    }
+
+    fn dot(&self, other: &Flat) -> f64 {
+        match (self, other) {
+            (Flat::Device(a), Flat::Device(b)) => a.dot(b).double_value(&[]),
+            _ => self.host().iter().zip(other.host().iter()).map(|(a, b)| a * b).sum(),
+        }
+    }
+
+    /// The largest absolute entry (NaN when there is one).
+    fn max_abs(&self) -> f64 {
+        match self {
+            Flat::Device(t) => t.abs().max().double_value(&[]),
+            Flat::Host(v) => {
+                v.iter().try_fold(0.0f64, |m, x| (!x.is_nan()).then(|| m.max(x.abs()))).unwrap_or(f64::NAN)
+            }
+        }
+    }
+
+    fn abs_sum(&self) -> f64 {
+        match self {
+            Flat::Device(t) => t.abs().sum(Kind::Double).double_value(&[]),
+            Flat::Host(v) => v.iter().map(|x| x.abs()).sum(),
+        }
+    }
+
+    /// A new vector `a x`.
+    fn scaled(&self, a: f64) -> Flat {
+        match self {
+            Flat::Device(t) => Flat::Device(t * a),
+            Flat::Host(v) => Flat::Host(v.iter().map(|x| x * a).collect()),
+        }
+    }
+
+    /// A new vector `self - other`.
+    fn minus(&self, other: &Flat) -> Flat {
+        match (self, other) {
+            (Flat::Device(a), Flat::Device(b)) => Flat::Device(a - b),
+            _ => Flat::Host(self.host().iter().zip(other.host().iter()).map(|(a, b)| a - b).collect()),
+        }
+    }
+
+    /// `self += a x`, in place.
+    fn add_scaled(&mut self, a: f64, x: &Flat) {
+        match (self, x) {
+            (Flat::Device(t), Flat::Device(x)) => {
+                let _ = t.g_add_(&(x * a));
+            }
+            (Flat::Host(v), x) => v.iter_mut().zip(x.host().iter()).for_each(|(v, x)| *v += a * x),
+            (this @ Flat::Device(_), x) => {
+                let mut v = this.host().into_owned();
+                v.iter_mut().zip(x.host().iter()).for_each(|(v, x)| *v += a * x);
+                *this = Flat::Host(v);
+            }
+        }
+    }
+}
 
 /// Settings of L-BFGS (`[training.lbfgs]` in TOML).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -149,19 +255,20 @@ pub struct Iteration {
     pub converged: Option<Convergence>,
 }
 
-/// The objective and flat gradient at the current point (on the device, and on the host).
+/// The objective and flat gradient at the current point (the tensor, and
+/// as the optimiser's [`Flat`]).
 #[derive(Debug)]
 struct Point {
     loss: f64,
     grad: Tensor,
-    host: Vec<f64>,
+    flat: Flat,
 }
 
-/// One correction pair and `1 / y·s`, on the host.
+/// One correction pair and `1 / y·s`.
 #[derive(Debug)]
 struct Pair {
-    s: Vec<f64>,
-    y: Vec<f64>,
+    s: Flat,
+    y: Flat,
     rho: f64,
 }
 
@@ -176,6 +283,8 @@ pub struct Lbfgs {
     vars: Vec<Tensor>,
     numels: Vec<i64>,
     kind: Kind,
+    /// Whether the optimiser's arithmetic is on the host ([`HOST_VARIABLES`]).
+    host: bool,
     lr: f64,
     config: LbfgsConfig,
     history: VecDeque<Pair>,
@@ -194,12 +303,15 @@ impl Lbfgs {
     /// L-BFGS over `vars` (their order is the order of the flat vector). `lr`
     /// scales steps as torch's `lr` (the trainer passes 1.0).
     pub fn new(vars: Vec<Tensor>, lr: f64, config: LbfgsConfig) -> Self {
-        let numels = vars.iter().map(|v| v.numel() as i64).collect();
+        let numels: Vec<i64> = vars.iter().map(|v| v.numel() as i64).collect();
         let kind = if vars.iter().any(|v| v.kind() == Kind::Double) { Kind::Double } else { Kind::Float };
+        let host = numels.iter().sum::<i64>() <= HOST_VARIABLES
+            && vars.iter().all(|v| v.device() == tch::Device::Cpu);
         Lbfgs {
             vars,
             numels,
             kind,
+            host,
             lr,
             config,
             history: VecDeque::new(),
@@ -242,8 +354,8 @@ impl Lbfgs {
             self.evaluations += 1;
             let loss = loss?;
             let grad = self.flat_grad();
-            let host = to_host(&grad)?;
-            let grad_max = max_abs(&host);
+            let flat = Flat::of(&grad, self.host)?;
+            let grad_max = flat.max_abs();
             if !loss.is_finite() {
                 return Err(Error::Training(format!("the objective is {loss} at the start point")));
             }
@@ -255,24 +367,24 @@ impl Lbfgs {
             if self.config.relative {
                 self.scale = loss.abs().max(f64::MIN_POSITIVE);
             }
-            self.current = Some(Point { loss, grad, host });
+            self.current = Some(Point { loss, grad, flat });
         }
         let (tol_grad, tol_change) =
             (self.config.tolerance_grad * self.scale, self.config.tolerance_change * self.scale);
         let (loss, grad, g) = {
             let p = self.current.as_ref().expect("set above");
-            (p.loss, p.grad.shallow_clone(), p.host.clone())
+            (p.loss, p.grad.shallow_clone(), p.flat.share())
         };
-        let grad_max = max_abs(&g);
+        let grad_max = g.max_abs();
         if grad_max <= tol_grad {
             return Ok(Iteration { loss, grad_max, evaluations, converged: Some(Convergence::Gradient) });
         }
         self.iterations += 1;
 
         let dir = self.direction(&g);
-        let d = Tensor::f_from_slice(&dir)?.f_to_kind(self.kind)?.f_to_device(grad.device())?;
+        let d = dir.tensor(self.kind, grad.device())?;
         let t0 = if self.fresh {
-            let l1: f64 = g.iter().map(|v| v.abs()).sum();
+            let l1 = g.abs_sum();
             (1.0f64).min(1.0 / l1) * self.lr
         } else {
             self.lr
@@ -283,7 +395,7 @@ impl Lbfgs {
         // change says nothing about convergence on a badly scaled objective,
         // so only the gradient test may end it.
         let first_step = std::mem::replace(&mut self.fresh, false);
-        let gtd = dot(&g, &dir);
+        let gtd = g.dot(&dir);
         if !gtd.is_finite() {
             return Err(Error::Training(format!(
                 "the L-BFGS search direction is not finite (g·d = {gtd}); the curvature history is broken"
@@ -305,33 +417,34 @@ impl Lbfgs {
         self.restore(&x, Some(&(&d * ls.t)));
 
         // The new correction pair (used by the next direction).
-        let new = to_host(&ls.grad)?;
-        let step: Vec<f64> = dir.iter().map(|v| v * ls.t).collect();
-        let y: Vec<f64> = new.iter().zip(&g).map(|(a, b)| a - b).collect();
-        let ys = dot(&y, &step);
+        let new = Flat::of(&ls.grad, self.host)?;
+        let step = dir.scaled(ls.t);
+        let y = new.minus(&g);
+        let ys = y.dot(&step);
+        let step_max = step.max_abs();
         if ys > MIN_CURVATURE {
             if self.history.len() == self.config.history_size {
                 self.history.pop_front();
             }
-            self.h_diag = ys / dot(&y, &y);
+            self.h_diag = ys / y.dot(&y);
             if self.config.history_size > 0 {
-                self.history.push_back(Pair { s: step.clone(), y, rho: 1.0 / ys });
+                self.history.push_back(Pair { s: step, y, rho: 1.0 / ys });
             }
         }
 
-        let new_max = max_abs(&new);
+        let new_max = new.max_abs();
         let converged = if new_max <= tol_grad {
             Some(Convergence::Gradient)
         } else if first_step {
             None
-        } else if max_abs(&step) <= self.config.tolerance_change {
+        } else if step_max <= self.config.tolerance_change {
             Some(Convergence::Step)
         } else if (ls.loss - loss).abs() < tol_change {
             Some(Convergence::LossChange)
         } else {
             None
         };
-        self.current = Some(Point { loss: ls.loss, grad: ls.grad, host: new });
+        self.current = Some(Point { loss: ls.loss, grad: ls.grad, flat: new });
         Ok(Iteration { loss: ls.loss, grad_max: new_max, evaluations, converged })
     }
 
@@ -356,21 +469,20 @@ impl Lbfgs {
     }
 
     /// The two-loop recursion: `-H g` with the stored pairs.
-    fn direction(&self, grad: &[f64]) -> Vec<f64> {
-        let mut q: Vec<f64> = grad.iter().map(|v| -v).collect();
+    fn direction(&self, grad: &Flat) -> Flat {
+        let mut q = grad.scaled(-1.0);
         if self.history.is_empty() {
             return q;
         }
         let mut alphas = vec![0.0; self.history.len()];
         for (p, a) in self.history.iter().zip(&mut alphas).rev() {
-            *a = dot(&p.s, &q) * p.rho;
-            q.iter_mut().zip(&p.y).for_each(|(q, y)| *q -= y * *a);
+            *a = p.s.dot(&q) * p.rho;
+            q.add_scaled(-*a, &p.y);
         }
-        let mut r = q;
-        r.iter_mut().for_each(|v| *v *= self.h_diag);
+        let mut r = q.scaled(self.h_diag);
         for (p, a) in self.history.iter().zip(&alphas) {
-            let beta = dot(&p.y, &r) * p.rho;
-            r.iter_mut().zip(&p.s).for_each(|(r, s)| *r += s * (a - beta));
+            let beta = p.y.dot(&r) * p.rho;
+            r.add_scaled(a - beta, &p.s);
         }
         r
     }
@@ -591,16 +703,6 @@ fn cubic_min(p1: &Trial, p2: &Trial, bounds: Option<(f64, f64)>) -> f64 {
     } else {
         mid
     }
-}
-
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(a, b)| a * b).sum()
-}
-
-/// The largest absolute entry; NaN when there is one (so it is never
-/// mistaken for convergence).
-fn max_abs(v: &[f64]) -> f64 {
-    v.iter().try_fold(0.0f64, |m, x| if x.is_nan() { None } else { Some(m.max(x.abs())) }).unwrap_or(f64::NAN)
 }
 
 /// A flat tensor's values on the host, in `f64`.
