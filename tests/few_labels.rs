@@ -44,11 +44,16 @@ fn unlabelled_images_train_by_propagation_and_are_never_scored() {
     let manifest = labelled_and_pool(dir.path());
     let pool = "unlabelled = [\"pool/images/*.png\"]";
     let semi = "semi_supervised = \"propagation\"";
-    let cfg = config(dir.path(), &manifest, pool, semi);
-    let out = dir.path().join("semi");
-    let o = run(&["train", s(&cfg), "--out", s(&out), "--no-report"]);
-    assert!(o.status.success(), "{}", text(&o));
-    let m = metrics(&out);
+    // Trains `name` with these [data] and [training] lines: its run folder and metrics.
+    let train = |name: &str, data: &str, training: &str| -> (std::path::PathBuf, serde_json::Value) {
+        let cfg = config(dir.path(), &manifest, data, training);
+        let out = dir.path().join(name);
+        let o = run(&["train", s(&cfg), "--out", s(&out), "--no-report"]);
+        assert!(o.status.success(), "{}", text(&o));
+        let m = metrics(&out);
+        (out, m)
+    };
+    let (out, m) = train("semi", pool, semi);
     let notes = m["notes"].to_string();
     assert!(notes.contains("morphology: 24 unlabelled rows labelled from"), "{notes}");
     assert!(notes.contains("the test part was not used"), "{notes}");
@@ -57,11 +62,7 @@ fn unlabelled_images_train_by_propagation_and_are_never_scored() {
     assert_eq!(predictions.lines().count() - 1, 18, "half of the 36 labelled images are the test part");
 
     // Transductive: the 18 test images' pixels join; they are still scored on their labels.
-    let cfg = config(dir.path(), &manifest, pool, &format!("{semi}\ntransductive = true"));
-    let out = dir.path().join("transductive");
-    let o = run(&["train", s(&cfg), "--out", s(&out), "--no-report"]);
-    assert!(o.status.success(), "{}", text(&o));
-    let m = metrics(&out);
+    let (_, m) = train("transductive", pool, &format!("{semi}\ntransductive = true"));
     let notes = m["notes"].to_string();
     assert!(notes.contains("morphology: 42 unlabelled rows"), "{notes}");
     assert!(notes.contains("transductive: 18 of them are the test part"), "{notes}");
@@ -69,27 +70,16 @@ fn unlabelled_images_train_by_propagation_and_are_never_scored() {
 
     // With views ([data] augment, tta): the graph's nodes are the images, each
     // view takes its image's label; the counts are of images.
-    let cfg = config(
-        dir.path(),
-        &manifest,
-        &format!("{pool}\naugment = [\"rot180\"]\ntta = true"),
-        &format!("{semi}\ntransductive = true"),
-    );
-    let out = dir.path().join("views");
-    let o = run(&["train", s(&cfg), "--out", s(&out), "--no-report"]);
-    assert!(o.status.success(), "{}", text(&o));
-    let m = metrics(&out);
+    let views = format!("{pool}\naugment = [\"rot180\"]\ntta = true");
+    let (_, m) = train("views", &views, &format!("{semi}\ntransductive = true"));
     let notes = m["notes"].to_string();
     assert!(notes.contains("morphology: 42 unlabelled rows labelled from 18"), "{notes}");
     assert!(notes.contains("transductive: 18 of them are the test part"), "{notes}");
     assert_eq!(m["data"]["views"], 60, "every image has its view: {m}");
 
     // Off: the pool is extracted but nothing is propagated.
-    let cfg = config(dir.path(), &manifest, pool, "");
-    let out = dir.path().join("off");
-    let o = run(&["train", s(&cfg), "--out", s(&out), "--no-report"]);
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(!metrics(&out)["notes"].to_string().contains("semi-supervised"));
+    let (_, m) = train("off", pool, "");
+    assert!(!m["notes"].to_string().contains("semi-supervised"));
 }
 
 /// Bad values name the key's line; a pattern that matches nothing names the entry.

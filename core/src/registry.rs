@@ -1,7 +1,7 @@
 //! The `type` names that can be used in TOML.
 //!
 //! Each `#[typetag::serde(name = "...")]` impl of [`ExtractorConfig`] or
-//! [`HeadConfig`] registers its name beside it with [`register_type!`]
+//! [`HeadConfig`] registers its name beside it with [`register_type!`](crate::register_type)
 //! (typetag keeps its own registry private); a test checks that the two
 //! agree, so a type cannot be usable yet missing from `furcate info`.
 
@@ -20,7 +20,7 @@ pub enum Kind {
     Head,
 }
 
-/// One registered `type` name, submitted by [`register_type!`].
+/// One registered `type` name, submitted by [`register_type!`](crate::register_type).
 #[derive(Debug)]
 pub struct Registered {
     /// What it builds.

@@ -189,7 +189,7 @@ pub struct ExperimentOptions {
     /// Write each run's plots and `report.html` (slow; off by default).
     pub report: bool,
     /// When another process is writing the output folder, wait for it
-    /// instead of failing ([`fsutil::OutputLock`]).
+    /// instead of failing ([`crate::fsutil::OutputLock`]).
     pub wait: bool,
 }
 

@@ -87,7 +87,7 @@ pub fn build_model_for(
 }
 
 /// [`build_model_for`] with the trunk and heads reading the feature columns
-/// `routes` gives (the taps chosen for them, [`choose::Choices::routes`]).
+/// `routes` gives (the taps chosen for them, [`crate::results::choices::Choices::routes`]).
 pub fn build_model_routed(
     config: &RunConfig,
     extractor: Option<&dyn FeatureExtractor>,

@@ -16,7 +16,7 @@
 //!    (scaler, trunk, heads) and training;
 //! 4. [`evaluate`]: predictions ([`aggregate`] per image for tiles), scores,
 //!    [`consistency`];
-//! 5. [`write`]: the typed [`results`](write::RunResults) behind
+//! 5. [`write`]: the typed [`results`](RunResults) behind
 //!    `metrics.json`, `history.csv`, `predictions.csv` ([`output`]) and the
 //!    [`checkpoint`].
 //!

@@ -43,6 +43,15 @@ pub(crate) fn check_columns(cfg: &LoadedConfig, data: &Dataset) -> Result<()> {
     Ok(())
 }
 
+/// [`split::stratified`] of the rows `rows` (indices into the whole set, by
+/// their `strata`), its parts mapped back to those indices.
+fn stratified_rows(strata: &[String], rows: &[usize], test: f64, val: f64, seed: u64) -> split::Split {
+    let sub: Vec<String> = rows.iter().map(|&i| strata[i].clone()).collect();
+    let inner = split::stratified(&sub, test, val, seed);
+    let map = |v: &[usize]| v.iter().map(|&i| rows[i]).collect::<Vec<_>>();
+    split::Split { train: map(&inner.train), val: map(&inner.val), test: map(&inner.test) }
+}
+
 /// The validation part of the rows `rows` (indices into the whole set),
 /// by `training.validation_fraction` or its default for that many rows,
 /// stratified; returns (training rows, validation rows, why the default).
@@ -52,10 +61,8 @@ pub(crate) fn validation_split(
     rows: &[usize],
 ) -> (Vec<usize>, Vec<usize>, Option<String>) {
     let (fraction, why) = t.validation_fraction_for(rows.len());
-    let sub: Vec<String> = rows.iter().map(|&i| strata[i].clone()).collect();
-    let inner = split::stratified(&sub, 0.0, fraction, t.seed);
-    let map = |v: &[usize]| v.iter().map(|&i| rows[i]).collect::<Vec<_>>();
-    (map(&inner.train), map(&inner.val), why)
+    let parts = stratified_rows(strata, rows, 0.0, fraction, t.seed);
+    (parts.train, parts.val, why)
 }
 
 /// The split of a run without cross-validation: the images with a label
@@ -73,15 +80,12 @@ pub(crate) fn split_labelled(
     let columns: Vec<&str> = config.heads.iter().map(|h| h.column()).collect();
     let unlabelled = images.unlabelled_rows(&columns);
     let labelled: Vec<usize> = (0..images.len()).filter(|i| unlabelled.binary_search(i).is_err()).collect();
-    let sub: Vec<String> = labelled.iter().map(|&i| strata[i].clone()).collect();
-    let rest = labelled.len() - split::stratified(&sub, t.test_fraction, 0.0, t.seed).test.len();
+    let rest = labelled.len() - stratified_rows(strata, &labelled, t.test_fraction, 0.0, t.seed).test.len();
     let (validation_fraction, why) = t.validation_fraction_for(rest);
-    let inner = split::stratified(&sub, t.test_fraction, validation_fraction, t.seed);
-    let map = |v: &[usize]| v.iter().map(|&i| labelled[i]).collect::<Vec<_>>();
-    let mut train = map(&inner.train);
-    train.extend_from_slice(&unlabelled);
-    train.sort_unstable();
-    (split::Split { train, val: map(&inner.val), test: map(&inner.test) }, why)
+    let mut parts = stratified_rows(strata, &labelled, t.test_fraction, validation_fraction, t.seed);
+    parts.train.extend_from_slice(&unlabelled);
+    parts.train.sort_unstable();
+    (parts, why)
 }
 
 /// What [`super::fit::fit_rows`] fits on: the rows of a data set with their features.

@@ -92,7 +92,7 @@ pub struct SimulationConfig {
     /// The output folder, relative to the simulation file (default: `runs/<file stem>`).
     #[serde(default)]
     pub out: Option<PathBuf>,
-    /// The strategies compared (default: all five).
+    /// The strategies compared (default: all six).
     #[serde(default = "default_strategies")]
     pub strategies: Vec<Strategy>,
     /// The repetitions (default `[0]`).
