@@ -86,7 +86,7 @@ pub struct BackboneConfig {
     /// blocks, the last one with the 1x1 `conv_head` (at most 7). With N > 0
     /// the extractor stops at the frozen boundary and its features (what the
     /// cache holds) are that activation, flattened; the model gets the last N
-    /// stages as a [`TrainableTail`](super::TrainableTail). See
+    /// stages as a [`TrainableTail`]. See
     /// [`super::trainable`]. Left out of the serialised table when 0, so the
     /// feature-cache key of a frozen extractor is what it always was.
     #[serde(default, skip_serializing_if = "is_zero")]

@@ -37,7 +37,7 @@ pub mod regression;
 ///   names the head; `mlp(path, in_dim, outputs)`: the head's network from
 ///   `hidden` and `dropout`.
 ///
-/// Inside the head's `impl HeadConfig`, [`head_config_methods!`] answers
+/// Inside the head's `impl HeadConfig`, [`head_config_methods!`](crate::head_config_methods) answers
 /// `name`, `column`, `loss_weight` and `taps` from those fields. The crate
 /// that uses the macro needs `serde` and `tch` as dependencies.
 ///

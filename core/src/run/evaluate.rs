@@ -43,7 +43,7 @@ pub struct Evaluation {
     /// Tiled runs: the same scores per tile (the scores above are per image).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tiles: Option<Box<Evaluation>>,
-    /// How the scored images were read (set by [`train_run`] and [`SavedRun::evaluate`]).
+    /// How the scored images were read (set by [`super::train_run`] and [`super::SavedRun::evaluate`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<DataSummary>,
 }

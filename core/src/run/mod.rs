@@ -14,14 +14,14 @@
 //! 3. [`fit`]: head states, [`choose`] (taps, weight decay; [`exact`] paths
 //!    for least-squares heads), [`assemble`]
 //!    (scaler, trunk, heads) and training;
-//! 4. [`evaluate`]: predictions ([`aggregate`] per image for tiles), scores,
+//! 4. [`evaluate`](mod@evaluate): predictions ([`aggregate`] per image for tiles), scores,
 //!    [`consistency`];
-//! 5. [`write`]: the typed [`results`](RunResults) behind
+//! 5. [`write`](mod@write): the typed [`results`](RunResults) behind
 //!    `metrics.json`, `history.csv`, `predictions.csv` ([`output`]) and the
 //!    [`checkpoint`].
 //!
 //! [`saved`] reads a finished folder back for `eval` and `predict`,
-//! [`extract`] runs stage 1 alone, and [`table`] prints the results.
+//! [`extract`](mod@extract) runs stage 1 alone, and [`table`] prints the results.
 
 pub mod aggregate;
 pub mod assemble;

@@ -19,7 +19,7 @@ use crate::progress::Progress;
 use crate::results::{CvSummary, RunResults, OUT_OF_FOLD};
 use crate::{Error, Result};
 
-/// Options of [`SavedRun::predict_with`].
+/// Options of [`SavedRun::predict_table`].
 #[derive(Debug, Clone, Default)]
 pub struct PredictOptions {
     /// Also write each tile's row (tiled runs).

@@ -44,7 +44,7 @@ pub fn history_csv(heads: &[String], history: &[EpochRecord]) -> String {
 
 /// `predictions.csv`: `file,split`, then per head the true label (when the
 /// data has the column) and the prediction's cells (see
-/// [`output::predictions_csv_with`]).
+/// [`super::output::predictions_csv_with`]).
 pub fn predictions_csv(
     config: &RunConfig,
     data: &Dataset,
