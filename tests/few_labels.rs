@@ -77,6 +77,21 @@ fn unlabelled_images_train_by_propagation_and_are_never_scored() {
     assert!(notes.contains("transductive: 18 of them are the test part"), "{notes}");
     assert_eq!(m["data"]["views"], 60, "every image has its view: {m}");
 
+    // Auto: every labelled training image's label is hidden once; a head
+    // propagates only with strictly fewer errors on them.
+    let (_, m) = train("auto", pool, "semi_supervised = \"auto\"\ntransductive = true");
+    let notes = m["notes"].to_string();
+    let at = notes.find("semi-supervised (auto: morphology ").unwrap_or_else(|| panic!("{notes}"));
+    let said = &notes[at..];
+    let count = |before: &str| -> usize {
+        let end = said.find(before).unwrap_or_else(|| panic!("no `{before}` in {said}"));
+        said[..end].rsplit(['(', ' ']).next().unwrap().parse().unwrap()
+    };
+    let (without, with) = (count(" errors without"), count(" with, of"));
+    assert!(said.contains("of 18 hidden labels"), "{said}");
+    assert_eq!(said.contains("morphology propagates"), with < without, "{said}");
+    assert_eq!(said.contains("42 unlabelled rows labelled from 18"), with < without, "{said}");
+
     // Off: the pool is extracted but nothing is propagated.
     let (_, m) = train("off", pool, "");
     assert!(!m["notes"].to_string().contains("semi-supervised"));
@@ -91,6 +106,12 @@ fn few_label_keys_reject_bad_values() {
         ("", "semi_supervised = \"magic\"", "magic"),
         ("", "transductive = true", "no effect"),
         ("", "semi_supervised = \"propagation\"\npropagation = { alpha = 1.5 }", "alpha"),
+        ("", "semi_supervised = \"auto\"\npropagation = { folds = 1 }", "folds"),
+        (
+            "unlabelled = [\"pool/images/*.png\"]",
+            "semi_supervised = \"auto\"\npropagation = { folds = 40 }",
+            "only 18 labelled images",
+        ),
         ("unlabelled = [\"nowhere/*.png\"]", "", "nowhere/*.png"),
         ("unlabelled = [\"data/images\"]", "", "both labelled"),
     ];
@@ -106,4 +127,67 @@ fn few_label_keys_reject_bad_values() {
     let cfg = config(dir.path(), &manifest, "", "transductive = true");
     let o = run(&["train", s(&cfg), "--out", s(&dir.path().join("bad")), "--no-report"]);
     assert!(text(&o).contains("line "), "{}", text(&o));
+}
+
+/// A transductive run trains on the test part's pixels, never on its labels:
+/// with the test images' values rewritten in the manifest, every prediction
+/// (of the propagating class head and of the value head, which does not
+/// propagate) is unchanged.
+#[test]
+fn a_transductive_run_never_trains_on_test_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = common::dataset_3x6(dir.path());
+    let heads = common::class_and_value_heads("morphology", "volume_fraction");
+    let training = "optimizer = \"lbfgs\"\nweight_decay = 1e-3\ntest_fraction = 0.5\nseed = 1\n\
+                    semi_supervised = \"propagation\"\ntransductive = true\n";
+    let extractor = "[extractor]\ntype = \"two_point\"\nsize = 32\nwindow = 4\n";
+    let cfg = common::write_config(
+        dir.path(),
+        "t.toml",
+        &common::config_text(&manifest, extractor, &heads, training),
+    );
+    // The predicted columns of a run's predictions.csv, by file.
+    let predicted = |out: &Path| -> std::collections::BTreeMap<String, String> {
+        let text = std::fs::read_to_string(out.join("predictions.csv")).unwrap();
+        let mut lines = text.lines();
+        let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+        lines
+            .map(|l| {
+                let cells: Vec<&str> = l.split(',').collect();
+                let kept: Vec<&str> = header
+                    .iter()
+                    .zip(&cells)
+                    .filter(|(h, _)| !h.ends_with("_true"))
+                    .map(|(_, c)| *c)
+                    .collect();
+                (cells[0].to_string(), kept.join(","))
+            })
+            .collect()
+    };
+    let first = dir.path().join("first");
+    let o = run(&["train", s(&cfg), "--out", s(&first), "--no-report"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let before = predicted(&first);
+    assert_eq!(before.len(), 18, "half of the 36 images are the test part");
+
+    // The test images' volume fractions rewritten (the class, hence the split, kept).
+    let original = std::fs::read_to_string(&manifest).unwrap();
+    let mut lines = original.lines();
+    let header = lines.next().unwrap();
+    let column = header.split(',').position(|h| h == "volume_fraction").unwrap();
+    let mut changed = vec![header.to_string()];
+    for line in lines {
+        let mut cells: Vec<String> = line.split(',').map(str::to_string).collect();
+        if before.contains_key(&cells[0]) {
+            cells[column] = "0.9".into();
+        }
+        changed.push(cells.join(","));
+    }
+    std::fs::write(&manifest, changed.join("\n") + "\n").unwrap();
+    let second = dir.path().join("second");
+    let o = run(&["train", s(&cfg), "--out", s(&second), "--no-report"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let after = std::fs::read_to_string(second.join("predictions.csv")).unwrap();
+    assert!(after.contains(",0.9"), "the rewritten labels are scored:\n{after}");
+    assert_eq!(before, predicted(&second), "a test label changed a prediction");
 }

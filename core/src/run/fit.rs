@@ -80,7 +80,7 @@ pub(crate) fn fit_rows(
         );
     }
     if t.standardise() {
-        scaler.fit(&select_rows(features, &parts.train));
+        scaler.fit(&select_rows(features, rows.scale_rows.unwrap_or(&parts.train)));
     }
     let all_targets = encode(&probe, c, data, device)?;
     let exact = super::exact::exact_heads(c, &probe);

@@ -119,6 +119,7 @@ pub fn cross_validate(
             strata: &sub_strata,
             groups: None,
             base: None,
+            scale_rows: None,
         };
         let fitted = fit_rows(cfg, extractor, &rows, &parts, &mut crate::train::NoCheckpoints, progress)
             .map_err(|e| Error::Training(format!("fold {}/{k}: {e}", f + 1)))?;

@@ -184,6 +184,7 @@ pub fn train_run(cfg: &LoadedConfig, opts: &TrainOptions, progress: &mut dyn Pro
         strata: &strata,
         groups: (plan.tiled || plan.augmented()).then_some(plan.image.as_slice()),
         base: base.as_deref(),
+        scale_rows: None,
     };
     let (fitted, semi) = semi::fit_semi(cfg, extractor.as_ref(), &rows, &parts, &mut snapshots, progress)?;
     if let Some(semi) = &semi {

@@ -101,4 +101,8 @@ pub(crate) struct FitData<'a> {
     /// augment` views: scores count plain rows (or, with `tta`, each plain
     /// row averaged over its views), never the views as rows of their own.
     pub(crate) base: Option<&'a [usize]>,
+    /// The rows the features are standardised on; `None`: the training
+    /// part's. The refits of `semi_supervised` keep the first fit's rows,
+    /// so that all the fits of a run share one scaler.
+    pub(crate) scale_rows: Option<&'a [usize]>,
 }

@@ -32,10 +32,34 @@ use crate::{train, Error, Result};
 /// What the semi-supervised step did, for the run's notes.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct SemiReport {
-    /// Per class head: its name, the labelled rows, the rows it gave a label.
+    /// Per class head that propagated: its name, the labelled rows, the rows
+    /// it gave a label.
     pub(crate) heads: Vec<(String, usize, usize)>,
     /// Of those, rows of the test part (transductive).
     pub(crate) test_rows: usize,
+    /// With `auto`: per class head, what the held-out labels said.
+    pub(crate) validation: Vec<HeadValidation>,
+}
+
+/// `semi_supervised = "auto"`'s evidence for one class head: its errors on
+/// the labels hidden fold by fold, without and with propagation.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct HeadValidation {
+    /// The head.
+    pub(crate) head: String,
+    /// Hidden labels scored (over all folds).
+    pub(crate) scored: usize,
+    /// Errors of the heads fitted on the other labels alone.
+    pub(crate) supervised: usize,
+    /// Errors after propagation and refitting.
+    pub(crate) propagated: usize,
+}
+
+impl HeadValidation {
+    /// Whether the head propagates: strictly fewer errors with it.
+    pub(crate) fn propagates(&self) -> bool {
+        self.propagated < self.supervised
+    }
 }
 
 impl SemiReport {
@@ -54,13 +78,37 @@ impl SemiReport {
         } else {
             "the test part was not used".to_string()
         };
-        format!("semi-supervised (label propagation): {}; {how}", heads.join("; "))
+        let spread = if heads.is_empty() {
+            "no head propagates".to_string()
+        } else {
+            format!("{}; {how}", heads.join("; "))
+        };
+        let chosen: Vec<String> = self
+            .validation
+            .iter()
+            .map(|v| {
+                format!(
+                    "{} {} ({} errors without, {} with, of {} hidden labels)",
+                    v.head,
+                    if v.propagates() { "propagates" } else { "does not" },
+                    v.supervised,
+                    v.propagated,
+                    v.scored
+                )
+            })
+            .collect();
+        if chosen.is_empty() {
+            format!("semi-supervised (label propagation): {spread}")
+        } else {
+            format!("semi-supervised (auto: {}): {spread}", chosen.join(", "))
+        }
     }
 }
 
-/// [`fit_rows`], then, with `semi_supervised = "propagation"`, the heads
-/// fitted again with the unlabelled rows labelled by propagation. Returns
-/// the final fit and what the step did (`None`: off, or nothing unlabelled).
+/// [`fit_rows`], then, with `semi_supervised = "propagation"` (or `auto`,
+/// for the heads it chooses), the heads fitted again with the unlabelled
+/// rows labelled by propagation. Returns the final fit and what the step
+/// did (`None`: off, or nothing unlabelled).
 pub(crate) fn fit_semi(
     cfg: &LoadedConfig,
     extractor: &dyn FeatureExtractor,
@@ -69,11 +117,128 @@ pub(crate) fn fit_semi(
     snapshots: &mut dyn train::Checkpointer,
     progress: &mut dyn Progress,
 ) -> Result<(Fitted, Option<SemiReport>)> {
-    let t = &cfg.config.training;
-    if t.semi_supervised == SemiSupervised::Off {
-        return Ok((fit_rows(cfg, extractor, rows, parts, snapshots, progress)?, None));
+    let c = &cfg.config;
+    let (heads, validation) = match c.training.semi_supervised {
+        SemiSupervised::Off => {
+            return Ok((fit_rows(cfg, extractor, rows, parts, snapshots, progress)?, None))
+        }
+        SemiSupervised::Propagation => (vec![true; c.heads.len()], Vec::new()),
+        SemiSupervised::Auto if !unlabelled_rows(cfg, rows, parts)? => {
+            return Ok((fit_rows(cfg, extractor, rows, parts, snapshots, progress)?, None))
+        }
+        SemiSupervised::Auto => {
+            let validation = validate(cfg, extractor, rows, parts, progress)?;
+            let heads =
+                c.heads.iter().map(|h| validation.iter().any(|v| v.head == h.name() && v.propagates()));
+            (heads.collect(), validation)
+        }
+    };
+    let fitted = fit_rows(cfg, extractor, rows, parts, &mut train::NoCheckpoints, progress)?;
+    let kept = Kept::from(&fitted, c, &heads);
+    let (mut fitted, report) =
+        propagate_rounds(cfg, extractor, rows, parts, fitted, &heads, snapshots, progress)?;
+    if report.is_some() {
+        kept.restore(&mut fitted)?;
     }
-    let mut fitted = fit_rows(cfg, extractor, rows, parts, &mut train::NoCheckpoints, progress)?;
+    match report {
+        Some(report) => Ok((fitted, Some(SemiReport { validation, ..report }))),
+        None if validation.is_empty() => Ok((fitted, None)),
+        None => Ok((fitted, Some(SemiReport { heads: Vec::new(), test_rows: 0, validation }))),
+    }
+}
+
+/// Whether any row could take a spread label: a training row without a
+/// label for some head, or (transductive) a test row.
+fn unlabelled_rows(cfg: &LoadedConfig, rows: &FitData, parts: &split::Split) -> Result<bool> {
+    let c = &cfg.config;
+    if c.training.transductive && !parts.test.is_empty() {
+        return Ok(true);
+    }
+    for h in &c.heads {
+        let labels = rows.data.labels(h.column())?;
+        if parts.train.iter().any(|&r| labels[r].is_none()) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The labelled-only fit of the heads that `auto` leaves off, kept through
+/// the refits: without a trunk a head depends on nothing but its own
+/// parameters and the scaler (the first fit's, kept by the refits), so it ends
+/// exactly as `semi_supervised = "off"` fits it (with a trunk, every head
+/// is refitted with the others).
+struct Kept {
+    /// Per kept head: its index, its choice, its parameters by name.
+    heads: Vec<(usize, crate::results::choices::HeadChoice, Parameters)>,
+}
+
+/// A head's parameters, by their names in the model's variable store.
+type Parameters = Vec<(String, tch::Tensor)>;
+
+impl Kept {
+    fn from(fitted: &Fitted, c: &crate::config::RunConfig, propagates: &[bool]) -> Kept {
+        if c.trunk.is_some() || propagates.iter().all(|&p| p) {
+            return Kept { heads: Vec::new() };
+        }
+        let variables = fitted.vs.variables();
+        let heads = c
+            .heads
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| !propagates[i])
+            .filter_map(|(i, h)| {
+                let choice = fitted.choices.heads.get(i)?.clone();
+                let prefix = format!("heads/{}/", h.name());
+                let params = variables
+                    .iter()
+                    .filter(|(name, _)| name.starts_with(&prefix))
+                    .map(|(name, t)| (name.clone(), t.copy()))
+                    .collect();
+                Some((i, choice, params))
+            })
+            .collect();
+        Kept { heads }
+    }
+
+    /// Puts the kept heads back into `fitted` (a head whose chosen taps
+    /// changed in the refit keeps its refit).
+    fn restore(self, fitted: &mut Fitted) -> Result<()> {
+        let mut variables = fitted.vs.variables();
+        for (i, choice, params) in self.heads {
+            if fitted.choices.heads.get(i).map(|h| &h.taps) != Some(&choice.taps) {
+                continue;
+            }
+            tch::no_grad(|| -> Result<()> {
+                for (name, value) in &params {
+                    let Some(target) = variables.get_mut(name) else {
+                        return Err(Error::Invalid(format!("no parameter `{name}` in the refitted model")));
+                    };
+                    target.f_copy_(value)?;
+                }
+                Ok(())
+            })?;
+            fitted.choices.heads[i] = choice;
+        }
+        Ok(())
+    }
+}
+
+/// `[training.propagation] rounds` of spreading the true labels over the
+/// graph of the last fit's logits (for the heads marked in `heads`) and
+/// fitting again, from the labelled-only fit `fitted`.
+#[allow(clippy::too_many_arguments)]
+fn propagate_rounds(
+    cfg: &LoadedConfig,
+    extractor: &dyn FeatureExtractor,
+    rows: &FitData,
+    parts: &split::Split,
+    mut fitted: Fitted,
+    heads: &[bool],
+    snapshots: &mut dyn train::Checkpointer,
+    progress: &mut dyn Progress,
+) -> Result<(Fitted, Option<SemiReport>)> {
+    let t = &cfg.config.training;
     let mut train_parts = parts.clone();
     if t.transductive {
         train_parts.train.extend_from_slice(&parts.test);
@@ -81,18 +246,143 @@ pub(crate) fn fit_semi(
     }
     let mut report = None;
     for round in 0..t.propagation.rounds {
-        // Each round spreads the true labels over the graph of the last fit's logits.
-        let Some((data, done)) = pseudo_labels(cfg, &fitted, rows, parts)? else { break };
+        let Some((data, done)) = pseudo_labels(cfg, &fitted, rows, parts, heads)? else { break };
         drop(fitted);
         let last = round + 1 == t.propagation.rounds;
-        let rows = FitData { data: &data, ..*rows };
+        // Strata from what is known now (the spread labels), never from test labels.
+        let strata = super::parts::strata(&cfg.config, &data)?;
+        let rows = FitData { data: &data, strata: &strata, scale_rows: Some(&parts.train), ..*rows };
         let mut no_snapshots = train::NoCheckpoints;
         let snapshots: &mut dyn train::Checkpointer = if last { &mut *snapshots } else { &mut no_snapshots };
         fitted = fit_rows(cfg, extractor, &rows, &train_parts, snapshots, progress)?;
         report = Some(done);
     }
-    let Some(report) = report else { return Ok((fitted, None)) };
-    Ok((fitted, Some(report)))
+    Ok((fitted, report))
+}
+
+/// `semi_supervised = "auto"`: per class head, its errors on labels hidden
+/// fold by fold (`[training.propagation] folds` of the labelled images of
+/// the training and validation parts, an image's tiles and views kept
+/// together), fitted on the other labels without and with propagation. The
+/// hidden images join the unlabelled ones, as a new micrograph would.
+fn validate(
+    cfg: &LoadedConfig,
+    extractor: &dyn FeatureExtractor,
+    rows: &FitData,
+    parts: &split::Split,
+    progress: &mut dyn Progress,
+) -> Result<Vec<HeadValidation>> {
+    let c = &cfg.config;
+    let t = &c.training;
+    // Per class head (found in the first fold's model): its errors.
+    let mut out: Vec<(usize, HeadValidation)> = Vec::new();
+    // The unit that is hidden at once: the image (its tiles and views), else the row.
+    let unit = |r: usize| rows.groups.map_or(r, |g| g[r]);
+    let plain = |r: usize| rows.base.is_none_or(|b| b[r] == r);
+    let columns: Vec<Vec<Option<&str>>> =
+        c.heads.iter().map(|h| rows.data.labels(h.column())).collect::<Result<_>>()?;
+    let labelled = |r: usize| columns.iter().any(|col| col[r].is_some());
+    let mut units: Vec<usize> =
+        parts.train.iter().chain(&parts.val).copied().filter(|&r| labelled(r)).map(unit).collect();
+    units.sort_unstable();
+    units.dedup();
+    if units.len() < t.propagation.folds {
+        return Err(Error::Invalid(format!(
+            "semi_supervised = \"auto\" hides the labels of [training.propagation] folds = {} groups of \
+             images in turn, but only {} labelled images are in the training part",
+            t.propagation.folds,
+            units.len()
+        )));
+    }
+    // Stratified by the first labelled row of each unit.
+    let first: std::collections::BTreeMap<usize, usize> =
+        parts.train.iter().chain(&parts.val).rev().map(|&r| (unit(r), r)).collect();
+    let unit_strata: Vec<String> = units.iter().map(|u| rows.strata[first[u]].clone()).collect();
+    let folds = split::folds(&unit_strata, t.propagation.folds, t.seed);
+    for (f, fold) in folds.iter().enumerate() {
+        tracing::info!(
+            "semi_supervised = \"auto\": fold {} of {}, {} images' labels hidden",
+            f + 1,
+            folds.len(),
+            fold.len()
+        );
+        let hidden_units: std::collections::HashSet<usize> = fold.iter().map(|&k| units[k]).collect();
+        let hidden = |r: usize| hidden_units.contains(&unit(r));
+        let mut data = rows.data.clone();
+        for h in &c.heads {
+            if let Some(column) = data.columns.get_mut(h.column()) {
+                for (r, cell) in column.iter_mut().enumerate() {
+                    if hidden(r) {
+                        *cell = None;
+                    }
+                }
+            }
+        }
+        let strata = super::parts::strata(c, &data)?;
+        let mut fold_parts = parts.clone();
+        fold_parts.train.extend(parts.val.iter().copied().filter(|&r| hidden(r)));
+        fold_parts.train.sort_unstable();
+        fold_parts.val.retain(|&r| !hidden(r));
+        let fold_rows = FitData { data: &data, strata: &strata, ..*rows };
+        let scored: Vec<usize> =
+            parts.train.iter().chain(&parts.val).copied().filter(|&r| hidden(r) && plain(r)).collect();
+        // Per head: (hidden labels scored, errors); `None` for a value head.
+        let errors = |fitted: &Fitted| -> Result<Vec<Option<(usize, usize)>>> {
+            let outputs = fitted.model.forward_eval(&fitted.rows(rows.features, &scored))?;
+            fitted
+                .model
+                .heads()
+                .iter()
+                .zip(&outputs)
+                .zip(&columns)
+                .map(|((head, output), truth)| {
+                    let Some(names) = head.classes() else { return Ok(None) };
+                    let predicted = Vec::<i64>::try_from(output.f_argmax(1, false)?)?;
+                    let mut n = (0, 0);
+                    for (&r, &k) in scored.iter().zip(&predicted) {
+                        if let Some(label) = truth[r] {
+                            n.0 += 1;
+                            n.1 += usize::from(names.get(k as usize).map(String::as_str) != Some(label));
+                        }
+                    }
+                    Ok(Some(n))
+                })
+                .collect()
+        };
+        let supervised =
+            fit_rows(cfg, extractor, &fold_rows, &fold_parts, &mut train::NoCheckpoints, progress)?;
+        let before = errors(&supervised)?;
+        let all = vec![true; c.heads.len()];
+        let (propagated, _) = propagate_rounds(
+            cfg,
+            extractor,
+            &fold_rows,
+            &fold_parts,
+            supervised,
+            &all,
+            &mut train::NoCheckpoints,
+            progress,
+        )?;
+        let after = errors(&propagated)?;
+        if f == 0 {
+            out = before
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.is_some())
+                .map(|(i, _)| {
+                    let head = c.heads[i].name().to_string();
+                    (i, HeadValidation { head, scored: 0, supervised: 0, propagated: 0 })
+                })
+                .collect();
+        }
+        for (i, v) in &mut out {
+            let (Some((n, without)), Some((_, with))) = (before[*i], after[*i]) else { continue };
+            v.scored += n;
+            v.supervised += without;
+            v.propagated += with;
+        }
+    }
+    Ok(out.into_iter().map(|(_, v)| v).collect())
 }
 
 /// The rows' data set with every unlabelled row's class cells filled by
@@ -102,16 +392,25 @@ fn pseudo_labels(
     fitted: &Fitted,
     rows: &FitData,
     parts: &split::Split,
+    heads: &[bool],
 ) -> Result<Option<(Dataset, SemiReport)>> {
     let c = &cfg.config;
     let t = &c.training;
     let mut data = rows.data.clone();
-    let mut report = SemiReport { heads: Vec::new(), test_rows: 0 };
+    let mut report = SemiReport { heads: Vec::new(), test_rows: 0, validation: Vec::new() };
     let test: &[usize] = if t.transductive { &parts.test } else { &[] };
+    // The test part's rows train (transductive) with no label but a spread one:
+    // a head that does not propagate (a value head, or one `auto` left off)
+    // must never see them.
+    for column in data.columns.values_mut() {
+        for &r in test {
+            column[r] = None;
+        }
+    }
     // Views ([data] augment) are not nodes: they take their image's label below.
     let plain = |r: usize| rows.base.is_none_or(|b| b[r] == r);
     for (i, (head, config)) in fitted.model.heads().iter().zip(&c.heads).enumerate() {
-        let Some(classes) = head.classes() else { continue };
+        let Some(classes) = head.classes().filter(|_| heads[i]) else { continue };
         let labels = rows.data.labels(config.column())?;
         let known: Vec<(usize, usize)> = parts
             .train

@@ -44,6 +44,8 @@ impl Pooled {
             strata: &self.strata,
             groups: Some(&self.groups),
             base: self.base.as_deref(),
+            // Image rows: standardised on their own training part.
+            scale_rows: None,
         }
     }
 }

@@ -387,6 +387,7 @@ impl World<'_> {
             strata: &strata,
             groups: None,
             base: None,
+            scale_rows: None,
         };
         fit_rows(self.cfg, self.extractor, &rows, &parts, &mut crate::train::NoCheckpoints, &mut Silent)
             .map_err(|e| Error::Training(format!("{} labelled images: {e}", labelled.len())))

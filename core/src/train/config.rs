@@ -289,6 +289,14 @@ impl Default for TrainingConfig {
 /// labels spread ([`crate::train::propagate`]); the heads are fitted again
 /// with each unlabelled image carrying its spread label. Value heads use the
 /// labelled images only.
+///
+/// With `auto`, each class head propagates only where it pays on held-out
+/// labels: the labelled images are split into `[training.propagation]
+/// folds`; per fold, its images' labels are hidden (they join the
+/// unlabelled ones), and the heads are fitted on the rest with and without
+/// propagation; a head propagates when its errors on the hidden labels,
+/// summed over the folds, are fewer with propagation than without
+/// ([`crate::run`]'s notes give both counts). A tie keeps it off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SemiSupervised {
@@ -297,6 +305,9 @@ pub enum SemiSupervised {
     Off,
     /// Label spreading over a k-nearest-neighbour graph, then a second fit.
     Propagation,
+    /// `propagation` for the class heads where it lowers the held-out error,
+    /// `off` for the others, chosen by cross-validation on the labelled images.
+    Auto,
 }
 
 impl SemiSupervised {

@@ -47,6 +47,13 @@ pub struct PropagationConfig {
     /// the graph of the heads' logits from the previous fit. Default 2.
     #[serde(default = "default_rounds")]
     pub rounds: usize,
+    /// With `semi_supervised = "auto"`: the folds of labelled images whose
+    /// labels are hidden in turn to decide, per class head, whether
+    /// propagation helps. Default 5 (with 3, a fold's fits have a third fewer
+    /// labels than the run's, which favours propagation: on the hard set at 280
+    /// labels, 3 folds chose it on 2 of 3 seeds where it cost 1.4 points).
+    #[serde(default = "default_folds")]
+    pub folds: usize,
 }
 
 fn default_neighbours() -> usize {
@@ -58,6 +65,9 @@ fn default_alpha() -> f64 {
 fn default_rounds() -> usize {
     2
 }
+fn default_folds() -> usize {
+    5
+}
 
 impl Default for PropagationConfig {
     fn default() -> Self {
@@ -65,6 +75,7 @@ impl Default for PropagationConfig {
             neighbours: default_neighbours(),
             alpha: default_alpha(),
             rounds: default_rounds(),
+            folds: default_folds(),
         }
     }
 }
@@ -79,6 +90,12 @@ impl PropagationConfig {
     pub fn validate(&self) -> std::result::Result<(), (&'static str, String)> {
         if self.neighbours == 0 {
             return Err(("neighbours", "training.propagation.neighbours must be at least 1".into()));
+        }
+        if self.folds < 2 {
+            return Err((
+                "folds",
+                format!("training.propagation.folds = {}: must be at least 2", self.folds),
+            ));
         }
         if self.rounds == 0 {
             return Err(("rounds", "training.propagation.rounds must be at least 1".into()));
