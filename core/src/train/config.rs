@@ -296,7 +296,7 @@ impl Default for TrainingConfig {
 /// unlabelled ones), and the heads are fitted on the rest with and without
 /// propagation; a head propagates when its errors on the hidden labels,
 /// summed over the folds, are fewer with propagation than without
-/// ([`crate::run`]'s notes give both counts). A tie keeps it off.
+/// (the run's notes give both counts). A tie keeps it off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SemiSupervised {
