@@ -129,6 +129,55 @@ fn few_label_keys_reject_bad_values() {
     assert!(text(&o).contains("line "), "{}", text(&o));
 }
 
+/// A config on `manifest` (two-point features): a class head on the
+/// morphology, a value head (one hidden layer) on the volume fraction, and
+/// these `[training]` lines.
+fn class_and_value(dir: &Path, manifest: &Path, training: &str) -> std::path::PathBuf {
+    // A hidden layer: the value head is solved by L-BFGS, not in closed form.
+    let heads = common::class_and_value_heads("morphology", "volume_fraction") + "hidden = [4]\n";
+    let training =
+        format!("optimizer = \"lbfgs\"\nweight_decay = 1e-3\ntest_fraction = 0.5\nseed = 1\n{training}\n");
+    let extractor = "[extractor]\ntype = \"two_point\"\nsize = 32\nwindow = 4\n";
+    common::write_config(dir, "t.toml", &common::config_text(manifest, extractor, &heads, &training))
+}
+
+/// The columns of a run's predictions.csv whose names pass `keep`, by file.
+fn predicted(out: &Path, keep: impl Fn(&str) -> bool) -> std::collections::BTreeMap<String, String> {
+    let text = std::fs::read_to_string(out.join("predictions.csv")).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    lines
+        .map(|l| {
+            let cells: Vec<&str> = l.split(',').collect();
+            let kept: Vec<&str> =
+                header.iter().zip(&cells).filter(|(h, _)| keep(h)).map(|(_, c)| *c).collect();
+            (cells[0].to_string(), kept.join(","))
+        })
+        .collect()
+}
+
+/// A head that does not propagate (here the value head) is the
+/// labelled-only fit exactly: its predictions with propagation (transductive)
+/// equal those of `semi_supervised = "off"`.
+#[test]
+fn a_head_that_does_not_propagate_is_the_labelled_only_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = common::dataset_3x6(dir.path());
+    let value = |h: &str| h == "volume_fraction_pred";
+    let train = |name: &str, training: &str| {
+        let cfg = class_and_value(dir.path(), &manifest, training);
+        let out = dir.path().join(name);
+        let o = run(&["train", s(&cfg), "--out", s(&out), "--no-report"]);
+        assert!(o.status.success(), "{}", text(&o));
+        out
+    };
+    let off = train("off", "");
+    let semi = train("semi", "semi_supervised = \"propagation\"\ntransductive = true");
+    let notes = metrics(&semi)["notes"].to_string();
+    assert!(notes.contains("morphology: 18 unlabelled rows labelled from 18"), "{notes}");
+    assert_eq!(predicted(&off, value), predicted(&semi, value));
+}
+
 /// A transductive run trains on the test part's pixels, never on its labels:
 /// with the test images' values rewritten in the manifest, every prediction
 /// (of the propagating class head and of the value head, which does not
@@ -137,33 +186,9 @@ fn few_label_keys_reject_bad_values() {
 fn a_transductive_run_never_trains_on_test_labels() {
     let dir = tempfile::tempdir().unwrap();
     let manifest = common::dataset_3x6(dir.path());
-    let heads = common::class_and_value_heads("morphology", "volume_fraction");
-    let training = "optimizer = \"lbfgs\"\nweight_decay = 1e-3\ntest_fraction = 0.5\nseed = 1\n\
-                    semi_supervised = \"propagation\"\ntransductive = true\n";
-    let extractor = "[extractor]\ntype = \"two_point\"\nsize = 32\nwindow = 4\n";
-    let cfg = common::write_config(
-        dir.path(),
-        "t.toml",
-        &common::config_text(&manifest, extractor, &heads, training),
-    );
-    // The predicted columns of a run's predictions.csv, by file.
-    let predicted = |out: &Path| -> std::collections::BTreeMap<String, String> {
-        let text = std::fs::read_to_string(out.join("predictions.csv")).unwrap();
-        let mut lines = text.lines();
-        let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-        lines
-            .map(|l| {
-                let cells: Vec<&str> = l.split(',').collect();
-                let kept: Vec<&str> = header
-                    .iter()
-                    .zip(&cells)
-                    .filter(|(h, _)| !h.ends_with("_true"))
-                    .map(|(_, c)| *c)
-                    .collect();
-                (cells[0].to_string(), kept.join(","))
-            })
-            .collect()
-    };
+    let cfg =
+        class_and_value(dir.path(), &manifest, "semi_supervised = \"propagation\"\ntransductive = true");
+    let predicted = |out: &Path| predicted(out, |h| !h.ends_with("_true"));
     let first = dir.path().join("first");
     let o = run(&["train", s(&cfg), "--out", s(&first), "--no-report"]);
     assert!(o.status.success(), "{}", text(&o));

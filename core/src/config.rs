@@ -386,7 +386,7 @@ impl LoadedConfig {
                 "transductive",
                 0,
                 "training.transductive = true has no effect with semi_supervised = \"off\": set \
-                 semi_supervised = \"propagation\" or remove transductive",
+                 semi_supervised = \"auto\" or \"propagation\", or remove transductive",
             ));
         }
         if !c.data.unlabelled.is_empty() && t.folds.is_some() {

@@ -134,6 +134,9 @@ pub(crate) fn fit_semi(
         }
     };
     let fitted = fit_rows(cfg, extractor, rows, parts, &mut train::NoCheckpoints, progress)?;
+    // Only class heads propagate; every other head is kept as fitted on the labels.
+    let heads: Vec<bool> =
+        fitted.model.heads().iter().zip(heads).map(|(h, on)| on && h.classes().is_some()).collect();
     let kept = Kept::from(&fitted, c, &heads);
     let (mut fitted, report) =
         propagate_rounds(cfg, extractor, rows, parts, fitted, &heads, snapshots, progress)?;
@@ -163,7 +166,8 @@ fn unlabelled_rows(cfg: &LoadedConfig, rows: &FitData, parts: &split::Split) -> 
     Ok(false)
 }
 
-/// The labelled-only fit of the heads that `auto` leaves off, kept through
+/// The labelled-only fit of the heads that do not propagate (value heads,
+/// and the class heads that `auto` leaves off), kept through
 /// the refits: without a trunk a head depends on nothing but its own
 /// parameters and the scaler (the first fit's, kept by the refits), so it ends
 /// exactly as `semi_supervised = "off"` fits it (with a trunk, every head
@@ -189,7 +193,8 @@ impl Kept {
             .filter(|&(i, _)| !propagates[i])
             .filter_map(|(i, h)| {
                 let choice = fitted.choices.heads.get(i)?.clone();
-                let prefix = format!("heads/{}/", h.name());
+                // tch names a variable by its path, joined with dots.
+                let prefix = format!("heads.{}.", h.name());
                 let params = variables
                     .iter()
                     .filter(|(name, _)| name.starts_with(&prefix))
@@ -206,6 +211,12 @@ impl Kept {
     fn restore(self, fitted: &mut Fitted) -> Result<()> {
         let mut variables = fitted.vs.variables();
         for (i, choice, params) in self.heads {
+            if params.is_empty() {
+                return Err(Error::Invalid(format!(
+                    "semi_supervised: no parameters found for head {} of the labelled-only fit",
+                    choice.head
+                )));
+            }
             if fitted.choices.heads.get(i).map(|h| &h.taps) != Some(&choice.taps) {
                 continue;
             }

@@ -32,6 +32,9 @@ pub(crate) struct Pooled {
     pub(crate) groups: Vec<usize>,
     pub(crate) base: Option<Vec<usize>>,
     pub(crate) parts: Split,
+    /// The rows to standardise on, when given ([`FitData::scale_rows`]):
+    /// those tile rows and the image rows made of them alone.
+    pub(crate) scale_rows: Option<Vec<usize>>,
 }
 
 impl Pooled {
@@ -44,8 +47,7 @@ impl Pooled {
             strata: &self.strata,
             groups: Some(&self.groups),
             base: self.base.as_deref(),
-            // Image rows: standardised on their own training part.
-            scale_rows: None,
+            scale_rows: self.scale_rows.as_deref(),
         }
     }
 }
@@ -127,9 +129,17 @@ pub(crate) fn pool_images(config: &RunConfig, rows: &FitData, parts: &Split) -> 
         );
         base
     });
+    let scale_rows = rows.scale_rows.map(|on| {
+        let on_set: std::collections::HashSet<usize> = on.iter().copied().collect();
+        let images = order
+            .iter()
+            .enumerate()
+            .filter(|(_, (key, _))| tiles[key].iter().all(|&r| on_set.contains(&(r as usize))));
+        on.iter().copied().chain(images.map(|(k, _)| n + k)).collect()
+    });
     let mut parts = parts.clone();
     for (k, (_, val)) in order.iter().enumerate() {
         if *val { &mut parts.val } else { &mut parts.train }.push(n + k);
     }
-    Ok(Some(Pooled { data, features, strata, groups: all_groups, base, parts }))
+    Ok(Some(Pooled { data, features, strata, groups: all_groups, base, parts, scale_rows }))
 }
