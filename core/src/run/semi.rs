@@ -298,12 +298,17 @@ fn validate(
     units.sort_unstable();
     units.dedup();
     if units.len() < t.propagation.folds {
-        return Err(Error::Invalid(format!(
-            "semi_supervised = \"auto\" hides the labels of [training.propagation] folds = {} groups of \
-             images in turn, but only {} labelled images are in the training part",
-            t.propagation.folds,
-            units.len()
-        )));
+        return Err(cfg.error_at_key(
+            "semi_supervised",
+            0,
+            format!(
+                "semi_supervised = \"auto\" hides the labels of [training.propagation] folds = {} \
+                 groups of images in turn, but only {} labelled images are in the training part: \
+                 lower folds (at least 2) or use \"propagation\"",
+                t.propagation.folds,
+                units.len()
+            ),
+        ));
     }
     // Stratified by the first labelled row of each unit.
     let first: std::collections::BTreeMap<usize, usize> =
