@@ -338,6 +338,18 @@ impl Dataset {
         Ok(col.iter().map(|c| c.as_deref()).collect())
     }
 
+    /// Empties every label cell of the rows for which `hidden` is true (their
+    /// images stay, unlabelled).
+    pub fn hide_labels(&mut self, hidden: impl Fn(usize) -> bool) {
+        for column in self.columns.values_mut() {
+            for (r, cell) in column.iter_mut().enumerate() {
+                if hidden(r) {
+                    *cell = None;
+                }
+            }
+        }
+    }
+
     /// The same set restricted to `rows`, in that order.
     pub fn subset(&self, rows: &[usize]) -> Dataset {
         Dataset {

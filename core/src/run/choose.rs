@@ -122,15 +122,13 @@ impl Problem<'_> {
         };
         let mut seen = std::collections::BTreeSet::new();
         let images: Vec<usize> = self.train.iter().map(|&r| groups[r]).filter(|&g| seen.insert(g)).collect();
-        let first: std::collections::BTreeMap<usize, usize> =
-            self.train.iter().rev().map(|&r| (groups[r], r)).collect();
-        let strata: Vec<String> = images.iter().map(|g| self.strata[first[g]].clone()).collect();
         let k = FOLDS.min(images.len()).max(2);
-        let fold_of: std::collections::BTreeMap<usize, usize> = split::folds(&strata, k, seed)
-            .iter()
-            .enumerate()
-            .flat_map(|(f, fold)| fold.iter().map(|&j| (images[j], f)).collect::<Vec<_>>())
-            .collect();
+        let fold_of: std::collections::BTreeMap<usize, usize> =
+            super::parts::unit_folds(&images, self.train, |r| groups[r], self.strata, k, seed)
+                .iter()
+                .enumerate()
+                .flat_map(|(f, fold)| fold.iter().map(|&j| (images[j], f)).collect::<Vec<_>>())
+                .collect();
         let mut folds = vec![Vec::new(); k];
         for (i, &r) in self.train.iter().enumerate() {
             folds[fold_of[&groups[r]]].push(i);

@@ -52,6 +52,23 @@ fn stratified_rows(strata: &[String], rows: &[usize], test: f64, val: f64, seed:
     split::Split { train: map(&inner.train), val: map(&inner.val), test: map(&inner.test) }
 }
 
+/// Stratified `k` folds of `units` (images, or rows where each is its own),
+/// each unit taking the stratum of its first row in `rows` (`unit` maps a
+/// row to its unit): per fold, positions in `units`. The folds of the
+/// weight-decay choice and of `semi_supervised = "auto"`.
+pub(crate) fn unit_folds(
+    units: &[usize],
+    rows: &[usize],
+    unit: impl Fn(usize) -> usize,
+    strata: &[String],
+    k: usize,
+    seed: u64,
+) -> Vec<Vec<usize>> {
+    let first: std::collections::BTreeMap<usize, usize> = rows.iter().rev().map(|&r| (unit(r), r)).collect();
+    let unit_strata: Vec<String> = units.iter().map(|u| strata[first[u]].clone()).collect();
+    split::folds(&unit_strata, k, seed)
+}
+
 /// The validation part of the rows `rows` (indices into the whole set),
 /// by `training.validation_fraction` or its default for that many rows,
 /// stratified; returns (training rows, validation rows, why the default).

@@ -123,7 +123,7 @@ pub(crate) fn fit_semi(
             return Ok((fit_rows(cfg, extractor, rows, parts, snapshots, progress)?, None))
         }
         SemiSupervised::Propagation => (vec![true; c.heads.len()], Vec::new()),
-        SemiSupervised::Auto if !unlabelled_rows(cfg, rows, parts)? => {
+        SemiSupervised::Auto if !anything_to_spread(cfg, rows, parts)? => {
             return Ok((fit_rows(cfg, extractor, rows, parts, snapshots, progress)?, None))
         }
         SemiSupervised::Auto => {
@@ -152,7 +152,7 @@ pub(crate) fn fit_semi(
 
 /// Whether any row could take a spread label: a training row without a
 /// label for some head, or (transductive) a test row.
-fn unlabelled_rows(cfg: &LoadedConfig, rows: &FitData, parts: &split::Split) -> Result<bool> {
+fn anything_to_spread(cfg: &LoadedConfig, rows: &FitData, parts: &split::Split) -> Result<bool> {
     let c = &cfg.config;
     if c.training.transductive && !parts.test.is_empty() {
         return Ok(true);
@@ -294,7 +294,7 @@ fn validate(
         c.heads.iter().map(|h| rows.data.labels(h.column())).collect::<Result<_>>()?;
     let labelled = |r: usize| columns.iter().any(|col| col[r].is_some());
     let mut units: Vec<usize> =
-        parts.train.iter().chain(&parts.val).copied().filter(|&r| labelled(r)).map(unit).collect();
+        parts.train.iter().chain(&parts.val).copied().filter(|&r| labelled(r)).map(&unit).collect();
     units.sort_unstable();
     units.dedup();
     if units.len() < t.propagation.folds {
@@ -310,11 +310,8 @@ fn validate(
             ),
         ));
     }
-    // Stratified by the first labelled row of each unit.
-    let first: std::collections::BTreeMap<usize, usize> =
-        parts.train.iter().chain(&parts.val).rev().map(|&r| (unit(r), r)).collect();
-    let unit_strata: Vec<String> = units.iter().map(|u| rows.strata[first[u]].clone()).collect();
-    let folds = split::folds(&unit_strata, t.propagation.folds, t.seed);
+    let known: Vec<usize> = parts.train.iter().chain(&parts.val).copied().collect();
+    let folds = super::parts::unit_folds(&units, &known, unit, rows.strata, t.propagation.folds, t.seed);
     for (f, fold) in folds.iter().enumerate() {
         tracing::info!(
             "semi_supervised = \"auto\": fold {} of {}, {} images' labels hidden",
@@ -325,15 +322,7 @@ fn validate(
         let hidden_units: std::collections::HashSet<usize> = fold.iter().map(|&k| units[k]).collect();
         let hidden = |r: usize| hidden_units.contains(&unit(r));
         let mut data = rows.data.clone();
-        for h in &c.heads {
-            if let Some(column) = data.columns.get_mut(h.column()) {
-                for (r, cell) in column.iter_mut().enumerate() {
-                    if hidden(r) {
-                        *cell = None;
-                    }
-                }
-            }
-        }
+        data.hide_labels(hidden);
         let strata = super::parts::strata(c, &data)?;
         let mut fold_parts = parts.clone();
         fold_parts.train.extend(parts.val.iter().copied().filter(|&r| hidden(r)));
@@ -418,11 +407,8 @@ fn pseudo_labels(
     // The test part's rows train (transductive) with no label but a spread one:
     // a head that does not propagate (a value head, or one `auto` left off)
     // must never see them.
-    for column in data.columns.values_mut() {
-        for &r in test {
-            column[r] = None;
-        }
-    }
+    let in_test: std::collections::HashSet<usize> = test.iter().copied().collect();
+    data.hide_labels(|r| in_test.contains(&r));
     // Views ([data] augment) are not nodes: they take their image's label below.
     let plain = |r: usize| rows.base.is_none_or(|b| b[r] == r);
     for (i, (head, config)) in fitted.model.heads().iter().zip(&c.heads).enumerate() {
