@@ -47,6 +47,32 @@ pub(crate) fn fit_rows(
     snapshots: &mut dyn train::Checkpointer,
     progress: &mut dyn Progress,
 ) -> Result<Fitted> {
+    fit_with(cfg, extractor, rows, parts, None, snapshots, progress)
+}
+
+/// [`fit_rows`] with the choices (taps, weight decays) of an earlier fit
+/// instead of choosing them by validation: one training per head, no
+/// search. `semi_supervised = "auto"` fits its folds so.
+pub(crate) fn fit_rows_as(
+    cfg: &LoadedConfig,
+    extractor: &dyn FeatureExtractor,
+    rows: &FitData,
+    parts: &split::Split,
+    choices: &choose::Choices,
+    progress: &mut dyn Progress,
+) -> Result<Fitted> {
+    fit_with(cfg, extractor, rows, parts, Some(choices), &mut train::NoCheckpoints, progress)
+}
+
+fn fit_with(
+    cfg: &LoadedConfig,
+    extractor: &dyn FeatureExtractor,
+    rows: &FitData,
+    parts: &split::Split,
+    given: Option<&choose::Choices>,
+    snapshots: &mut dyn train::Checkpointer,
+    progress: &mut dyn Progress,
+) -> Result<Fitted> {
     let c = &cfg.config;
     let t = &c.training;
     // Tiled: the heads that train on images get one row per image ([data] tile_fit).
@@ -82,32 +108,10 @@ pub(crate) fn fit_rows(
     if t.standardise() {
         scaler.fit(&select_rows(features, rows.scale_rows.unwrap_or(&parts.train)));
     }
-    let all_targets = encode(&probe, c, data, device)?;
-    let exact = super::exact::exact_heads(c, &probe);
-    let scaled = scaler.apply(features);
-    let (choices, init) = choose::choose(
-        &choose::Problem {
-            config: c,
-            states: &states,
-            layout: rows.layout,
-            features: &scaled,
-            targets: &all_targets,
-            data,
-            strata: rows.strata,
-            groups: rows.groups,
-            base: rows.base,
-            train: &parts.train,
-            val: &parts.val,
-            device,
-            exact: &exact,
-        },
-        progress,
-    )
-    .map_err(|e| match e {
-        Error::Invalid(m) => cfg.error_at_key("taps", 0, m),
-        other => other,
-    })?;
-    drop((all_targets, scaled));
+    let (choices, init) = match given {
+        Some(choices) => (choices.clone(), Vec::new()),
+        None => choose_for(cfg, &probe, &scaler, &states, rows, parts, device, progress)?,
+    };
     tch::manual_seed(t.seed as i64);
     let routes = choices.routes(c.trunk.is_some())?;
     let (vs, model, mut final_scaler) =
@@ -126,4 +130,44 @@ pub(crate) fn fit_rows(
     let outcome =
         train::train_with(&model, &vs, &train_batch, val, t, &choices.decay(), snapshots, progress)?;
     Ok(Fitted { vs, model, scaler: final_scaler, states, choices, outcome })
+}
+
+/// The run's choices by validation ([`choose::choose`]) on the rows of `parts`.
+#[allow(clippy::too_many_arguments)]
+fn choose_for(
+    cfg: &LoadedConfig,
+    probe: &MultiHeadModel,
+    scaler: &FeatureScaler,
+    states: &[HeadState],
+    rows: &FitData,
+    parts: &split::Split,
+    device: tch::Device,
+    progress: &mut dyn Progress,
+) -> Result<choose::Chosen> {
+    let c = &cfg.config;
+    let all_targets = encode(probe, c, rows.data, device)?;
+    let exact = super::exact::exact_heads(c, probe);
+    let scaled = scaler.apply(rows.features);
+    choose::choose(
+        &choose::Problem {
+            config: c,
+            states,
+            layout: rows.layout,
+            features: &scaled,
+            targets: &all_targets,
+            data: rows.data,
+            strata: rows.strata,
+            groups: rows.groups,
+            base: rows.base,
+            train: &parts.train,
+            val: &parts.val,
+            device,
+            exact: &exact,
+        },
+        progress,
+    )
+    .map_err(|e| match e {
+        Error::Invalid(m) => cfg.error_at_key("taps", 0, m),
+        other => other,
+    })
 }

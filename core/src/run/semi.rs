@@ -20,7 +20,8 @@
 //! takes the label spread to its image, so an image and its views always
 //! train with one label.
 
-use super::fit::{fit_rows, Fitted};
+use super::choose;
+use super::fit::{fit_rows, fit_rows_as, Fitted};
 use super::parts::FitData;
 use crate::config::{LoadedConfig, SemiSupervised};
 use crate::data::{split, Dataset};
@@ -118,36 +119,46 @@ pub(crate) fn fit_semi(
     progress: &mut dyn Progress,
 ) -> Result<(Fitted, Option<SemiReport>)> {
     let c = &cfg.config;
-    let (heads, validation) = match c.training.semi_supervised {
+    let auto = match c.training.semi_supervised {
         SemiSupervised::Off => {
             return Ok((fit_rows(cfg, extractor, rows, parts, snapshots, progress)?, None))
         }
-        SemiSupervised::Propagation => (vec![true; c.heads.len()], Vec::new()),
+        SemiSupervised::Propagation => false,
         SemiSupervised::Auto if !anything_to_spread(cfg, rows, parts)? => {
             return Ok((fit_rows(cfg, extractor, rows, parts, snapshots, progress)?, None))
         }
-        SemiSupervised::Auto => {
-            let validation = validate(cfg, extractor, rows, parts, progress)?;
-            let heads =
-                c.heads.iter().map(|h| validation.iter().any(|v| v.head == h.name() && v.propagates()));
-            (heads.collect(), validation)
-        }
+        SemiSupervised::Auto => true,
     };
-    let fitted = fit_rows(cfg, extractor, rows, parts, &mut train::NoCheckpoints, progress)?;
+    let first = fit_rows(cfg, extractor, rows, parts, &mut train::NoCheckpoints, progress)?;
     // Only class heads propagate; every other head is kept as fitted on the labels.
-    let heads: Vec<bool> =
-        fitted.model.heads().iter().zip(heads).map(|(h, on)| on && h.classes().is_some()).collect();
-    let kept = Kept::from(&fitted, c, &heads);
-    let (mut fitted, report) =
-        propagate_rounds(cfg, extractor, rows, parts, fitted, &heads, snapshots, progress)?;
-    if report.is_some() {
-        kept.restore(&mut fitted)?;
+    let heads: Vec<bool> = first.model.heads().iter().map(|h| h.classes().is_some()).collect();
+    let Some(mut done) =
+        propagate_rounds(cfg, extractor, rows, parts, &first, &heads, None, snapshots, progress)?
+    else {
+        return Ok((first, None));
+    };
+    let validation = if auto {
+        validate(cfg, extractor, rows, parts, (&first.choices, &done.choices), progress)?
+    } else {
+        Vec::new()
+    };
+    let chosen: Vec<bool> = heads
+        .iter()
+        .zip(&c.heads)
+        .map(|(&on, h)| on && (!auto || validation.iter().any(|v| v.head == h.name() && v.propagates())))
+        .collect();
+    if !chosen.iter().any(|&on| on) {
+        return Ok((first, Some(SemiReport { heads: Vec::new(), test_rows: 0, validation })));
     }
-    match report {
-        Some(report) => Ok((fitted, Some(SemiReport { validation, ..report }))),
-        None if validation.is_empty() => Ok((fitted, None)),
-        None => Ok((fitted, Some(SemiReport { heads: Vec::new(), test_rows: 0, validation }))),
+    if c.trunk.is_some() && chosen != heads {
+        // A trunk joins the heads: fit again with only the chosen ones propagating.
+        done = propagate_rounds(cfg, extractor, rows, parts, &first, &chosen, None, snapshots, progress)?
+            .ok_or_else(|| Error::Training("semi_supervised: nothing to spread in the refit".into()))?;
     }
+    Kept::from(&first, c, &chosen).restore(&mut done.fitted)?;
+    let mut report = done.report;
+    report.heads.retain(|(name, _, _)| c.heads.iter().zip(&chosen).any(|(h, &on)| on && h.name() == name));
+    Ok((done.fitted, Some(SemiReport { validation, ..report })))
 }
 
 /// Whether any row could take a spread label: a training row without a
@@ -235,40 +246,62 @@ impl Kept {
     }
 }
 
+/// What [`propagate_rounds`] ends with.
+struct Propagated {
+    /// The last refit.
+    fitted: Fitted,
+    /// What the last round spread.
+    report: SemiReport,
+    /// Each round's choices (taps, weight decays), in order.
+    choices: Vec<choose::Choices>,
+}
+
 /// `[training.propagation] rounds` of spreading the true labels over the
 /// graph of the last fit's logits (for the heads marked in `heads`) and
-/// fitting again, from the labelled-only fit `fitted`.
+/// fitting again, from the labelled-only fit `first`. Each refit makes its
+/// own choices, or takes round `r`'s of `given`. `None` when no head has
+/// anything to spread.
 #[allow(clippy::too_many_arguments)]
 fn propagate_rounds(
     cfg: &LoadedConfig,
     extractor: &dyn FeatureExtractor,
     rows: &FitData,
     parts: &split::Split,
-    mut fitted: Fitted,
+    first: &Fitted,
     heads: &[bool],
+    given: Option<&[choose::Choices]>,
     snapshots: &mut dyn train::Checkpointer,
     progress: &mut dyn Progress,
-) -> Result<(Fitted, Option<SemiReport>)> {
+) -> Result<Option<Propagated>> {
     let t = &cfg.config.training;
     let mut train_parts = parts.clone();
     if t.transductive {
         train_parts.train.extend_from_slice(&parts.test);
         train_parts.train.sort_unstable();
     }
-    let mut report = None;
+    let mut last: Option<(Fitted, SemiReport)> = None;
+    let mut choices = Vec::new();
     for round in 0..t.propagation.rounds {
-        let Some((data, done)) = pseudo_labels(cfg, &fitted, rows, parts, heads)? else { break };
-        drop(fitted);
-        let last = round + 1 == t.propagation.rounds;
+        let previous = last.take();
+        let spread = pseudo_labels(cfg, previous.as_ref().map_or(first, |(f, _)| f), rows, parts, heads)?;
+        let Some((data, done)) = spread else {
+            last = previous;
+            break;
+        };
+        drop(previous);
+        let final_round = round + 1 == t.propagation.rounds;
         // Strata from what is known now (the spread labels), never from test labels.
         let strata = super::parts::strata(&cfg.config, &data)?;
         let rows = FitData { data: &data, strata: &strata, scale_rows: Some(&parts.train), ..*rows };
-        let mut no_snapshots = train::NoCheckpoints;
-        let snapshots: &mut dyn train::Checkpointer = if last { &mut *snapshots } else { &mut no_snapshots };
-        fitted = fit_rows(cfg, extractor, &rows, &train_parts, snapshots, progress)?;
-        report = Some(done);
+        let fitted = match given.and_then(|g| g.get(round)) {
+            Some(made) => fit_rows_as(cfg, extractor, &rows, &train_parts, made, progress)?,
+            None if final_round => fit_rows(cfg, extractor, &rows, &train_parts, snapshots, progress)?,
+            None => fit_rows(cfg, extractor, &rows, &train_parts, &mut train::NoCheckpoints, progress)?,
+        };
+        choices.push(fitted.choices.clone());
+        last = Some((fitted, done));
     }
-    Ok((fitted, report))
+    Ok(last.map(|(fitted, report)| Propagated { fitted, report, choices }))
 }
 
 /// `semi_supervised = "auto"`: per class head, its errors on labels hidden
@@ -276,11 +309,17 @@ fn propagate_rounds(
 /// the training and validation parts, an image's tiles and views kept
 /// together), fitted on the other labels without and with propagation. The
 /// hidden images join the unlabelled ones, as a new micrograph would.
+///
+/// The folds' fits take the run's own choices instead of choosing again
+/// (`made`: the labelled-only fit's, then each propagation round's): the
+/// question is whether propagation helps at the settings the run uses, and
+/// one training per head and fold costs a small part of a search.
 fn validate(
     cfg: &LoadedConfig,
     extractor: &dyn FeatureExtractor,
     rows: &FitData,
     parts: &split::Split,
+    made: (&choose::Choices, &[choose::Choices]),
     progress: &mut dyn Progress,
 ) -> Result<Vec<HeadValidation>> {
     let c = &cfg.config;
@@ -354,21 +393,22 @@ fn validate(
                 })
                 .collect()
         };
-        let supervised =
-            fit_rows(cfg, extractor, &fold_rows, &fold_parts, &mut train::NoCheckpoints, progress)?;
+        let supervised = fit_rows_as(cfg, extractor, &fold_rows, &fold_parts, made.0, progress)?;
         let before = errors(&supervised)?;
         let all = vec![true; c.heads.len()];
-        let (propagated, _) = propagate_rounds(
+        let propagated = propagate_rounds(
             cfg,
             extractor,
             &fold_rows,
             &fold_parts,
-            supervised,
+            &supervised,
             &all,
+            Some(made.1),
             &mut train::NoCheckpoints,
             progress,
         )?;
-        let after = errors(&propagated)?;
+        let propagated = propagated.as_ref().map_or(&supervised, |p| &p.fitted);
+        let after = errors(propagated)?;
         if f == 0 {
             out = before
                 .iter()
