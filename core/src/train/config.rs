@@ -306,7 +306,8 @@ pub enum SemiSupervised {
     /// Label spreading over a k-nearest-neighbour graph, then a second fit.
     Propagation,
     /// `propagation` for the class heads where it lowers the held-out error,
-    /// `off` for the others, chosen by cross-validation on the labelled images.
+    /// `off` for the others, chosen by cross-validation on the labelled images
+    /// (whose fits take the run's own taps and weight decays).
     Auto,
 }
 
