@@ -28,9 +28,17 @@ config_dir = os.path.dirname(os.path.abspath(a.config))
 text = open(a.config).read()
 cfg = tomllib.loads(text)
 manifest = os.path.join(config_dir, cfg["data"]["manifest"])
-size = cfg["extractor"].get("size", 224)
-if cfg["extractor"]["type"] != "efficientnet_lite0":
-    sys.exit("compare.py: the peer is EfficientNet-Lite0; the config's extractor is " + cfg["extractor"]["type"])
+# The input size of each tap: one EfficientNet-Lite0, or a `concat` of
+# EfficientNet-Lite0 passes at several sizes (configs/default.toml), whose
+# tap names do not repeat.
+ex = cfg["extractor"]
+passes = ex["extractors"] if ex["type"] == "concat" else [ex]
+tap_size = {}
+for part in passes:
+    if part["type"] != "efficientnet_lite0":
+        sys.exit("compare.py: the peer is EfficientNet-Lite0; the config's extractor is " + part["type"])
+    for t in part.get("taps", ["head"]):
+        tap_size[t] = part.get("size", 224)
 heads = []
 for h in cfg["heads"]:
     kind = {"classification": "class", "regression": "value"}.get(h["type"])
@@ -40,7 +48,10 @@ for h in cfg["heads"]:
     # The peer is the script a user writes: every tap mean-pooled, so a
     # furcate tap's pool suffix (`stem.moments`) reads its plain tap there.
     bare = [t.rsplit(".", 1)[0] if t.rsplit(".", 1)[-1] in ("mean", "mean_std", "moments") else t for t in taps]
-    heads.append((h["name"], h.get("column", h["name"]), kind, list(dict.fromkeys(bare))))
+    sizes = {tap_size.get(t) for t in taps}
+    if len(sizes) != 1 or None in sizes:
+        sys.exit(f"compare.py: head `{h['name']}`: its taps must come from one pass of the extractor")
+    heads.append((h["name"], h.get("column", h["name"]), kind, list(dict.fromkeys(bare)), sizes.pop()))
 
 
 def timed(cmd):
@@ -87,7 +98,7 @@ try:
             metrics = json.load(open(os.path.join(run_dir, "metrics.json")))
             state = json.load(open(os.path.join(run_dir, "checkpoint", "state.json")))
             scores = {}
-            for name_, _, kind, _ in heads:
+            for name_, _, kind, _, _ in heads:
                 m = metrics["heads"][name_]
                 scores[name_] = {"error_rate": m["error_rate"]} if kind == "class" else {"mae": m["metrics"]["mae"]}
             runs.append({"name": name, "test": state["split"]["test"], "scores": scores})
@@ -98,9 +109,9 @@ finally:
 split_file = os.path.join(out, "splits.json")
 json.dump([{"name": r["name"], "test": r["test"]} for r in runs], open(split_file, "w"))
 peer_out = os.path.join(out, "peer_raw.json")
-cmd = [sys.executable, os.path.join(here, "peer.py"), manifest, "--size", str(size), "--split", split_file, "--out", peer_out]
-for name, column, kind, taps in heads:
-    cmd += ["--head", f"{column}:{kind}:{','.join(taps)}"]
+cmd = [sys.executable, os.path.join(here, "peer.py"), manifest, "--split", split_file, "--out", peer_out]
+for name, column, kind, taps, size in heads:
+    cmd += ["--head", f"{column}:{kind}:{','.join(taps)}:{size}"]
 peer_wall, peer_peak = timed(cmd)
 peer = json.load(open(peer_out))
 
@@ -114,10 +125,10 @@ rows = [
     ("peak memory (MiB)", f"{peer_peak:.0f}", f"{max(peaks):.0f}", f"{peer_peak / max(peaks):.2f}x"),
 ]
 for r, p in zip(runs, peer["splits"]):
-    for name, column, kind, _ in heads:
+    for name, column, kind, _, _ in heads:
         key = "error_rate" if kind == "class" else "mae"
         ours, theirs = r["scores"][name][key], p["scores"][column][key]
-        fmt = (lambda v: f"{100 * v:.2f} %") if kind == "class" else (lambda v: f"{v:.6f}")
+        fmt = (lambda v: f"{100 * v:.2f} %") if kind == "class" else (lambda v: f"{v:.3g}")
         ratio = "=" if ours == theirs else (f"{theirs / ours:.3f}x better" if ours and ours < theirs else
                                            ("better" if ours < theirs else f"{ours / theirs:.3f}x worse" if theirs else "worse"))
         rows.append((f"{r['name']}: {name} {'error' if kind == 'class' else 'MAE'}", fmt(theirs), fmt(ours), ratio))

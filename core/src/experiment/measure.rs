@@ -48,10 +48,21 @@ impl Measure {
         format!("{name} {}", self.names().1)
     }
 
-    /// Mean ± std over seeds as `results.md` shows it.
+    /// Mean ± std over seeds as `results.md` shows it (an MAE to at least 5
+    /// decimals and 3 significant digits of the mean).
     pub(super) fn text(self, v: Option<(f64, f64)>) -> String {
         match self {
-            Measure::Mae => v.map(|(m, sd)| format!("{m:.5} ± {sd:.5}")).unwrap_or_else(|| "-".into()),
+            Measure::Mae => v
+                .map(|(m, sd)| {
+                    // At least 5 decimals, and 3 significant digits of the mean (at most 9 decimals).
+                    let d = if m.abs() > 0.0 {
+                        (2 - m.abs().log10().floor() as i64).clamp(5, 9) as usize
+                    } else {
+                        5
+                    };
+                    format!("{m:.d$} ± {sd:.d$}")
+                })
+                .unwrap_or_else(|| "-".into()),
             _ => percent(v),
         }
     }
@@ -82,8 +93,15 @@ pub(super) fn head_columns(results: &[PointResult]) -> Vec<(String, Vec<Measure>
         .collect()
 }
 
+/// A `results.csv` cell: 6 decimals, more (up to 12) where that keeps 4
+/// significant digits of a small value (an MAE of a few millionths).
 pub(super) fn cell(v: Option<f64>) -> String {
-    v.filter(|v| v.is_finite()).map(|v| format!("{v:.6}")).unwrap_or_default()
+    v.filter(|v| v.is_finite())
+        .map(|v| {
+            let d = if v == 0.0 { 6 } else { (3 - v.abs().log10().floor() as i64).clamp(6, 12) as usize };
+            format!("{v:.d$}")
+        })
+        .unwrap_or_default()
 }
 
 /// `0.1` -> `0.1`, `1 - 0.9` -> `0.1`: the shortest form to 4 decimals, as the thesis writes splits.
