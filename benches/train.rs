@@ -94,9 +94,9 @@ fn bench_train(c: &mut Criterion) {
 
 /// The demo's fit with `optimizer = "lbfgs"`: its three heads (configs/default.toml:
 /// morphology on stage2..stage4, volume-fraction class on the stem, the
-/// volume-fraction regression with a 64-unit hidden layer on the stem), on
-/// 3150 cached rows with the demo's tap widths (stem 32, stage1 16, stage2 24,
-/// stage3 40, stage4 80), weight decay chosen per head from the 6-value grid on 350
+/// linear volume-fraction regression on the stem's moments), on 3150 cached
+/// rows with the demo's tap widths (stage1 16, stage2 24, stage3 40, stage4 80,
+/// stem 32, stem.moments 64), weight decay chosen per head from the 6-value grid on 350
 /// validation rows, then the final solve: what `furcate train` does after
 /// the features are read. Target: under 5 s.
 fn bench_lbfgs(c: &mut Criterion) {
@@ -119,14 +119,17 @@ fn bench_lbfgs(c: &mut Criterion) {
         bin.iter().map(|b| Some(format!("{:.2}", 0.05 * (*b as f64 + 1.0)))).collect(),
         bin.iter().map(|b| Some(format!("{:.4}", 0.05 * (*b as f64 + 1.0)))).collect(),
     ];
+    // The demo's taps in its extractor's order (the 128-px pass, then the 256-px one).
     let layout = TapLayout::new(vec![
-        ("stem".into(), 32),
         ("stage1".into(), 16),
         ("stage2".into(), 24),
         ("stage3".into(), 40),
         ("stage4".into(), 80),
+        ("stem".into(), 32),
+        ("stem.moments".into(), 64),
     ]);
-    // Features that carry the labels, with noise: the bin in the stem, the morphology in stage2/3.
+    // Features that carry the labels, with noise: the bin in the stem and its
+    // moments, the morphology in stage2..stage4.
     let onehot = |labels: &[usize], k: i64, w: i64| {
         let idx = Tensor::from_slice(&labels.iter().map(|&l| l as i64).collect::<Vec<_>>());
         let base =
@@ -135,11 +138,12 @@ fn bench_lbfgs(c: &mut Criterion) {
     };
     let features = Tensor::cat(
         &[
-            onehot(&bin, 10, 32),
             Tensor::randn([n, 16], (Kind::Float, Device::Cpu)),
             onehot(&morph, 7, 24),
             onehot(&morph, 7, 40),
             onehot(&morph, 7, 80),
+            onehot(&bin, 10, 32),
+            onehot(&bin, 10, 64),
         ],
         1,
     );
