@@ -54,12 +54,7 @@ impl Measure {
         match self {
             Measure::Mae => v
                 .map(|(m, sd)| {
-                    // At least 5 decimals, and 3 significant digits of the mean (at most 9 decimals).
-                    let d = if m.abs() > 0.0 {
-                        (2 - m.abs().log10().floor() as i64).clamp(5, 9) as usize
-                    } else {
-                        5
-                    };
+                    let d = decimals(m, 3, 5, 9);
                     format!("{m:.d$} ± {sd:.d$}")
                 })
                 .unwrap_or_else(|| "-".into()),
@@ -98,10 +93,19 @@ pub(super) fn head_columns(results: &[PointResult]) -> Vec<(String, Vec<Measure>
 pub(super) fn cell(v: Option<f64>) -> String {
     v.filter(|v| v.is_finite())
         .map(|v| {
-            let d = if v == 0.0 { 6 } else { (3 - v.abs().log10().floor() as i64).clamp(6, 12) as usize };
+            let d = decimals(v, 4, 6, 12);
             format!("{v:.d$}")
         })
         .unwrap_or_default()
+}
+
+/// The decimals that show `digits` significant digits of `v`, within
+/// `min..=max` (`min` for zero).
+fn decimals(v: f64, digits: i64, min: usize, max: usize) -> usize {
+    if v == 0.0 {
+        return min;
+    }
+    (digits - 1 - v.abs().log10().floor() as i64).clamp(min as i64, max as i64) as usize
 }
 
 /// `0.1` -> `0.1`, `1 - 0.9` -> `0.1`: the shortest form to 4 decimals, as the thesis writes splits.
