@@ -2,7 +2,7 @@
 instead) on the same images and the same splits, one table.
 
   python compare.py --furcate target/release/furcate --config configs/default.toml \
-      --test 0.1 0.95 --seeds 0 1 2 --out runs/peer
+      --test 0.1 0.95 --seeds 0 1 2 --out runs/peer [--manifest data/synthetic_near/manifest.csv]
 
 Steps: `furcate extract` with an empty feature cache (cold, the whole
 process timed); `furcate train` for each test fraction and seed (warm cache,
@@ -21,13 +21,16 @@ ap.add_argument("--config", required=True)
 ap.add_argument("--test", nargs="+", type=float, default=[0.1, 0.95])
 ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
 ap.add_argument("--out", required=True)
+ap.add_argument("--manifest", help="a data set's manifest.csv to use instead of the config's (same heads, same columns)")
 a = ap.parse_args()
 os.makedirs(a.out, exist_ok=True)
 out = os.path.abspath(a.out)
 config_dir = os.path.dirname(os.path.abspath(a.config))
 text = open(a.config).read()
 cfg = tomllib.loads(text)
-manifest = os.path.join(config_dir, cfg["data"]["manifest"])
+manifest = os.path.abspath(a.manifest) if a.manifest else os.path.join(config_dir, cfg["data"]["manifest"])
+# The [data] lines of every furcate variant: the feature cache, and the manifest when --manifest names one.
+data_lines = [f'manifest = "{manifest}"'] if a.manifest else []
 # The input size of each tap: one EfficientNet-Lite0, or a `concat` of
 # EfficientNet-Lite0 passes at several sizes (configs/default.toml), whose
 # tap names do not repeat.
@@ -82,14 +85,14 @@ cache = os.path.join(out, "cache")
 subprocess.run(["rm", "-rf", cache], check=True)
 made = []
 try:
-    cold = variant("extract", [f'feature_cache = "{cache}"'], [])
+    cold = variant("extract", data_lines + [f'feature_cache = "{cache}"'], [])
     made.append(cold)
     furcate_extract = timed([a.furcate, "--quiet", "extract", cold, "--out", os.path.join(out, "features.safetensors")])
     runs, fits, peaks = [], [], [furcate_extract[1]]
     for frac in a.test:
         for seed in a.seeds:
             name = f"test{frac}_seed{seed}"
-            path = variant(name, [f'feature_cache = "{cache}"'], [f"test_fraction = {frac}", f"seed = {seed}"])
+            path = variant(name, data_lines + [f'feature_cache = "{cache}"'], [f"test_fraction = {frac}", f"seed = {seed}"])
             made.append(path)
             run_dir = os.path.join(out, name)
             seconds, peak = timed([a.furcate, "--quiet", "train", path, "--out", run_dir, "--force", "--no-report"])

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # furcate beside the Python peer, one table (benches/peer/compare.py):
-#   benches/peer/run.sh [CONFIG] [compare.py options: --test 0.1 0.95 --seeds 0 1 2 --out runs/peer]
+#   benches/peer/run.sh [CONFIG] [compare.py options: --test 0.1 0.95 --seeds 0 1 2 --out runs/peer --manifest M]
 # Installs scikit-learn into the test set-up's Python when missing, builds
 # the release binary, generates data/synthetic when the config's data is
 # missing. Take its figures with nothing else running.

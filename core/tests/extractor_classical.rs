@@ -130,6 +130,19 @@ fn concat_puts_the_parts_side_by_side() {
 }
 
 #[test]
+fn concat_prefixes_only_the_tap_names_its_parts_share() {
+    let c: Box<dyn ExtractorConfig> = toml::from_str(
+        "type = \"concat\"\nextractors = [\
+         { type = \"efficientnet_lite0\", weights = \"w.safetensors\", size = 128, taps = [\"stage1\", \"stage2\"] }, \
+         { type = \"efficientnet_lite0\", weights = \"w.safetensors\", size = 256, \
+           taps = [\"stem\", \"stage2\", \"stage2.mean_std\"] }]",
+    )
+    .unwrap();
+    // `stage2` is in both passes; `stage2.mean_std` (another pool) and the rest in one.
+    assert_eq!(c.tap_names(), ["stage1", "0.stage2", "stem", "1.stage2", "stage2.mean_std"]);
+}
+
+#[test]
 fn registered_types_include_the_new_extractors() {
     let types = furcate_core::registry::extractor_types();
     assert!(types.contains(&"two_point".to_string()) && types.contains(&"concat".to_string()), "{types:?}");

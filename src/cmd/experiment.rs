@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use furcate_core::experiment::{Experiment, ExperimentOptions};
+use furcate_core::experiment::{format_mae, Experiment, ExperimentOptions};
 
 use super::progress::Bars;
 
@@ -44,7 +44,7 @@ pub fn run(args: &Args, quiet: bool) -> Result<()> {
             .iter()
             .map(|h| match (h.error_rate, h.mae) {
                 (Some(e), _) => format!("{} {:.4} %", h.name, 100.0 * e),
-                (None, Some(m)) => format!("{} MAE {m:.5}", h.name),
+                (None, Some(m)) => format!("{} MAE {}", h.name, format_mae(m)),
                 _ => h.name.clone(),
             })
             .collect();

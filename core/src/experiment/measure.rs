@@ -55,7 +55,7 @@ impl Measure {
             Measure::Mae => v
                 .map(|(m, sd)| {
                     let d = decimals(m, 3, 5, 9);
-                    format!("{m:.d$} ± {sd:.d$}")
+                    format!("{} ± {sd:.d$}", format_mae(m))
                 })
                 .unwrap_or_else(|| "-".into()),
             _ => percent(v),
@@ -97,6 +97,18 @@ pub(super) fn cell(v: Option<f64>) -> String {
             format!("{v:.d$}")
         })
         .unwrap_or_default()
+}
+
+/// An MAE as `results.md` shows a mean: to at least 5 decimals and 3
+/// significant digits (the progress line of `furcate experiment` uses it too).
+///
+/// ```
+/// assert_eq!(furcate_core::experiment::format_mae(0.0000043), "0.00000430");
+/// assert_eq!(furcate_core::experiment::format_mae(0.0123), "0.01230");
+/// ```
+pub fn format_mae(m: f64) -> String {
+    let d = decimals(m, 3, 5, 9);
+    format!("{m:.d$}")
 }
 
 /// The decimals that show `digits` significant digits of `v`, within

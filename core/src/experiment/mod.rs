@@ -65,6 +65,7 @@ use serde::Deserialize;
 use crate::features::CacheStats;
 
 pub use crate::metrics::mean_std;
+pub use measure::format_mae;
 pub use tables::{results_csv, results_markdown};
 
 /// An experiment file.

@@ -105,8 +105,8 @@ impl ExtractorConfig for ConcatConfig {
         Ok(())
     }
 
-    /// The parts' taps in order ([`super::taps::merge_tap_names`]: prefixed
-    /// by the part's index when a name repeats).
+    /// The parts' taps in order ([`super::taps::merge_tap_names`]: a name
+    /// that several parts have is prefixed by its part's index).
     fn tap_names(&self) -> Vec<String> {
         super::taps::merge_tap_names(self.extractors.iter().map(|c| c.tap_names()).collect())
     }

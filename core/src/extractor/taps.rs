@@ -362,17 +362,30 @@ pub fn check_tap_names<S: AsRef<str>>(whose: &str, taps: &[String], valid: &[S])
     Ok(())
 }
 
-/// The tap names of a concatenation, from its parts' names: as they are when
-/// no name repeats, else each prefixed by its part's index (`0.stem`, `1.stem`).
+/// The tap names of a concatenation, from its parts' names: each as it is,
+/// unless another part has a tap of the same name; those are prefixed by
+/// their part's index (`0.stage2`, `1.stage2`). So a concat of a 128-px and
+/// a 256-px pass of one network keeps `stem` as it is when only one pass
+/// taps it.
+///
+/// ```
+/// use furcate_core::extractor::taps::merge_tap_names;
+///
+/// let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+/// let merged = merge_tap_names(vec![names(&["stage1", "stage2"]), names(&["stem", "stage2"])]);
+/// assert_eq!(merged, ["stage1", "0.stage2", "stem", "1.stage2"]);
+/// ```
 pub fn merge_tap_names(parts: Vec<Vec<String>>) -> Vec<String> {
-    let flat: Vec<String> = parts.iter().flatten().cloned().collect();
-    let unique = flat.iter().collect::<std::collections::BTreeSet<_>>().len() == flat.len();
-    if unique {
-        return flat;
+    let mut count = std::collections::BTreeMap::<&str, usize>::new();
+    for name in parts.iter().flatten() {
+        *count.entry(name).or_default() += 1;
     }
     parts
-        .into_iter()
+        .iter()
         .enumerate()
-        .flat_map(|(i, names)| names.into_iter().map(move |n| format!("{i}.{n}")))
+        .flat_map(|(i, names)| {
+            let count = &count;
+            names.iter().map(move |n| if count[n.as_str()] > 1 { format!("{i}.{n}") } else { n.clone() })
+        })
         .collect()
 }
