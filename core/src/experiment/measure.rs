@@ -54,8 +54,8 @@ impl Measure {
         match self {
             Measure::Mae => v
                 .map(|(m, sd)| {
-                    let d = decimals(m, 3, 5, 9);
-                    format!("{} ± {sd:.d$}", format_mae(m))
+                    let d = mae_decimals(m);
+                    format!("{m:.d$} ± {sd:.d$}")
                 })
                 .unwrap_or_else(|| "-".into()),
             _ => percent(v),
@@ -107,8 +107,13 @@ pub(super) fn cell(v: Option<f64>) -> String {
 /// assert_eq!(furcate_core::experiment::format_mae(0.0123), "0.01230");
 /// ```
 pub fn format_mae(m: f64) -> String {
-    let d = decimals(m, 3, 5, 9);
+    let d = mae_decimals(m);
     format!("{m:.d$}")
+}
+
+/// The decimals of an MAE: at least 5, and 3 significant digits (at most 9).
+fn mae_decimals(m: f64) -> usize {
+    decimals(m, 3, 5, 9)
 }
 
 /// The decimals that show `digits` significant digits of `v`, within
